@@ -1,0 +1,153 @@
+//! The canonical envelope of an event: the exact bytes its identity is the hash of.
+//!
+//! Layout (version 1), all integers big-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | envelope version = 1 |
+//! | 1 | 1 | kind (defined by the caller; storage only routes on it) |
+//! | 2 | 8 | event_time, i64 microseconds since the Unix epoch, UTC |
+//! | 10 | 2 | subject length `n` (u16) |
+//! | 12 | n | subject (customer id), UTF-8 |
+//! | 12+n | rest | body: the kind's canonical field encoding, opaque here |
+//!
+//! `recorded_at` is deliberately absent: the same fact delivered twice has one identity.
+
+use crate::error::{Result, StorageError};
+
+pub const ENVELOPE_VERSION: u8 = 1;
+const HEADER: usize = 12;
+
+/// 32-byte blake3 hash naming an event.
+pub type EventId = [u8; 32];
+
+/// An event in canonical form, before storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub kind: u8,
+    pub subject: String,
+    pub event_time: i64,
+    pub recorded_at: i64,
+    pub body: Vec<u8>,
+}
+
+impl NewEvent {
+    pub fn envelope(&self) -> Result<Vec<u8>> {
+        encode(self.kind, &self.subject, self.event_time, &self.body)
+    }
+}
+
+pub fn encode(kind: u8, subject: &str, event_time: i64, body: &[u8]) -> Result<Vec<u8>> {
+    let n = u16::try_from(subject.len())
+        .map_err(|_| StorageError::InvalidEvent(format!("subject is {} bytes; at most 65535", subject.len())))?;
+    let mut out = Vec::with_capacity(HEADER + subject.len() + body.len());
+    out.push(ENVELOPE_VERSION);
+    out.push(kind);
+    out.extend_from_slice(&event_time.to_be_bytes());
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(subject.as_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+pub fn event_id(envelope: &[u8]) -> EventId {
+    *blake3::hash(envelope).as_bytes()
+}
+
+/// A decoded envelope borrowing from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub kind: u8,
+    pub event_time: i64,
+    pub subject: &'a str,
+    pub body: &'a [u8],
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>> {
+    let bad = |why: &str| StorageError::Corrupt(format!("event envelope: {why}"));
+    if bytes.len() < HEADER {
+        return Err(bad("shorter than its header"));
+    }
+    if bytes[0] != ENVELOPE_VERSION {
+        return Err(bad(&format!("unknown envelope version {}", bytes[0])));
+    }
+    let kind = bytes[1];
+    let event_time = i64::from_be_bytes(bytes[2..10].try_into().map_err(|_| bad("time"))?);
+    let n = u16::from_be_bytes([bytes[10], bytes[11]]) as usize;
+    let subject_bytes = bytes
+        .get(HEADER..HEADER + n)
+        .ok_or_else(|| bad("subject runs past the end"))?;
+    let subject = std::str::from_utf8(subject_bytes).map_err(|_| bad("subject is not UTF-8"))?;
+    Ok(Envelope {
+        kind,
+        event_time,
+        subject,
+        body: &bytes[HEADER + n..],
+    })
+}
+
+/// 16-byte handle of a subject: what blocks and the key vault are keyed by, so that
+/// customer ids themselves only ever sit inside encrypted payloads.
+pub type Handle = u128;
+
+pub fn subject_handle(subject: &str) -> Handle {
+    let h = blake3::hash(subject.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&h.as_bytes()[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// i64 to bytes whose lexicographic order is numeric order (sign bit flipped).
+pub fn sortable_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn from_sortable_i64(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let bytes = encode(3, "cust-é", -5, b"body").expect("encodes");
+        let env = decode(&bytes).expect("decodes");
+        assert_eq!(
+            env,
+            Envelope {
+                kind: 3,
+                event_time: -5,
+                subject: "cust-é",
+                body: b"body"
+            }
+        );
+    }
+
+    #[test]
+    fn sortable_order_matches_numeric_order() {
+        let vals = [i64::MIN, -1, 0, 1, i64::MAX];
+        for w in vals.windows(2) {
+            assert!(sortable_i64(w[0]) < sortable_i64(w[1]));
+            assert_eq!(from_sortable_i64(sortable_i64(w[0])), w[0]);
+        }
+    }
+
+    #[test]
+    fn truncated_envelope_is_an_error_not_a_panic() {
+        let bytes = encode(1, "abc", 0, b"").expect("encodes");
+        for cut in 0..bytes.len() {
+            let r = decode(&bytes[..cut]);
+            assert!(r.is_err(), "cut at {cut} decoded");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! cis-storage: the append-only, content-addressed, bitemporal event log of cis.
+//!
+//! It stores opaque event bodies under a canonical envelope and knows nothing of
+//! orders, features or models. See `ARCHITECTURE.md` and `storage/FORMAT.md`.
+
+pub mod block;
+pub mod envelope;
+mod error;
+mod idset;
+pub mod kv;
+pub mod log;
+mod store;
+pub mod vault;
+
+pub use envelope::{hex, EventId, NewEvent};
+pub use error::{Result, StorageError};
+pub use log::{
+    AppendOutcome, BatchRecord, Entry, EventLog, EventRef, Head, StoredEvent, VerifyReport, Visibility, GENESIS,
+};
+pub use store::Store;

@@ -1,0 +1,775 @@
+//! The append-only, content-addressed, bitemporal event log.
+//!
+//! Trees (all keys big-endian):
+//! - `blocks`: (bucket, batch) → block of sealed events (see [`crate::block`]).
+//! - `chain`: batch → the batch's event ids (32 bytes each) in append order.
+//! - `batches`: batch → [`BatchRecord`] (bincode): the commit record.
+//! - `by_recorded`: (min recorded_at, batch) → max recorded_at: the recorded-time index.
+//! - `meta`: `format`, and `pending` (the batch being written, for crash recovery).
+//!
+//! Commit protocol for batch `n`: write `pending = n` and flush; write blocks and chain;
+//! flush; write the batch record and its `by_recorded` entry; flush. Only then is the
+//! batch acknowledged. A batch without a record is invisible to readers and is removed
+//! when the store is next opened.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::{self, Record};
+use crate::envelope::{self, EventId, NewEvent};
+use crate::error::{Result, StorageError};
+use crate::idset::{prefix, IdSet};
+use crate::kv::{Kv, TreeName};
+use crate::vault::{apply_cipher, Vault};
+
+pub type Head = [u8; 32];
+/// The head of the empty log.
+pub const GENESIS: Head = [0; 32];
+const STORE_FORMAT: u32 = 1;
+
+/// What one committed batch appended: the unit of acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub seq: u64,
+    /// The caller's run (ingest) this batch belongs to.
+    pub run: u64,
+    /// Sequence number of the batch's first event in the whole log (starting at 0).
+    pub first_event: u64,
+    pub events: u64,
+    pub head_before: Head,
+    pub head_after: Head,
+    /// Wall-clock time of the commit, µs since the epoch.
+    pub committed_at: i64,
+    pub min_recorded_at: i64,
+    pub max_recorded_at: i64,
+    pub min_event_time: i64,
+    pub max_event_time: i64,
+}
+
+/// Which events a read sees: `event_time <= event_time_max` and `recorded_at <= recorded_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visibility {
+    pub event_time_max: i64,
+    pub recorded_max: i64,
+}
+
+impl Visibility {
+    pub const ALL: Visibility = Visibility {
+        event_time_max: i64::MAX,
+        recorded_max: i64::MAX,
+    };
+
+    fn admits(&self, r: &Record<'_>) -> bool {
+        r.event_time <= self.event_time_max && r.recorded_at <= self.recorded_max
+    }
+}
+
+/// A readable event, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub kind: u8,
+    pub subject: String,
+    pub event_time: i64,
+    pub recorded_at: i64,
+    pub body: Vec<u8>,
+    pub batch: u64,
+}
+
+/// What a per-customer read returns: the event, or the mark an erasure left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Live(StoredEvent),
+    Erased {
+        id: EventId,
+        kind: u8,
+        event_time: i64,
+        recorded_at: i64,
+        batch: u64,
+    },
+}
+
+/// An event seen by a full scan; borrows a buffer reused between events.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    pub id: &'a EventId,
+    pub kind: u8,
+    pub subject: &'a str,
+    pub event_time: i64,
+    pub recorded_at: i64,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The committed batch, or `None` when every event was already in the log.
+    pub batch: Option<BatchRecord>,
+    pub appended: u64,
+    pub duplicates: u64,
+    pub head: Head,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub batches: u64,
+    pub events: u64,
+    pub erased: u64,
+    pub head: Head,
+}
+
+pub struct EventLog {
+    kv: Arc<dyn Kv>,
+    vault: RwLock<Vault>,
+    batches: RwLock<Vec<BatchRecord>>,
+    /// Ids already stored; loaded on the first append only (reads never need it).
+    appender: Mutex<Option<IdSet>>,
+}
+
+fn be(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn lock_err<T>(_: T) -> StorageError {
+    StorageError::Corrupt("a lock was poisoned by a panicking thread".into())
+}
+
+impl EventLog {
+    pub fn open(kv: Arc<dyn Kv>, vault: Vault) -> Result<Self> {
+        match kv.get(TreeName::Meta, b"format")? {
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt("format marker".into()))?,
+                );
+                if found != STORE_FORMAT {
+                    return Err(StorageError::Version {
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+            }
+            None => {
+                kv.insert(TreeName::Meta, b"format", &STORE_FORMAT.to_be_bytes())?;
+                kv.flush()?;
+            }
+        }
+        let mut batches = Vec::new();
+        kv.visit(TreeName::Batches, &[], None, &mut |_, v| {
+            let (rec, _): (BatchRecord, usize) = bincode::serde::decode_from_slice(v, bincode::config::standard())?;
+            batches.push(rec);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        for (i, b) in batches.iter().enumerate() {
+            if b.seq != i as u64 + 1 {
+                return Err(StorageError::Corrupt(format!(
+                    "batch records are not contiguous at batch {}",
+                    b.seq
+                )));
+            }
+        }
+        let log = EventLog {
+            kv,
+            vault: RwLock::new(vault),
+            batches: RwLock::new(batches),
+            appender: Mutex::new(None),
+        };
+        log.recover()?;
+        Ok(log)
+    }
+
+    /// Removes what an interrupted append left behind (see the commit protocol).
+    fn recover(&self) -> Result<()> {
+        let Some(p) = self.kv.get(TreeName::Meta, b"pending")? else {
+            return Ok(());
+        };
+        let pending = u64::from_be_bytes(
+            p.as_slice()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("pending".into()))?,
+        );
+        let committed = self.committed_seq()?;
+        if pending > committed {
+            tracing::warn!(
+                batch = pending,
+                "removing an uncommitted batch left by an interrupted append"
+            );
+            for bucket in 0..block::BUCKETS {
+                self.kv.remove(TreeName::Blocks, &block::block_key(bucket, pending))?;
+            }
+            self.kv.remove(TreeName::Chain, &be(pending))?;
+        }
+        let mut stale = Vec::new();
+        self.kv.visit(TreeName::ByRecorded, &[], None, &mut |k, _| {
+            if by_recorded_batch(k)? > committed {
+                stale.push(k.to_vec());
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        for k in stale {
+            self.kv.remove(TreeName::ByRecorded, &k)?;
+        }
+        self.kv.remove(TreeName::Meta, b"pending")?;
+        self.kv.flush()
+    }
+
+    fn committed_seq(&self) -> Result<u64> {
+        Ok(self.batches.read().map_err(lock_err)?.len() as u64)
+    }
+
+    pub fn batches(&self) -> Result<Vec<BatchRecord>> {
+        Ok(self.batches.read().map_err(lock_err)?.clone())
+    }
+
+    pub fn head(&self) -> Result<Head> {
+        Ok(self
+            .batches
+            .read()
+            .map_err(lock_err)?
+            .last()
+            .map_or(GENESIS, |b| b.head_after))
+    }
+
+    /// The head after the last batch committed at or before wall-clock time `t`.
+    pub fn head_at(&self, t: i64) -> Result<(u64, Head)> {
+        let batches = self.batches.read().map_err(lock_err)?;
+        Ok(batches
+            .iter()
+            .rev()
+            .find(|b| b.committed_at <= t)
+            .map_or((0, GENESIS), |b| (b.seq, b.head_after)))
+    }
+
+    pub fn event_count(&self) -> Result<u64> {
+        Ok(self
+            .batches
+            .read()
+            .map_err(lock_err)?
+            .last()
+            .map_or(0, |b| b.first_event + b.events))
+    }
+
+    fn load_ids(&self) -> Result<IdSet> {
+        let mut ids = IdSet::default();
+        self.kv.visit(TreeName::Chain, &[], None, &mut |_, v| {
+            for id in v.chunks_exact(32) {
+                let id: &EventId = id.try_into().map_err(|_| StorageError::Corrupt("chain entry".into()))?;
+                ids.insert(prefix(id));
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(ids)
+    }
+
+    /// Appends the events that are not already in the log, as one batch, and returns
+    /// only once that batch is durable. `committed_at` is the caller's wall clock.
+    pub fn append(&self, events: Vec<NewEvent>, run: u64, committed_at: i64) -> Result<AppendOutcome> {
+        let mut guard = self.appender.lock().map_err(lock_err)?;
+        if guard.is_none() {
+            *guard = Some(self.load_ids()?);
+        }
+        let result = self.append_locked(&mut guard, events, run, committed_at);
+        if result.is_err() {
+            // The id set may now name events that were never committed: reload next time.
+            *guard = None;
+        }
+        result
+    }
+
+    fn append_locked(
+        &self,
+        ids: &mut Option<IdSet>,
+        events: Vec<NewEvent>,
+        run: u64,
+        committed_at: i64,
+    ) -> Result<AppendOutcome> {
+        let ids = ids
+            .as_mut()
+            .ok_or_else(|| StorageError::Corrupt("id set not loaded".into()))?;
+        let head_before = self.head()?;
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut duplicates = 0u64;
+        for ev in events {
+            let env = ev.envelope()?;
+            let id = envelope::event_id(&env);
+            if ids.insert(prefix(&id)) {
+                fresh.push((id, envelope::subject_handle(&ev.subject), ev, env));
+            } else {
+                duplicates += 1;
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(AppendOutcome {
+                batch: None,
+                appended: 0,
+                duplicates,
+                head: head_before,
+            });
+        }
+        let seq = self.committed_seq()? + 1;
+        self.kv.insert(TreeName::Meta, b"pending", &be(seq))?;
+        self.kv.flush()?;
+
+        {
+            let mut vault = self.vault.write().map_err(lock_err)?;
+            vault.ensure(fresh.iter().map(|f| f.1))?;
+            for (id, handle, _, env) in fresh.iter_mut() {
+                let key = vault
+                    .get(*handle)
+                    .ok_or_else(|| StorageError::MissingKey(format!("{handle:032x}")))?;
+                apply_cipher(key, id, env);
+            }
+        }
+
+        let mut chain = Vec::with_capacity(fresh.len() * 32);
+        let mut head = head_before;
+        for (id, ..) in &fresh {
+            chain.extend_from_slice(id);
+            head = extend_head(&head, id);
+        }
+        self.kv.insert(TreeName::Chain, &be(seq), &chain)?;
+
+        // Sort keys computed once: (handle, event_time, id prefix, index). The handle's top
+        // bits are the bucket, so each bucket's records come out contiguous.
+        let mut order: Vec<(u128, i64, u128, usize)> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, (id, h, ev, _))| (*h, ev.event_time, prefix(id), i))
+            .collect();
+        order.sort_unstable();
+        let mut start = 0;
+        while start < order.len() {
+            let bucket = block::bucket_of(order[start].0);
+            let end = order[start..]
+                .iter()
+                .position(|o| block::bucket_of(o.0) != bucket)
+                .map_or(order.len(), |p| start + p);
+            let records: Vec<Record<'_>> = order[start..end]
+                .iter()
+                .map(|&(.., i)| {
+                    let (id, handle, ev, sealed) = &fresh[i];
+                    Record {
+                        handle: *handle,
+                        event_time: ev.event_time,
+                        recorded_at: ev.recorded_at,
+                        kind: ev.kind,
+                        flags: 0,
+                        id: *id,
+                        sealed,
+                    }
+                })
+                .collect();
+            self.kv.insert(
+                TreeName::Blocks,
+                &block::block_key(bucket, seq),
+                &block::encode(&records)?,
+            )?;
+            start = end;
+        }
+        self.kv.flush()?;
+
+        let first_event = self.event_count()?;
+        let (mut min_r, mut max_r, mut min_t, mut max_t) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
+        for (_, _, ev, _) in &fresh {
+            min_r = min_r.min(ev.recorded_at);
+            max_r = max_r.max(ev.recorded_at);
+            min_t = min_t.min(ev.event_time);
+            max_t = max_t.max(ev.event_time);
+        }
+        let record = BatchRecord {
+            seq,
+            run,
+            first_event,
+            events: fresh.len() as u64,
+            head_before,
+            head_after: head,
+            committed_at,
+            min_recorded_at: min_r,
+            max_recorded_at: max_r,
+            min_event_time: min_t,
+            max_event_time: max_t,
+        };
+        let bytes = bincode::serde::encode_to_vec(&record, bincode::config::standard())?;
+        self.kv.insert(TreeName::Batches, &be(seq), &bytes)?;
+        self.kv
+            .insert(TreeName::ByRecorded, &by_recorded_key(min_r, seq), &max_r.to_be_bytes())?;
+        self.kv.flush()?;
+        self.batches.write().map_err(lock_err)?.push(record.clone());
+        Ok(AppendOutcome {
+            appended: record.events,
+            batch: Some(record),
+            duplicates,
+            head,
+        })
+    }
+
+    /// Batches that may hold events recorded by `recorded_max`: a range scan of `by_recorded`.
+    fn batches_recorded_by(&self, recorded_max: i64) -> Result<Vec<bool>> {
+        let committed = self.committed_seq()?;
+        let mut admitted = vec![false; committed as usize + 1];
+        let end = by_recorded_key(recorded_max, u64::MAX);
+        self.kv.visit(TreeName::ByRecorded, &[], Some(&end), &mut |k, _| {
+            let b = by_recorded_batch(k)?;
+            if b <= committed {
+                admitted[b as usize] = true;
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(admitted)
+    }
+
+    /// One customer's events visible under `vis`, ordered by (event_time, id), erasure
+    /// marks included. A prefix range scan over the customer's bucket.
+    pub fn subject_events(&self, subject: &str, vis: Visibility) -> Result<Vec<Entry>> {
+        let handle = envelope::subject_handle(subject);
+        let bucket = block::bucket_of(handle);
+        let admitted = self.batches_recorded_by(vis.recorded_max)?;
+        let vault = self.vault.read().map_err(lock_err)?;
+        let mut out = Vec::new();
+        let start = block::block_key(bucket, 0);
+        let end = block::block_key(bucket, u64::MAX);
+        self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
+            let (_, batch) = block::split_block_key(k)?;
+            if !admitted.get(batch as usize).copied().unwrap_or(false) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            block::for_each(v, |r| {
+                if r.handle != handle || !vis.admits(&r) {
+                    return Ok(());
+                }
+                out.push(if r.erased() {
+                    Entry::Erased {
+                        id: r.id,
+                        kind: r.kind,
+                        event_time: r.event_time,
+                        recorded_at: r.recorded_at,
+                        batch,
+                    }
+                } else {
+                    let env = open_record(&vault, &r)?;
+                    let e = envelope::decode(&env)?;
+                    Entry::Live(StoredEvent {
+                        id: r.id,
+                        kind: r.kind,
+                        subject: e.subject.to_string(),
+                        event_time: r.event_time,
+                        recorded_at: r.recorded_at,
+                        body: e.body.to_vec(),
+                        batch,
+                    })
+                });
+                Ok(())
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        out.sort_by_key(|e| match e {
+            Entry::Live(ev) => (ev.event_time, ev.id),
+            Entry::Erased { event_time, id, .. } => (*event_time, *id),
+        });
+        Ok(out)
+    }
+
+    /// Calls `f` on every live event visible under `vis`, in storage order (by customer
+    /// bucket, then batch). Reads blocks sequentially: the cost is the log size.
+    pub fn scan(&self, vis: Visibility, mut f: impl FnMut(EventRef<'_>) -> Result<()>) -> Result<()> {
+        let admitted = self.batches_recorded_by(vis.recorded_max)?;
+        let vault = self.vault.read().map_err(lock_err)?;
+        let mut buf = Vec::new();
+        self.kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
+            let (_, batch) = block::split_block_key(k)?;
+            if !admitted.get(batch as usize).copied().unwrap_or(false) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            block::for_each(v, |r| {
+                if r.erased() || !vis.admits(&r) {
+                    return Ok(());
+                }
+                let key = vault
+                    .get(r.handle)
+                    .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
+                buf.clear();
+                buf.extend_from_slice(r.sealed);
+                apply_cipher(key, &r.id, &mut buf);
+                let e = envelope::decode(&buf)?;
+                f(EventRef {
+                    id: &r.id,
+                    kind: r.kind,
+                    subject: e.subject,
+                    event_time: r.event_time,
+                    recorded_at: r.recorded_at,
+                    body: e.body,
+                })
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
+    /// Walks the whole log: recomputes the hash chain over every event id, and the hash of
+    /// every event whose payload is present; erased events are counted, not rehashed.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let batches = self.batches()?;
+        // Global sequence number of every id, to name the first event that fails.
+        let mut seq_of: HashMap<EventId, u64> = HashMap::new();
+        let mut head = GENESIS;
+        let mut next_event = 0u64;
+        for b in &batches {
+            let chain = self.kv.get(TreeName::Chain, &be(b.seq))?.ok_or(StorageError::Verify {
+                seq: b.first_event,
+                reason: format!("batch {} has no chain entry", b.seq),
+            })?;
+            if b.head_before != head || b.first_event != next_event || chain.len() as u64 != b.events * 32 {
+                return Err(StorageError::Verify {
+                    seq: b.first_event,
+                    reason: format!("batch {} does not continue the batch before it", b.seq),
+                });
+            }
+            for (i, id) in chain.chunks_exact(32).enumerate() {
+                let id: EventId = id.try_into().map_err(|_| StorageError::Corrupt("chain entry".into()))?;
+                head = extend_head(&head, &id);
+                seq_of.insert(id, b.first_event + i as u64);
+            }
+            if head != b.head_after {
+                return Err(StorageError::Verify {
+                    seq: b.first_event + b.events - 1,
+                    reason: format!("hash chain of batch {} does not reach its recorded head", b.seq),
+                });
+            }
+            next_event += b.events;
+        }
+        let mut seen = vec![false; next_event as usize];
+        let mut erased = 0u64;
+        let vault = self.vault.read().map_err(lock_err)?;
+        let committed = batches.len() as u64;
+        self.kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
+            let (bucket, batch) = block::split_block_key(k)?;
+            if batch > committed {
+                return Ok(ControlFlow::Continue(()));
+            }
+            block::for_each(v, |r| {
+                let seq = *seq_of.get(&r.id).ok_or_else(|| StorageError::Verify {
+                    seq: batches[batch as usize - 1].first_event,
+                    reason: format!(
+                        "block ({bucket}, {batch}) holds event {} that is not in the chain",
+                        envelope::hex(&r.id)
+                    ),
+                })?;
+                let fail = |reason: String| StorageError::Verify { seq, reason };
+                if std::mem::replace(&mut seen[seq as usize], true) {
+                    return Err(fail("event stored twice".into()));
+                }
+                if block::bucket_of(r.handle) != bucket {
+                    return Err(fail("event stored under the wrong bucket".into()));
+                }
+                if r.erased() {
+                    erased += 1;
+                    return Ok(());
+                }
+                let env = open_record(&vault, &r).map_err(|e| fail(e.to_string()))?;
+                if envelope::event_id(&env) != r.id {
+                    return Err(fail("payload does not hash to its event id".into()));
+                }
+                let e = envelope::decode(&env).map_err(|e| fail(e.to_string()))?;
+                if e.kind != r.kind || e.event_time != r.event_time || envelope::subject_handle(e.subject) != r.handle {
+                    return Err(fail("record header disagrees with its payload".into()));
+                }
+                Ok(())
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            return Err(StorageError::Verify {
+                seq: missing as u64,
+                reason: "event in the chain has no stored record".into(),
+            });
+        }
+        Ok(VerifyReport {
+            batches: committed,
+            events: next_event,
+            erased,
+            head,
+        })
+    }
+}
+
+fn open_record(vault: &Vault, r: &Record<'_>) -> Result<Vec<u8>> {
+    let key = vault
+        .get(r.handle)
+        .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
+    let mut env = r.sealed.to_vec();
+    apply_cipher(key, &r.id, &mut env);
+    Ok(env)
+}
+
+/// `head' = blake3(head || event_id)`.
+pub fn extend_head(head: &Head, id: &EventId) -> Head {
+    let mut h = blake3::Hasher::new();
+    h.update(head);
+    h.update(id);
+    *h.finalize().as_bytes()
+}
+
+fn by_recorded_key(min_recorded: i64, batch: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&envelope::sortable_i64(min_recorded));
+    k[8..].copy_from_slice(&be(batch));
+    k
+}
+
+fn by_recorded_batch(key: &[u8]) -> Result<u64> {
+    let b: [u8; 8] = key
+        .get(8..16)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| StorageError::Corrupt("by_recorded key".into()))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::MemKv;
+
+    fn ev(subject: &str, t: i64, rec: i64, body: &[u8]) -> NewEvent {
+        NewEvent {
+            kind: 1,
+            subject: subject.into(),
+            event_time: t,
+            recorded_at: rec,
+            body: body.to_vec(),
+        }
+    }
+
+    fn mem_log() -> (Arc<MemKv>, EventLog) {
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::in_memory()).expect("opens");
+        (kv, log)
+    }
+
+    fn sample() -> Vec<NewEvent> {
+        (0..50)
+            .map(|i| ev(&format!("c{}", i % 7), i, i + 10, format!("b{i}").as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn appending_twice_is_appending_once() {
+        let (_, log) = mem_log();
+        let first = log.append(sample(), 1, 0).expect("append");
+        assert_eq!((first.appended, first.duplicates), (50, 0));
+        let second = log.append(sample(), 2, 0).expect("append");
+        assert_eq!((second.appended, second.duplicates, second.batch), (0, 50, None));
+        assert_eq!(second.head, first.head);
+        // Duplicates inside one batch count once too.
+        let mut twice = vec![ev("x", 1, 1, b"same")];
+        twice.push(twice[0].clone());
+        let third = log.append(twice, 3, 0).expect("append");
+        assert_eq!((third.appended, third.duplicates), (1, 1));
+        assert_eq!(log.verify().expect("verifies").events, 51);
+    }
+
+    #[test]
+    fn head_chains_over_event_ids_in_append_order() {
+        let (_, log) = mem_log();
+        let events = sample();
+        let out = log.append(events.clone(), 1, 0).expect("append");
+        let mut head = GENESIS;
+        for e in &events {
+            head = extend_head(&head, &envelope::event_id(&e.envelope().expect("envelope")));
+        }
+        assert_eq!(out.head, head);
+        assert_eq!(log.head_at(-1).expect("head"), (0, GENESIS));
+        assert_eq!(log.head_at(0).expect("head"), (1, head));
+    }
+
+    #[test]
+    fn reads_filter_by_event_time_and_recorded_at() {
+        let (_, log) = mem_log();
+        log.append(sample(), 1, 0).expect("append");
+        let vis = Visibility {
+            event_time_max: 30,
+            recorded_max: 35,
+        };
+        let got = log.subject_events("c3", vis).expect("read");
+        let times: Vec<i64> = got
+            .iter()
+            .map(|e| match e {
+                Entry::Live(e) => e.event_time,
+                Entry::Erased { .. } => -1,
+            })
+            .collect();
+        // c3 has events at 3, 10, 17, 24, 31, ...; recorded 10 later; K = 35 admits up to t = 25.
+        assert_eq!(times, [3, 10, 17, 24]);
+        let mut scanned = 0;
+        log.scan(vis, |e| {
+            assert!(e.event_time <= 30 && e.recorded_at <= 35);
+            scanned += 1;
+            Ok(())
+        })
+        .expect("scan");
+        assert_eq!(scanned, 26);
+    }
+
+    fn tamper_block(kv: &MemKv, f: impl Fn(&mut Vec<u8>)) {
+        let mut first = None;
+        kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
+            first = Some((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Break(()))
+        })
+        .expect("visit");
+        let (k, mut v) = first.expect("a block");
+        f(&mut v);
+        kv.insert(TreeName::Blocks, &k, &v).expect("insert");
+    }
+
+    #[test]
+    fn verify_names_the_tampered_event() {
+        let (kv, log) = mem_log();
+        log.append(sample(), 1, 0).expect("append");
+        // Flip the last byte of the block: the sealed payload of its last record.
+        tamper_block(&kv, |v| {
+            if let Some(b) = v.last_mut() {
+                *b ^= 1;
+            }
+        });
+        match log.verify() {
+            Err(StorageError::Verify { seq, reason }) => {
+                assert!(seq < 50);
+                assert!(reason.contains("hash") || reason.contains("envelope"), "{reason}");
+            }
+            other => panic!("expected a verification failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_detects_a_broken_chain() {
+        let (kv, log) = mem_log();
+        log.append(sample(), 1, 0).expect("append");
+        let mut chain = kv.get(TreeName::Chain, &be(1)).expect("get").expect("chain");
+        chain.swap(0, 32);
+        kv.insert(TreeName::Chain, &be(1), &chain).expect("insert");
+        assert!(matches!(log.verify(), Err(StorageError::Verify { .. })));
+    }
+
+    #[test]
+    fn an_uncommitted_batch_is_removed_on_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys.bin");
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
+        let committed = log.append(sample(), 1, 0).expect("append");
+        // Simulate a crash after batch 2's blocks were written but before its record.
+        kv.insert(TreeName::Meta, b"pending", &be(2)).expect("pending");
+        kv.insert(TreeName::Blocks, &block::block_key(17, 2), b"garbage")
+            .expect("orphan");
+        kv.insert(TreeName::Chain, &be(2), &[0u8; 32]).expect("orphan chain");
+        drop(log);
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("reopens");
+        assert_eq!(kv.get(TreeName::Blocks, &block::block_key(17, 2)).expect("get"), None);
+        assert_eq!(log.verify().expect("verifies").head, committed.head);
+        let next = log.append(vec![ev("z", 1, 1, b"new")], 2, 0).expect("append");
+        assert_eq!(next.batch.map(|b| b.seq), Some(2));
+        assert_eq!(log.verify().expect("verifies").events, 51);
+    }
+}
