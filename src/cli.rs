@@ -1,0 +1,335 @@
+//! The `cis` command line: flags are parsed here, then handed to the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use cis_storage::{hex, Store};
+use clap::{Args, Parser, Subcommand};
+
+use crate::event::Kind;
+use crate::history::{self, AsOf};
+use crate::ingest::records;
+use crate::ingest::source::Format;
+use crate::ingest::{self, IngestOptions, RecordedAt};
+use crate::synth::SynthConfig;
+use crate::time::{self, Micros};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cis",
+    version,
+    about = "Customer Intelligence System: bitemporal event log, features, churn, CLV, segments"
+)]
+pub struct Cli {
+    /// Store directory (an embedded sled database; created if missing).
+    #[arg(long, global = true, env = "CIS_STORE", default_value = "cis-store")]
+    pub store: PathBuf,
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate a file of events and append the good rows to the log; bad rows are quarantined.
+    Ingest(IngestArgs),
+    /// One customer's events as known at a point in time.
+    Events(EventsArgs),
+    /// The hash-chained log: verify it, or print its head.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Rows rejected by ingestion, with file, line, field and reason.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// Recorded ingest runs with their counts and log heads.
+    Runs,
+    /// Write a seeded synthetic population (orders, sessions, returns, customers) as CSV.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    pub kind: Kind,
+    pub file: PathBuf,
+    /// Input format (default: from the file extension; .jsonl/.ndjson → jsonl, else csv).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Where recorded_at comes from: `now` (live feeds), `event-time` (backfilling history),
+    /// or the name of a column holding it.
+    #[arg(long, default_value = "now")]
+    pub recorded_at: String,
+    /// Events per batch, the unit of durability.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub batch_rows: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[arg(long)]
+    pub customer: String,
+    /// Event time cut-off T (RFC 3339 or YYYY-MM-DD; default now).
+    #[arg(long, value_parser = parse_time)]
+    pub as_of: Option<Micros>,
+    /// Knowledge time K: only events recorded by then (default T).
+    #[arg(long, value_parser = parse_time)]
+    pub known_at: Option<Micros>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// Recompute every event hash and the hash chain; report the head.
+    Verify,
+    /// The head hash after the last batch committed by a time (default now).
+    Head {
+        #[arg(long, value_parser = parse_time)]
+        at: Option<Micros>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCommand {
+    List {
+        /// Only this ingest run.
+        #[arg(long)]
+        run: Option<u64>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: usize,
+    #[arg(long, default_value_t = 730)]
+    pub days: u32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Output directory for orders.csv, sessions.csv, returns.csv, customers.csv, truth.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_time(s: &str) -> Result<Micros, String> {
+    time::parse_timestamp(s)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let store_dir = cli.store;
+    let open = || Store::open(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Ingest(a) => ingest(&open()?, a, &mut out),
+        Command::Events(a) => events(&open()?, a, &mut out),
+        Command::Log(LogCommand::Verify) => {
+            let store = open()?;
+            match store.log().verify() {
+                Ok(r) => {
+                    writeln!(
+                        out,
+                        "log verified: {} events in {} batches ({} erased), head {}",
+                        r.events,
+                        r.batches,
+                        r.erased,
+                        hex(&r.head)
+                    )?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Log(LogCommand::Head { at }) => {
+            let store = open()?;
+            let (batch, head) = store.log().head_at(at.unwrap_or_else(time::now))?;
+            writeln!(out, "{} (after batch {batch})", hex(&head))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine(QuarantineCommand::List { run }) => {
+            let store = open()?;
+            let rows = records::quarantined(&store, run)?;
+            for q in &rows {
+                writeln!(
+                    out,
+                    "run {}  {}:{}  {}: {}  | {}",
+                    q.run, q.file, q.line, q.field, q.reason, q.raw
+                )?;
+            }
+            writeln!(out, "{} quarantined row(s)", rows.len())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs => {
+            let store = open()?;
+            for r in records::runs(&store)? {
+                writeln!(
+                    out,
+                    "run {}  {} {}  rows {}  accepted {}  duplicate {}  quarantined {}  head {}",
+                    r.run,
+                    r.kind.name(),
+                    r.file,
+                    r.rows,
+                    r.accepted,
+                    r.duplicates,
+                    r.quarantined,
+                    short(&r.head_after)
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(a) => {
+            let cfg = SynthConfig {
+                customers: a.customers,
+                days: a.days,
+                seed: a.seed,
+                ..SynthConfig::default()
+            };
+            let counts = cfg.validate()?.write_csv(&a.out)?;
+            writeln!(
+                out,
+                "wrote {} customers, {} orders, {} sessions, {} returns to {}",
+                counts.customers,
+                counts.orders,
+                counts.sessions,
+                counts.returns,
+                a.out.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn short(h: &str) -> &str {
+    h.get(..16).unwrap_or(h)
+}
+
+fn infer_format(path: &Path) -> Format {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
+        _ => Format::Csv,
+    }
+}
+
+fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let format = a.format.unwrap_or_else(|| infer_format(&a.file));
+    let opts = IngestOptions {
+        recorded_at: RecordedAt::parse(&a.recorded_at),
+        batch_rows: usize::try_from(a.batch_rows)?,
+        progress: std::io::stderr().is_terminal(),
+        ..IngestOptions::new(a.kind, format)
+    };
+    let mut ack_err = None;
+    let run = ingest::ingest_file(store, &a.file, &opts, &mut |c| {
+        // Printed only once the batch is durable: this line is the acknowledgement.
+        let r = writeln!(
+            out,
+            "committed batch {}: {} new events from lines {}-{}, head {}",
+            c.batch.seq,
+            c.batch.events,
+            c.first_line,
+            c.last_line,
+            hex(&c.batch.head_after)
+        )
+        .and_then(|_| out.flush());
+        if let Err(e) = r {
+            ack_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = ack_err {
+        return Err(e.into());
+    }
+    writeln!(
+        out,
+        "ingest run {}: {} rows from {} — {} accepted, {} duplicate, {} quarantined\nfile blake3 {}\nlog head {} -> {}",
+        run.run,
+        run.rows,
+        run.file,
+        run.accepted,
+        run.duplicates,
+        run.quarantined,
+        run.file_hash,
+        short(&run.head_before),
+        run.head_after
+    )?;
+    if !run.dropped_columns.is_empty() {
+        writeln!(out, "personal data columns dropped: {}", run.dropped_columns.join(", "))?;
+    }
+    if run.quarantined > 0 {
+        writeln!(out, "see `cis quarantine list --run {}` for the rejected rows", run.run)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    if let (Some(t), Some(k)) = (a.as_of, a.known_at) {
+        if k < t {
+            tracing::info!("known-at is before as-of: events recorded after K are hidden even if they happened by T");
+        }
+    }
+    let at = AsOf::new(a.as_of, a.known_at);
+    let events = history::customer_events(store, &a.customer, at)?;
+    if events.is_empty() {
+        bail!(
+            "no events for customer '{}' as of {} known at {}",
+            a.customer,
+            time::format(at.as_of),
+            time::format(at.known_at)
+        );
+    }
+    for e in &events {
+        if a.json {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        } else {
+            let what = match &e.payload {
+                None => "erased".to_string(),
+                Some(p) => describe(p),
+            };
+            writeln!(
+                out,
+                "{}  recorded {}  {}  {}",
+                e.event_time,
+                e.recorded_at,
+                what,
+                short(&e.event_id)
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(p: &crate::event::Payload) -> String {
+    use crate::event::Payload;
+    match p {
+        Payload::Order(o) => format!(
+            "order {} {}{}{}",
+            o.order_id,
+            o.amount.display(),
+            o.quantity.map(|q| format!(" ×{q}")).unwrap_or_default(),
+            o.channel.as_ref().map(|c| format!(" via {c}")).unwrap_or_default()
+        ),
+        Payload::Session(s) => format!(
+            "session {} {}s{}",
+            s.session_id,
+            s.duration_s,
+            s.page_views.map(|v| format!(" {v} pages")).unwrap_or_default()
+        ),
+        Payload::Return(r) => format!("return {} of order {} {}", r.return_id, r.order_id, r.amount.display()),
+        Payload::Customer(c) => format!(
+            "customer signup {} country {} {:?}",
+            c.signup_date.map(time::format).unwrap_or_else(|| "-".into()),
+            c.country.as_deref().unwrap_or("-"),
+            c.attributes
+        ),
+    }
+}

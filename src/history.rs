@@ -1,0 +1,86 @@
+//! Reading the log back as it was known: one customer's events as of (T, K).
+
+use cis_storage::{hex, Entry, StorageError, Store, Visibility};
+use serde::Serialize;
+
+use crate::event::{decode_body, DecodeError, Kind, Payload};
+use crate::time::{self, Micros};
+
+/// The bitemporal point a read is made at: events that happened by `as_of` (T) and
+/// that the system had recorded by `known_at` (K).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsOf {
+    pub as_of: Micros,
+    pub known_at: Micros,
+}
+
+impl AsOf {
+    /// K defaults to T; T defaults to now.
+    pub fn new(as_of: Option<Micros>, known_at: Option<Micros>) -> AsOf {
+        let as_of = as_of.unwrap_or_else(time::now);
+        AsOf {
+            as_of,
+            known_at: known_at.unwrap_or(as_of),
+        }
+    }
+
+    pub fn visibility(self) -> Visibility {
+        Visibility {
+            event_time_max: self.as_of,
+            recorded_max: self.known_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("stored event has unknown kind {0}")]
+    UnknownKind(u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    pub event_id: String,
+    pub event_time: String,
+    pub recorded_at: String,
+    #[serde(flatten)]
+    pub payload: Option<Payload>,
+    /// Set when the event's payload was erased.
+    pub erased: bool,
+}
+
+pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<EventView>, HistoryError> {
+    store
+        .log()
+        .subject_events(customer, at.visibility())?
+        .into_iter()
+        .map(|e| match e {
+            Entry::Live(ev) => {
+                let kind = Kind::from_u8(ev.kind).ok_or(HistoryError::UnknownKind(ev.kind))?;
+                Ok(EventView {
+                    event_id: hex(&ev.id),
+                    event_time: time::format(ev.event_time),
+                    recorded_at: time::format(ev.recorded_at),
+                    payload: Some(decode_body(kind, &ev.body)?),
+                    erased: false,
+                })
+            }
+            Entry::Erased {
+                id,
+                event_time,
+                recorded_at,
+                ..
+            } => Ok(EventView {
+                event_id: hex(&id),
+                event_time: time::format(event_time),
+                recorded_at: time::format(recorded_at),
+                payload: None,
+                erased: true,
+            }),
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! cis: the Customer Intelligence System.
+//!
+//! Raw customer events are validated ([`ingest`]), stored in the bitemporal event log of
+//! `cis-storage`, and read back as they were known at any time ([`history`]).
+//! See `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod event;
+pub mod history;
+pub mod ingest;
+pub mod money;
+pub mod synth;
+pub mod time;
