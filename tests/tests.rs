@@ -1,0 +1,9 @@
+//! cis integration tests, one binary, modules by theme.
+
+mod util;
+
+mod crash;
+mod golden;
+mod ingest;
+mod time_travel;
+mod validation;
