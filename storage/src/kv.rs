@@ -61,7 +61,7 @@ impl SledKv {
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(128 * 1024 * 1024)
             // We flush explicitly at every commit point; background flushes only add IO.
             .flush_every_ms(None)
             .open()?;
