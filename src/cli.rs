@@ -305,6 +305,14 @@ fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<
             )?;
         }
     }
+    if let (Some(c), false) = (history::attributes(&events), a.json) {
+        writeln!(
+            out,
+            "attributes as of {}: {}",
+            time::format(at.as_of),
+            describe(&crate::event::Payload::Customer(c))
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

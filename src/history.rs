@@ -3,7 +3,7 @@
 use cis_storage::{hex, Entry, StorageError, Store, Visibility};
 use serde::Serialize;
 
-use crate::event::{decode_body, DecodeError, Kind, Payload};
+use crate::event::{decode_body, Customer, DecodeError, Kind, Payload};
 use crate::time::{self, Micros};
 
 /// The bitemporal point a read is made at: events that happened by `as_of` (T) and
@@ -83,4 +83,24 @@ pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<Ev
             }),
         })
         .collect()
+}
+
+/// The customer attributes that held at the read's T: rows apply in event-time order,
+/// and a later row updates the fields it carries (an empty field keeps the earlier value).
+pub fn attributes(events: &[EventView]) -> Option<Customer> {
+    let mut folded: Option<Customer> = None;
+    for e in events {
+        if let Some(Payload::Customer(c)) = &e.payload {
+            let into = folded.get_or_insert_with(|| Customer {
+                signup_date: None,
+                country: None,
+                attributes: Default::default(),
+            });
+            into.signup_date = c.signup_date.or(into.signup_date);
+            into.country = c.country.clone().or(into.country.take());
+            into.attributes
+                .extend(c.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    folded
 }

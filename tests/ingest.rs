@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use cis::event::{Kind, Payload};
-use cis::history::{customer_events, AsOf};
+use cis::history::{attributes, customer_events, AsOf};
 use cis::ingest::records::runs;
 use cis::ingest::source::Format;
 use cis::ingest::{ingest_file, IngestError, IngestOptions, RecordedAt};
@@ -149,7 +149,7 @@ fn customer_metadata_reads_as_it_held_at_the_time() {
     let path = write(
         dir.path(),
         "customers.csv",
-        "customer_id,event_time,country,plan\nc1,2024-01-01,DE,free\nc1,2024-03-01,DE,pro\n",
+        "customer_id,event_time,country,plan\nc1,2024-01-01,DE,free\nc1,2024-03-01,,pro\n",
     );
     let store = Store::in_memory().expect("store");
     ingest(&store, Kind::Customer, Format::Csv, &path, RecordedAt::EventTime);
@@ -165,6 +165,16 @@ fn customer_metadata_reads_as_it_held_at_the_time() {
     };
     assert_eq!(plan_at("2024-02-01"), ["free"]);
     assert_eq!(plan_at("2024-03-01"), ["free", "pro"]);
+    // The fold: the later row updates plan; country, absent from it, keeps its value.
+    let at = AsOf::new(Some(parse_timestamp("2024-03-02").expect("t")), None);
+    let folded = attributes(&customer_events(&store, "c1", at).expect("read")).expect("a customer");
+    assert_eq!(
+        (
+            folded.country.as_deref(),
+            folded.attributes.get("plan").map(String::as_str)
+        ),
+        (Some("DE"), Some("pro"))
+    );
 }
 
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
