@@ -229,6 +229,10 @@ impl<'a> Reader<'a> {
     fn i64(&mut self) -> Result<i64, String> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().map_err(|_| "i64")?))
     }
+    fn skip_str(&mut self) -> Result<(), String> {
+        let n = self.u32()? as usize;
+        self.take(n).map(|_| ())
+    }
     fn str(&mut self) -> Result<String, String> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "string is not UTF-8".into())
@@ -245,6 +249,61 @@ impl<'a> Reader<'a> {
             t => Err(format!("bad option tag {t}")),
         }
     }
+}
+
+/// The numbers features are made of, read from a body without allocating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measures {
+    /// Order or return amount in micro-units of its currency (minor units scaled to 6
+    /// decimals), so sums stay exact integers whatever the currency's exponent.
+    pub amount_micros: i64,
+    pub duration_s: u32,
+    pub page_views: u32,
+    pub signup_date: Option<Micros>,
+}
+
+pub fn measures(kind: Kind, bytes: &[u8]) -> Result<Measures, DecodeError> {
+    let err = |reason: String| DecodeError {
+        kind: kind.name(),
+        reason,
+    };
+    let mut r = Reader { bytes, pos: 0 };
+    let version = r.u8().map_err(err)?;
+    if version != BODY_SCHEMA {
+        return Err(err(format!("unknown body schema {version}")));
+    }
+    let micros = |minor: i64, cur: &[u8]| -> Result<i64, String> {
+        let exp = std::str::from_utf8(cur)
+            .map(money::exponent)
+            .map_err(|_| "currency is not UTF-8")?;
+        minor
+            .checked_mul(10i64.pow(6 - exp))
+            .ok_or_else(|| "amount overflows".to_string())
+    };
+    (|| -> Result<Measures, String> {
+        let mut m = Measures::default();
+        match kind {
+            Kind::Order => {
+                r.skip_str()?;
+                let minor = r.i64()?;
+                m.amount_micros = micros(minor, r.take(3)?)?;
+            }
+            Kind::Session => {
+                r.skip_str()?;
+                m.duration_s = r.u32()?;
+                m.page_views = r.opt(|r| r.u32())?.unwrap_or(0);
+            }
+            Kind::Return => {
+                r.skip_str()?;
+                r.skip_str()?;
+                let minor = r.i64()?;
+                m.amount_micros = micros(minor, r.take(3)?)?;
+            }
+            Kind::Customer => m.signup_date = r.opt(|r| r.i64())?,
+        }
+        Ok(m)
+    })()
+    .map_err(err)
 }
 
 pub fn decode_body(kind: Kind, bytes: &[u8]) -> Result<Payload, DecodeError> {
@@ -345,6 +404,31 @@ mod tests {
             let bytes = encode_body(&p);
             assert_eq!(decode_body(p.kind(), &bytes).expect("decodes"), p);
         }
+    }
+
+    #[test]
+    fn measures_agree_with_the_full_decode() {
+        let m: Vec<Measures> = samples()
+            .iter()
+            .map(|p| measures(p.kind(), &encode_body(p)).expect("reads"))
+            .collect();
+        assert_eq!(m[0].amount_micros, 12_500_000);
+        assert_eq!((m[1].duration_s, m[1].page_views), (60, 0));
+        assert_eq!(m[2].amount_micros, 5_000_000);
+        assert_eq!(m[3].signup_date, Some(0));
+        let yen = Payload::Order(Order {
+            order_id: "o".into(),
+            amount: Money {
+                minor: 1500,
+                currency: "JPY".into(),
+            },
+            quantity: None,
+            channel: None,
+        });
+        assert_eq!(
+            measures(Kind::Order, &encode_body(&yen)).expect("reads").amount_micros,
+            1_500_000_000
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod event;
+pub mod features;
 pub mod history;
 pub mod ingest;
 pub mod money;

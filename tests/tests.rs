@@ -3,6 +3,7 @@
 mod util;
 
 mod crash;
+mod features;
 mod golden;
 mod ingest;
 mod time_travel;

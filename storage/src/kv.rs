@@ -17,6 +17,8 @@ pub enum TreeName {
     Chain,
     Batches,
     ByRecorded,
+    Artifacts,
+    ArtifactIndex,
     Journal(&'static str),
 }
 
@@ -28,6 +30,8 @@ impl TreeName {
             TreeName::Chain => "chain".into(),
             TreeName::Batches => "batches".into(),
             TreeName::ByRecorded => "by_recorded".into(),
+            TreeName::Artifacts => "artifacts".into(),
+            TreeName::ArtifactIndex => "artifact_index".into(),
             TreeName::Journal(name) => format!("journal/{name}"),
         }
     }

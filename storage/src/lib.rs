@@ -3,6 +3,7 @@
 //! It stores opaque event bodies under a canonical envelope and knows nothing of
 //! orders, features or models. See `ARCHITECTURE.md` and `storage/FORMAT.md`.
 
+pub mod artifacts;
 pub mod block;
 pub mod envelope;
 mod error;
@@ -12,6 +13,7 @@ pub mod log;
 mod store;
 pub mod vault;
 
+pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, StoredArtifact};
 pub use envelope::{hex, EventId, NewEvent};
 pub use error::{Result, StorageError};
 pub use log::{

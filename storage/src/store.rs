@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
 use crate::kv::{Kv, MemKv, SledKv, TreeName};
 use crate::log::EventLog;
@@ -41,6 +42,10 @@ impl Store {
 
     pub fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    pub fn artifacts(&self) -> Artifacts<'_> {
+        Artifacts { kv: self.kv.as_ref() }
     }
 
     pub fn dir(&self) -> Option<&Path> {

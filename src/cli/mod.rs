@@ -1,5 +1,7 @@
 //! The `cis` command line: flags are parsed here, then handed to the library.
 
+mod snapshot;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,6 +49,9 @@ pub enum Command {
     Quarantine(QuarantineCommand),
     /// Recorded ingest runs with their counts and log heads.
     Runs,
+    /// Point-in-time feature snapshots: create, list, show, diff, replay.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Write a seeded synthetic population (orders, sessions, returns, customers) as CSV.
     Generate(GenerateArgs),
 }
@@ -126,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest(a) => ingest(&open()?, a, &mut out),
         Command::Events(a) => events(&open()?, a, &mut out),
+        Command::Snapshot(cmd) => snapshot::run(&open()?, cmd, &mut out),
         Command::Log(LogCommand::Verify) => {
             let store = open()?;
             match store.log().verify() {

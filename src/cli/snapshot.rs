@@ -1,0 +1,166 @@
+//! `cis snapshot …`: create, list, show, diff and replay feature snapshots.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use cis_storage::{hex, Store};
+use clap::Subcommand;
+use indicatif::ProgressBar;
+
+use crate::features::snapshot::{self, Provenance, Replay};
+use crate::history::AsOf;
+use crate::time::{self, Micros};
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Materialise every feature for every customer as of T (known at K) and store it.
+    Create {
+        /// Event-time cut-off T (RFC 3339 or YYYY-MM-DD).
+        #[arg(long, value_parser = super::parse_time)]
+        as_of: Micros,
+        /// Knowledge time K (default T): only events recorded by then.
+        #[arg(long, value_parser = super::parse_time)]
+        known_at: Option<Micros>,
+    },
+    /// Stored snapshots, oldest first.
+    List {
+        #[arg(long, value_parser = super::parse_time)]
+        as_of_before: Option<Micros>,
+    },
+    /// A snapshot's metadata, or one customer's features.
+    Show {
+        hash: String,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Per-feature summary of what changed from A to B.
+    Diff { a: String, b: String },
+    /// Recompute a snapshot from the log and compare: exit 0 if identical, 1 if not.
+    Replay { hash: String },
+}
+
+fn spinner(msg: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_message(msg);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SnapshotCommand::Create { as_of, known_at } => {
+            let at = AsOf::new(Some(as_of), known_at);
+            let bar = spinner("materialising features");
+            let started = std::time::Instant::now();
+            let (hash, new, snap) = snapshot::create(store, at)?;
+            bar.finish_and_clear();
+            writeln!(
+                out,
+                "snapshot {} ({}) as of {} known at {}: {} customers x {} features from {} events in {:.2}s",
+                hex(&hash),
+                if new { "new" } else { "already stored" },
+                time::format(snap.as_of),
+                time::format(snap.known_at),
+                snap.matrix.customers.len(),
+                snap.features.len(),
+                snap.matrix.visible_events,
+                started.elapsed().as_secs_f64()
+            )?;
+        }
+        SnapshotCommand::List { as_of_before } => {
+            for (hash, as_of) in snapshot::list(store, as_of_before.unwrap_or(i64::MAX))? {
+                writeln!(out, "{}  as of {}", hex(&hash), time::format(as_of))?;
+            }
+        }
+        SnapshotCommand::Show { hash, customer } => {
+            let h = snapshot::resolve(store, &hash)?;
+            let (a, s) = snapshot::load(store, &h)?;
+            match customer {
+                Some(c) => {
+                    let Some(row) = s.row(&c) else {
+                        bail!("customer '{c}' is not in snapshot {}", hex(&h))
+                    };
+                    for (f, v) in s.features.iter().zip(row) {
+                        writeln!(out, "{f:<28} {v}")?;
+                    }
+                }
+                None => {
+                    let prov: Option<Provenance> = serde_json::from_slice(&a.provenance).ok();
+                    writeln!(out, "snapshot        {}", hex(&h))?;
+                    writeln!(out, "as of (T)       {}", time::format(s.as_of))?;
+                    writeln!(out, "known at (K)    {}", time::format(s.known_at))?;
+                    writeln!(out, "definition set  {}", hex(&s.definition_set))?;
+                    writeln!(out, "customers       {}", s.matrix.customers.len())?;
+                    writeln!(out, "features        {}", s.features.len())?;
+                    writeln!(out, "visible events  {}", s.matrix.visible_events)?;
+                    writeln!(out, "created at      {}", time::format(a.created_at))?;
+                    if let Some(p) = prov {
+                        writeln!(out, "read from log   batch {} head {}", p.log_batch, p.log_head)?;
+                    }
+                }
+            }
+        }
+        SnapshotCommand::Diff { a, b } => {
+            let (_, sa) = snapshot::load(store, &snapshot::resolve(store, &a)?)?;
+            let (_, sb) = snapshot::load(store, &snapshot::resolve(store, &b)?)?;
+            let d = snapshot::diff(&sa, &sb);
+            writeln!(
+                out,
+                "customers: {} in both, {} only in A, {} only in B",
+                d.in_both, d.only_in_a, d.only_in_b
+            )?;
+            writeln!(
+                out,
+                "{:<28} {:>9} {:>14} {:>14} {:>14}",
+                "feature", "changed", "mean A", "mean B", "max |change|"
+            )?;
+            for f in &d.features {
+                writeln!(
+                    out,
+                    "{:<28} {:>9} {:>14.4} {:>14.4} {:>14.4}",
+                    f.feature, f.changed, f.mean_a, f.mean_b, f.max_abs_change
+                )?;
+            }
+            for (side, list) in [("A", &d.features_only_in_a), ("B", &d.features_only_in_b)] {
+                if !list.is_empty() {
+                    writeln!(out, "features only in {side}: {}", list.join(", "))?;
+                }
+            }
+        }
+        SnapshotCommand::Replay { hash } => {
+            let h = snapshot::resolve(store, &hash)?;
+            let bar = spinner("recomputing from the log");
+            let result = snapshot::replay(store, &h)?;
+            bar.finish_and_clear();
+            match result {
+                Replay::Identical => writeln!(out, "identical: {} recomputes from the log", hex(&h))?,
+                Replay::Differs {
+                    customer,
+                    feature,
+                    stored,
+                    recomputed,
+                } => {
+                    writeln!(
+                        out,
+                        "different: customer '{customer}' feature {feature}: stored {} recomputed {}",
+                        stored.map_or("absent".into(), |v| v.to_string()),
+                        recomputed.map_or("absent".into(), |v| v.to_string())
+                    )?;
+                    return Ok(ExitCode::FAILURE);
+                }
+                Replay::HashMismatch { stored, recomputed } => {
+                    writeln!(
+                        out,
+                        "different: the values match but the hash does not (stored {stored}, recomputed {recomputed})"
+                    )?;
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
