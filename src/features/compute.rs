@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use cis_storage::block::BUCKETS;
 use cis_storage::{StorageError, Store};
 
 use crate::event::{measures, DecodeError, Kind};
@@ -21,6 +22,8 @@ pub enum ComputeError {
     Decode(#[from] DecodeError),
     #[error("stored event has unknown kind {0}")]
     UnknownKind(u8),
+    #[error("a feature worker thread panicked")]
+    Panicked,
     #[error("feature {feature} of customer {customer} is not finite ({value})")]
     NotFinite {
         customer: String,
@@ -214,36 +217,70 @@ impl Matrix {
     }
 }
 
-/// Scans the log once and materialises every feature for every customer with a visible
-/// event (of any kind, metadata included) at (T, K).
-pub fn materialise(store: &Store, at: AsOf) -> Result<Matrix, ComputeError> {
-    let t = at.as_of;
-    let mut accs: HashMap<String, Acc> = HashMap::new();
-    let mut visible_events = 0u64;
-    let mut digest = 0u128;
+/// What one thread accumulates over its range of customer buckets.
+#[derive(Default)]
+struct Partial {
+    accs: HashMap<String, Acc>,
+    visible_events: u64,
+    digest: u128,
+}
+
+fn accumulate(store: &Store, at: AsOf, buckets: std::ops::Range<u16>) -> Result<Partial, ComputeError> {
+    let mut part = Partial::default();
     let mut failure = None;
     store
         .log()
-        .scan(at.visibility(), |e| {
+        .scan_buckets(at.visibility(), buckets, |e| {
             let Some(kind) = Kind::from_u8(e.kind) else {
                 failure = Some(ComputeError::UnknownKind(e.kind));
                 return Err(StorageError::Corrupt("unknown event kind".into()));
             };
-            visible_events += 1;
-            digest = digest.wrapping_add(u128::from_be_bytes(e.id[..16].try_into().unwrap_or_default()));
-            let acc = match accs.get_mut(e.subject) {
+            part.visible_events += 1;
+            part.digest = part
+                .digest
+                .wrapping_add(u128::from_be_bytes(e.id[..16].try_into().unwrap_or_default()));
+            let acc = match part.accs.get_mut(e.subject) {
                 Some(a) => a,
-                None => accs.entry(e.subject.to_string()).or_default(),
+                None => part.accs.entry(e.subject.to_string()).or_default(),
             };
-            acc.add(t, kind, e.event_time, e.id, e.body).map_err(|err| {
+            acc.add(at.as_of, kind, e.event_time, e.id, e.body).map_err(|err| {
                 let msg = err.to_string();
                 failure = Some(err);
                 StorageError::Corrupt(msg)
             })
         })
         .map_err(|e| failure.take().unwrap_or(ComputeError::Storage(e)))?;
-    let mut customers: Vec<(String, Acc)> = accs.into_iter().collect();
+    Ok(part)
+}
+
+/// Scans the log once and materialises every feature for every customer with a visible
+/// event (of any kind, metadata included) at (T, K). The bucket space is split across the
+/// machine's cores; customers never span buckets, so the parts merge without conflict.
+pub fn materialise(store: &Store, at: AsOf) -> Result<Matrix, ComputeError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) as u16;
+    let step = BUCKETS.div_ceil(threads);
+    let parts: Vec<Result<Partial, ComputeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let range = (i * step).min(BUCKETS)..((i + 1) * step).min(BUCKETS);
+                scope.spawn(move || accumulate(store, at, range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(ComputeError::Panicked)))
+            .collect()
+    });
+    let mut customers: Vec<(String, Acc)> = Vec::new();
+    let (mut visible_events, mut digest) = (0u64, 0u128);
+    for part in parts {
+        let part = part?;
+        visible_events += part.visible_events;
+        digest = digest.wrapping_add(part.digest);
+        customers.extend(part.accs);
+    }
     customers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let t = at.as_of;
     let mut values = Vec::with_capacity(customers.len() * Matrix::width());
     let mut ids = Vec::with_capacity(customers.len());
     for (id, acc) in customers {

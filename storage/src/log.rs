@@ -474,37 +474,61 @@ impl EventLog {
 
     /// Calls `f` on every live event visible under `vis`, in storage order (by customer
     /// bucket, then batch). Reads blocks sequentially: the cost is the log size.
-    pub fn scan(&self, vis: Visibility, mut f: impl FnMut(EventRef<'_>) -> Result<()>) -> Result<()> {
+    pub fn scan(&self, vis: Visibility, f: impl FnMut(EventRef<'_>) -> Result<()>) -> Result<()> {
+        self.scan_buckets(vis, 0..block::BUCKETS, f)
+    }
+
+    /// [`EventLog::scan`] restricted to a range of customer buckets. A customer's events all
+    /// live in one bucket, so disjoint ranges can be scanned in parallel and their
+    /// per-customer results simply concatenated.
+    pub fn scan_buckets(
+        &self,
+        vis: Visibility,
+        buckets: std::ops::Range<u16>,
+        mut f: impl FnMut(EventRef<'_>) -> Result<()>,
+    ) -> Result<()> {
         let admitted = self.batches_recorded_by(vis.recorded_max)?;
         let vault = self.vault.read().map_err(lock_err)?;
         let mut buf = Vec::new();
-        self.kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
-            let (_, batch) = block::split_block_key(k)?;
-            if !admitted.get(batch as usize).copied().unwrap_or(false) {
-                return Ok(ControlFlow::Continue(()));
-            }
-            block::for_each(v, |r| {
-                if r.erased() || !vis.admits(&r) {
-                    return Ok(());
+        // Records are sorted by handle within a block: reuse the key across a customer's run.
+        let mut key: Option<(u128, crate::vault::Key)> = None;
+        let start = block::block_key(buckets.start, 0);
+        let end = (buckets.end < block::BUCKETS).then(|| block::block_key(buckets.end, 0));
+        self.kv
+            .visit(TreeName::Blocks, &start, end.as_ref().map(|e| &e[..]), &mut |k, v| {
+                let (_, batch) = block::split_block_key(k)?;
+                if !admitted.get(batch as usize).copied().unwrap_or(false) {
+                    return Ok(ControlFlow::Continue(()));
                 }
-                let key = vault
-                    .get(r.handle)
-                    .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
-                buf.clear();
-                buf.extend_from_slice(r.sealed);
-                apply_cipher(key, &r.id, &mut buf);
-                let e = envelope::decode(&buf)?;
-                f(EventRef {
-                    id: &r.id,
-                    kind: r.kind,
-                    subject: e.subject,
-                    event_time: r.event_time,
-                    recorded_at: r.recorded_at,
-                    body: e.body,
-                })
-            })?;
-            Ok(ControlFlow::Continue(()))
-        })
+                block::for_each(v, |r| {
+                    if r.erased() || !vis.admits(&r) {
+                        return Ok(());
+                    }
+                    let k = match key {
+                        Some((h, k)) if h == r.handle => k,
+                        _ => {
+                            let k = *vault
+                                .get(r.handle)
+                                .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
+                            key = Some((r.handle, k));
+                            k
+                        }
+                    };
+                    buf.clear();
+                    buf.extend_from_slice(r.sealed);
+                    apply_cipher(&k, &r.id, &mut buf);
+                    let e = envelope::decode(&buf)?;
+                    f(EventRef {
+                        id: &r.id,
+                        kind: r.kind,
+                        subject: e.subject,
+                        event_time: r.event_time,
+                        recorded_at: r.recorded_at,
+                        body: e.body,
+                    })
+                })?;
+                Ok(ControlFlow::Continue(()))
+            })
     }
 
     /// Walks the whole log: recomputes the hash chain over every event id, and the hash of
