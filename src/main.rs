@@ -19,6 +19,15 @@ fn main() -> ExitCode {
         .init();
     match cis::cli::run(cli) {
         Ok(code) => code,
+        // A closed pipe (`cis … | head`) is the reader's choice, not a failure.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
