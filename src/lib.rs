@@ -4,11 +4,13 @@
 //! `cis-storage`, and read back as they were known at any time ([`history`]).
 //! See `ARCHITECTURE.md` for the map.
 
+pub mod audit;
 pub mod cli;
 pub mod event;
 pub mod features;
 pub mod history;
 pub mod ingest;
+pub mod models;
 pub mod money;
 pub mod synth;
 pub mod time;
