@@ -6,5 +6,6 @@ mod crash;
 mod features;
 mod golden;
 mod ingest;
+mod models;
 mod time_travel;
 mod validation;

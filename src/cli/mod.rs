@@ -1,5 +1,6 @@
 //! The `cis` command line: flags are parsed here, then handed to the library.
 
+mod models;
 mod snapshot;
 
 use std::io::{IsTerminal, Write};
@@ -52,6 +53,18 @@ pub enum Command {
     /// Point-in-time feature snapshots: create, list, show, diff, replay.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Train a churn, CLV or segmentation model on snapshots; prints the model's hash.
+    Train(models::TrainArgs),
+    /// Score every customer of a snapshot with a model of each kind; prints the scores' hash.
+    Score(models::ScoreArgs),
+    /// Stored models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Stored score runs.
+    #[command(subcommand)]
+    Scores(models::ScoresCommand),
+    /// Re-derive an artifact (snapshot, model, scores) from its parents and print its lineage.
+    Audit { hash: String },
     /// Write a seeded synthetic population (orders, sessions, returns, customers) as CSV.
     Generate(GenerateArgs),
 }
@@ -132,6 +145,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(a) => ingest(&open()?, a, &mut out),
         Command::Events(a) => events(&open()?, a, &mut out),
         Command::Snapshot(cmd) => snapshot::run(&open()?, cmd, &mut out),
+        Command::Train(a) => models::train(&open()?, a, &mut out),
+        Command::Score(a) => models::score(&open()?, a, &mut out),
+        Command::Models(cmd) => models::models(&open()?, cmd, &mut out),
+        Command::Scores(cmd) => models::scores_cmd(&open()?, cmd, &mut out),
+        Command::Audit { hash } => models::audit_cmd(&open()?, &hash, &mut out),
         Command::Log(LogCommand::Verify) => {
             let store = open()?;
             match store.log().verify() {

@@ -1,0 +1,141 @@
+//! Auditing any artifact by re-deriving it from its parents, down to the log.
+//!
+//! Two checks per artifact: *integrity* (do the stored bytes still hash to the artifact's
+//! name?) and *derivation* (does running the same code on the parents give the same hash?).
+//! Snapshots re-derive from the log; models retrain from their snapshots and stored
+//! parameters; scores re-score their snapshot with their models.
+
+use std::collections::HashSet;
+
+use cis_storage::{hex, ArtifactHash, Store};
+use serde::Serialize;
+
+use crate::features::snapshot::{self, Provenance, Replay, SnapshotError};
+use crate::models::{self, scores, train, ModelError, ModelKind};
+use crate::time;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    Identical,
+    /// The stored bytes no longer hash to the artifact's name.
+    Tampered {
+        detail: String,
+    },
+    /// Re-deriving from the parents gives something else.
+    Different {
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditNode {
+    pub hash: String,
+    pub kind: String,
+    pub as_of: String,
+    pub verdict: Verdict,
+    /// Where a snapshot was read from.
+    pub log: Option<String>,
+    pub parents: Vec<AuditNode>,
+}
+
+impl AuditNode {
+    /// Every node of the tree is identical.
+    pub fn all_identical(&self) -> bool {
+        self.verdict == Verdict::Identical && self.parents.iter().all(AuditNode::all_identical)
+    }
+
+    pub fn render(&self, depth: usize, out: &mut String) {
+        let verdict = match &self.verdict {
+            Verdict::Identical => "identical".to_string(),
+            Verdict::Tampered { detail } => format!("TAMPERED: {detail}"),
+            Verdict::Different { detail } => format!("DIFFERENT: {detail}"),
+        };
+        out.push_str(&format!(
+            "{}{} {} (as of {}): {verdict}\n",
+            "  ".repeat(depth),
+            self.kind,
+            self.hash,
+            self.as_of
+        ));
+        if let Some(log) = &self.log {
+            out.push_str(&format!("{}  log {log}\n", "  ".repeat(depth)));
+        }
+        for p in &self.parents {
+            p.render(depth + 1, out);
+        }
+    }
+}
+
+pub fn audit(store: &Store, hash: &ArtifactHash) -> Result<AuditNode, ModelError> {
+    audit_node(store, hash, &mut HashSet::new())
+}
+
+fn audit_node(store: &Store, hash: &ArtifactHash, seen: &mut HashSet<ArtifactHash>) -> Result<AuditNode, ModelError> {
+    let a = store
+        .artifacts()
+        .get(hash)?
+        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
+    let mut node = AuditNode {
+        hash: hex(hash),
+        kind: a.kind.clone(),
+        as_of: time::format(a.as_of),
+        verdict: Verdict::Identical,
+        log: None,
+        parents: Vec::new(),
+    };
+    if a.recomputed_hash() != a.hash {
+        node.verdict = Verdict::Tampered {
+            detail: format!("stored content hashes to {}", hex(&a.recomputed_hash())),
+        };
+    } else {
+        node.verdict = derive(store, &a)?;
+    }
+    if a.kind == snapshot::KIND {
+        node.log = serde_json::from_slice::<Provenance>(&a.provenance)
+            .ok()
+            .map(|p| format!("read from batch {} head {}", p.log_batch, p.log_head));
+    }
+    for p in &a.parents {
+        if seen.insert(*p) {
+            node.parents.push(audit_node(store, p, seen)?);
+        }
+    }
+    Ok(node)
+}
+
+fn derive(store: &Store, a: &cis_storage::StoredArtifact) -> Result<Verdict, ModelError> {
+    let differs = |again: ArtifactHash| {
+        if again == a.hash {
+            Verdict::Identical
+        } else {
+            Verdict::Different {
+                detail: format!("re-derived as {}", hex(&again)),
+            }
+        }
+    };
+    if a.kind == snapshot::KIND {
+        return Ok(match snapshot::replay(store, &a.hash)? {
+            Replay::Identical => Verdict::Identical,
+            Replay::Differs { customer, feature, .. } => Verdict::Different {
+                detail: format!("customer '{customer}' feature {feature} recomputes differently"),
+            },
+            Replay::HashMismatch { recomputed, .. } => Verdict::Different {
+                detail: format!("re-derived as {recomputed}"),
+            },
+        });
+    }
+    if a.kind == scores::KIND {
+        let (snapshot_hash, model_hashes) = a.parents.split_first().ok_or(ModelError::EmptyTrainingSet)?;
+        let (again, _) = scores::build(store, snapshot_hash, model_hashes)?;
+        return Ok(differs(again.hash()));
+    }
+    if ModelKind::of_artifact(&a.kind).is_some() {
+        let (_, model) = models::load(store, &a.hash)?;
+        let again = train::retrain(store, &model, &a.parents)?;
+        return Ok(differs(again.artifact()?.hash()));
+    }
+    Ok(Verdict::Different {
+        detail: format!("cis does not know how to re-derive a {}", a.kind),
+    })
+}

@@ -1,0 +1,214 @@
+//! `cis train`, `cis score`, `cis models`, `cis scores` and `cis audit`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use cis_storage::{hex, ArtifactHash, Store};
+use clap::{Args, Subcommand};
+
+use crate::audit;
+use crate::features::labels::DEFAULT_HORIZON_DAYS;
+use crate::features::snapshot::resolve;
+use crate::models::churn::ChurnParams;
+use crate::models::lifetime::ClvParams;
+use crate::models::segments::SegmentParams;
+use crate::models::{scores, train, Model, ModelKind, Trained};
+use crate::time::{self, Micros};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    pub kind: ModelKind,
+    /// Snapshot(s) to train on (hash or 8+ hex digits); churn accepts several cutoffs.
+    #[arg(long = "snapshot", required = true)]
+    pub snapshots: Vec<String>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Churn: label horizon in days.
+    #[arg(long, default_value_t = DEFAULT_HORIZON_DAYS)]
+    pub horizon: u32,
+    /// Churn: labels as known at this time (default now).
+    #[arg(long, value_parser = super::parse_time)]
+    pub known_at: Option<Micros>,
+    /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
+    #[arg(long)]
+    pub k: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[arg(long)]
+    pub snapshot: String,
+    /// Models to score with, comma-separated (default: the latest of each kind as of the snapshot).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Stored models, oldest first.
+    List {
+        #[arg(long)]
+        kind: Option<ModelKind>,
+        #[arg(long, value_parser = super::parse_time)]
+        as_of_before: Option<Micros>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScoresCommand {
+    /// The latest score run whose as-of is not after T, summarised.
+    Latest {
+        #[arg(long, value_parser = super::parse_time)]
+        as_of: Option<Micros>,
+    },
+}
+
+fn hashes(store: &Store, texts: &[String]) -> anyhow::Result<Vec<ArtifactHash>> {
+    texts.iter().map(|t| Ok(resolve(store, t)?)).collect()
+}
+
+pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let snaps = hashes(store, &a.snapshots)?;
+    if a.kind != ModelKind::Churn && snaps.len() != 1 {
+        bail!("{:?} trains on exactly one snapshot ({} given)", a.kind, snaps.len());
+    }
+    let trained: Trained = match a.kind {
+        ModelKind::Churn => {
+            let params = ChurnParams {
+                seed: a.seed,
+                ..ChurnParams::default()
+            };
+            train::churn(store, &snaps, params, a.horizon, a.known_at.unwrap_or_else(time::now))?
+        }
+        ModelKind::Clv => train::clv(store, &snaps[0], ClvParams::default())?,
+        ModelKind::Segments => train::segments(
+            store,
+            &snaps[0],
+            SegmentParams {
+                k: a.k,
+                seed: a.seed,
+                ..SegmentParams::default()
+            },
+        )?,
+    };
+    let (hash, new) = trained.store(store)?;
+    writeln!(
+        out,
+        "model {} ({}) {:?} as of {}",
+        hex(&hash),
+        if new { "new" } else { "already stored" },
+        a.kind,
+        time::format(trained.as_of)
+    )?;
+    match &trained.model {
+        Model::Churn(m) => writeln!(
+            out,
+            "validation: ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows (train AUC {:.3}, {} rows)",
+            m.validation.roc_auc, m.validation.log_loss, m.validation.brier, m.validation.rows, m.train.roc_auc, m.train.rows
+        )?,
+        Model::Clv(m) => writeln!(
+            out,
+            "BG/NBD r {:.4} alpha {:.4} a {:.4} b {:.4} ({} customers); Gamma-Gamma p {:.4} q {:.4} gamma {:.4} ({} repeat customers)",
+            m.bgnbd.r, m.bgnbd.alpha, m.bgnbd.a, m.bgnbd.b, m.customers_fitted, m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma, m.repeat_customers_fitted
+        )?,
+        Model::Segments(m) => {
+            writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?;
+            for s in &m.segments {
+                writeln!(out, "  {}: {}", s.name, s.description)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let snap = resolve(store, &a.snapshot)?;
+    let models = if a.models.is_empty() {
+        let (_, s) = crate::features::snapshot::load(store, &snap)?;
+        scores::default_models(store, s.as_of)?
+    } else {
+        hashes(store, &a.models)?
+    };
+    let (hash, new, set) = scores::score(store, &snap, &models)?;
+    writeln!(
+        out,
+        "scores {} ({}) as of {}: {} customers",
+        hex(&hash),
+        if new { "new" } else { "already stored" },
+        time::format(set.as_of),
+        set.rows.len()
+    )?;
+    for (kind, h) in &set.models {
+        writeln!(out, "  {kind:?} model {h}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let ModelsCommand::List { kind, as_of_before } = cmd;
+    for k in ModelKind::ALL
+        .into_iter()
+        .filter(|k| kind.is_none_or(|want| want == *k))
+    {
+        for r in store
+            .artifacts()
+            .list(k.artifact_kind(), as_of_before.unwrap_or(i64::MAX))?
+        {
+            writeln!(
+                out,
+                "{}  {:<8} as of {}",
+                hex(&r.hash),
+                format!("{k:?}").to_lowercase(),
+                time::format(r.as_of)
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn scores_cmd(store: &Store, cmd: ScoresCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let ScoresCommand::Latest { as_of } = cmd;
+    let t = as_of.unwrap_or_else(time::now);
+    let Some(r) = store.artifacts().latest(scores::KIND, t)? else {
+        bail!("no scores as of {}", time::format(t))
+    };
+    let (_, set) = scores::load_scores(store, &r.hash)?;
+    writeln!(
+        out,
+        "scores {} as of {} from snapshot {}",
+        hex(&r.hash),
+        time::format(set.as_of),
+        set.snapshot
+    )?;
+    let probs: Vec<f64> = set.rows.iter().filter_map(|r| r.churn_probability).collect();
+    if !probs.is_empty() {
+        let high = set
+            .rows
+            .iter()
+            .filter(|r| r.churn_band.as_deref() == Some("high"))
+            .count();
+        writeln!(
+            out,
+            "  mean churn probability {:.3}; {high} of {} customers high risk",
+            probs.iter().sum::<f64>() / probs.len() as f64,
+            set.rows.len()
+        )?;
+    }
+    let clv: f64 = set.rows.iter().filter_map(|r| r.clv_12m).sum();
+    writeln!(out, "  total 12-month CLV {clv:.2}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn audit_cmd(store: &Store, hash: &str, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let h = resolve(store, hash)?;
+    let tree = audit::audit(store, &h)?;
+    let mut text = String::new();
+    tree.render(0, &mut text);
+    write!(out, "{text}")?;
+    Ok(if tree.all_identical() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
