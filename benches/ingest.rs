@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench --bench ingest` (env `CIS_BENCH_ROWS` to change the size).
 
+mod common;
+
 use std::io::Write;
 use std::time::Instant;
 
@@ -11,16 +13,8 @@ use cis::event::Kind;
 use cis::ingest::source::Format;
 use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
 use cis_storage::Store;
+use common::peak_rss_mib;
 use rand::{Rng, SeedableRng};
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn write_orders(path: &std::path::Path, rows: usize) -> std::io::Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);

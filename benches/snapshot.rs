@@ -5,63 +5,22 @@
 //!
 //! Run: `cargo bench --bench snapshot` (env `CIS_BENCH_CUSTOMERS` to change the size).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use cis::event::Kind;
 use cis::features::snapshot;
 use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
-use cis::synth::SynthConfig;
 use cis::time::parse_timestamp;
 use cis_storage::Store;
+use common::{peak_rss_mib, BenchResult};
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn setup(dir: &Path, customers: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let ready = dir.join("READY");
-    if ready.exists() {
-        return Ok(());
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    let csv = dir.join("csv");
-    let counts = SynthConfig {
-        customers,
-        ..SynthConfig::default()
-    }
-    .validate()?
-    .write_csv(&csv)?;
-    eprintln!("generated {counts:?}; ingesting (once)…");
-    let store = Store::open(&dir.join("store"))?;
-    for (kind, file) in [
-        (Kind::Customer, "customers.csv"),
-        (Kind::Order, "orders.csv"),
-        (Kind::Session, "sessions.csv"),
-        (Kind::Return, "returns.csv"),
-    ] {
-        let opts = IngestOptions {
-            recorded_at: RecordedAt::Column("recorded_at".into()),
-            ..IngestOptions::new(kind, Format::Csv)
-        };
-        ingest_file(&store, &csv.join(file), &opts, &mut |_| {})?;
-    }
-    std::fs::write(ready, b"")?;
-    Ok(())
-}
-
-fn measure(store_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn measure(store_dir: &Path) -> BenchResult {
     let store = Store::open(store_dir)?;
     let events = store.log().event_count()?;
-    let t = parse_timestamp("2025-06-30T00:00:00Z").map_err(|e| e.to_string())?;
+    let t = parse_timestamp("2025-06-30T00:00:00Z")?;
     let start = Instant::now();
     let snap = snapshot::compute(&store, AsOf::new(Some(t), None))?;
     let secs = start.elapsed().as_secs_f64();
@@ -79,24 +38,16 @@ fn measure(store_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> BenchResult {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--measure") {
         let dir = args.get(pos + 1).ok_or("--measure needs a store directory")?;
         return measure(Path::new(dir));
     }
-    let customers: usize = std::env::var("CIS_BENCH_CUSTOMERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("bench-data")
-        .join(format!("synth-{customers}"));
-    setup(&dir, customers)?;
+    let store_dir = common::synthetic_store(common::customers())?;
     let status = Command::new(std::env::current_exe()?)
         .arg("--measure")
-        .arg(dir.join("store"))
+        .arg(&store_dir)
         .status()?;
     if !status.success() {
         return Err(format!("measurement failed: {status}").into());

@@ -1,0 +1,72 @@
+//! Shared by the benchmarks: peak memory, and the synthetic store built once.
+// Each benchmark binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use cis::event::Kind;
+use cis::ingest::source::Format;
+use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
+use cis::synth::SynthConfig;
+use cis_storage::Store;
+
+pub type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// Peak resident memory of this process so far (Linux VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// `CIS_BENCH_CUSTOMERS` or 100,000.
+pub fn customers() -> usize {
+    std::env::var("CIS_BENCH_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// The store directory of a seeded synthetic population of `customers` (orders, sessions,
+/// returns, metadata over 730 days), generated and ingested once under `target/bench-data/`.
+pub fn synthetic_store(customers: usize) -> BenchResult<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-data")
+        .join(format!("synth-{customers}"));
+    let store_dir = dir.join("store");
+    if dir.join("READY").exists() {
+        return Ok(store_dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let csv = dir.join("csv");
+    let counts = SynthConfig {
+        customers,
+        ..SynthConfig::default()
+    }
+    .validate()?
+    .write_csv(&csv)?;
+    eprintln!("generated {counts:?}; ingesting (once)…");
+    ingest_all(&Store::open(&store_dir)?, &csv)?;
+    std::fs::write(dir.join("READY"), b"")?;
+    Ok(store_dir)
+}
+
+fn ingest_all(store: &Store, csv: &Path) -> BenchResult {
+    for (kind, file) in [
+        (Kind::Customer, "customers.csv"),
+        (Kind::Order, "orders.csv"),
+        (Kind::Session, "sessions.csv"),
+        (Kind::Return, "returns.csv"),
+    ] {
+        let opts = IngestOptions {
+            recorded_at: RecordedAt::Column("recorded_at".into()),
+            ..IngestOptions::new(kind, Format::Csv)
+        };
+        ingest_file(store, &csv.join(file), &opts, &mut |_| {})?;
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Model fitting on 100,000 synthetic customers: BG/NBD + Gamma-Gamma, churn logistic
+//! regression on every feature, KMeans. Uses the store `benches/snapshot.rs` builds.
+//!
+//! Run: `cargo bench --bench models` (env `CIS_BENCH_CUSTOMERS` to change the size).
+
+mod common;
+
+use std::time::Instant;
+
+use cis::features::snapshot;
+use cis::history::AsOf;
+use cis::models::churn::ChurnParams;
+use cis::models::lifetime::ClvParams;
+use cis::models::segments::SegmentParams;
+use cis::models::{train, Model};
+use cis::time::parse_timestamp;
+use cis_storage::Store;
+use common::BenchResult;
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed().as_secs_f64())
+}
+
+fn main() -> BenchResult {
+    let store = Store::open(&common::synthetic_store(common::customers())?)?;
+    let t = parse_timestamp("2025-06-30T00:00:00Z")?;
+    let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t), None))?;
+
+    let (clv, clv_secs) = timed(|| train::clv(&store, &snap, ClvParams::default()));
+    let Model::Clv(clv) = clv?.model else {
+        return Err("not a CLV model".into());
+    };
+    let labels_known = parse_timestamp("2026-01-01T00:00:00Z")?;
+    let (churn, churn_secs) = timed(|| train::churn(&store, &[snap], ChurnParams::default(), 90, labels_known));
+    let Model::Churn(churn) = churn?.model else {
+        return Err("not a churn model".into());
+    };
+    let fixed = SegmentParams {
+        k: Some(4),
+        ..SegmentParams::default()
+    };
+    let (seg, seg_secs) = timed(|| train::segments(&store, &snap, fixed));
+    let Model::Segments(seg) = seg?.model else {
+        return Err("not a segment model".into());
+    };
+    let (auto, auto_secs) = timed(|| train::segments(&store, &snap, SegmentParams::default()));
+    let Model::Segments(auto) = auto?.model else {
+        return Err("not a segment model".into());
+    };
+
+    println!(
+        "model benchmark: snapshot as of 2025-06-30 of {} customers",
+        churn.train.rows + churn.validation.rows
+    );
+    println!("| fit | rows | seconds | note |");
+    println!("|---|---:|---:|---|");
+    println!(
+        "| BG/NBD + Gamma-Gamma | {} ({} repeat) | {clv_secs:.2} | r {:.3} alpha {:.3} a {:.3} b {:.3} |",
+        clv.customers_fitted, clv.repeat_customers_fitted, clv.bgnbd.r, clv.bgnbd.alpha, clv.bgnbd.a, clv.bgnbd.b
+    );
+    println!("| churn logistic regression, {} features | {} train + {} validation | {churn_secs:.2} | validation AUC {:.3} (labels, split and metrics included) |", churn.features.len(), churn.train.rows, churn.validation.rows, churn.validation.roc_auc);
+    println!(
+        "| KMeans k = 4 (3 runs) | {} | {seg_secs:.2} | silhouette {:.3} on a 2,000-row sample |",
+        seg.segments.iter().map(|s| s.size).sum::<usize>(),
+        seg.silhouette
+    );
+    println!(
+        "| KMeans k chosen in 3..=6 by silhouette | {} | {auto_secs:.2} | k = {} |",
+        auto.segments.iter().map(|s| s.size).sum::<usize>(),
+        auto.k
+    );
+    Ok(())
+}
