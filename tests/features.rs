@@ -6,29 +6,11 @@ use cis::features::defs::{definitions, Calc, WINDOWS};
 use cis::features::labels::{churn_labels, training_set, LabelError};
 use cis::features::snapshot::{self, Replay};
 use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
-use cis::time::{parse_timestamp, MICROS_PER_DAY};
+use cis::time::MICROS_PER_DAY;
 use cis_storage::{envelope, NewEvent, Store};
 use proptest::prelude::*;
 
-use crate::util::{fixture, ingest};
-
-fn cdnow_store() -> Store {
-    let store = Store::in_memory().expect("store");
-    ingest(
-        &store,
-        Kind::Order,
-        Format::Cdnow,
-        &fixture("CDNOW_sample.txt"),
-        RecordedAt::EventTime,
-    );
-    store
-}
-
-fn t(s: &str) -> i64 {
-    parse_timestamp(s).expect("time")
-}
+use crate::util::{cdnow_store, t, visible};
 
 /// Values worked out by hand from fixtures/CDNOW_sample.txt (see the rows in each comment).
 #[test]
@@ -126,12 +108,7 @@ fn specs(max: usize) -> impl Strategy<Value = Vec<Spec>> {
 /// The reference: for each customer, filter the visible events and compute every feature
 /// straight from its definition, with no shared accumulator code.
 fn reference(events: &[NewEvent], t: i64, k: i64) -> Vec<(String, Vec<f64>)> {
-    let mut seen = std::collections::HashSet::new();
-    let visible: Vec<&NewEvent> = events
-        .iter()
-        .filter(|e| seen.insert(envelope::event_id(&e.envelope().expect("envelope"))))
-        .filter(|e| e.event_time <= t && e.recorded_at <= k)
-        .collect();
+    let visible = visible(events, t, k);
     let mut customers: Vec<String> = visible.iter().map(|e| e.subject.clone()).collect();
     customers.sort();
     customers.dedup();

@@ -14,26 +14,9 @@ use cis::models::lifetime::{rfm_columns, rfm_row, ClvParams};
 use cis::models::segments::SegmentParams;
 use cis::models::{load, scores, train, Model, ModelError, ModelKind};
 use cis::synth::SynthConfig;
-use cis::time::parse_timestamp;
 use cis_storage::{ArtifactHash, Store};
 
-use crate::util::{fixture, ingest};
-
-fn t(s: &str) -> i64 {
-    parse_timestamp(s).expect("time")
-}
-
-fn cdnow() -> Store {
-    let store = Store::in_memory().expect("store");
-    ingest(
-        &store,
-        Kind::Order,
-        Format::Cdnow,
-        &fixture("CDNOW_sample.txt"),
-        RecordedAt::EventTime,
-    );
-    store
-}
+use crate::util::{cdnow_store, fixture, ingest, t};
 
 fn within(got: f64, published: f64, name: &str) {
     let rel = (got - published).abs() / published;
@@ -49,7 +32,7 @@ fn within(got: f64, published: f64, name: &str) {
 /// measures T to the last calibration day, as the paper does.
 #[test]
 fn clv_matches_the_published_cdnow_estimates() {
-    let store = cdnow();
+    let store = cdnow_store();
     let (snap_hash, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
     let trained = train::clv(&store, &snap_hash, ClvParams::default()).expect("fit");
     let Model::Clv(m) = &trained.model else {
@@ -186,7 +169,7 @@ fn churn_learns_the_planted_drivers() {
 
 #[test]
 fn segments_are_seeded_and_named() {
-    let store = cdnow();
+    let store = cdnow_store();
     let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
     let a = train::segments(&store, &snap, SegmentParams::default()).expect("fit");
     let b = train::segments(&store, &snap, SegmentParams::default()).expect("fit");
@@ -219,7 +202,7 @@ fn segments_are_seeded_and_named() {
 
 #[test]
 fn scores_audit_down_to_the_log_and_tampering_shows() {
-    let store = cdnow();
+    let store = cdnow_store();
     let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
     let (clv, _) = train::clv(&store, &snap, ClvParams::default())
         .expect("clv")
@@ -258,7 +241,7 @@ fn scores_audit_down_to_the_log_and_tampering_shows() {
 
 #[test]
 fn bad_training_input_is_a_clear_error_and_stores_nothing() {
-    let store = cdnow();
+    let store = cdnow_store();
     let count = |store: &Store| {
         ModelKind::ALL
             .iter()

@@ -1,11 +1,11 @@
 //! Bitemporal reads against a naive model of the log, on random logs.
 
-use std::collections::HashSet;
-
 use cis::event::{Event, Money, Order, Payload, Session};
 use cis::time::MICROS_PER_DAY;
 use cis_storage::{envelope, Entry, NewEvent, Store, Visibility};
 use proptest::prelude::*;
+
+use crate::util::visible;
 
 /// (customer, day, half-day, recorded lag in half-days, amount or duration, is_order).
 /// A coarse grid, so that ties with the T and K boundaries are common.
@@ -59,11 +59,10 @@ fn scan(store: &Store, vis: Visibility) -> Vec<([u8; 32], i64, i64)> {
     out
 }
 
-/// The naive model: first recording of each id wins; then filter.
+/// The naive model, as (id, event_time, recorded_at), sorted.
 fn naive(events: &[NewEvent], vis: Visibility) -> Vec<([u8; 32], i64, i64)> {
-    let mut seen = HashSet::new();
-    let mut out: Vec<_> = events
-        .iter()
+    let mut out: Vec<_> = visible(events, vis.event_time_max, vis.recorded_max)
+        .into_iter()
         .map(|e| {
             (
                 envelope::event_id(&e.envelope().expect("envelope")),
@@ -71,8 +70,6 @@ fn naive(events: &[NewEvent], vis: Visibility) -> Vec<([u8; 32], i64, i64)> {
                 e.recorded_at,
             )
         })
-        .filter(|(id, ..)| seen.insert(*id))
-        .filter(|&(_, t, r)| t <= vis.event_time_max && r <= vis.recorded_max)
         .collect();
     out.sort();
     out

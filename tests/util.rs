@@ -29,3 +29,31 @@ pub fn ingest(store: &Store, kind: Kind, format: Format, path: &Path, recorded_a
 pub fn cis_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cis"))
 }
+
+/// An in-memory store holding the CDNOW fixture, backfilled (recorded_at = event_time).
+pub fn cdnow_store() -> Store {
+    let store = Store::in_memory().expect("store");
+    ingest(
+        &store,
+        Kind::Order,
+        Format::Cdnow,
+        &fixture("CDNOW_sample.txt"),
+        RecordedAt::EventTime,
+    );
+    store
+}
+
+pub fn t(s: &str) -> i64 {
+    cis::time::parse_timestamp(s).expect("time")
+}
+
+/// The naive model of the log: the first recording of each event id wins, then the
+/// bitemporal filter `event_time <= t && recorded_at <= k`.
+pub fn visible(events: &[cis_storage::NewEvent], t: i64, k: i64) -> Vec<&cis_storage::NewEvent> {
+    let mut seen = std::collections::HashSet::new();
+    events
+        .iter()
+        .filter(|e| seen.insert(cis_storage::envelope::event_id(&e.envelope().expect("envelope"))))
+        .filter(|e| e.event_time <= t && e.recorded_at <= k)
+        .collect()
+}

@@ -210,18 +210,24 @@ pub fn resolve(store: &Store, text: &str) -> Result<ArtifactHash, SnapshotError>
     }
 }
 
-pub fn load(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, Snapshot), SnapshotError> {
+/// The stored artifact `hash`, which must be of `kind`.
+pub fn fetch(store: &Store, hash: &ArtifactHash, kind: &'static str) -> Result<StoredArtifact, SnapshotError> {
     let a = store
         .artifacts()
         .get(hash)?
         .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
-    if a.kind != KIND {
+    if a.kind != kind {
         return Err(SnapshotError::WrongKind {
             hash: hex(hash),
             kind: a.kind,
-            expected: KIND,
+            expected: kind,
         });
     }
+    Ok(a)
+}
+
+pub fn load(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, Snapshot), SnapshotError> {
+    let a = fetch(store, hash, KIND)?;
     let s = Snapshot::decode(&a.body).map_err(|e| SnapshotError::Malformed(hex(hash), e))?;
     Ok((a, s))
 }

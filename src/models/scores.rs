@@ -5,7 +5,7 @@
 use cis_storage::{hex, ArtifactHash, NewArtifact, Store, StoredArtifact};
 use serde::{Deserialize, Serialize};
 
-use crate::features::snapshot::{self, Snapshot, SnapshotError};
+use crate::features::snapshot::{self, Snapshot};
 use crate::models::churn::band;
 use crate::models::lifetime::{rfm_columns, rfm_row};
 use crate::models::segments::FEATURES as SEGMENT_FEATURES;
@@ -167,18 +167,7 @@ pub fn score(
 }
 
 pub fn load_scores(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, ScoreSet), ModelError> {
-    let a = store
-        .artifacts()
-        .get(hash)?
-        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
-    if a.kind != KIND {
-        return Err(SnapshotError::WrongKind {
-            hash: hex(hash),
-            kind: a.kind,
-            expected: KIND,
-        }
-        .into());
-    }
+    let a = snapshot::fetch(store, hash, KIND)?;
     let set = serde_json::from_slice(&a.body)?;
     Ok((a, set))
 }
