@@ -2,6 +2,7 @@
 //! random logs, the leakage property, late data, labels, and replay.
 
 use cis::event::{measures, Customer, Event, Kind, Money, Order, Payload, Return, Session};
+use cis::features::compute::customer_row;
 use cis::features::defs::{definitions, Calc, WINDOWS};
 use cis::features::labels::{churn_labels, training_set, LabelError};
 use cis::features::snapshot::{self, Replay};
@@ -246,6 +247,12 @@ proptest! {
         let k = t + k_lag * HALF_DAY;
         let snap = snapshot::compute(&store, AsOf { as_of: t, known_at: k }).expect("snapshot");
         let want = reference(&events, t, k);
+        // The per-customer path (the API's) agrees with the snapshot, row for row.
+        for (i, c) in snap.matrix.customers.iter().enumerate() {
+            let row = customer_row(&store, c, AsOf { as_of: t, known_at: k }).expect("row").expect("visible");
+            prop_assert!(row.iter().zip(snap.matrix.row(i)).all(|(a, b)| a.to_bits() == b.to_bits()), "{c}");
+        }
+        prop_assert_eq!(customer_row(&store, "nobody", AsOf { as_of: t, known_at: k }).expect("row"), None);
         prop_assert_eq!(snap.matrix.customers.len(), want.len());
         for (i, (c, row)) in want.iter().enumerate() {
             prop_assert_eq!(&snap.matrix.customers[i], c);

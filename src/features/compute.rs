@@ -302,3 +302,18 @@ pub fn materialise(store: &Store, at: AsOf) -> Result<Matrix, ComputeError> {
         visible_digest: digest,
     })
 }
+
+/// One customer's features at (T, K), by the same accumulator as [`materialise`] over a
+/// per-customer range scan of the log. `None` when the customer has no visible event.
+pub fn customer_row(store: &Store, customer: &str, at: AsOf) -> Result<Option<Vec<f64>>, ComputeError> {
+    let mut acc = Acc::default();
+    let mut seen = false;
+    for entry in store.log().subject_events(customer, at.visibility())? {
+        if let cis_storage::Entry::Live(e) = entry {
+            let kind = Kind::from_u8(e.kind).ok_or(ComputeError::UnknownKind(e.kind))?;
+            acc.add(at.as_of, kind, e.event_time, &e.id, &e.body)?;
+            seen = true;
+        }
+    }
+    Ok(seen.then(|| acc.finish(at.as_of)))
+}
