@@ -173,37 +173,58 @@ fn nearest(centroids: &[Vec<f64>], z: &[f64]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Names a segment from its standardised centroid: which way it leans on recency, frequency,
-/// value, tenure and trend. The first rule that matches wins; repeated names get a number.
-fn name_of(c: &[f64]) -> (&'static str, &'static str) {
-    let (recency, frequency, value, tenure, sessions, trend) = (c[0], c[1], c[2], c[3], c[4], c[7]);
-    if recency > 0.8 && frequency < 0.3 {
-        ("lapsed", "long since the last order and few orders: likely gone")
-    } else if tenure < -0.8 {
-        ("new", "recently acquired customers")
-    } else if value > 0.5 && frequency > 0.5 && recency < 0.3 {
-        ("loyal high value", "frequent, recent, high-spending customers")
-    } else if recency > 0.3 || trend < -0.3 || sessions < -0.5 {
-        ("at risk", "activity falling off: orders or sessions are getting rarer")
-    } else {
-        ("regular", "steady customers around the middle of every dimension")
-    }
-}
+/// An archetype and how strongly a standardised centroid (in [`FEATURES`] order: recency,
+/// orders, revenue, tenure, sessions, recent orders, return rate, order trend) matches it;
+/// `None` when it does not qualify at all.
+type Archetype = (&'static str, &'static str, fn(&[f64]) -> Option<f64>);
 
+/// Picked in this order, each by the best-scoring segment still unnamed.
+const ARCHETYPES: [Archetype; 5] = [
+    ("loyal high value", "frequent, recent, high-spending customers", |c| {
+        Some(c[2] + c[1] - c[0])
+    }),
+    ("lapsed", "long since the last order, few orders: likely gone", |c| {
+        (c[0] > 0.0).then(|| c[0] - c[1])
+    }),
+    ("new", "recently acquired customers", |c| (c[3] < -0.5).then(|| -c[3])),
+    (
+        "at risk",
+        "activity falling off: orders and sessions getting rarer",
+        |c| Some(c[0] - c[7] - c[4]),
+    ),
+    ("occasional", "few, small orders now and then", |c| {
+        (c[1] + c[2] < 0.0).then(|| -(c[1] + c[2]))
+    }),
+];
+
+/// Names segments from their standardised centroids: archetypes are taken in order, each by
+/// the best-matching segment not yet named, so names never repeat; what is left is "regular"
+/// (then "segment N").
 fn name_segments(centroids: &[Vec<f64>], members: &[Vec<usize>], raw: &[Vec<f64>]) -> Vec<Segment> {
-    let mut used: Vec<String> = Vec::new();
-    centroids
-        .iter()
+    let mut names: Vec<Option<(String, &str)>> = vec![None; centroids.len()];
+    for (name, why, score) in ARCHETYPES {
+        let best = (0..centroids.len())
+            .filter(|&s| names[s].is_none())
+            .filter_map(|s| score(&centroids[s]).map(|v| (v, s)))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        if let Some((_, s)) = best {
+            names[s] = Some((name.to_string(), why));
+        }
+    }
+    let mut regulars = 0;
+    names
+        .into_iter()
         .enumerate()
-        .map(|(id, c)| {
-            let (base, why) = name_of(c);
-            let n = used.iter().filter(|u| u.starts_with(base)).count();
-            let name = if n == 0 {
-                base.to_string()
-            } else {
-                format!("{base} ({})", n + 1)
-            };
-            used.push(name.clone());
+        .map(|(id, named)| {
+            let (name, why) = named.unwrap_or_else(|| {
+                regulars += 1;
+                let name = if regulars == 1 {
+                    "regular".to_string()
+                } else {
+                    format!("segment {}", id + 1)
+                };
+                (name, "steady customers near the middle of every dimension")
+            });
             let size = members[id].len();
             let mut centroid = vec![0.0; FEATURES.len()];
             for &i in &members[id] {
