@@ -28,8 +28,10 @@
 //! constraints disappear) with L-BFGS and an analytic gradient, from a fixed, data-scaled start point:
 //! the same data always gives bit-identical estimates. An optional L2 penalty `penalizer · Σ param²` on
 //! the natural parameters is added to the mean negative log-likelihood, as in the Python `lifetimes`
-//! package. Convergence means the gradient norm (log-parameters) fell below `tolerance` or the cost
-//! stopped changing; anything else (iteration cap, failed line search) is [`ClvError::NotConverged`].
+//! package. Convergence means the gradient norm (log-parameters) fell below `tolerance`, or the cost
+//! stopped changing at machine precision (see `minimise`); otherwise the fit fails with
+//! [`ClvError::NotConverged`], or [`ClvError::Degenerate`] when a parameter runs off to 0 or ∞ (e.g. tiny
+//! or pathological samples, whose likelihood keeps improving towards the boundary).
 //! Rows are sorted by `x` once, so the x-only terms (log-gamma, digamma) are computed once per distinct
 //! `x` and each likelihood evaluation is a single allocation-free pass over the rows.
 
@@ -57,6 +59,8 @@ pub enum ClvError {
     InvalidRow { index: usize, reason: &'static str },
     #[error("invalid hyperparameter `{name}`: {reason}")]
     InvalidParams { name: &'static str, reason: &'static str },
+    #[error("no finite maximum-likelihood estimate: `{parameter}` runs off to 0 or infinity (too little data?)")]
+    Degenerate { parameter: &'static str },
     #[error("optimiser failed: {0}")]
     Optimizer(String),
     #[error("optimiser did not converge after {iterations} iterations: {reason}")]
@@ -144,7 +148,8 @@ pub struct BgNbdParams {
     pub max_iters: u64,
     /// Convergence threshold on the gradient norm of the mean negative log-likelihood (log-parameters).
     pub tolerance: f64,
-    /// L2 penalty on (r, α, a, b) added to the mean negative log-likelihood; 0 = plain MLE.
+    /// L2 penalty on (r, α, a, b) added to the mean negative log-likelihood; 0 = plain MLE. As in
+    /// `lifetimes`, it acts on the parameters in their own units (α in periods), so keep it small.
     pub penalizer: f64,
 }
 
@@ -243,25 +248,33 @@ impl BgNbd {
 
     /// E[number of purchases in (T, T + t] | x, t_x, T] (paper eq. 10).
     ///
-    /// Eq. 10 is `P(alive) · C/(a−1) · [1 − (1−z)^(r+x) · ₂F₁(r+x, b+x; C; z)]` with `C = a+b+x−1` and
-    /// `z = t/(α+T+t)`. Euler's transformation turns `(1−z)^(r+x) ₂F₁(…)` into
-    /// `(1−z)^(a−1) ₂F₁(a+b−1−r, a−1; C; z)`, whose terms carry a factor (a−1) and decay without the
-    /// huge intermediate peak of the original series for large x. Dividing that factor out analytically
-    /// gives a form with no cancellation or singularity at a = 1:
-    /// `C · (1 − (1−z)^(a−1))/(a−1) − (1−z)^(a−1) · H`, with `H` from [`hyp2f1_tail`].
+    /// Eq. 10 is `P(alive) · C/(a−1) · [1 − (1−z)^s ₂F₁(s, b+x; C; z)]` with `s = r+x`, `C = a+b+x−1`
+    /// and `z = t/(α+T+t)`. The ₂F₁ series' terms grow while `(s+n) z > n+1`, so for large x it has a huge
+    /// intermediate peak. Euler's transformation gives `(1−z)^s ₂F₁(…) = (1−z)^(a−1) ₂F₁(a+b−1−r, a−1; C; z)`,
+    /// whose terms are driven by `a − 1` instead and all carry a factor (a−1); dividing it out gives
+    /// `C · (1 − (1−z)^(a−1))/(a−1) − (1−z)^(a−1) · H`, free of cancellation and of the singularity at
+    /// a = 1. We use that form when `a ≤ s + 1` (always, for typical fits with a ≈ 1) and the original
+    /// series otherwise (e.g. a, b → ∞ when the data show no heterogeneity in drop-out), where a > 1
+    /// keeps `C/(a−1)` harmless. See `hyp2f1_tail` (private) for the convergence test.
     ///
     /// Returns NaN for an invalid row, `t < 0`, or a horizon so long that the series does not converge
-    /// (see [`hyp2f1_tail`]: `t` up to ~25,000 × (α + T)).
+    /// (about `t > 25,000 (α + T)`).
     pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
         if t.is_nan() || t < 0.0 || row.problem().is_some() {
             return f64::NAN;
         }
         let Self { r, alpha, a, b, .. } = *self;
-        let c = a + b + row.x - 1.0;
+        let (s, c) = (r + row.x, a + b + row.x - 1.0);
         let ln_1mz = -(t / (alpha + row.t)).ln_1p();
         let z = t / (alpha + row.t + t);
-        let h = hyp2f1_tail(a + b - 1.0 - r, a, c, z);
-        let alive = -c * expm1_ratio(a - 1.0, ln_1mz) - ((a - 1.0) * ln_1mz).exp() * h;
+        let alive = if a <= s + 1.0 {
+            let euler_a = a + b - 1.0 - r;
+            let h = hyp2f1_tail(euler_a * z, euler_a, a - 1.0, c, z);
+            -c * expm1_ratio(a - 1.0, ln_1mz) - ((a - 1.0) * ln_1mz).exp() * h
+        } else {
+            let g = hyp2f1_tail(s * (b + row.x) / c * z, b + row.x, s, c, z);
+            c / (a - 1.0) * (-(s * ln_1mz).exp_m1() - (s * ln_1mz).exp() * g)
+        };
         self.p_alive(row) * alive
     }
 
@@ -287,6 +300,8 @@ struct BgNbdLikelihood {
 }
 
 impl LogLikelihood<4> for BgNbdLikelihood {
+    const NAMES: [&'static str; 4] = ["r", "alpha", "a", "b"];
+
     fn n(&self) -> f64 {
         self.rows.len() as f64
     }
@@ -358,7 +373,8 @@ pub struct GammaGammaParams {
     pub max_iters: u64,
     /// Convergence threshold on the gradient norm of the mean negative log-likelihood (log-parameters).
     pub tolerance: f64,
-    /// L2 penalty on (p, q, γ) added to the mean negative log-likelihood; 0 = plain MLE.
+    /// L2 penalty on (p, q, γ) added to the mean negative log-likelihood; 0 = plain MLE. As in
+    /// `lifetimes`, it acts on the parameters in their own units (γ in currency), so keep it small.
     pub penalizer: f64,
 }
 
@@ -468,6 +484,8 @@ struct GammaGammaLikelihood {
 }
 
 impl LogLikelihood<3> for GammaGammaLikelihood {
+    const NAMES: [&'static str; 3] = ["p", "q", "gamma"];
+
     fn n(&self) -> f64 {
         self.rows.len() as f64
     }
@@ -566,11 +584,17 @@ impl CompensatedSum {
 
 /// A model's total log-likelihood over its data.
 trait LogLikelihood<const N: usize> {
+    /// Parameter names, for errors.
+    const NAMES: [&'static str; N];
     /// Number of customers the likelihood sums over.
     fn n(&self) -> f64;
     /// Total log-likelihood and its gradient with respect to the natural (positive) parameters.
     fn ll_grad(&self, params: &[f64; N]) -> (f64, [f64; N]);
 }
+
+/// Log-parameters are clamped to ±30 (parameters within [1e-13, 1e13]), so no line-search trial step can
+/// overflow the likelihood; an estimate that ends up there has no finite maximum.
+const MAX_LOG_PARAM: f64 = 30.0;
 
 /// Log-parameters, cost and gradient of one objective evaluation.
 type Evaluation<const N: usize> = ([f64; N], f64, [f64; N]);
@@ -591,13 +615,19 @@ impl<M: LogLikelihood<N>, const N: usize> Objective<'_, M, N> {
                 return Ok((cost, grad));
             }
         }
-        let params = theta.map(f64::exp);
+        let params = theta.map(|v| v.clamp(-MAX_LOG_PARAM, MAX_LOG_PARAM).exp());
         let (ll, ll_grad) = self.model.ll_grad(&params);
         let n = self.model.n();
         let cost = -ll / n + self.penalizer * params.iter().map(|v| v * v).sum::<f64>();
-        // Chain rule for θ = ln(param): ∂/∂θ = param · ∂/∂param.
-        let grad = std::array::from_fn(|i| params[i] * (-ll_grad[i] / n + 2.0 * self.penalizer * params[i]));
-        // Non-finite values (overflowing trial steps) become +∞ so the line search backs off.
+        // Chain rule for θ = ln(param): ∂/∂θ = param · ∂/∂param; flat beyond the clamp.
+        let grad = std::array::from_fn(|i| {
+            if theta[i].abs() < MAX_LOG_PARAM {
+                params[i] * (-ll_grad[i] / n + 2.0 * self.penalizer * params[i])
+            } else {
+                0.0
+            }
+        });
+        // Should a value still be non-finite, +∞ makes the line search fail rather than accept it.
         let cost = if cost.is_finite() && grad.iter().all(|g: &f64| g.is_finite()) {
             cost
         } else {
@@ -627,7 +657,12 @@ impl<M: LogLikelihood<N>, const N: usize> Gradient for Objective<'_, M, N> {
 }
 
 /// Minimise the penalised mean negative log-likelihood from `start` (natural parameters) with L-BFGS;
-/// returns the natural-parameter estimates and the iteration count.
+/// returns the natural-parameter estimates and the total iteration count.
+///
+/// argmin's L-BFGS gives up when its line search fails, typically because a stale curvature pair made
+/// the next direction non-descending. We then restart from the best point with fresh memory (a
+/// steepest-descent step). If a restart cannot lower the cost at all, the cost is flat to machine
+/// precision there, and we accept the point provided its gradient norm is below √tolerance.
 fn minimise<M: LogLikelihood<N>, const N: usize>(
     model: &M,
     start: [f64; N],
@@ -636,34 +671,53 @@ fn minimise<M: LogLikelihood<N>, const N: usize>(
     penalizer: f64,
 ) -> Result<([f64; N], u64), ClvError> {
     let optimiser_error = |e: argmin::core::Error| ClvError::Optimizer(e.to_string());
-    let objective = Objective {
+    let objective = || Objective {
         model,
         penalizer,
         last: Cell::new(None),
     };
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
-        .with_tolerance_grad(tolerance)
-        .map_err(optimiser_error)?;
-    let start = start.map(f64::ln).to_vec();
-    let result = Executor::new(objective, solver)
-        .configure(|state| state.param(start).max_iters(max_iters))
-        .ctrlc(false)
-        .run()
-        .map_err(optimiser_error)?;
-    let state = result.state();
-    let iterations = state.get_iter();
-    match state.get_termination_reason() {
-        Some(TerminationReason::SolverConverged) => {}
-        other => {
-            let reason = other.map_or("not terminated", TerminationReason::text).to_owned();
-            return Err(ClvError::NotConverged { iterations, reason });
+    let (mut theta, mut cost, mut iterations) = (start.map(f64::ln), f64::INFINITY, 0);
+    let failure = loop {
+        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+            .with_tolerance_grad(tolerance)
+            .map_err(optimiser_error)?;
+        let result = Executor::new(objective(), solver)
+            .configure(|state| state.param(theta.to_vec()).max_iters(max_iters - iterations))
+            .ctrlc(false)
+            .run()
+            .map_err(optimiser_error)?;
+        let state = result.state();
+        iterations += state.get_iter();
+        let best_cost = state.get_best_cost();
+        if !best_cost.is_finite() {
+            return Err(ClvError::NonFiniteLikelihood);
         }
+        let improved = best_cost < cost;
+        theta = state
+            .get_best_param()
+            .and_then(|best| best.as_slice().try_into().ok())
+            .ok_or_else(|| ClvError::Optimizer("no parameters returned".to_owned()))?;
+        cost = best_cost;
+        let flat = || {
+            objective()
+                .eval(&theta)
+                .is_ok_and(|(_, g)| g.iter().map(|g| g * g).sum::<f64>() <= tolerance)
+        };
+        match state.get_termination_reason() {
+            Some(TerminationReason::SolverConverged) => break None,
+            Some(TerminationReason::SolverExit(_)) if improved && iterations < max_iters => continue,
+            Some(TerminationReason::SolverExit(_)) if !improved && flat() => break None,
+            reason => break Some(reason.map_or("not terminated", TerminationReason::text).to_owned()),
+        }
+    };
+    // Running into the clamp explains a failure too, so report it first.
+    if let Some(i) = theta.iter().position(|theta| theta.abs() >= MAX_LOG_PARAM) {
+        return Err(ClvError::Degenerate { parameter: M::NAMES[i] });
     }
-    let best: [f64; N] = state
-        .get_best_param()
-        .and_then(|theta| theta.as_slice().try_into().ok())
-        .ok_or_else(|| ClvError::Optimizer("no parameters returned".to_owned()))?;
-    Ok((best.map(f64::exp), iterations))
+    if let Some(reason) = failure {
+        return Err(ClvError::NotConverged { iterations, reason });
+    }
+    Ok((theta.map(f64::exp), iterations))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -728,28 +782,26 @@ fn expm1_ratio(k: f64, l: f64) -> f64 {
 
 /// Relative accuracy targeted by [`hyp2f1_tail`].
 const SERIES_EPS: f64 = 1e-15;
-/// Term cap of [`hyp2f1_tail`]: enough for z ≤ 0.99996, i.e. t ≤ ~25,000 (α + T).
+/// Term cap of [`hyp2f1_tail`]: enough for z ≤ 0.99996 (t ≤ ~25,000 (α + T)) when q is small.
 const SERIES_MAX_TERMS: u32 = 1_000_000;
 
-/// `H = Σ_{n≥1} (A)_n (a)_{n−1} / ((c+1)_{n−1} n!) zⁿ`, i.e. `(₂F₁(A, a−1; c; z) − 1) · c/(a−1)`, for
-/// a > 0, c > −1 (so every c + n > 0) and 0 ≤ z < 1.
+/// `Σ_{n≥1} t_n` with `t_1 = first` and `t_{n+1}/t_n = z (p+n)(q+n) / ((c+n)(n+1))`: a ₂F₁(p, q; c; z)
+/// series without its leading 1 (possibly rescaled), for 0 ≤ z < 1, p ≤ c, c > −1 and q > −1.
 ///
-/// Term ratios are `z (A+n)(a+n−1) / ((c+n)(n+1))`. In BG/NBD `c = a+b+x−1` exceeds `a−1`, so once
-/// `A + n > 0` every later ratio is positive and at most `ρ = z · max(1, (A+n)/(n+1))`; the remaining
-/// tail is then bounded by `|term| · ρ/(1−ρ)`, and we stop when that bound is below 1e-15 of the sum.
-/// That takes about `ln(1e-15 (1−z)) / ln z` terms; NaN if [`SERIES_MAX_TERMS`] is not enough.
-fn hyp2f1_tail(big_a: f64, a: f64, c: f64, z: f64) -> f64 {
-    let mut term = big_a * z;
-    let mut sum = term;
+/// Tail bound: for k ≥ n, `|p+k|/(c+k) ≤ max(1, |p+n|/(c+n))` (it falls while p + k < 0 because p ≤ c,
+/// and is ≤ 1 after) and `(q+k)/(k+1) ≤ max(1, (q+n)/(n+1))`, so every later ratio is at most
+/// `ρ = z · max(1, |p+n|/(c+n)) · max(1, (q+n)/(n+1))` in size and the remaining tail at most
+/// `|t_n| · ρ/(1−ρ)`. We stop when that bound is below 1e-15 of the sum, which takes about
+/// `q·z/(1−z) + ln(1e-15 (1−z))/ln z` terms; NaN if [`SERIES_MAX_TERMS`] is not enough.
+fn hyp2f1_tail(first: f64, p: f64, q: f64, c: f64, z: f64) -> f64 {
+    let (mut term, mut sum) = (first, first);
     for n in 1..SERIES_MAX_TERMS {
         let n = f64::from(n);
-        if big_a + n > 0.0 {
-            let rho = z * ((big_a + n) / (n + 1.0)).max(1.0);
-            if rho < 1.0 && term.abs() * rho / (1.0 - rho) <= SERIES_EPS * sum.abs() {
-                return sum;
-            }
+        let rho = z * ((p + n).abs() / (c + n)).max(1.0) * ((q + n) / (n + 1.0)).max(1.0);
+        if rho < 1.0 && term.abs() * rho / (1.0 - rho) <= SERIES_EPS * sum.abs() {
+            return sum;
         }
-        term *= z * (big_a + n) * (a + n - 1.0) / ((c + n) * (n + 1.0));
+        term *= z * (p + n) * (q + n) / ((c + n) * (n + 1.0));
         sum += term;
     }
     f64::NAN
@@ -936,7 +988,8 @@ mod tests {
                 monetary: 22.0,
             },
         ];
-        for model in [
+        // Both series forms: a ≤ r + x + 1 uses Euler's, larger a the original.
+        let models = [
             paper_bgnbd(),
             BgNbd {
                 a: 1.0,
@@ -947,7 +1000,13 @@ mod tests {
                 b: 1.4,
                 ..paper_bgnbd()
             },
-        ] {
+            BgNbd {
+                a: 6.0,
+                b: 40.0,
+                ..paper_bgnbd()
+            },
+        ];
+        for model in models {
             for row in &rows {
                 for t in [0.5, 39.0, 520.0] {
                     let series = model.expected_purchases(t, row) / model.p_alive(row);
@@ -957,6 +1016,43 @@ mod tests {
                         "{model:?} {row:?} t={t}: {series} vs {quadrature}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn expected_purchases_handles_homogeneous_dropout_limit() {
+        // a, b → ∞ with a/(a+b) = p̄ (what fits run towards when drop-out shows no heterogeneity): every
+        // customer drops out with probability p̄ after each purchase, so
+        // E[Y(t) | alive] = (1 − ((α+T)/(α+T+p̄t))^(r+x)) / p̄, up to O(1/(a+b)).
+        let p_bar = 0.03;
+        let model = BgNbd {
+            a: p_bar * 1e8,
+            b: (1.0 - p_bar) * 1e8,
+            ..paper_bgnbd()
+        };
+        for row in [
+            RfmRow {
+                x: 0.0,
+                t_x: 0.0,
+                t: 20.0,
+                monetary: 0.0,
+            },
+            RfmRow {
+                x: 40.0,
+                t_x: 30.0,
+                t: 39.0,
+                monetary: 1.0,
+            },
+        ] {
+            for t in [1.0, 39.0, 520.0] {
+                let limit =
+                    (1.0 - ((model.alpha + row.t) / (model.alpha + row.t + p_bar * t)).powf(model.r + row.x)) / p_bar;
+                let series = model.expected_purchases(t, &row) / model.p_alive(&row);
+                assert!(
+                    (series - limit).abs() < 1e-6 * limit,
+                    "{row:?} t={t}: {series} vs {limit}"
+                );
             }
         }
     }
