@@ -1,0 +1,61 @@
+//! `cis export`: analytical tables as CSV or Parquet.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use cis_storage::Store;
+use clap::Subcommand;
+
+use crate::export::{self, Format};
+use crate::time::{self, Micros};
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// customer_risk_scores: one row per customer from the latest score run as of T.
+    Scores {
+        /// Export the latest score run whose as-of is not after this time (default now).
+        #[arg(long, value_parser = super::parse_time)]
+        as_of: Option<Micros>,
+        /// Output format (default: from the file extension, .csv or .parquet).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// File to write (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn run(store: &Store, cmd: ExportCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let ExportCommand::Scores {
+        as_of,
+        format,
+        out: path,
+    } = cmd;
+    let Some(format) = format.or_else(|| Format::from_path(&path)) else {
+        bail!(
+            "cannot tell the format of {} from its extension: pass --format csv or --format parquet",
+            path.display()
+        )
+    };
+    let s = export::export_scores(store, as_of, format, &path)?;
+    writeln!(
+        out,
+        "exported {} rows of {} ({}, {} bytes) to {}",
+        s.rows,
+        s.table,
+        s.format,
+        s.bytes,
+        s.path.display()
+    )?;
+    writeln!(
+        out,
+        "  scores {} as of {} (generated {}), snapshot {}",
+        s.score_hash,
+        time::format(s.as_of),
+        time::format(s.generated_at),
+        s.snapshot_hash
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
