@@ -1,0 +1,275 @@
+//! The OpenAPI 3.1 description of every route, written by hand. `tests/api.rs` checks that it
+//! names exactly the routes of [`ROUTES`] and that each of them answers.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+use crate::api::{BODY_LIMIT, MAX_URI_PART};
+
+/// (method, path, needs a token) of every route.
+pub const ROUTES: [(&str, &str, bool); 6] = [
+    ("GET", "/healthz", false),
+    ("GET", "/openapi.json", false),
+    ("GET", "/customer/profile", true),
+    ("GET", "/artifacts/{hash}", true),
+    ("GET", "/snapshots", true),
+    ("GET", "/metrics", true),
+];
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn time_param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "query",
+        "required": false,
+        "description": description,
+        "schema": { "type": "string", "examples": ["1997-09-30", "1997-09-30T12:00:00Z"] }
+    })
+}
+
+fn hash() -> Value {
+    json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
+}
+
+fn nullable_number() -> Value {
+    json!({ "type": ["number", "null"] })
+}
+
+fn nullable_string() -> Value {
+    json!({ "type": ["string", "null"] })
+}
+
+/// Responses every protected route can give besides its own.
+fn guarded(mut responses: Value) -> Value {
+    if let Some(m) = responses.as_object_mut() {
+        m.insert(
+            "401".into(),
+            error_response("No bearer token, or an unknown or revoked one."),
+        );
+        m.insert(
+            "414".into(),
+            error_response(&format!("Query string or path over {MAX_URI_PART} bytes.")),
+        );
+        m.insert(
+            "500".into(),
+            error_response("Internal error (details are logged, not returned)."),
+        );
+    }
+    responses
+}
+
+pub fn spec() -> Value {
+    let bearer = json!([{ "bearer": [] }]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cis — Customer Intelligence System API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!(
+                "Point-in-time customer profiles (features as of T known at K, the latest scores that could \
+                 have been known then, and the hashes that prove them), artifacts with their lineage, \
+                 snapshots and metrics. Times are RFC 3339 or YYYY-MM-DD (midnight UTC) and are returned \
+                 as RFC 3339 UTC. Every error is JSON {{\"error\": \"...\"}}. Request bodies over \
+                 {BODY_LIMIT} bytes are refused with 413. No response contains personal data."
+            ),
+        },
+        "servers": [{ "url": "http://127.0.0.1:8080" }],
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `cis token create --name N` (shown once; only its blake3 hash is stored). Revoke with `cis token revoke N`."
+                }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": { "type": "string" },
+                        "parameter": { "type": "string", "description": "The parameter at fault, on 400." }
+                    }
+                },
+                "Profile": {
+                    "type": "object",
+                    "required": ["customer_id", "as_of", "known_at", "features", "scores", "proof"],
+                    "properties": {
+                        "customer_id": { "type": "string" },
+                        "as_of": { "type": "string", "format": "date-time" },
+                        "known_at": { "type": "string", "format": "date-time" },
+                        "features": {
+                            "type": "object",
+                            "description": "Every feature definition (name → value), computed from the log at (as_of, known_at) by the same code as snapshots.",
+                            "additionalProperties": { "type": "number" }
+                        },
+                        "scores": {
+                            "description": "From the latest score set whose as-of ≤ as_of and whose knowledge (its snapshot's known-at and its models' as-of) is not after known_at; null when there is none or the customer is not in it.",
+                            "oneOf": [
+                                { "type": "null" },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "as_of": { "type": "string", "format": "date-time", "description": "The score set's as-of." },
+                                        "churn_probability": nullable_number(),
+                                        "churn_band": { "type": ["string", "null"], "enum": ["low", "medium", "high", null] },
+                                        "clv_12m": nullable_number(),
+                                        "p_alive": nullable_number(),
+                                        "expected_purchases_90d": nullable_number(),
+                                        "segment": nullable_string()
+                                    }
+                                }
+                            ]
+                        },
+                        "proof": {
+                            "type": "object",
+                            "properties": {
+                                "log_head": hash(),
+                                "log_batch": { "type": "integer", "description": "The last batch of the log prefix the features were read from; log_head is the head after it." },
+                                "feature_definitions": hash(),
+                                "scores": { "oneOf": [hash(), { "type": "null" }], "description": "The score artifact consulted." },
+                                "snapshot": { "oneOf": [hash(), { "type": "null" }], "description": "The snapshot the scores were computed on." },
+                                "models": { "type": "object", "description": "Model kind (churn, clv, segments) → model artifact hash.", "additionalProperties": hash() }
+                            }
+                        }
+                    }
+                },
+                "Artifact": {
+                    "type": "object",
+                    "properties": {
+                        "hash": hash(),
+                        "kind": { "type": "string", "examples": ["snapshot", "scores", "model/churn", "model/clv", "model/segments"] },
+                        "schema": { "type": "integer" },
+                        "as_of": { "type": "string", "format": "date-time" },
+                        "created_at": { "type": "string", "format": "date-time" },
+                        "body_bytes": { "type": "integer" },
+                        "content_matches_hash": { "type": "boolean", "description": "false: the stored bytes no longer hash to the artifact's name (tampered)." },
+                        "parents": {
+                            "type": "array",
+                            "description": "Lineage: the artifacts this one was derived from.",
+                            "items": {
+                                "type": "object",
+                                "properties": { "hash": hash(), "kind": nullable_string(), "as_of": nullable_string() }
+                            }
+                        },
+                        "summary": {
+                            "description": "Kind-specific. snapshot: as_of, known_at, customers, features, visible_events, feature_definitions, read_from_log. scores: rows, snapshot, snapshot_known_at, known_at, models. model: its kind and headline numbers (churn metrics, BG/NBD and Gamma-Gamma parameters, segments). Null for other kinds.",
+                            "type": ["object", "null"]
+                        }
+                    }
+                }
+            }
+        },
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness.",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The server is up.",
+                            "content": { "application/json": { "schema": {
+                                "type": "object", "properties": { "status": { "const": "ok" } }
+                            } } }
+                        }
+                    }
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document.",
+                    "security": [],
+                    "responses": { "200": { "description": "OpenAPI 3.1 JSON." } }
+                }
+            },
+            "/customer/profile": {
+                "get": {
+                    "summary": "One customer's features and scores as of T known at K, with proof hashes.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "customer_id", "in": "query", "required": true,
+                            "schema": { "type": "string", "maxLength": crate::api::profile::MAX_CUSTOMER_ID }
+                        },
+                        time_param("as_of", "T: events that happened by then (default: now). Not in the future."),
+                        time_param("known_at", "K: events recorded by then (default: T). Not in the future.")
+                    ],
+                    "responses": guarded(json!({
+                        "200": {
+                            "description": "The profile.",
+                            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Profile" } } }
+                        },
+                        "400": error_response("A parameter is missing, malformed, unknown, repeated, or a time is in the future; `parameter` names it."),
+                        "404": error_response("The customer has no visible event as of T known at K.")
+                    }))
+                }
+            },
+            "/artifacts/{hash}": {
+                "get": {
+                    "summary": "What an artifact is: kind, times, lineage and a kind-specific summary (never the body).",
+                    "security": bearer,
+                    "parameters": [{
+                        "name": "hash", "in": "path", "required": true,
+                        "description": "A full hash or a prefix of at least 8 hex digits.",
+                        "schema": { "type": "string", "pattern": "^[0-9a-fA-F]{8,64}$" }
+                    }],
+                    "responses": guarded(json!({
+                        "200": {
+                            "description": "The artifact.",
+                            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Artifact" } } }
+                        },
+                        "400": error_response("Not a hash, or a prefix naming more than one artifact."),
+                        "404": error_response("No artifact has this hash or prefix.")
+                    }))
+                }
+            },
+            "/snapshots": {
+                "get": {
+                    "summary": "Stored feature snapshots, oldest first.",
+                    "security": bearer,
+                    "parameters": [time_param("as_of_before", "Only snapshots whose as-of is not after this time.")],
+                    "responses": guarded(json!({
+                        "200": {
+                            "description": "The snapshots.",
+                            "content": { "application/json": { "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "as_of_before": nullable_string(),
+                                    "snapshots": { "type": "array", "items": {
+                                        "type": "object",
+                                        "properties": { "hash": hash(), "as_of": { "type": "string", "format": "date-time" } }
+                                    } }
+                                }
+                            } } }
+                        },
+                        "400": error_response("A parameter is malformed or unknown.")
+                    }))
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: requests and latency by route and status; store size, log events and batches, last ingest, latest scores.",
+                    "security": bearer,
+                    "responses": guarded(json!({
+                        "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": {} } }
+                    }))
+                }
+            }
+        }
+    })
+}
+
+/// The document, serialised once.
+pub fn json_bytes() -> Vec<u8> {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES
+        .get_or_init(|| serde_json::to_vec_pretty(&spec()).unwrap_or_default())
+        .clone()
+}
