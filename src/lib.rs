@@ -4,9 +4,13 @@
 //! `cis-storage`, and read back as they were known at any time ([`history`]).
 //! See `ARCHITECTURE.md` for the map.
 
+pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod dashboard;
+pub mod demo;
 pub mod event;
+pub mod export;
 pub mod features;
 pub mod history;
 pub mod ingest;

@@ -2,7 +2,10 @@
 
 mod util;
 
+mod api;
 mod crash;
+mod dashboard;
+mod export;
 mod features;
 mod golden;
 mod ingest;

@@ -1,6 +1,9 @@
 //! The `cis` command line: flags are parsed here, then handed to the library.
 
+mod demo;
+mod export;
 mod models;
+mod serve;
 mod snapshot;
 
 use std::io::{IsTerminal, Write};
@@ -65,6 +68,17 @@ pub enum Command {
     Scores(models::ScoresCommand),
     /// Re-derive an artifact (snapshot, model, scores) from its parents and print its lineage.
     Audit { hash: String },
+    /// The main job: ingest CDNOW and a synthetic population, snapshot, train, score, export,
+    /// print every hash, then serve the API and dashboard (--no-serve stops after the batch).
+    Demo(demo::DemoArgs),
+    /// Serve the HTTP API (as-of profiles, artifacts, metrics) and the dashboard.
+    Serve(serve::ServeArgs),
+    /// Bearer tokens for the HTTP API: create (printed once, stored hashed) or revoke.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
+    /// Export analytical tables (customer_risk_scores) as CSV or Parquet.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Write a seeded synthetic population (orders, sessions, returns, customers) as CSV.
     Generate(GenerateArgs),
 }
@@ -150,6 +164,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models(cmd) => models::models(&open()?, cmd, &mut out),
         Command::Scores(cmd) => models::scores_cmd(&open()?, cmd, &mut out),
         Command::Audit { hash } => models::audit_cmd(&open()?, &hash, &mut out),
+        Command::Demo(a) => demo::run(&store_dir, a, &mut out),
+        Command::Serve(a) => serve::serve(&store_dir, a),
+        Command::Token(cmd) => serve::token(&open()?, cmd, &mut out),
+        Command::Export(cmd) => export::run(&open()?, cmd, &mut out),
         Command::Log(LogCommand::Verify) => {
             let store = open()?;
             match store.log().verify() {

@@ -1,0 +1,376 @@
+//! The "Customer Health Overview" dashboard: one server-rendered HTML page with inline SVG
+//! charts and no external resources (the network may be closed).
+//!
+//! [`gather`] reads what the page shows from the store as of a time; [`render`] is a pure
+//! function of that data, so the page can be tested without a server.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::extract::{Query, State};
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use cis_storage::{hex, Store};
+use serde::Deserialize;
+
+use crate::api::{authorize, blocking, AppError, AppState, ExtraRoutes};
+
+use crate::ingest::records::{self, IngestRun};
+use crate::models::scores::{self, ScoreSet};
+use crate::models::ModelError;
+use crate::time::{self, Micros};
+
+/// At most this many score runs are drawn in the risk trend.
+const TREND_RUNS: usize = 12;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardData {
+    pub as_of: Micros,
+    /// The latest score run as of T: (hash, scores).
+    pub latest: Option<(String, ScoreSet)>,
+    /// (as-of, mean risk) of the score runs up to T, oldest first.
+    pub trend: Vec<(Micros, f64)>,
+    pub runs: Vec<IngestRun>,
+}
+
+/// A customer's risk: the churn probability, or 1 − P(alive) when no churn model scored it.
+fn risk(r: &scores::ScoreRow) -> Option<f64> {
+    r.churn_probability.or(r.p_alive.map(|p| 1.0 - p))
+}
+
+pub fn gather(store: &Store, as_of: Micros) -> Result<DashboardData, ModelError> {
+    let refs = store.artifacts().list(scores::KIND, as_of)?;
+    let mut trend = Vec::new();
+    let mut latest = None;
+    for (i, r) in refs.iter().enumerate().skip(refs.len().saturating_sub(TREND_RUNS)) {
+        let (_, set) = scores::load_scores(store, &r.hash)?;
+        let risks: Vec<f64> = set.rows.iter().filter_map(risk).collect();
+        if !risks.is_empty() {
+            trend.push((set.as_of, risks.iter().sum::<f64>() / risks.len() as f64));
+        }
+        if i + 1 == refs.len() {
+            latest = Some((hex(&r.hash), set));
+        }
+    }
+    let runs = records::runs(store).map_err(|e| ModelError::Fit(e.to_string()))?;
+    Ok(DashboardData {
+        as_of,
+        latest,
+        trend,
+        runs,
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+const W: f64 = 560.0;
+const H: f64 = 220.0;
+const PAD: f64 = 36.0;
+
+/// A vertical bar chart; `id` names the chart for tests and the browser check.
+fn bars(id: &str, title: &str, items: &[(String, f64)], fmt: impl Fn(f64) -> String) -> String {
+    let mut svg = format!(
+        r#"<figure><figcaption>{}</figcaption><svg id="{id}" class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
+        esc(title),
+        esc(title)
+    );
+    let max = items.iter().map(|i| i.1).fold(0.0f64, f64::max).max(1e-9);
+    let n = items.len().max(1) as f64;
+    let slot = (W - 2.0 * PAD) / n;
+    for (i, (label, v)) in items.iter().enumerate() {
+        let h = (H - 2.0 * PAD) * (v / max).max(0.0);
+        let x = PAD + i as f64 * slot + slot * 0.1;
+        let _ = write!(
+            svg,
+            r#"<rect class="bar" x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}"><title>{}: {}</title></rect><text x="{:.1}" y="{:.1}" class="label">{}</text><text x="{:.1}" y="{:.1}" class="value">{}</text>"#,
+            H - PAD - h,
+            slot * 0.8,
+            esc(label),
+            fmt(*v),
+            x + slot * 0.4,
+            H - PAD + 14.0,
+            esc(label),
+            x + slot * 0.4,
+            H - PAD - h - 4.0,
+            fmt(*v)
+        );
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+fn line(id: &str, title: &str, points: &[(String, f64)]) -> String {
+    let mut svg = format!(
+        r#"<figure><figcaption>{}</figcaption><svg id="{id}" class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
+        esc(title),
+        esc(title)
+    );
+    let n = points.len();
+    let xs = |i: usize| {
+        if n <= 1 {
+            W / 2.0
+        } else {
+            PAD + (W - 2.0 * PAD) * i as f64 / (n - 1) as f64
+        }
+    };
+    let ys = |v: f64| H - PAD - (H - 2.0 * PAD) * v.clamp(0.0, 1.0);
+    let path: Vec<String> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{:.1},{:.1}", xs(i), ys(p.1)))
+        .collect();
+    let _ = write!(
+        svg,
+        r#"<polyline class="trend" fill="none" points="{}"/>"#,
+        path.join(" ")
+    );
+    for (i, (label, v)) in points.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r#"<circle class="point" cx="{:.1}" cy="{:.1}" r="4"><title>{}: {v:.3}</title></circle><text x="{:.1}" y="{:.1}" class="value">{v:.3}</text><text x="{:.1}" y="{:.1}" class="label">{}</text>"#,
+            xs(i),
+            ys(*v),
+            esc(label),
+            xs(i),
+            ys(*v) - 8.0,
+            xs(i),
+            H - PAD + 14.0,
+            esc(label)
+        );
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+fn empty(id: &str, title: &str, why: &str) -> String {
+    format!(
+        r#"<figure><figcaption>{}</figcaption><p id="{id}" class="empty">{}</p></figure>"#,
+        esc(title),
+        esc(why)
+    )
+}
+
+/// The page; `token` is carried by the as-of form so that changing the date keeps access.
+pub fn render(d: &DashboardData, token: &str) -> String {
+    let day = |t: Micros| time::format(t).chars().take(10).collect::<String>();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<header><h1>Customer Health Overview</h1><form method="get" action="/dashboard"><input type="hidden" name="token" value="{}"><label>As of <input type="date" name="as_of" value="{}"></label> <button type="submit">Show</button></form></header>"#,
+        esc(token),
+        day(d.as_of)
+    );
+    match &d.latest {
+        None => body.push_str(&empty(
+            "no-scores",
+            "Scores",
+            "No score run exists as of this date: run `cis score` first.",
+        )),
+        Some((hash, set)) => {
+            let _ = write!(
+                body,
+                r#"<p class="meta">Scores <code>{}</code> as of {} for {} customers, from snapshot <code>{}</code>.</p><section class="grid">"#,
+                esc(&hash[..16]),
+                day(set.as_of),
+                set.rows.len(),
+                esc(&set.snapshot[..16.min(set.snapshot.len())])
+            );
+            let risks: Vec<f64> = set.rows.iter().filter_map(risk).collect();
+            let mut hist = [0.0; 10];
+            for r in &risks {
+                hist[((r * 10.0) as usize).min(9)] += 1.0;
+            }
+            let label = if set.rows.iter().any(|r| r.churn_probability.is_some()) {
+                "churn probability"
+            } else {
+                "1 − P(alive)"
+            };
+            body.push_str(&bars(
+                "risk-distribution",
+                &format!("Churn-risk distribution ({label})"),
+                &hist
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{:.1}", i as f64 / 10.0), *c))
+                    .collect::<Vec<_>>(),
+                |v| format!("{v:.0}"),
+            ));
+            let mut segs: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+            for r in &set.rows {
+                if let Some(s) = &r.segment {
+                    let e = segs.entry(s).or_default();
+                    e.0 += 1.0;
+                    e.1 += r.clv_12m.unwrap_or(0.0);
+                }
+            }
+            if segs.is_empty() {
+                body.push_str(&empty("segment-sizes", "Segments", "No segment model scored this run."));
+            } else {
+                body.push_str(&bars(
+                    "segment-sizes",
+                    "Segment sizes (customers)",
+                    &segs.iter().map(|(k, v)| (k.to_string(), v.0)).collect::<Vec<_>>(),
+                    |v| format!("{v:.0}"),
+                ));
+                body.push_str(&bars(
+                    "segment-value",
+                    "Segment value (12-month CLV)",
+                    &segs.iter().map(|(k, v)| (k.to_string(), v.1)).collect::<Vec<_>>(),
+                    |v| format!("{v:.0}"),
+                ));
+            }
+            let mut clv: Vec<f64> = set.rows.iter().filter_map(|r| r.clv_12m).collect();
+            clv.sort_by(|a, b| b.total_cmp(a));
+            if clv.is_empty() {
+                body.push_str(&empty("clv-deciles", "CLV by decile", "No CLV model scored this run."));
+            } else {
+                let deciles: Vec<(String, f64)> = (0..10)
+                    .map(|i| {
+                        let part = &clv[i * clv.len() / 10..(i + 1) * clv.len() / 10];
+                        (
+                            format!("D{}", i + 1),
+                            part.iter().sum::<f64>() / part.len().max(1) as f64,
+                        )
+                    })
+                    .collect();
+                body.push_str(&bars(
+                    "clv-deciles",
+                    "Mean 12-month CLV by decile (D1 = most valuable)",
+                    &deciles,
+                    |v| format!("{v:.0}"),
+                ));
+            }
+            let mut top: Vec<&scores::ScoreRow> = set
+                .rows
+                .iter()
+                .filter(|r| risk(r).is_some_and(|x| x >= 0.5) && r.clv_12m.is_some())
+                .collect();
+            top.sort_by(|a, b| {
+                b.clv_12m
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.clv_12m.unwrap_or(0.0))
+                    .then(a.customer_id.cmp(&b.customer_id))
+            });
+            body.push_str(r#"<figure><figcaption>Top at-risk, high-value customers (risk ≥ 0.5, by CLV)</figcaption><table id="at-risk"><thead><tr><th>customer</th><th>risk</th><th>12-month CLV</th><th>segment</th></tr></thead><tbody>"#);
+            for r in top.iter().take(10) {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td></tr>",
+                    esc(&r.customer_id),
+                    risk(r).unwrap_or(0.0),
+                    r.clv_12m.unwrap_or(0.0),
+                    esc(r.segment.as_deref().unwrap_or("-"))
+                );
+            }
+            body.push_str("</tbody></table></figure></section>");
+        }
+    }
+    body.push_str(r#"<section class="grid">"#);
+    if d.trend.is_empty() {
+        body.push_str(&empty(
+            "risk-trend",
+            "Average risk across score runs",
+            "No score run yet.",
+        ));
+    } else {
+        body.push_str(&line(
+            "risk-trend",
+            "Average risk across score runs",
+            &d.trend.iter().map(|(t, v)| (day(*t), *v)).collect::<Vec<_>>(),
+        ));
+    }
+    if d.runs.is_empty() {
+        body.push_str(&empty("quarantine-per-run", "Data quality", "No ingest run yet."));
+    } else {
+        let q: Vec<(String, f64)> = d
+            .runs
+            .iter()
+            .map(|r| (format!("run {}", r.run), r.quarantined as f64))
+            .collect();
+        body.push_str(&bars(
+            "quarantine-per-run",
+            "Data quality: quarantined rows per ingest run",
+            &q,
+            |v| format!("{v:.0}"),
+        ));
+    }
+    body.push_str("</section>");
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Customer Health Overview</title><style>{STYLE}</style></head><body>{body}<footer>cis · as of {} · generated {}</footer></body></html>"#,
+        day(d.as_of),
+        time::format(time::now())
+    )
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2733;background:#f6f8fa}\
+header{display:flex;justify-content:space-between;align-items:center}h1{font-size:1.4rem}\
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:1rem}\
+figure{background:#fff;border:1px solid #d8dee4;border-radius:6px;margin:0;padding:.75rem}\
+figcaption{font-weight:600;margin-bottom:.5rem}.chart{width:100%;height:auto}\
+.bar{fill:#3b7dd8}.trend{stroke:#d8573b;stroke-width:2}.point{fill:#d8573b}\
+.label{font-size:10px;text-anchor:middle;fill:#57606a}.value{font-size:10px;text-anchor:middle;fill:#1d2733}\
+table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border-bottom:1px solid #eaeef2;padding:.25rem .5rem;text-align:left}\
+.meta,footer{color:#57606a;font-size:.85rem}.empty{color:#8c959f}";
+
+#[derive(Debug, Deserialize)]
+pub struct DashboardQuery {
+    /// A date or RFC 3339 time; default now.
+    pub as_of: Option<String>,
+    /// The API token (a browser cannot send a bearer header); the request log never shows it.
+    pub token: Option<String>,
+}
+
+/// `GET /dashboard?token=…[&as_of=…]`: the token is checked like the API's bearer token.
+pub fn routes() -> ExtraRoutes {
+    ExtraRoutes {
+        open: Router::new().route("/dashboard", get(page)),
+        protected: Router::new(),
+    }
+}
+
+async fn page(State(state): State<AppState>, Query(q): Query<DashboardQuery>) -> Result<Html<String>, AppError> {
+    let token = q.token.unwrap_or_default();
+    authorize(&state, &token).await?;
+    let as_of = match q.as_of.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => time::parse_timestamp(s).map_err(|e| AppError::param("as_of", e))?,
+        None => time::now(),
+    };
+    let data = blocking(&state, move |s| gather(&s.store, as_of).map_err(AppError::internal)).await?;
+    Ok(Html(render(&data, &token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_keeps_markup_out_of_the_page() {
+        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn an_empty_store_renders_every_section_with_an_explanation() {
+        let empty = DashboardData {
+            as_of: 0,
+            latest: None,
+            trend: vec![],
+            runs: vec![],
+        };
+        let html = render(&empty, "t<");
+        assert!(html.contains("value=\"t&lt;\""), "the token is escaped into the form");
+        for id in ["no-scores", "risk-trend", "quarantine-per-run"] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+        }
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external resources"
+        );
+    }
+}
