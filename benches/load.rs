@@ -1,0 +1,155 @@
+//! Profile API under load: random customers at random as-of dates, at a fixed request rate,
+//! against a server on loopback, over the 100k-customer synthetic store.
+//!
+//! Open loop: each request has a scheduled send time and its latency is measured from
+//! then, so a stalled server cannot hide queueing (no coordinated omission). Client and server
+//! share the same 2 cores, as wrk on the same machine would.
+//!
+//! Run: `cargo bench --bench load` (env `CIS_LOAD_RPS`, `CIS_LOAD_SECONDS`, `CIS_BENCH_CUSTOMERS`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cis::api::{serve, tokens, AppState};
+use cis::features::snapshot;
+use cis::history::AsOf;
+use cis::models::lifetime::ClvParams;
+use cis::models::segments::SegmentParams;
+use cis::models::{scores, train};
+use cis::time::{format, parse_timestamp, MICROS_PER_DAY};
+use cis_storage::Store;
+use common::BenchResult;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECTIONS: usize = 32;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Makes sure the store has a score run to join profiles with (idempotent: same hashes).
+fn ensure_scores(store: &Store) -> BenchResult {
+    let t = parse_timestamp("2025-06-30T00:00:00Z")?;
+    let (snap, ..) = snapshot::create(store, AsOf::new(Some(t), None))?;
+    let (clv, _) = train::clv(store, &snap, ClvParams::default())?.store(store)?;
+    let (seg, _) = train::segments(store, &snap, SegmentParams::default())?.store(store)?;
+    scores::score(store, &snap, &[clv, seg])?;
+    Ok(())
+}
+
+/// One HTTP/1.1 GET on a kept-alive connection; returns the status.
+async fn get(conn: &mut TcpStream, path: &str, token: &str, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n");
+    conn.write_all(req.as_bytes()).await?;
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    let (head_end, length) = loop {
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, length);
+        }
+    };
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed mid-body"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let status = String::from_utf8_lossy(&buf[9..12.min(buf.len())]).parse().unwrap_or(0);
+    Ok(status)
+}
+
+fn main() -> BenchResult {
+    let customers = common::customers();
+    let store = Store::open(&common::synthetic_store(customers)?)?;
+    ensure_scores(&store)?;
+    let token = tokens::create(&store, &format!("load-{}", std::process::id()))?;
+    let state = AppState::new(Arc::new(store));
+    cis::api::warm(&state).map_err(|e| format!("warming the score cache: {e:?}"))?;
+
+    let rps = env_or("CIS_LOAD_RPS", 2000);
+    let seconds = env_or("CIS_LOAD_SECONDS", 10);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (latencies, statuses, elapsed) = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        let start = Instant::now() + Duration::from_millis(200);
+        let per_conn = rps as f64 / CONNECTIONS as f64;
+        let total_per_conn = (per_conn * seconds as f64) as u64;
+        let mut tasks = Vec::new();
+        for c in 0..CONNECTIONS {
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+                let mut conn = TcpStream::connect(addr).await?;
+                conn.set_nodelay(true)?;
+                let (mut lat, mut st, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+                let first_day = parse_timestamp("2025-07-01").map_err(std::io::Error::other)?;
+                for k in 0..total_per_conn {
+                    let due = start + Duration::from_secs_f64((k as f64 + c as f64 / CONNECTIONS as f64) / per_conn);
+                    tokio::time::sleep_until(due.into()).await;
+                    let customer = rng.gen_range(1..=customers);
+                    let as_of = first_day + rng.gen_range(0..180) * MICROS_PER_DAY;
+                    let path = format!(
+                        "/customer/profile?customer_id=c{customer:06}&as_of={}",
+                        &format(as_of)[..10]
+                    );
+                    let status = get(&mut conn, &path, &token, &mut buf).await?;
+                    lat.push(due.elapsed());
+                    st.push(status);
+                }
+                Ok::<_, std::io::Error>((lat, st))
+            }));
+        }
+        let (mut latencies, mut statuses) = (Vec::new(), Vec::new());
+        for t in tasks {
+            let (l, s) = t.await??;
+            latencies.extend(l);
+            statuses.extend(s);
+        }
+        let elapsed = start.elapsed();
+        let _ = stop.send(());
+        server.await??;
+        Ok::<_, Box<dyn std::error::Error>>((latencies, statuses, elapsed))
+    })?;
+
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let not_found = statuses.iter().filter(|s| **s == 404).count();
+    println!(
+        "profile load: {} requests at a target of {rps}/s over {CONNECTIONS} connections, {customers} customers",
+        ms.len()
+    );
+    println!("| target req/s | achieved req/s | p50 ms | p99 ms | max ms | 200 | 404 (not yet a customer) | other |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {rps} | {:.0} | {:.2} | {:.2} | {:.2} | {ok} | {not_found} | {} |",
+        ms.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        ms[ms.len() - 1],
+        statuses.len() - ok - not_found
+    );
+    Ok(())
+}
