@@ -15,16 +15,14 @@ use cis::api::{app, AppState};
 use cis::features::snapshot;
 use cis::history::AsOf;
 use cis::models::churn::ChurnParams;
-use cis::models::lifetime::ClvParams;
 use cis::models::scores::{self, ScoreSet};
-use cis::models::segments::SegmentParams;
 use cis::models::train;
 use cis_storage::{hex, ArtifactHash, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::util::{cdnow_store, t};
+use crate::util::{cdnow_models, cdnow_store, t};
 
 struct World {
     store: Arc<Store>,
@@ -51,14 +49,8 @@ fn world() -> &'static World {
             .expect("churn")
             .store(&store)
             .expect("store churn");
-        let (clv, _) = train::clv(&store, &snap, ClvParams::default())
-            .expect("clv")
-            .store(&store)
-            .expect("store clv");
-        let (seg, _) = train::segments(&store, &snap, SegmentParams::default())
-            .expect("segments")
-            .store(&store)
-            .expect("store segments");
+        let (snap_again, clv, seg) = cdnow_models(&store);
+        assert_eq!(snap_again, snap);
         let (scores, _, set) = scores::score(&store, &snap, &[churn, clv, seg]).expect("score");
         let token = tokens::create(&store, "tests").expect("token");
         World {

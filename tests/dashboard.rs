@@ -13,11 +13,9 @@ use cis::features::snapshot;
 use cis::history::AsOf;
 use cis::ingest::source::Format;
 use cis::ingest::RecordedAt;
-use cis::models::lifetime::ClvParams;
-use cis::models::segments::SegmentParams;
-use cis::models::{scores, train};
+use cis::models::scores;
 
-use crate::util::{cdnow_store, ingest, t, write};
+use crate::util::{cdnow_models, cdnow_store, ingest, t, write};
 
 /// Runs Chromium headless with `args` on `url`; (stdout, stderr). Fails after 90 s.
 fn chromium(profile: &Path, args: &[&str], url: &str) -> (String, String) {
@@ -75,15 +73,7 @@ fn dashboard_renders_every_chart_in_headless_chromium() {
         "order_id,customer_id,event_time,amount,currency\nx1,0001,1998-01-02,oops,USD\nx2,0001,1998-01-03,1.00,USD\n",
     );
     ingest(&store, Kind::Order, Format::Csv, &bad, RecordedAt::EventTime);
-    let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
-    let (clv, _) = train::clv(&store, &snap, ClvParams::default())
-        .expect("clv")
-        .store(&store)
-        .expect("store");
-    let (seg, _) = train::segments(&store, &snap, SegmentParams::default())
-        .expect("segments")
-        .store(&store)
-        .expect("store");
+    let (snap, clv, seg) = cdnow_models(&store);
     scores::score(&store, &snap, &[clv, seg]).expect("score");
     let (later, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-12-31")), None)).expect("snapshot");
     scores::score(&store, &later, &[clv, seg]).expect("score");

@@ -15,14 +15,13 @@ use cis::features::snapshot;
 use cis::history::AsOf;
 use cis::models::lifetime::ClvParams;
 use cis::models::scores::{self, ScoreRow, ScoreSet};
-use cis::models::segments::SegmentParams;
 use cis::models::train;
 use cis_storage::{hex, ArtifactHash, Store};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, LogicalType, TimeUnit as ParquetTimeUnit};
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::util::{cdnow_store, cis_bin, t};
+use crate::util::{cdnow_models, cdnow_store, cis_bin, t};
 
 const CUSTOMERS: usize = 2_357;
 
@@ -41,15 +40,7 @@ fn scored() -> &'static Scored {
     static SCORED: OnceLock<Scored> = OnceLock::new();
     SCORED.get_or_init(|| {
         let store = cdnow_store();
-        let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
-        let (clv, _) = train::clv(&store, &snap, ClvParams::default())
-            .expect("clv")
-            .store(&store)
-            .expect("store clv");
-        let (seg, _) = train::segments(&store, &snap, SegmentParams::default())
-            .expect("segments")
-            .store(&store)
-            .expect("store segments");
+        let (snap, clv, seg) = cdnow_models(&store);
         let (hash, _, computed) = scores::score(&store, &snap, &[clv, seg]).expect("score");
         let (artifact, set) = scores::load_scores(&store, &hash).expect("load scores");
         let generated_at = artifact.created_at;

@@ -16,7 +16,7 @@ use cis::models::{load, scores, train, Model, ModelError, ModelKind};
 use cis::synth::SynthConfig;
 use cis_storage::{ArtifactHash, Store};
 
-use crate::util::{cdnow_store, fixture, ingest, t};
+use crate::util::{cdnow_models, cdnow_store, fixture, ingest, t};
 
 fn within(got: f64, published: f64, name: &str) {
     let rel = (got - published).abs() / published;
@@ -203,15 +203,7 @@ fn segments_are_seeded_and_named() {
 #[test]
 fn scores_audit_down_to_the_log_and_tampering_shows() {
     let store = cdnow_store();
-    let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
-    let (clv, _) = train::clv(&store, &snap, ClvParams::default())
-        .expect("clv")
-        .store(&store)
-        .expect("store");
-    let (seg, _) = train::segments(&store, &snap, SegmentParams::default())
-        .expect("seg")
-        .store(&store)
-        .expect("store");
+    let (snap, clv, seg) = cdnow_models(&store);
     assert_eq!(
         scores::default_models(&store, t("1997-09-30")).expect("defaults"),
         vec![clv, seg]

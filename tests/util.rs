@@ -57,3 +57,26 @@ pub fn visible(events: &[cis_storage::NewEvent], t: i64, k: i64) -> Vec<&cis_sto
         .filter(|e| e.event_time <= t && e.recorded_at <= k)
         .collect()
 }
+
+/// On `store`: the snapshot as of 1997-09-30 with a CLV and a segment model trained on it and
+/// stored: (snapshot, clv, segments).
+pub fn cdnow_models(
+    store: &Store,
+) -> (
+    cis_storage::ArtifactHash,
+    cis_storage::ArtifactHash,
+    cis_storage::ArtifactHash,
+) {
+    use cis::models::{lifetime::ClvParams, segments::SegmentParams, train};
+    let at = cis::history::AsOf::new(Some(t("1997-09-30")), None);
+    let (snap, ..) = cis::features::snapshot::create(store, at).expect("snapshot");
+    let (clv, _) = train::clv(store, &snap, ClvParams::default())
+        .expect("clv")
+        .store(store)
+        .expect("store clv");
+    let (seg, _) = train::segments(store, &snap, SegmentParams::default())
+        .expect("segments")
+        .store(store)
+        .expect("store segments");
+    (snap, clv, seg)
+}
