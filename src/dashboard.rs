@@ -4,14 +4,15 @@
 //! [`gather`] reads what the page shows from the store as of a time; [`render`] is a pure
 //! function of that data, so the page can be tested without a server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::{Mutex, OnceLock};
 
 use axum::extract::{Query, State};
 use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
-use cis_storage::{hex, Store};
+use cis_storage::{hex, ArtifactHash, Store};
 use serde::Deserialize;
 
 use crate::api::{authorize, blocking, AppError, AppState, ExtraRoutes};
@@ -39,18 +40,46 @@ fn risk(r: &scores::ScoreRow) -> Option<f64> {
     r.churn_probability.or(r.p_alive.map(|p| 1.0 - p))
 }
 
+/// Mean risk of each score run, by artifact hash. Artifacts are immutable, so an entry never
+/// goes stale; without it every page load re-parsed up to [`TREND_RUNS`] whole score sets.
+fn mean_risk_memo() -> &'static Mutex<HashMap<ArtifactHash, Option<f64>>> {
+    static MEMO: OnceLock<Mutex<HashMap<ArtifactHash, Option<f64>>>> = OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+fn mean_risk(set: &ScoreSet) -> Option<f64> {
+    let risks: Vec<f64> = set.rows.iter().filter_map(risk).collect();
+    (!risks.is_empty()).then(|| risks.iter().sum::<f64>() / risks.len() as f64)
+}
+
 pub fn gather(store: &Store, as_of: Micros) -> Result<DashboardData, ModelError> {
     let refs = store.artifacts().list(scores::KIND, as_of)?;
     let mut trend = Vec::new();
     let mut latest = None;
+    let memo = mean_risk_memo();
     for (i, r) in refs.iter().enumerate().skip(refs.len().saturating_sub(TREND_RUNS)) {
-        let (_, set) = scores::load_scores(store, &r.hash)?;
-        let risks: Vec<f64> = set.rows.iter().filter_map(risk).collect();
-        if !risks.is_empty() {
-            trend.push((set.as_of, risks.iter().sum::<f64>() / risks.len() as f64));
-        }
-        if i + 1 == refs.len() {
-            latest = Some((hex(&r.hash), set));
+        let is_latest = i + 1 == refs.len();
+        let known = memo
+            .lock()
+            .map_err(|_| ModelError::Fit("dashboard memo poisoned".into()))?
+            .get(&r.hash)
+            .copied();
+        let mean = match (known, is_latest) {
+            (Some(mean), false) => mean,
+            _ => {
+                let (_, set) = scores::load_scores(store, &r.hash)?;
+                let mean = mean_risk(&set);
+                memo.lock()
+                    .map_err(|_| ModelError::Fit("dashboard memo poisoned".into()))?
+                    .insert(r.hash, mean);
+                if is_latest {
+                    latest = Some((hex(&r.hash), set));
+                }
+                mean
+            }
+        };
+        if let Some(m) = mean {
+            trend.push((r.as_of, m));
         }
     }
     let runs = records::runs(store).map_err(|e| ModelError::Fit(e.to_string()))?;
