@@ -2,13 +2,19 @@
 
 mod util;
 
+mod access_log;
 mod api;
 mod crash;
 mod dashboard;
+mod decay;
+mod drift;
+mod erasure;
 mod export;
 mod features;
 mod golden;
 mod ingest;
 mod models;
+mod promotion;
+mod quality;
 mod time_travel;
 mod validation;

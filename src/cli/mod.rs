@@ -1,8 +1,14 @@
 //! The `cis` command line: flags are parsed here, then handed to the library.
 
+mod access_log;
+mod decay;
 mod demo;
+mod drift;
+mod erase;
 mod export;
 mod models;
+mod monitor;
+mod quality;
 mod serve;
 mod snapshot;
 
@@ -79,6 +85,15 @@ pub enum Command {
     /// Export analytical tables (customer_risk_scores) as CSV or Parquet.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Monitoring: feature drift, data quality over time, model decay.
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
+    /// Who read what through the API, and whether the access log is intact.
+    AccessLog(access_log::AccessLogArgs),
+    /// Erase one customer's data (a data-subject request), keeping the log verifiable.
+    Erase(erase::EraseArgs),
+    /// Recorded erasure requests.
+    Erasures,
     /// Write a seeded synthetic population (orders, sessions, returns, customers) as CSV.
     Generate(GenerateArgs),
 }
@@ -168,6 +183,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::serve(&store_dir, a),
         Command::Token(cmd) => serve::token(&open()?, cmd, &mut out),
         Command::Export(cmd) => export::run(&open()?, cmd, &mut out),
+        Command::Monitor(cmd) => monitor::run(&open()?, cmd, &mut out),
+        Command::AccessLog(a) => access_log::run(&open()?, a, &mut out),
+        Command::Erase(a) => erase::run(&open()?, a, &mut out),
+        Command::Erasures => erase::list(&open()?, &mut out),
         Command::Log(LogCommand::Verify) => {
             let store = open()?;
             match store.log().verify() {

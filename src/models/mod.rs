@@ -9,6 +9,7 @@ pub mod churn;
 pub mod clv;
 pub mod lifetime;
 pub mod metrics;
+pub mod promotion;
 pub mod scores;
 pub mod segments;
 pub mod standardise;

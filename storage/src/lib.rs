@@ -9,6 +9,7 @@ pub mod envelope;
 mod error;
 mod idset;
 pub mod kv;
+pub mod ledger;
 pub mod log;
 mod store;
 pub mod vault;
@@ -16,6 +17,7 @@ pub mod vault;
 pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, StoredArtifact};
 pub use envelope::{hex, EventId, NewEvent};
 pub use error::{Result, StorageError};
+pub use ledger::{Ledger, LedgerBroken, LedgerRecord, LedgerReport};
 pub use log::{
     AppendOutcome, BatchRecord, Entry, EventLog, EventRef, Head, StoredEvent, VerifyReport, Visibility, GENESIS,
 };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
 use crate::kv::{Kv, MemKv, SledKv, TreeName};
+use crate::ledger::Ledger;
 use crate::log::EventLog;
 use crate::vault::Vault;
 
@@ -88,6 +89,12 @@ impl Store {
         let end = prefix_end(prefix);
         self.kv
             .visit(TreeName::Journal(journal), prefix, end.as_deref(), &mut f)
+    }
+
+    /// A hash-chained ledger (see [`crate::ledger`]). Keep one handle per ledger per process:
+    /// appends through one handle are serialised, two handles would fork the chain.
+    pub fn ledger(&self, name: &'static str) -> Result<Ledger> {
+        Ledger::open(self.kv.clone(), name)
     }
 
     pub fn flush(&self) -> Result<()> {

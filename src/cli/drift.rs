@@ -1,0 +1,14 @@
+//! `cis monitor drift`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use cis_storage::Store;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct DriftArgs {}
+
+pub fn run(_store: &Store, _a: DriftArgs, _out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not implemented yet")
+}

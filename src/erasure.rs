@@ -1,0 +1,1 @@
+//! Erasure of one customer (data-subject request): crypto-shredding, tombstones, redaction.

@@ -1,0 +1,1 @@
+//! The promotion record: which model held which stage when (a hash-chained ledger).

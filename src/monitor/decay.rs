@@ -1,0 +1,1 @@
+//! Model decay: realised churn metrics of score runs whose labels have matured.

@@ -1,0 +1,1 @@
+//! Feature drift between two snapshots (PSI, KS, missing share) as a stored artifact.

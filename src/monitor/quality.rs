@@ -1,0 +1,1 @@
+//! Data quality per ingest run and per event-day, with flags for anomalies.
