@@ -74,6 +74,21 @@ pub fn content_hash(kind: &str, schema: u32, as_of: i64, parents: &[ArtifactHash
     *h.finalize().as_bytes()
 }
 
+/// What an erasure changed in a stored artifact (tree `journal/redactions`, key `hash ‖
+/// be64(request)`, bincode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    pub request: u64,
+    /// The erased subjects whose rows were removed.
+    pub subjects: Vec<String>,
+    /// What the body hashes to (with the artifact's kind, schema, as-of and parents) after it.
+    pub content_hash: ArtifactHash,
+    /// When, µs since the epoch.
+    pub at: i64,
+}
+
+const REDACTIONS: &str = "redactions";
+
 /// Index entry without the body: what listings return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactRef {
@@ -147,6 +162,41 @@ impl Artifacts<'_> {
         let bytes = bincode::serde::encode_to_vec(a, bincode::config::standard())?;
         self.kv.insert(TreeName::Artifacts, &a.hash, &bytes)?;
         self.kv.flush()
+    }
+
+    /// Replaces the body of artifact `hash` because erasure request `request` removed `subjects`
+    /// from it, and records that: the artifact keeps its name, and [`Artifacts::redactions`]
+    /// lets an audit tell this change (the content hashes to a recorded `content_hash`) from
+    /// tampering (it does not). Durable on return.
+    pub fn redact(&self, hash: &ArtifactHash, body: Vec<u8>, request: u64, subjects: Vec<String>, at: i64) -> Result<()> {
+        let mut a = self
+            .get(hash)?
+            .ok_or_else(|| StorageError::Corrupt(format!("redacting a missing artifact {}", crate::hex(hash))))?;
+        a.body = body;
+        let note = Redaction {
+            request,
+            subjects,
+            content_hash: a.recomputed_hash(),
+            at,
+        };
+        let mut key = hash.to_vec();
+        key.extend_from_slice(&request.to_be_bytes());
+        let note = bincode::serde::encode_to_vec(&note, bincode::config::standard())?;
+        self.kv.insert(TreeName::Journal(REDACTIONS), &key, &note)?;
+        self.overwrite(&a)
+    }
+
+    /// The redactions of artifact `hash`, oldest request first.
+    pub fn redactions(&self, hash: &ArtifactHash) -> Result<Vec<Redaction>> {
+        let mut end = hash.to_vec();
+        end.extend_from_slice(&[0xff; 9]);
+        let mut out = Vec::new();
+        self.kv
+            .visit(TreeName::Journal(REDACTIONS), hash, Some(&end), &mut |_, v| {
+                out.push(bincode::serde::decode_from_slice(v, bincode::config::standard())?.0);
+                Ok(ControlFlow::Continue(()))
+            })?;
+        Ok(out)
     }
 
     /// Hashes starting with `prefix` (at most `limit`).

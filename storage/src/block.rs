@@ -14,8 +14,8 @@
 //! | 1 | kind |
 //! | 1 | flags (bit 0: payload erased) |
 //! | 32 | event id |
-//! | 4 | sealed length `n` (u32; 0 when erased) |
-//! | n | sealed envelope (ChaCha20 under the subject's key) |
+//! | 4 | length `n` (u32) of what follows |
+//! | n | live: the sealed envelope (ChaCha20 under the subject's key); erased: the tombstone, the erasure request number (u64, n = 8) |
 
 use crate::envelope::{EventId, Handle};
 use crate::error::{Result, StorageError};
@@ -62,6 +62,18 @@ pub struct Record<'a> {
 impl Record<'_> {
     pub fn erased(&self) -> bool {
         self.flags & FLAG_ERASED != 0
+    }
+
+    /// The erasure request an erased record's tombstone names.
+    pub fn erasure_request(&self) -> Result<Option<u64>> {
+        if !self.erased() {
+            return Ok(None);
+        }
+        let bytes: [u8; 8] = self
+            .sealed
+            .try_into()
+            .map_err(|_| StorageError::Corrupt("block: malformed erasure tombstone".into()))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
     }
 }
 
@@ -153,7 +165,7 @@ mod tests {
                 kind: 1,
                 flags: FLAG_ERASED,
                 id: [8; 32],
-                sealed: b"",
+                sealed: &42u64.to_be_bytes(),
             },
         ];
         let bytes = encode(&recs).expect("encodes");
@@ -164,6 +176,8 @@ mod tests {
             (1, -3, &b"abc"[..])
         );
         assert!(back[1].erased());
+        assert_eq!(back[1].erasure_request().expect("tombstone"), Some(42));
+        assert_eq!(back[0].erasure_request().expect("live"), None);
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

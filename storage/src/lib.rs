@@ -14,7 +14,7 @@ pub mod log;
 mod store;
 pub mod vault;
 
-pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, StoredArtifact};
+pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, Redaction, StoredArtifact};
 pub use envelope::{hex, EventId, NewEvent};
 pub use error::{Result, StorageError};
 pub use ledger::{Ledger, LedgerBroken, LedgerRecord, LedgerReport};

@@ -89,6 +89,8 @@ pub enum Entry {
         event_time: i64,
         recorded_at: i64,
         batch: u64,
+        /// The erasure request whose tombstone replaced the payload.
+        request: u64,
     },
 }
 
@@ -117,6 +119,8 @@ pub struct VerifyReport {
     pub batches: u64,
     pub events: u64,
     pub erased: u64,
+    /// Erased events per erasure request, by request number.
+    pub erasures: std::collections::BTreeMap<u64, u64>,
     pub head: Head,
 }
 
@@ -178,6 +182,7 @@ impl EventLog {
             appender: Mutex::new(None),
         };
         log.recover()?;
+        log.recover_erasure()?;
         Ok(log)
     }
 
@@ -440,13 +445,14 @@ impl EventLog {
                 if r.handle != handle || !vis.admits(&r) {
                     return Ok(());
                 }
-                out.push(if r.erased() {
+                out.push(if let Some(request) = r.erasure_request()? {
                     Entry::Erased {
                         id: r.id,
                         kind: r.kind,
                         event_time: r.event_time,
                         recorded_at: r.recorded_at,
                         batch,
+                        request,
                     }
                 } else {
                     let env = open_record(&vault, &r)?;
@@ -565,6 +571,7 @@ impl EventLog {
         }
         let mut seen = vec![false; next_event as usize];
         let mut erased = 0u64;
+        let mut erasures = std::collections::BTreeMap::new();
         let vault = self.vault.read().map_err(lock_err)?;
         let committed = batches.len() as u64;
         self.kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
@@ -587,8 +594,9 @@ impl EventLog {
                 if block::bucket_of(r.handle) != bucket {
                     return Err(fail("event stored under the wrong bucket".into()));
                 }
-                if r.erased() {
+                if let Some(request) = r.erasure_request().map_err(|e| fail(e.to_string()))? {
                     erased += 1;
+                    *erasures.entry(request).or_insert(0u64) += 1;
                     return Ok(());
                 }
                 let env = open_record(&vault, &r).map_err(|e| fail(e.to_string()))?;
@@ -613,10 +621,73 @@ impl EventLog {
             batches: committed,
             events: next_event,
             erased,
+            erasures,
             head,
         })
     }
+
+    /// Erases every event of `subject` (a data-subject request): each record keeps its id,
+    /// times and kind, so the hash chain still verifies, but its sealed payload is replaced by
+    /// a tombstone naming `request`; then the subject's key is destroyed, which makes any copy
+    /// of the payloads sled still keeps in old pages unreadable. Returns how many events were
+    /// erased now (0 when they all were already). Durable on return; an erasure interrupted
+    /// by a crash is finished when the store is next opened.
+    pub fn erase(&self, subject: &str, request: u64) -> Result<u64> {
+        // Appends are excluded meanwhile: none may seal under a key about to be destroyed.
+        let _appender = self.appender.lock().map_err(lock_err)?;
+        let handle = envelope::subject_handle(subject);
+        let mut marker = handle.to_be_bytes().to_vec();
+        marker.extend_from_slice(&request.to_be_bytes());
+        self.kv.insert(TreeName::Meta, ERASING, &marker)?;
+        self.kv.flush()?;
+        self.finish_erasure(handle, request)
+    }
+
+    fn finish_erasure(&self, handle: envelope::Handle, request: u64) -> Result<u64> {
+        let bucket = block::bucket_of(handle);
+        let tombstone = request.to_be_bytes();
+        let mut rewrites = Vec::new();
+        let mut erased = 0u64;
+        let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
+        self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
+            let mut records = block::decode(v)?;
+            let mut changed = false;
+            for r in records.iter_mut().filter(|r| r.handle == handle && !r.erased()) {
+                r.flags |= block::FLAG_ERASED;
+                r.sealed = &tombstone;
+                changed = true;
+                erased += 1;
+            }
+            if changed {
+                rewrites.push((k.to_vec(), block::encode(&records)?));
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        for (k, v) in rewrites {
+            self.kv.insert(TreeName::Blocks, &k, &v)?;
+        }
+        self.kv.flush()?;
+        self.vault.write().map_err(lock_err)?.destroy(&[handle])?;
+        self.kv.remove(TreeName::Meta, ERASING)?;
+        self.kv.flush()?;
+        Ok(erased)
+    }
+
+    /// Finishes an erasure a crash interrupted (see [`EventLog::erase`]).
+    fn recover_erasure(&self) -> Result<()> {
+        let Some(m) = self.kv.get(TreeName::Meta, ERASING)? else {
+            return Ok(());
+        };
+        let bad = || StorageError::Corrupt("erasure marker".into());
+        let handle = u128::from_be_bytes(m.get(..16).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let request = u64::from_be_bytes(m.get(16..24).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        tracing::warn!(request, "finishing an erasure interrupted by a crash");
+        self.finish_erasure(handle, request).map(|_| ())
+    }
 }
+
+/// Meta key of an erasure in progress: handle (16) ‖ request (8).
+const ERASING: &[u8] = b"erasing";
 
 fn open_record(vault: &Vault, r: &Record<'_>) -> Result<Vec<u8>> {
     let key = vault
@@ -795,5 +866,52 @@ mod tests {
         let next = log.append(vec![ev("z", 1, 1, b"new")], 2, 0).expect("append");
         assert_eq!(next.batch.map(|b| b.seq), Some(2));
         assert_eq!(log.verify().expect("verifies").events, 51);
+    }
+
+    #[test]
+    fn erase_leaves_tombstones_that_verify_and_drops_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys.bin");
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
+        let before = log.append(sample(), 1, 0).expect("append");
+        let key = *log.vault.read().expect("vault").get(envelope::subject_handle("c3")).expect("key");
+        assert_eq!(log.erase("c3", 7).expect("erase"), 7);
+        assert_eq!(log.erase("c3", 8).expect("again"), 0, "erasing twice erases nothing more");
+        let report = log.verify().expect("verifies after erasure");
+        assert_eq!((report.events, report.erased, report.head), (50, 7, before.head));
+        assert_eq!(report.erasures.into_iter().collect::<Vec<_>>(), [(7, 7)]);
+        let entries = log.subject_events("c3", Visibility::ALL).expect("read");
+        assert_eq!(entries.len(), 7);
+        assert!(entries.iter().all(|e| matches!(e, Entry::Erased { request: 7, .. })));
+        let mut others = 0;
+        log.scan(Visibility::ALL, |e| {
+            assert_ne!(e.subject, "c3");
+            others += 1;
+            Ok(())
+        })
+        .expect("scan");
+        assert_eq!(others, 43);
+        let file = std::fs::read(&keys).expect("keys.bin");
+        assert!(!file.windows(32).any(|w| w == key), "the destroyed key is still in keys.bin");
+    }
+
+    #[test]
+    fn an_interrupted_erasure_is_finished_on_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys.bin");
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
+        log.append(sample(), 1, 0).expect("append");
+        // A crash right after the erasure marker was made durable.
+        let mut marker = envelope::subject_handle("c5").to_be_bytes().to_vec();
+        marker.extend_from_slice(&3u64.to_be_bytes());
+        kv.insert(TreeName::Meta, ERASING, &marker).expect("marker");
+        drop(log);
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("reopens");
+        assert_eq!(kv.get(TreeName::Meta, ERASING).expect("get"), None);
+        let report = log.verify().expect("verifies");
+        assert_eq!(report.erasures.get(&3), Some(&7));
+        assert!(log.vault.read().expect("vault").get(envelope::subject_handle("c5")).is_none());
     }
 }
