@@ -7,10 +7,11 @@
 
 use std::collections::HashSet;
 
-use cis_storage::{hex, ArtifactHash, Store};
+use cis_storage::{hex, ArtifactHash, Store, StoredArtifact};
 use serde::Serialize;
 
-use crate::features::snapshot::{self, Provenance, Replay, SnapshotError};
+use crate::erasure;
+use crate::features::snapshot::{self, Erasures, Provenance, Replay, SnapshotError};
 use crate::models::{self, scores, train, ModelError, ModelKind};
 use crate::time;
 
@@ -25,6 +26,13 @@ pub enum Verdict {
     /// Re-deriving from the parents gives something else.
     Different {
         detail: String,
+    },
+    /// The artifact (or what it was derived from) differs only because erasure requests
+    /// removed customers' data; not tampering.
+    Erased {
+        detail: String,
+        requests: Vec<u64>,
+        customers: Vec<String>,
     },
 }
 
@@ -45,11 +53,22 @@ impl AuditNode {
         self.verdict == Verdict::Identical && self.parents.iter().all(AuditNode::all_identical)
     }
 
+    /// No node is tampered or different: each is identical or explained by an erasure.
+    pub fn all_accounted_for(&self) -> bool {
+        matches!(self.verdict, Verdict::Identical | Verdict::Erased { .. })
+            && self.parents.iter().all(AuditNode::all_accounted_for)
+    }
+
     pub fn render(&self, depth: usize, out: &mut String) {
         let verdict = match &self.verdict {
             Verdict::Identical => "identical".to_string(),
             Verdict::Tampered { detail } => format!("TAMPERED: {detail}"),
             Verdict::Different { detail } => format!("DIFFERENT: {detail}"),
+            Verdict::Erased {
+                detail,
+                requests,
+                customers,
+            } => format!("{} ({detail})", erasure::explain(requests, customers)),
         };
         out.push_str(&format!(
             "{}{} {} (as of {}): {verdict}\n",
@@ -84,7 +103,7 @@ fn audit_node(store: &Store, hash: &ArtifactHash, seen: &mut HashSet<ArtifactHas
         log: None,
         parents: Vec::new(),
     };
-    if a.recomputed_hash() != a.hash {
+    if a.recomputed_hash() != a.hash && snapshot::erased_by(store, &a)?.is_none() {
         node.verdict = Verdict::Tampered {
             detail: format!("stored content hashes to {}", hex(&a.recomputed_hash())),
         };
@@ -104,15 +123,41 @@ fn audit_node(store: &Store, hash: &ArtifactHash, seen: &mut HashSet<ArtifactHas
     Ok(node)
 }
 
-fn derive(store: &Store, a: &cis_storage::StoredArtifact) -> Result<Verdict, ModelError> {
-    let differs = |again: ArtifactHash| {
-        if again == a.hash {
-            Verdict::Identical
-        } else {
-            Verdict::Different {
-                detail: format!("re-derived as {}", hex(&again)),
-            }
+/// The erasures recorded on `a` and on every artifact it derives from (requests, customers).
+fn lineage_erasures(store: &Store, a: &StoredArtifact) -> Result<Erasures, ModelError> {
+    let mut all = snapshot::erased_by(store, a)?.unwrap_or_default();
+    for p in &a.parents {
+        if let Some(parent) = store.artifacts().get(p)? {
+            let more = lineage_erasures(store, &parent)?;
+            all.requests.extend(more.requests);
+            all.customers.extend(more.customers);
         }
+    }
+    all.requests.sort_unstable();
+    all.requests.dedup();
+    all.customers.sort();
+    all.customers.dedup();
+    Ok(all)
+}
+
+fn derive(store: &Store, a: &StoredArtifact) -> Result<Verdict, ModelError> {
+    let differs = |again: ArtifactHash| -> Result<Verdict, ModelError> {
+        if again == a.hash {
+            return Ok(Verdict::Identical);
+        }
+        let detail = format!("re-derived as {}", hex(&again));
+        // A redacted artifact must re-derive to exactly its redacted content.
+        let redacted_elsewhere = a.recomputed_hash() != a.hash && again != a.recomputed_hash();
+        let Erasures { requests, customers } = lineage_erasures(store, a)?;
+        Ok(if requests.is_empty() || redacted_elsewhere {
+            Verdict::Different { detail }
+        } else {
+            Verdict::Erased {
+                detail,
+                requests,
+                customers,
+            }
+        })
     };
     if a.kind == snapshot::KIND {
         return Ok(match snapshot::replay(store, &a.hash)? {
@@ -123,17 +168,22 @@ fn derive(store: &Store, a: &cis_storage::StoredArtifact) -> Result<Verdict, Mod
             Replay::HashMismatch { recomputed, .. } => Verdict::Different {
                 detail: format!("re-derived as {recomputed}"),
             },
+            Replay::Erased { requests, customers } => Verdict::Erased {
+                detail: "every other row re-derives identically from the log".into(),
+                requests,
+                customers,
+            },
         });
     }
     if a.kind == scores::KIND {
         let (snapshot_hash, model_hashes) = a.parents.split_first().ok_or(ModelError::EmptyTrainingSet)?;
         let (again, _) = scores::build(store, snapshot_hash, model_hashes)?;
-        return Ok(differs(again.hash()));
+        return differs(again.hash());
     }
     if ModelKind::of_artifact(&a.kind).is_some() {
         let (_, model) = models::load(store, &a.hash)?;
         let again = train::retrain(store, &model, &a.parents)?;
-        return Ok(differs(again.artifact()?.hash()));
+        return differs(again.artifact()?.hash());
     }
     Ok(Verdict::Different {
         detail: format!("cis does not know how to re-derive a {}", a.kind),

@@ -51,6 +51,9 @@ pub struct EventView {
     pub payload: Option<Payload>,
     /// Set when the event's payload was erased.
     pub erased: bool,
+    /// The erasure request that erased it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erasure_request: Option<u64>,
 }
 
 pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<EventView>, HistoryError> {
@@ -67,12 +70,14 @@ pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<Ev
                     recorded_at: time::format(ev.recorded_at),
                     payload: Some(decode_body(kind, &ev.body)?),
                     erased: false,
+                    erasure_request: None,
                 })
             }
             Entry::Erased {
                 id,
                 event_time,
                 recorded_at,
+                request,
                 ..
             } => Ok(EventView {
                 event_id: hex(&id),
@@ -80,6 +85,7 @@ pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<Ev
                 recorded_at: time::format(recorded_at),
                 payload: None,
                 erased: true,
+                erasure_request: Some(request),
             }),
         })
         .collect()

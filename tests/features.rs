@@ -59,11 +59,11 @@ fn cdnow_golden_values() {
 }
 
 /// (customer, kind 0..4, day, half-day, recorded lag in half-days, n)
-type Spec = (u8, u8, i64, i64, i64, u32);
+pub(crate) type Spec = (u8, u8, i64, i64, i64, u32);
 
 const HALF_DAY: i64 = MICROS_PER_DAY / 2;
 
-fn to_event(&(c, k, day, half, lag, n): &Spec) -> NewEvent {
+pub(crate) fn to_event(&(c, k, day, half, lag, n): &Spec) -> NewEvent {
     let event_time = day * MICROS_PER_DAY + half * HALF_DAY;
     let money = Money {
         minor: i64::from(n) * 7,
@@ -102,7 +102,7 @@ fn to_event(&(c, k, day, half, lag, n): &Spec) -> NewEvent {
     .into_new_event(event_time + lag * HALF_DAY)
 }
 
-fn specs(max: usize) -> impl Strategy<Value = Vec<Spec>> {
+pub(crate) fn specs(max: usize) -> impl Strategy<Value = Vec<Spec>> {
     prop::collection::vec((0u8..5, 0u8..4, 0i64..150, 0i64..2, 0i64..40, 0u32..60), 0..max)
 }
 

@@ -6,13 +6,77 @@ use std::process::ExitCode;
 use cis_storage::Store;
 use clap::Args;
 
-#[derive(Args, Debug)]
-pub struct EraseArgs {}
+use crate::erasure::{self, ErasureRequest, Outcome};
+use crate::time;
 
-pub fn run(_store: &Store, _a: EraseArgs, _out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(Args, Debug)]
+pub struct EraseArgs {
+    /// The customer whose data is erased.
+    #[arg(long)]
+    pub customer: String,
+    /// Why: the data-subject request this answers (recorded with the erasure).
+    #[arg(long)]
+    pub reason: String,
+    /// Who asks (recorded; default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
-pub fn list(_store: &Store, _out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(store: &Store, a: EraseArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let by =
+        a.by.or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into());
+    match erasure::erase(store, &a.customer, &a.reason, &by, time::now())? {
+        Outcome::AlreadyErased { customer, requests } => {
+            let list: Vec<String> = requests.iter().map(u64::to_string).collect();
+            writeln!(
+                out,
+                "customer '{customer}' was already erased (request {}): nothing to do",
+                list.join(", ")
+            )?;
+        }
+        Outcome::Erased(r) => {
+            writeln!(
+                out,
+                "erasure request {}: {} events of customer '{}' erased (payloads replaced by tombstones, key destroyed)",
+                r.request, r.events, r.customer
+            )?;
+            writeln!(
+                out,
+                "{} stored artifacts redacted, {} quarantined rows removed; `cis log verify` checks the log",
+                r.artifacts.len(),
+                r.quarantined_rows
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(store: &Store, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let all = erasure::requests(store)?;
+    for r in &all {
+        writeln!(out, "{}", describe(r))?;
+    }
+    writeln!(out, "{} erasure request(s)", all.len())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn describe(r: &ErasureRequest) -> String {
+    format!(
+        "request {}  customer '{}'  {} events  by {} at {}  reason: {}  {}",
+        r.request,
+        r.customer,
+        r.events,
+        r.by,
+        r.requested_at,
+        r.reason,
+        match &r.completed_at {
+            Some(at) => format!(
+                "completed {at} ({} artifacts redacted, {} quarantined rows removed)",
+                r.artifacts.len(),
+                r.quarantined_rows
+            ),
+            None => "UNFINISHED: run `cis erase` again to complete it".into(),
+        }
+    )
 }

@@ -191,12 +191,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open()?;
             match store.log().verify() {
                 Ok(r) => {
+                    // Erased events are not rehashed: they are reported with the request that erased them.
+                    let requests: Vec<String> = r.erasures.keys().map(u64::to_string).collect();
+                    let erased = match requests.len() {
+                        0 => "0 erased".to_string(),
+                        1 => format!("{} erased by request {}", r.erased, requests[0]),
+                        _ => format!("{} erased by requests {}", r.erased, requests.join(", ")),
+                    };
                     writeln!(
                         out,
-                        "log verified: {} events in {} batches ({} erased), head {}",
+                        "log verified: {} events in {} batches ({erased}), head {}",
                         r.events,
                         r.batches,
-                        r.erased,
                         hex(&r.head)
                     )?;
                     Ok(ExitCode::SUCCESS)
@@ -348,22 +354,32 @@ fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<
             time::format(at.known_at)
         );
     }
-    for e in &events {
+    // An erased customer shows its erasure record(s), not a line per tombstone.
+    let mut requests: Vec<u64> = events.iter().filter_map(|e| e.erasure_request).collect();
+    requests.sort_unstable();
+    requests.dedup();
+    for e in events.iter().filter(|e| !e.erased) {
         if a.json {
             writeln!(out, "{}", serde_json::to_string(e)?)?;
-        } else {
-            let what = match &e.payload {
-                None => "erased".to_string(),
-                Some(p) => describe(p),
-            };
+        } else if let Some(p) = &e.payload {
             writeln!(
                 out,
                 "{}  recorded {}  {}  {}",
                 e.event_time,
                 e.recorded_at,
-                what,
+                describe(p),
                 short(&e.event_id)
             )?;
+        }
+    }
+    for r in crate::erasure::requests(store)?
+        .into_iter()
+        .filter(|r| requests.contains(&r.request))
+    {
+        if a.json {
+            writeln!(out, "{}", serde_json::json!({ "erasure": r }))?;
+        } else {
+            writeln!(out, "erased: {}", erase::describe(&r))?;
         }
     }
     if let (Some(c), false) = (history::attributes(&events), a.json) {

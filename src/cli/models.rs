@@ -206,7 +206,7 @@ pub fn audit_cmd(store: &Store, hash: &str, out: &mut impl Write) -> anyhow::Res
     let mut text = String::new();
     tree.render(0, &mut text);
     write!(out, "{text}")?;
-    Ok(if tree.all_identical() {
+    Ok(if tree.all_accounted_for() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -159,6 +159,11 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
                     )?;
                     return Ok(ExitCode::FAILURE);
                 }
+                Replay::Erased { requests, customers } => writeln!(
+                    out,
+                    "{}; every other row recomputes identically from the log",
+                    crate::erasure::explain(&requests, &customers)
+                )?,
             }
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use cis_storage::block::BUCKETS;
-use cis_storage::{StorageError, Store};
+use cis_storage::{EventId, StorageError, Store};
 
 use crate::event::{measures, DecodeError, Kind};
 use crate::features::defs::{definitions, Calc, WINDOWS};
@@ -225,6 +225,14 @@ struct Partial {
     digest: u128,
 }
 
+/// An event's term in a snapshot's order-independent digest of visible ids (a wrapping sum,
+/// so erasure can take an erased customer's events back out of a stored snapshot).
+pub fn digest_term(id: &EventId) -> u128 {
+    let mut prefix = [0u8; 16];
+    prefix.copy_from_slice(&id[..16]);
+    u128::from_be_bytes(prefix)
+}
+
 fn accumulate(store: &Store, at: AsOf, buckets: std::ops::Range<u16>) -> Result<Partial, ComputeError> {
     let mut part = Partial::default();
     let mut failure = None;
@@ -236,9 +244,7 @@ fn accumulate(store: &Store, at: AsOf, buckets: std::ops::Range<u16>) -> Result<
                 return Err(StorageError::Corrupt("unknown event kind".into()));
             };
             part.visible_events += 1;
-            part.digest = part
-                .digest
-                .wrapping_add(u128::from_be_bytes(e.id[..16].try_into().unwrap_or_default()));
+            part.digest = part.digest.wrapping_add(digest_term(e.id));
             let acc = match part.accs.get_mut(e.subject) {
                 Some(a) => a,
                 None => part.accs.entry(e.subject.to_string()).or_default(),

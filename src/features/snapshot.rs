@@ -248,6 +248,12 @@ pub enum Replay {
         stored: String,
         recomputed: String,
     },
+    /// The stored snapshot differs from its name only because erasure requests removed these
+    /// customers from it; everything else re-derives identically.
+    Erased {
+        requests: Vec<u64>,
+        customers: Vec<String>,
+    },
 }
 
 pub fn replay(store: &Store, hash: &ArtifactHash) -> Result<Replay, SnapshotError> {
@@ -270,13 +276,40 @@ pub fn replay(store: &Store, hash: &ArtifactHash) -> Result<Replay, SnapshotErro
         },
     )
     .hash();
-    if recomputed != stored_artifact.hash || stored_artifact.recomputed_hash() != stored_artifact.hash {
-        return Ok(Replay::HashMismatch {
-            stored: hex(&stored_artifact.hash),
-            recomputed: hex(&recomputed),
-        });
+    if recomputed == stored_artifact.hash && stored_artifact.recomputed_hash() == stored_artifact.hash {
+        return Ok(Replay::Identical);
     }
-    Ok(Replay::Identical)
+    if recomputed == stored_artifact.recomputed_hash() {
+        if let Some(Erasures { requests, customers }) = erased_by(store, &stored_artifact)? {
+            return Ok(Replay::Erased { requests, customers });
+        }
+    }
+    Ok(Replay::HashMismatch {
+        stored: hex(&stored_artifact.hash),
+        recomputed: hex(&recomputed),
+    })
+}
+
+/// The erasure requests (and the customers they removed) that explain why artifact `a`'s
+/// content no longer hashes to its name: `None` unless its current content is exactly what
+/// its last recorded redaction left (anything else is tampering).
+pub fn erased_by(store: &Store, a: &StoredArtifact) -> Result<Option<Erasures>, SnapshotError> {
+    let redactions = store.artifacts().redactions(&a.hash)?;
+    if redactions.last().map(|r| r.content_hash) != Some(a.recomputed_hash()) {
+        return Ok(None);
+    }
+    let requests = redactions.iter().map(|r| r.request).collect();
+    let mut customers: Vec<String> = redactions.into_iter().flat_map(|r| r.subjects).collect();
+    customers.sort();
+    customers.dedup();
+    Ok(Some(Erasures { requests, customers }))
+}
+
+/// Erasure requests and the customers they removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erasures {
+    pub requests: Vec<u64>,
+    pub customers: Vec<String>,
 }
 
 /// Row indices of the customers of `a` and `b` merged in id order (`None`: absent there).

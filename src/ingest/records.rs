@@ -82,6 +82,11 @@ pub fn quarantine(store: &Store, q: &Quarantined) -> Result<(), IngestError> {
     put(store, QUARANTINE, &key(q.run, q.line), q)
 }
 
+/// Removes a quarantined row (erasure of the customer it names). Flushed by the caller.
+pub fn remove_quarantined(store: &Store, q: &Quarantined) -> Result<(), IngestError> {
+    Ok(store.journal_remove(QUARANTINE, &key(q.run, q.line))?)
+}
+
 pub fn record_run(store: &Store, run: &IngestRun) -> Result<(), IngestError> {
     put(store, RUNS, &run.run.to_be_bytes(), run)?;
     Ok(store.flush()?)

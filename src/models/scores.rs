@@ -106,6 +106,11 @@ fn compute(
     })
 }
 
+/// The canonical body of a score run (erasure re-encodes a run without a customer's row).
+pub fn encode(set: &ScoreSet) -> Result<Vec<u8>, ModelError> {
+    Ok(serde_json::to_vec(set)?)
+}
+
 fn artifact(
     set: &ScoreSet,
     snapshot_hash: &ArtifactHash,
@@ -118,7 +123,7 @@ fn artifact(
         schema: SCHEMA,
         as_of: set.as_of,
         parents,
-        body: serde_json::to_vec(set)?,
+        body: encode(set)?,
         created_at: time::now(),
         provenance: Vec::new(),
     })

@@ -168,7 +168,14 @@ impl Artifacts<'_> {
     /// from it, and records that: the artifact keeps its name, and [`Artifacts::redactions`]
     /// lets an audit tell this change (the content hashes to a recorded `content_hash`) from
     /// tampering (it does not). Durable on return.
-    pub fn redact(&self, hash: &ArtifactHash, body: Vec<u8>, request: u64, subjects: Vec<String>, at: i64) -> Result<()> {
+    pub fn redact(
+        &self,
+        hash: &ArtifactHash,
+        body: Vec<u8>,
+        request: u64,
+        subjects: Vec<String>,
+        at: i64,
+    ) -> Result<()> {
         let mut a = self
             .get(hash)?
             .ok_or_else(|| StorageError::Corrupt(format!("redacting a missing artifact {}", crate::hex(hash))))?;

@@ -79,6 +79,11 @@ impl Store {
         self.kv.insert(TreeName::Journal(journal), key, value)
     }
 
+    /// Removes a journal record (erasure removes a customer's quarantined rows).
+    pub fn journal_remove(&self, journal: &'static str, key: &[u8]) -> Result<()> {
+        self.kv.remove(TreeName::Journal(journal), key)
+    }
+
     /// Visits a journal's records whose key starts with `prefix`, in key order.
     pub fn journal_visit(
         &self,
