@@ -1,0 +1,2 @@
+//! Drift report benchmark (filled in below).
+fn main() {}
