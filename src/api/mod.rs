@@ -8,7 +8,10 @@
 //! | route | auth |
 //! |---|---|
 //! | `GET /healthz`, `GET /openapi.json` | open |
-//! | `GET /customer/profile`, `GET /artifacts/{hash}`, `GET /snapshots`, `GET /metrics` | `Authorization: Bearer <token>` |
+//! | `GET /customer/profile`, `GET /artifacts/{hash}`, `GET /snapshots`, `GET /export/customer_risk_scores`, `GET /metrics` | `Authorization: Bearer <token>` |
+//!
+//! Every data read (all token-guarded routes but `/metrics`, and the dashboard) is also appended
+//! to the hash-chained access log ([`crate::access_log`]) by [`access`], 401s included.
 //!
 //! Every request is logged (one `tracing` event at INFO: method, path without query, status,
 //! latency, token name) and counted in `/metrics` by route pattern and status. Query strings and
@@ -18,6 +21,7 @@
 
 pub mod artifacts;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
@@ -25,11 +29,12 @@ pub mod profile;
 pub mod scores;
 pub mod tokens;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +44,7 @@ use cis_storage::Store;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::access_log::{clip, AccessLog, AccessLogConfig, AccessRecord};
 pub use error::AppError;
 use metrics::{Gauge, Metrics};
 use scores::ScoreCache;
@@ -58,11 +64,21 @@ pub struct AppState {
     /// Active API token hashes.
     pub tokens: Arc<TokenCache>,
     pub metrics: Arc<Metrics>,
+    /// The writer of the store's access log; `None` when it is switched off.
+    pub access: Option<Arc<AccessLog>>,
 }
 
 impl AppState {
+    /// With the access log on (the default configuration).
     pub fn new(store: Arc<Store>) -> AppState {
+        AppState::with_access_log(store, AccessLogConfig::default())
+    }
+
+    /// With the access log as configured. All states on one store share one writer, started
+    /// with the configuration of the first.
+    pub fn with_access_log(store: Arc<Store>, config: AccessLogConfig) -> AppState {
         AppState {
+            access: config.enabled.then(|| AccessLog::shared(&store, config)),
             store,
             scores: Arc::new(ScoreCache::default()),
             tokens: Arc::new(TokenCache::default()),
@@ -114,17 +130,23 @@ pub fn app(state: AppState) -> Router {
 
 /// The API router with routes added by other modules.
 pub fn app_with(state: AppState, extra: ExtraRoutes) -> Router {
-    let protected = Router::new()
+    let data = Router::new()
         .route("/customer/profile", get(profile::handler))
         .route("/artifacts/{hash}", get(artifacts::artifact))
         .route("/snapshots", get(artifacts::snapshots))
-        .route("/metrics", get(metrics_handler))
+        .route("/export/customer_risk_scores", get(export::handler))
         .merge(extra.protected)
+        .route_layer(from_fn_with_state(state.clone(), require_token))
+        // Open extra routes are pages that check their own token (the dashboard): data reads too.
+        .merge(extra.open)
+        .route_layer(from_fn_with_state(state.clone(), access));
+    let protected = Router::new()
+        .route("/metrics", get(metrics_handler))
         .route_layer(from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_handler))
-        .merge(extra.open)
+        .merge(data)
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -201,6 +223,50 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
+tokio::task_local! {
+    /// The token name [`authorize`] accepted for the request [`access`] is logging.
+    static CALLER: RefCell<Option<String>>;
+}
+
+/// Appends the request to the access log once it is answered; a request that cannot be
+/// logged is refused (500) rather than served unlogged.
+async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(log) = state.access.clone() else {
+        return next.run(req).await;
+    };
+    let at = crate::time::now();
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let path = (req.uri().path() != endpoint).then(|| clip(req.uri().path(), 256));
+    // Only these three are read from the query: it may carry other secrets (the dashboard's token).
+    let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri()).map_or_else(|_| Vec::new(), |q| q.0);
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| clip(v, 256));
+    let (customer, as_of, known_at) = (param("customer_id"), param("as_of"), param("known_at"));
+    let (token, response) = CALLER
+        .scope(RefCell::new(None), async {
+            let response = next.run(req).await;
+            (CALLER.with(|c| c.take()), response)
+        })
+        .await;
+    let record = AccessRecord {
+        at,
+        token,
+        endpoint,
+        path,
+        customer,
+        as_of,
+        known_at,
+        status: response.status().as_u16(),
+    };
+    match log.record(record).await {
+        Ok(()) => response,
+        Err(e) => AppError::internal(e).into_response(),
+    }
+}
+
 /// The bearer token of a request, if it has a well-formed one.
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(AppError::Unauthorized(
@@ -242,7 +308,10 @@ pub async fn authorize(state: &AppState, token: &str) -> Result<String, AppError
             blocking(state, move |s| Ok(s.tokens.check(&s.store, &token)?)).await?
         }
     };
-    name.ok_or(AppError::Unauthorized("invalid or revoked token"))
+    let name = name.ok_or(AppError::Unauthorized("invalid or revoked token"))?;
+    // Outside a logged route there is no slot to fill, which is fine.
+    let _ = CALLER.try_with(|c| c.replace(Some(name.clone())));
+    Ok(name)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

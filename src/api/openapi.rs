@@ -8,12 +8,13 @@ use serde_json::{json, Value};
 use crate::api::{BODY_LIMIT, MAX_URI_PART};
 
 /// (method, path, needs a token) of every route.
-pub const ROUTES: [(&str, &str, bool); 6] = [
+pub const ROUTES: [(&str, &str, bool); 7] = [
     ("GET", "/healthz", false),
     ("GET", "/openapi.json", false),
     ("GET", "/customer/profile", true),
     ("GET", "/artifacts/{hash}", true),
     ("GET", "/snapshots", true),
+    ("GET", "/export/customer_risk_scores", true),
     ("GET", "/metrics", true),
 ];
 
@@ -250,6 +251,28 @@ pub fn spec() -> Value {
                             } } }
                         },
                         "400": error_response("A parameter is malformed or unknown.")
+                    }))
+                }
+            },
+            "/export/customer_risk_scores": {
+                "get": {
+                    "summary": "The customer_risk_scores table of the latest score run as of T (as `cis export scores` writes it), as a download.",
+                    "security": bearer,
+                    "parameters": [
+                        time_param("as_of", "The latest score run whose as-of is not after this time (default: now)."),
+                        {
+                            "name": "format", "in": "query", "required": false,
+                            "description": "csv (default) or parquet.",
+                            "schema": { "type": "string", "enum": ["csv", "parquet"] }
+                        }
+                    ],
+                    "responses": guarded(json!({
+                        "200": {
+                            "description": "The table; header x-cis-score-hash names the score run.",
+                            "content": { "text/csv": {}, "application/vnd.apache.parquet": {} }
+                        },
+                        "400": error_response("A parameter is malformed or unknown."),
+                        "404": error_response("No score run as of T.")
                     }))
                 }
             },
