@@ -1,11 +1,18 @@
-//! Request counters and latency histograms, rendered in the Prometheus text format (0.0.4).
+//! Request counters and latency histograms, rendered in the Prometheus text format (0.0.4),
+//! and the data-quality and drift gauges ([`monitor_gauges`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::http::Method;
+use cis_storage::{ArtifactHash, Store};
+
+use crate::api::AppError;
+use crate::features::snapshot;
+use crate::ingest::records;
+use crate::monitor::{drift, quality};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 pub const BUCKETS: [f64; 14] = [
@@ -37,10 +44,13 @@ impl Default for Metrics {
     }
 }
 
-/// A gauge rendered after the request series.
+/// A gauge rendered after the request series. Gauges sharing a name must be adjacent and
+/// differ in their labels; the first of them carries the help text.
+#[derive(Debug, Clone)]
 pub struct Gauge {
     pub name: &'static str,
     pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
     pub value: f64,
 }
 
@@ -125,13 +135,112 @@ impl Metrics {
             );
             let _ = writeln!(out, "cis_http_request_duration_seconds_count{{{labels}}} {}", s.count);
         }
+        let mut previous = "";
         for g in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} gauge\n{} {}",
-                g.name, g.help, g.name, g.name, g.value
-            );
+            if g.name != previous {
+                let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+                previous = g.name;
+            }
+            let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = if labels.is_empty() {
+                writeln!(out, "{} {}", g.name, g.value)
+            } else {
+                writeln!(out, "{}{{{}}} {}", g.name, labels.join(","), g.value)
+            };
         }
         out
     }
+}
+
+/// One memoised value: the key it was derived from and the gauges.
+type Memo<K> = Mutex<Option<(K, Vec<Gauge>)>>;
+
+/// `f`'s gauges for `key`, computed once per key. Keys are content digests, so one slot
+/// serves every store in the process.
+fn memoised<K: PartialEq>(
+    memo: &Memo<K>,
+    key: K,
+    f: impl FnOnce() -> Result<Vec<Gauge>, AppError>,
+) -> Result<Vec<Gauge>, AppError> {
+    if let Some((k, g)) = memo.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if *k == key {
+            return Ok(g.clone());
+        }
+    }
+    let gauges = f()?;
+    *memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, gauges.clone()));
+    Ok(gauges)
+}
+
+/// Data quality (latest run and latest event-day of each kind, flag counts over the whole
+/// history) and PSI per feature for the latest snapshot pair. A scrape reads the run journal
+/// and the snapshot index; the report and the drift comparison are recomputed only when
+/// those change. Blocking.
+pub fn monitor_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
+    static QUALITY: OnceLock<Memo<[u8; 32]>> = OnceLock::new();
+    static DRIFT: OnceLock<Memo<Vec<ArtifactHash>>> = OnceLock::new();
+    let digest = records::runs_digest(store).map_err(AppError::internal)?;
+    let mut g = memoised(QUALITY.get_or_init(Default::default), digest, || quality_gauges(store))?;
+    let snaps = store.artifacts().list(snapshot::KIND, i64::MAX)?;
+    let pair: Vec<ArtifactHash> = snaps.iter().rev().take(2).map(|r| r.hash).collect();
+    g.extend(memoised(DRIFT.get_or_init(Default::default), pair, || {
+        drift_gauges(store)
+    })?);
+    Ok(g)
+}
+
+fn quality_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
+    let report =
+        quality::report(store, &quality::Filter::default(), &quality::Rules::default()).map_err(AppError::internal)?;
+    let latest = report.latest_runs();
+    let kind = |k: crate::event::Kind| ("kind", k.name().to_string());
+    let mut g: Vec<Gauge> = latest
+        .values()
+        .map(|r| Gauge {
+            name: "cis_ingest_quarantine_rate",
+            help: "Quarantined rows over rows read in the latest ingest run of each kind.",
+            labels: vec![kind(r.kind)],
+            value: r.quarantine_rate,
+        })
+        .collect();
+    for r in latest.values() {
+        let Some(lag) = r.arrival_lag else { continue };
+        for (q, us) in [("0.5", lag.median_us), ("0.95", lag.p95_us), ("1", lag.max_us)] {
+            g.push(Gauge {
+                name: "cis_ingest_arrival_lag_seconds",
+                help: "Arrival lag (recorded_at - event_time) of the latest ingest run of each kind, by quantile.",
+                labels: vec![kind(r.kind), ("quantile", q.into())],
+                value: us as f64 / 1e6,
+            });
+        }
+    }
+    g.extend(report.latest_days().values().map(|d| Gauge {
+        name: "cis_events_latest_day",
+        help: "Events on the latest event-day of each kind.",
+        labels: vec![kind(d.kind), ("day", d.day.clone())],
+        value: d.events as f64,
+    }));
+    g.extend(report.flag_counts().into_iter().map(|(f, n)| Gauge {
+        name: "cis_quality_flags",
+        help: "Runs or days flagged by each data-quality rule over the whole history.",
+        labels: vec![("flag", f.name().into())],
+        value: n as f64,
+    }));
+    Ok(g)
+}
+
+fn drift_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
+    let Some(report) = drift::latest_pair(store, i64::MAX).map_err(AppError::internal)? else {
+        return Ok(Vec::new());
+    };
+    Ok(report
+        .features
+        .iter()
+        .map(|f| Gauge {
+            name: "cis_feature_psi",
+            help: "Population stability index of each feature between the latest two snapshots.",
+            labels: vec![("feature", f.feature.clone())],
+            value: f.psi,
+        })
+        .collect())
 }

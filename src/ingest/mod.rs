@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::event::Kind;
 use crate::time::{self, Micros};
-use records::{IngestRun, Quarantined};
+use records::{IngestRun, Profile, Quarantined};
 use source::{Format, Item};
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +195,12 @@ pub fn ingest_file(
         head_after: String::new(),
         batches: Vec::new(),
         dropped_columns: Vec::new(),
+        profiled: 0,
+        missing: Default::default(),
+        arrival_lag: None,
+        per_day: Default::default(),
     };
+    let mut profile = Profile::new(opts.kind);
     // Two stages on two threads: this one reads and validates, the caller's thread hashes,
     // seals and writes. A bounded channel keeps at most two batches in memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
@@ -211,7 +216,7 @@ pub fn ingest_file(
         let producer = scope.spawn(move || reading.read_chunks(src, tx));
         let mut appended = Ok(());
         for chunk in rx.iter() {
-            appended = commit(store, chunk, &mut run, on_commit);
+            appended = commit(store, chunk, &mut run, &mut profile, on_commit);
             if appended.is_err() {
                 break;
             }
@@ -232,6 +237,7 @@ pub fn ingest_file(
     if !known_columns {
         warn_dropped(&file_name, &run.dropped_columns);
     }
+    profile.finish(&mut run);
     run.file_hash = hasher.finalize().to_hex().to_string();
     run.head_after = hex(&store.log().head()?);
     run.finished_at = time::format(time::now());
@@ -242,6 +248,7 @@ pub fn ingest_file(
 /// A batch of validated events and the input lines it came from.
 struct Chunk {
     events: Vec<NewEvent>,
+    profile: Profile,
     first_line: u64,
     last_line: u64,
 }
@@ -257,12 +264,15 @@ fn commit(
     store: &Store,
     chunk: Chunk,
     run: &mut IngestRun,
+    profile: &mut Profile,
     on_commit: &mut dyn FnMut(Committed<'_>),
 ) -> Result<(), IngestError> {
     let out = store.log().append(chunk.events, run.run, time::now())?;
     run.accepted += out.appended;
     run.duplicates += out.duplicates;
     if let Some(b) = &out.batch {
+        // Only batches that added events count, so a replayed file adds nothing.
+        profile.merge(chunk.profile);
         run.batches.push(b.seq);
         on_commit(Committed {
             batch: b,
@@ -293,6 +303,7 @@ impl Reading<'_> {
         let batch_rows = self.opts.batch_rows;
         let empty = || Chunk {
             events: Vec::with_capacity(batch_rows),
+            profile: Profile::new(self.opts.kind),
             first_line: 0,
             last_line: 0,
         };
@@ -314,7 +325,13 @@ impl Reading<'_> {
                         raw,
                     )),
                 ),
-                Item::Row(row) => (row.line, self.to_event(&row).map_err(|e| (e, row.raw))),
+                Item::Row(row) => {
+                    let event = self.to_event(&row);
+                    if let Ok(ev) = &event {
+                        chunk.profile.note(&row, ev);
+                    }
+                    (row.line, event.map_err(|e| (e, row.raw)))
+                }
             };
             parsed.rows += 1;
             if chunk.events.is_empty() {
