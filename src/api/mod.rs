@@ -342,16 +342,19 @@ fn gauges(state: &AppState) -> Result<Vec<Gauge>, AppError> {
         Gauge {
             name: "cis_store_size_bytes",
             help: "Size of the store on disk.",
+            labels: Vec::new(),
             value: store.size_on_disk()? as f64,
         },
         Gauge {
             name: "cis_log_events",
             help: "Events in the log.",
+            labels: Vec::new(),
             value: store.log().event_count()? as f64,
         },
         Gauge {
             name: "cis_log_batches",
             help: "Committed batches in the log.",
+            labels: Vec::new(),
             value: batches as f64,
         },
     ];
@@ -364,6 +367,7 @@ fn gauges(state: &AppState) -> Result<Vec<Gauge>, AppError> {
         g.push(Gauge {
             name: "cis_last_ingest_timestamp_seconds",
             help: "When the last ingest run finished (Unix seconds).",
+            labels: Vec::new(),
             value: t as f64 / 1e6,
         });
     }
@@ -372,22 +376,27 @@ fn gauges(state: &AppState) -> Result<Vec<Gauge>, AppError> {
         g.push(Gauge {
             name: "cis_latest_scores_as_of_timestamp_seconds",
             help: "As-of T of the latest score set (Unix seconds).",
+            labels: Vec::new(),
             value: slot.meta.as_of as f64 / 1e6,
         });
         g.push(Gauge {
             name: "cis_latest_scores_created_timestamp_seconds",
             help: "When the latest score set was computed (Unix seconds).",
+            labels: Vec::new(),
             value: slot.meta.created_at as f64 / 1e6,
         });
     }
+    g.extend(metrics::monitor_gauges(store)?);
     g.push(Gauge {
         name: "cis_score_sets_in_memory",
         help: "Score sets whose rows are parsed and cached.",
+        labels: Vec::new(),
         value: state.scores.loaded() as f64,
     });
     g.push(Gauge {
         name: "cis_uptime_seconds",
         help: "Seconds since the server state was created.",
+        labels: Vec::new(),
         value: state.metrics.uptime_seconds(),
     });
     Ok(g)
