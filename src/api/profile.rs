@@ -16,6 +16,7 @@ use crate::api::{blocking, AppState};
 use crate::features::compute::customer_row;
 use crate::features::defs::{definitions, set_hash};
 use crate::history::AsOf;
+use crate::models::promotion::{stage_name, Record};
 use crate::models::scores::ScoreRow;
 use crate::time::{self, Micros};
 
@@ -102,6 +103,8 @@ struct Proof {
     scores: Option<String>,
     snapshot: Option<String>,
     models: BTreeMap<&'static str, String>,
+    /// Model kind → the stage its model held at the score set's as-of (production, staging, none).
+    model_stages: BTreeMap<&'static str, &'static str>,
 }
 
 #[derive(Serialize)]
@@ -140,6 +143,8 @@ pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> 
     let rows = slot.as_ref().map(|s| state.scores.rows(store, s)).transpose()?;
     let score: Option<&ScoreRow> = rows.as_ref().and_then(|r| r.get(&q.customer_id));
     let meta = slot.as_ref().map(|s| &s.meta);
+    // The record is a handful of rows, read per request: nothing to invalidate when it grows.
+    let record = meta.map(|_| Record::read(store)).transpose()?;
     let body = Profile {
         customer_id: &q.customer_id,
         as_of: time::format(q.at.as_of),
@@ -162,6 +167,15 @@ pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> 
             snapshot: meta.map(|m| m.snapshot.clone()),
             models: meta
                 .map(|m| m.models.iter().map(|(k, h, _)| (kind_name(*k), h.clone())).collect())
+                .unwrap_or_default(),
+            model_stages: meta
+                .zip(record.as_ref())
+                .map(|(m, r)| {
+                    m.models
+                        .iter()
+                        .map(|(k, h, _)| (kind_name(*k), stage_name(r.stage_of(h, m.as_of))))
+                        .collect()
+                })
                 .unwrap_or_default(),
         },
     };

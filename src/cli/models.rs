@@ -9,9 +9,11 @@ use clap::{Args, Subcommand};
 
 use crate::audit;
 use crate::features::labels::DEFAULT_HORIZON_DAYS;
-use crate::features::snapshot::resolve;
+use crate::features::snapshot::{self, resolve};
 use crate::models::churn::ChurnParams;
 use crate::models::lifetime::ClvParams;
+use crate::models::promotion::{Change, Promotions, Record, Stage};
+use crate::models::scores::Rule;
 use crate::models::segments::SegmentParams;
 use crate::models::{scores, train, Model, ModelKind, Trained};
 use crate::time::{self, Micros};
@@ -39,7 +41,8 @@ pub struct TrainArgs {
 pub struct ScoreArgs {
     #[arg(long)]
     pub snapshot: String,
-    /// Models to score with, comma-separated (default: the latest of each kind as of the snapshot).
+    /// Models to score with, comma-separated (default, per kind: the production model at the
+    /// snapshot's as-of, else the latest trained with as-of not after it).
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 }
@@ -52,6 +55,30 @@ pub enum ModelsCommand {
         kind: Option<ModelKind>,
         #[arg(long, value_parser = super::parse_time)]
         as_of_before: Option<Micros>,
+    },
+    /// Put a model in a stage (its previous holder of the same kind leaves it); recorded.
+    Promote {
+        hash: String,
+        #[arg(long, value_enum)]
+        stage: Stage,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Take a model out of the stage it holds; recorded.
+    Retire {
+        hash: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Which model of each kind held each stage at a time (default now).
+    Stage {
+        #[arg(long, value_parser = super::parse_time)]
+        as_of: Option<Micros>,
+    },
+    /// The promotion record, oldest first; --verify checks its hash chain.
+    History {
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -124,11 +151,12 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
 
 pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let snap = resolve(store, &a.snapshot)?;
-    let models = if a.models.is_empty() {
-        let (_, s) = crate::features::snapshot::load(store, &snap)?;
-        scores::default_models(store, s.as_of)?
+    let (models, chosen) = if a.models.is_empty() {
+        let as_of = snapshot::fetch(store, &snap, snapshot::KIND)?.as_of;
+        let chosen = scores::choose_models(store, &Record::read(store)?, as_of)?;
+        (chosen.iter().map(|c| c.hash).collect(), chosen)
     } else {
-        hashes(store, &a.models)?
+        (hashes(store, &a.models)?, Vec::new())
     };
     let (hash, new, set) = scores::score(store, &snap, &models)?;
     writeln!(
@@ -140,13 +168,141 @@ pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Resul
         set.rows.len()
     )?;
     for (kind, h) in &set.models {
-        writeln!(out, "  {kind:?} model {h}")?;
+        let why = match chosen.iter().find(|c| c.kind == *kind).map(|c| &c.rule) {
+            None => "given".to_string(),
+            Some(Rule::Production { since }) => format!("in production since {}", time::format(*since)),
+            Some(Rule::LatestTrained { production_after_t }) => format!(
+                "latest trained as of the snapshot: {}",
+                production_after_t.as_ref().map_or_else(
+                    || "no model of this kind was in production then".to_string(),
+                    |p| format!("production model {p} learned from later data")
+                )
+            ),
+        };
+        writeln!(out, "  {} model {h} ({why})", kind_label(*kind))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn kind_label(k: ModelKind) -> String {
+    format!("{k:?}").to_lowercase()
+}
+
 pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let ModelsCommand::List { kind, as_of_before } = cmd;
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    match cmd {
+        ModelsCommand::List { kind, as_of_before } => list(store, kind, as_of_before, out),
+        ModelsCommand::Promote { hash, stage, reason } => {
+            let model = resolve(store, &hash)?;
+            let change = Promotions::open(store)?.promote(store, &model, stage, &reason, &who, time::now())?;
+            report_change(&hex(&model), &change, out)
+        }
+        ModelsCommand::Retire { hash, reason } => {
+            let model = resolve(store, &hash)?;
+            let change = Promotions::open(store)?.retire(store, &model, &reason, &who, time::now())?;
+            report_change(&hex(&model), &change, out)
+        }
+        ModelsCommand::Stage { as_of } => {
+            let t = as_of.unwrap_or_else(time::now);
+            let record = Record::read(store)?;
+            writeln!(out, "stages as of {}:", time::format(t))?;
+            for kind in ModelKind::ALL {
+                for stage in Stage::ALL {
+                    let who = record.holder(kind, stage, t).map_or_else(
+                        || "none".to_string(),
+                        |h| format!("{} since {}", h.model, time::format(h.since)),
+                    );
+                    writeln!(out, "  {:<8} {:<10} {who}", kind_label(kind), stage.name())?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::History { verify } => history(store, verify, out),
+    }
+}
+
+fn report_change(model: &str, change: &Change, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match change {
+        Change::Promoted {
+            seq,
+            kind,
+            stage,
+            replaced,
+            left,
+        } => {
+            writeln!(
+                out,
+                "{} model {model} promoted to {} (record {seq})",
+                kind_label(*kind),
+                stage.name()
+            )?;
+            if let Some(r) = replaced {
+                writeln!(out, "  {r} leaves {}", stage.name())?;
+            }
+            if let Some(l) = left {
+                writeln!(out, "  {model} leaves {}", l.name())?;
+            }
+        }
+        Change::AlreadyHeld { kind, stage, since } => writeln!(
+            out,
+            "{} model {model} already holds {} (since {}); nothing recorded",
+            kind_label(*kind),
+            stage.name(),
+            time::format(*since)
+        )?,
+        Change::Retired { seq, kind, stage } => writeln!(
+            out,
+            "{} model {model} retired from {} (record {seq}); {} now has no {} model",
+            kind_label(*kind),
+            stage.name(),
+            stage.name(),
+            kind_label(*kind)
+        )?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(store: &Store, verify: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let promotions = Promotions::open(store)?;
+    for (seq, p) in promotions.record()?.entries {
+        writeln!(
+            out,
+            "{seq:>4}  {}  {:?} {} {} {}  by {}: {}",
+            time::format(p.at),
+            p.action,
+            kind_label(p.kind),
+            p.model,
+            p.stage.name(),
+            p.who,
+            p.reason
+        )?;
+    }
+    if !verify {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match promotions.verify()? {
+        Ok(r) => {
+            writeln!(
+                out,
+                "promotion record verified: {} records, head {}",
+                r.records,
+                hex(&r.head)
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            writeln!(out, "promotion record BROKEN: {broken}")?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn list(
+    store: &Store,
+    kind: Option<ModelKind>,
+    as_of_before: Option<Micros>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     for k in ModelKind::ALL
         .into_iter()
         .filter(|k| kind.is_none_or(|want| want == *k))
@@ -159,7 +315,7 @@ pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow
                 out,
                 "{}  {:<8} as of {}",
                 hex(&r.hash),
-                format!("{k:?}").to_lowercase(),
+                kind_label(k),
                 time::format(r.as_of)
             )?;
         }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::features::snapshot::{self, Snapshot};
 use crate::models::churn::band;
 use crate::models::lifetime::{rfm_columns, rfm_row};
+use crate::models::promotion::{Record, Stage};
 use crate::models::segments::FEATURES as SEGMENT_FEATURES;
 use crate::models::{columns, load, Model, ModelError, ModelKind};
 use crate::time::{self, Micros};
@@ -35,16 +36,61 @@ pub struct ScoreSet {
     pub rows: Vec<ScoreRow>,
 }
 
-/// The models scoring uses when none are named: the latest of each kind whose as-of is not
-/// after the snapshot's T (a model that learned from later data would leak the future).
-pub fn default_models(store: &Store, as_of: Micros) -> Result<Vec<ArtifactHash>, ModelError> {
+/// Why a default model was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// It held production for its kind at the snapshot's T (promoted at `since`).
+    Production { since: Micros },
+    /// No model of its kind was in production at T (or the one that was had learned from data
+    /// after T, named here): the latest model trained with as-of ≤ T.
+    LatestTrained { production_after_t: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub kind: ModelKind,
+    pub hash: ArtifactHash,
+    pub rule: Rule,
+}
+
+/// The models scoring uses when none are named, per kind: the production model at the
+/// snapshot's T (by the promotion record), else the latest model whose as-of is not after T.
+/// Either way a model that learned from data after T is never used: it would leak the future.
+pub fn choose_models(store: &Store, record: &Record, as_of: Micros) -> Result<Vec<Chosen>, ModelError> {
     let mut out = Vec::new();
     for kind in ModelKind::ALL {
+        let mut production_after_t = None;
+        if let Some(h) = record.holder(kind, Stage::Production, as_of) {
+            let hash = snapshot::resolve(store, &h.model)?;
+            let a = snapshot::fetch(store, &hash, kind.artifact_kind())?;
+            if a.as_of <= as_of {
+                out.push(Chosen {
+                    kind,
+                    hash,
+                    rule: Rule::Production { since: h.since },
+                });
+                continue;
+            }
+            production_after_t = Some(h.model);
+        }
         if let Some(r) = store.artifacts().latest(kind.artifact_kind(), as_of)? {
-            out.push(r.hash);
+            out.push(Chosen {
+                kind,
+                hash: r.hash,
+                rule: Rule::LatestTrained { production_after_t },
+            });
         }
     }
     Ok(out)
+}
+
+/// [`choose_models`]' hashes, with the store's promotion record.
+pub fn default_models(store: &Store, as_of: Micros) -> Result<Vec<ArtifactHash>, ModelError> {
+    let record = Record::read(store)?;
+    Ok(choose_models(store, &record, as_of)?
+        .into_iter()
+        .map(|c| c.hash)
+        .collect())
 }
 
 fn compute(
