@@ -2,7 +2,7 @@
 //! (run table, day table with volume bands, flags), storing it as an artifact, and the
 //! `/metrics` gauges cold and memoised.
 //!
-//! The store is a daily feed of 100 runs (70 of orders, 30 of sessions, 2,000 events each,
+//! The store is a daily feed of 100 runs (orders and sessions in turn, 2,000 events each,
 //! event-days spread over the week before the run, so every run is late by hours to days),
 //! built once under `target/bench-data/quality-100-runs`.
 //!
@@ -30,7 +30,7 @@ const FIRST_DAY: i64 = 19_723;
 
 /// One day's delivery: events from the 7 days before run day `r`, recorded at its 23:00.
 fn write_run(path: &Path, r: u32, rng: &mut impl Rng) -> std::io::Result<Kind> {
-    let kind = if r % 10 < 7 { Kind::Order } else { Kind::Session };
+    let kind = if r % 2 == 0 { Kind::Order } else { Kind::Session };
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let run_day = day_label(FIRST_DAY + 7 + i64::from(r));
     match kind {
@@ -131,15 +131,15 @@ fn main() -> BenchResult {
     let cold = {
         // A fresh process's first scrape: no memo yet.
         let start = Instant::now();
-        cis::api::metrics::monitor_gauges(&store).map_err(|e| e.to_string())?;
+        cis::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?;
         start.elapsed().as_secs_f64() * 1e3
     };
     let warm = median_ms(REPS, || {
-        Ok(cis::api::metrics::monitor_gauges(&store).map_err(|e| e.to_string())?)
+        Ok(cis::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?)
     })?;
 
     println!(
-        "quality benchmark ({} runs, {} events, {} run×kind days, {} flags)",
+        "quality benchmark ({} runs, {} events, {} day rows (day × kind), {} flags)",
         runs.len(),
         runs.iter().map(|r| r.accepted).sum::<u64>(),
         report.days.len(),
