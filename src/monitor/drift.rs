@@ -223,10 +223,17 @@ pub fn missing_rule(def: &FeatureDef) -> MissingRule {
 fn rule_for(feature: &str) -> MissingRule {
     static RULES: OnceLock<Vec<(String, MissingRule)>> = OnceLock::new();
     RULES
-        .get_or_init(|| definitions().iter().map(|d| (d.name.clone(), missing_rule(d))).collect())
+        .get_or_init(|| {
+            definitions()
+                .iter()
+                .map(|d| (d.name.clone(), missing_rule(d)))
+                .collect()
+        })
         .iter()
         .find(|(n, _)| n == feature)
-        .map_or(MissingRule::Unknown("not in the current definition set"), |(_, r)| r.clone())
+        .map_or(MissingRule::Unknown("not in the current definition set"), |(_, r)| {
+            r.clone()
+        })
 }
 
 fn column(s: &Snapshot, j: usize) -> Vec<f64> {
@@ -278,7 +285,10 @@ fn bin_counts<'v>(values: impl Iterator<Item = &'v f64>, edges: &[f64]) -> Vec<u
 
 /// PSI over bin counts of A and B (same bins), shares floored at [`SHARE_FLOOR`].
 fn psi(a: &[usize], b: &[usize]) -> f64 {
-    let (na, nb) = (a.iter().sum::<usize>().max(1) as f64, b.iter().sum::<usize>().max(1) as f64);
+    let (na, nb) = (
+        a.iter().sum::<usize>().max(1) as f64,
+        b.iter().sum::<usize>().max(1) as f64,
+    );
     a.iter()
         .zip(b)
         .map(|(&ca, &cb)| {
@@ -290,7 +300,12 @@ fn psi(a: &[usize], b: &[usize]) -> f64 {
 
 fn present(values: &[f64], missing: Option<&[bool]>) -> Vec<f64> {
     match missing {
-        Some(m) => values.iter().zip(m).filter(|(_, &miss)| !miss).map(|(&x, _)| x).collect(),
+        Some(m) => values
+            .iter()
+            .zip(m)
+            .filter(|(_, &miss)| !miss)
+            .map(|(&x, _)| x)
+            .collect(),
         None => values.to_vec(),
     }
 }
@@ -329,7 +344,7 @@ fn feature_drift(a: &Snapshot, b: &Snapshot, f: &Shared) -> Result<FeatureDrift,
         cb.push(mb.len() - pb.len());
     }
     let psi = psi(&ca, &cb);
-    let (ks, _p) = ks_twosample(va, vb, KSTwoSampleAlternativeMethod::TwoSidedAsymptotic, NaNPolicy::Error)?;
+    let ks = ks_statistic(va, vb)?;
     Ok(FeatureDrift {
         feature: f.name.to_string(),
         psi,
@@ -340,6 +355,22 @@ fn feature_drift(a: &Snapshot, b: &Snapshot, f: &Shared) -> Result<FeatureDrift,
         bins: e.len() + 1,
         missing,
     })
+}
+
+/// `D = max(D+, D−)` from `statrs`' one-sided tests. Not `TwoSidedAsymptotic`: in statrs
+/// 0.19.1 its p-value series never ends when `D = 0` (identical distributions hang forever).
+/// Sorting first makes statrs' own sorts (stable, run-detecting) linear.
+fn ks_statistic(mut a: Vec<f64>, mut b: Vec<f64>) -> Result<f64, DriftError> {
+    a.sort_unstable_by(f64::total_cmp);
+    b.sort_unstable_by(f64::total_cmp);
+    let (minus, _) = ks_twosample(
+        a.clone(),
+        b.clone(),
+        KSTwoSampleAlternativeMethod::LessAsymptotic,
+        NaNPolicy::Error,
+    )?;
+    let (plus, _) = ks_twosample(a, b, KSTwoSampleAlternativeMethod::GreaterAsymptotic, NaNPolicy::Error)?;
+    Ok(minus.max(plus))
 }
 
 fn check(s: &Snapshot, name: &str) -> Result<(), DriftError> {
@@ -353,6 +384,18 @@ fn check(s: &Snapshot, name: &str) -> Result<(), DriftError> {
         });
     }
     Ok(())
+}
+
+/// Features of `x` that `y` lacks.
+fn only_in(x: &Snapshot, y: &Snapshot, reason: LeftOutReason) -> Vec<LeftOut> {
+    x.features
+        .iter()
+        .filter(|f| !y.features.contains(f))
+        .map(|f| LeftOut {
+            feature: f.clone(),
+            reason,
+        })
+        .collect()
 }
 
 /// The report of A against B, naming them `from` and `to`. Features are computed in parallel
@@ -384,18 +427,8 @@ fn report(a: &Snapshot, b: &Snapshot, from: String, to: String) -> Result<DriftR
             .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let only = |x: &Snapshot, y: &Snapshot, reason| {
-        x.features
-            .iter()
-            .filter(|f| !y.features.contains(f))
-            .map(move |f| LeftOut {
-                feature: f.clone(),
-                reason,
-            })
-    };
-    let left_out = only(a, b, LeftOutReason::OnlyInA)
-        .chain(only(b, a, LeftOutReason::OnlyInB))
-        .collect();
+    let mut left_out = only_in(a, b, LeftOutReason::OnlyInA);
+    left_out.extend(only_in(b, a, LeftOutReason::OnlyInB));
     Ok(DriftReport {
         from,
         to,
@@ -488,7 +521,12 @@ pub fn training_snapshot(store: &Store, model: &ArtifactHash) -> Result<Training
 }
 
 /// The stored report comparing exactly `a` then `b`, if any.
-fn stored_report(store: &Store, a: &ArtifactHash, b: &ArtifactHash, as_of: Micros) -> Result<Option<DriftReport>, DriftError> {
+fn stored_report(
+    store: &Store,
+    a: &ArtifactHash,
+    b: &ArtifactHash,
+    as_of: Micros,
+) -> Result<Option<DriftReport>, DriftError> {
     for r in store.artifacts().list(KIND, as_of)?.iter().rev() {
         if r.as_of != as_of {
             break;
@@ -539,7 +577,11 @@ mod tests {
             };
             assert!(agrees, "{}: rule {rule:?} vs '{text}'", d.name);
             if let MissingRule::WhenZero(c) | MissingRule::WhenZeroAndValue(c, _) = &rule {
-                assert!(names.contains(&c.as_str()), "{}: indicator {c} is not a feature", d.name);
+                assert!(
+                    names.contains(&c.as_str()),
+                    "{}: indicator {c} is not a feature",
+                    d.name
+                );
             }
         }
         assert_eq!(
@@ -579,12 +621,26 @@ mod tests {
     }
 
     #[test]
+    fn ks_of_identical_samples_is_zero_and_returns() {
+        // D = 0 hangs statrs' two-sided asymptotic p-value; the one-sided pair does not.
+        let x = vec![3.0, 1.0, 2.0, 2.0];
+        assert_eq!(ks_statistic(x.clone(), x).expect("ks"), 0.0);
+        // F_A − F_B peaks at 2 (3/4 − 1/4) and F_B − F_A never exceeds 0: D = 0.5.
+        let d = ks_statistic(vec![1.0, 2.0, 2.0, 3.0], vec![2.0, 3.0, 3.0, 3.0]).expect("ks");
+        assert!((d - 0.5).abs() < 1e-12, "{d}");
+    }
+
+    #[test]
     fn verdict_thresholds() {
         assert_eq!(Verdict::of(0.0999, 0.0), Verdict::Stable);
         assert_eq!(Verdict::of(0.1, 0.0), Verdict::Moderate);
         assert_eq!(Verdict::of(0.2499, 0.9), Verdict::Moderate);
         assert_eq!(Verdict::of(0.25, 0.0), Verdict::Significant);
-        assert_eq!(Verdict::of(0.01, 0.1), Verdict::Moderate, "KS raises a PSI-stable feature");
+        assert_eq!(
+            Verdict::of(0.01, 0.1),
+            Verdict::Moderate,
+            "KS raises a PSI-stable feature"
+        );
         assert_eq!(Verdict::of(0.01, 0.0999), Verdict::Stable);
     }
 }
