@@ -1,7 +1,10 @@
 //! `cis erase` and `cis erasures`.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use cis_storage::Store;
 use clap::Args;
@@ -20,13 +23,31 @@ pub struct EraseArgs {
     /// Who asks (recorded; default: $USER).
     #[arg(long)]
     pub by: Option<String>,
+    /// Skip rewriting the database afterwards. Without the rewrite, removed rows (scores,
+    /// features, quarantined text) stay in superseded database pages until sled reclaims them.
+    #[arg(long)]
+    pub no_compact: bool,
 }
 
-pub fn run(store: &Store, a: EraseArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let by =
-        a.by.or_else(|| std::env::var("USER").ok())
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".into());
-    match erasure::erase(store, &a.customer, &a.reason, &by, time::now())? {
+    let store = Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let outcome = erasure::erase(&store, &a.customer, &a.reason, &by, time::now())?;
+    drop(store);
+    if matches!(outcome, Outcome::Erased(_)) && !a.no_compact {
+        // The store is closed: rewrite it so no superseded page keeps what was removed.
+        let c = Store::compact(store_dir).context("rewriting the store after the erasure")?;
+        tracing::info!(
+            keys = c.keys,
+            before = c.bytes_before,
+            after = c.bytes_after,
+            "store rewritten"
+        );
+    }
+    match outcome {
         Outcome::AlreadyErased { customer, requests } => {
             let list: Vec<String> = requests.iter().map(u64::to_string).collect();
             writeln!(
@@ -43,9 +64,14 @@ pub fn run(store: &Store, a: EraseArgs, out: &mut impl Write) -> anyhow::Result<
             )?;
             writeln!(
                 out,
-                "{} stored artifacts redacted, {} quarantined rows removed; `cis log verify` checks the log",
+                "{} stored artifacts redacted, {} quarantined rows removed{}; `cis log verify` checks the log",
                 r.artifacts.len(),
-                r.quarantined_rows
+                r.quarantined_rows,
+                if a.no_compact {
+                    ""
+                } else {
+                    ", database rewritten without superseded pages"
+                }
             )?;
         }
     }

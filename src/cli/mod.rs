@@ -185,7 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(cmd) => export::run(&open()?, cmd, &mut out),
         Command::Monitor(cmd) => monitor::run(&open()?, cmd, &mut out),
         Command::AccessLog(a) => access_log::run(&open()?, a, &mut out),
-        Command::Erase(a) => erase::run(&open()?, a, &mut out),
+        Command::Erase(a) => erase::run(&store_dir, a, &mut out),
         Command::Erasures => erase::list(&open()?, &mut out),
         Command::Log(LogCommand::Verify) => {
             let store = open()?;

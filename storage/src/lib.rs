@@ -21,4 +21,4 @@ pub use ledger::{Ledger, LedgerBroken, LedgerRecord, LedgerReport};
 pub use log::{
     AppendOutcome, BatchRecord, Entry, EventLog, EventRef, Head, StoredEvent, VerifyReport, Visibility, GENESIS,
 };
-pub use store::Store;
+pub use store::{Compacted, Store};

@@ -24,6 +24,7 @@ impl Store {
     /// holds it open.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        finish_compaction(dir)?;
         let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&dir.join("db"))?);
         let vault = Vault::open(&dir.join("keys.bin"))?;
         let log = EventLog::open(kv.clone(), vault)?;
@@ -107,6 +108,81 @@ impl Store {
     }
 }
 
+/// Bytes of a store's database before and after [`Store::compact`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    pub keys: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Store {
+    /// Rewrites the closed store in `dir` so its database files hold only live values: sled
+    /// keeps superseded pages (for instance rows an erasure removed) until it reclaims their
+    /// segment, and this removes them now. Steps: copy live values into `db.compacting`
+    /// (checked, flushed), rename `db` to `db.old`, `db.compacting` to `db`, delete `db.old`;
+    /// [`Store::open`] finishes the renames after a crash. Fails if the store is open.
+    pub fn compact(dir: &Path) -> Result<Compacted> {
+        finish_compaction(dir)?;
+        let (db, tmp, old) = compaction_paths(dir);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        let bytes_before = dir_size(&db)?;
+        let keys = SledKv::copy_live(&db, &tmp)?;
+        std::fs::rename(&db, &old).map_err(io_err(&db))?;
+        std::fs::rename(&tmp, &db).map_err(io_err(&tmp))?;
+        sync_dir(dir)?;
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        Ok(Compacted {
+            keys,
+            bytes_before,
+            bytes_after: dir_size(&db)?,
+        })
+    }
+}
+
+fn compaction_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (dir.join("db"), dir.join("db.compacting"), dir.join("db.old"))
+}
+
+/// Completes or undoes a compaction a crash interrupted. A `db.compacting` beside `db` is an
+/// unfinished copy (removed); `db.old` without `db` means the copy was complete and renamed
+/// halfway (finished); `db.old` beside `db` is left over (removed); `db.old` alone is restored.
+fn finish_compaction(dir: &Path) -> Result<()> {
+    let (db, tmp, old) = compaction_paths(dir);
+    if old.exists() && !db.exists() {
+        // Never open an empty database over a store's only copy.
+        let whole = if tmp.exists() { &tmp } else { &old };
+        std::fs::rename(whole, &db).map_err(io_err(whole))?;
+        sync_dir(dir)?;
+    }
+    for leftover in [tmp, old] {
+        if leftover.exists() && db.exists() {
+            std::fs::remove_dir_all(&leftover).map_err(io_err(&leftover))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let meta = entry.metadata().map_err(io_err(entry.path()))?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
 /// The smallest key greater than every key starting with `prefix` (`None`: unbounded).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -129,5 +205,69 @@ mod tests {
         assert_eq!(prefix_end(&[1, 255]), Some(vec![2]));
         assert_eq!(prefix_end(&[255, 255]), None);
         assert_eq!(prefix_end(&[]), None);
+    }
+
+    #[test]
+    fn compaction_keeps_every_value_and_drops_superseded_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = b"superseded-value-7f3a";
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.journal_put("test", b"k", secret).expect("put");
+            store.journal_put("test", b"keep", b"live").expect("put");
+            store.flush().expect("flush");
+            store.journal_remove("test", b"k").expect("remove");
+            store.flush().expect("flush");
+        }
+        let report = Store::compact(dir.path()).expect("compact");
+        assert!(report.keys >= 2, "{report:?}");
+        let store = Store::open(dir.path()).expect("reopen");
+        let mut kept = Vec::new();
+        store
+            .journal_visit("test", &[], |k, v| {
+                kept.push((k.to_vec(), v.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })
+            .expect("visit");
+        assert_eq!(kept, vec![(b"keep".to_vec(), b"live".to_vec())]);
+        drop(store);
+        for f in walk(&dir.path().join("db")) {
+            let bytes = std::fs::read(&f).expect("read");
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} still holds it",
+                f.display()
+            );
+        }
+        assert!(!dir.path().join("db.old").exists() && !dir.path().join("db.compacting").exists());
+    }
+
+    #[test]
+    fn an_interrupted_compaction_is_finished_or_undone_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path()).expect("open"));
+        let (db, tmp, old) = compaction_paths(dir.path());
+        // Crashed between the two renames: the complete copy becomes the database.
+        std::fs::rename(&db, &old).expect("rename");
+        std::fs::create_dir(&tmp).expect("copy dir");
+        finish_compaction(dir.path()).expect("finish");
+        assert!(db.exists() && !old.exists() && !tmp.exists());
+        // Only the old database is left: it is restored, never replaced by an empty one.
+        std::fs::rename(&db, &old).expect("rename");
+        finish_compaction(dir.path()).expect("finish");
+        assert!(db.exists() && !old.exists());
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 }
