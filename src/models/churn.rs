@@ -133,10 +133,21 @@ impl ValidChurnParams {
             .max_iterations(p.max_iterations)
             .fit(&Dataset::new(x_train.clone(), y_train.clone()))
             .map_err(|e| ModelError::Fit(e.to_string()))?;
+        // linfa-logistic's probabilities are those of the *larger* class (its positive label),
+        // which is "not churned" whenever churn is the minority: orient the fit towards churn.
+        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+        let coefficients: Array1<f64> = fitted.params().mapv(|c| sign * c);
+        let intercept = sign * fitted.intercept();
+        let p_churn = |x: &Array2<f64>| -> Vec<f64> {
+            (x.dot(&coefficients) + intercept)
+                .iter()
+                .map(|z| 1.0 / (1.0 + (-z).exp()))
+                .collect()
+        };
         let x_valid = matrix(&raw(&valid))?;
         let y_valid: Vec<bool> = valid.iter().map(|&i| set.churned[i]).collect();
-        let train_metrics = evaluate(&fitted.predict_probabilities(&x_train).to_vec(), &y_train.to_vec())?;
-        let validation = evaluate(&fitted.predict_probabilities(&x_valid).to_vec(), &y_valid)?;
+        let train_metrics = evaluate(&p_churn(&x_train), &y_train.to_vec())?;
+        let validation = evaluate(&p_churn(&x_valid), &y_valid)?;
         let mut cutoffs = set.cutoffs.clone();
         cutoffs.sort_unstable();
         cutoffs.dedup();
@@ -145,8 +156,8 @@ impl ValidChurnParams {
             features: set.features.clone(),
             definition_set,
             standardiser,
-            coefficients: fitted.params().to_vec(),
-            intercept: fitted.intercept(),
+            coefficients: coefficients.to_vec(),
+            intercept,
             cutoffs,
             horizon_days: set.horizon_days,
             labels_known_at: set.known_at,
@@ -184,5 +195,47 @@ pub fn band(p: f64) -> &'static str {
         "medium"
     } else {
         "low"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One feature that raises churn; `churn_share` of the customers churn.
+    fn set(churn_share: f64) -> TrainingSet {
+        let n = 400;
+        let (mut values, mut churned, mut customers) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let x = i as f64 / n as f64;
+            values.push(x);
+            // Churners are the customers with the highest x, plus a little overlap.
+            churned.push(x > 1.0 - churn_share || (i % 17 == 0 && x > 0.5));
+            customers.push(format!("c{i}"));
+        }
+        TrainingSet {
+            features: vec!["x".into()],
+            values,
+            churned,
+            customers,
+            cutoffs: vec![0],
+            snapshots: Vec::new(),
+            horizon_days: 90,
+            known_at: 0,
+        }
+    }
+
+    #[test]
+    fn probabilities_are_of_churn_whether_churn_is_the_minority_or_the_majority() {
+        let params = ChurnParams::default().validate().expect("valid");
+        for share in [0.2, 0.8] {
+            let m = params.fit(&set(share), String::new()).expect("fit");
+            assert!(m.coefficient("x").expect("x") > 0.0, "share {share}: {m:?}");
+            assert!(
+                m.train.roc_auc > 0.9 && m.validation.roc_auc > 0.9,
+                "share {share}: {m:?}"
+            );
+            assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
+        }
     }
 }
