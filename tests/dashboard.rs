@@ -159,3 +159,45 @@ fn dashboard_renders_every_chart_in_headless_chromium() {
     let _ = stop.send(());
     runtime.block_on(server).expect("join").expect("server");
 }
+
+/// The "Data quality and drift" section, rendered without a browser: the quarantine rate of a
+/// run with one bad row of two, CDNOW's daily volume, and PSI per feature with both thresholds.
+#[test]
+fn dashboard_has_a_data_quality_and_drift_section() {
+    let store = cdnow_store();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write(
+        dir.path(),
+        "late.csv",
+        "order_id,customer_id,event_time,amount,currency\nx1,0001,1997-12-02,oops,USD\nx2,0001,1997-12-03,1.00,USD\n",
+    );
+    ingest(&store, Kind::Order, Format::Csv, &bad, RecordedAt::EventTime);
+    for as_of in ["1997-09-30", "1997-12-31"] {
+        snapshot::create(&store, AsOf::new(Some(t(as_of)), None)).expect("snapshot");
+    }
+    let data = cis::dashboard::gather(&store, t("1998-01-01")).expect("gather");
+    let drift = data.drift.clone().expect("two snapshots make a pair");
+    let html = cis::dashboard::render(&data, "tok");
+    assert!(html.contains("<h2>Data quality and drift</h2>"));
+
+    let rate = section(&html, "quarantine-rate", "</svg>");
+    assert!(rate.contains(">50.0<"), "1 of 2 rows is 50 %: {rate}");
+    assert!(rate.contains("class=\"mark\"") && rate.contains("flag above 1 %"));
+
+    // CDNOW starts on 1997-01-01: the last 90 of its days up to T are drawn.
+    let volume = section(&html, "volume-order", "</svg>");
+    let line = volume
+        .split("class=\"volume\" fill=\"none\" points=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("volume line");
+    assert_eq!(line.split(' ').count(), 90);
+    assert!(volume.contains(">1998-01-01<") && volume.contains(">1997-10-04<"));
+
+    let psi = section(&html, "psi-per-feature", "</svg>");
+    assert!(!drift.features.is_empty());
+    assert_eq!(psi.matches("<rect class=\"bar psi-").count(), drift.features.len());
+    let significant = drift.features.iter().filter(|f| f.psi >= 0.25).count();
+    assert_eq!(psi.matches("class=\"bar psi-significant\"").count(), significant);
+    assert!(psi.contains(">0.1 moderate<") && psi.contains(">0.25 significant<"));
+}

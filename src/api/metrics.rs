@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::http::Method;
@@ -12,7 +12,9 @@ use cis_storage::{ArtifactHash, Store};
 use crate::api::AppError;
 use crate::features::snapshot;
 use crate::ingest::records;
-use crate::monitor::{drift, quality};
+use crate::monitor::drift::{self, DriftError, DriftReport};
+use crate::monitor::quality;
+use crate::time::Micros;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 pub const BUCKETS: [f64; 14] = [
@@ -152,41 +154,63 @@ impl Metrics {
     }
 }
 
-/// One memoised value: the key it was derived from and the gauges.
-type Memo<K> = Mutex<Option<(K, Vec<Gauge>)>>;
-
-/// `f`'s gauges for `key`, computed once per key. Keys are content digests, so one slot
-/// serves every store in the process.
-fn memoised<K: PartialEq>(
-    memo: &Memo<K>,
-    key: K,
-    f: impl FnOnce() -> Result<Vec<Gauge>, AppError>,
-) -> Result<Vec<Gauge>, AppError> {
-    if let Some((k, g)) = memo.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        if *k == key {
-            return Ok(g.clone());
-        }
-    }
-    let gauges = f()?;
-    *memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, gauges.clone()));
-    Ok(gauges)
-}
-
 /// Data quality (latest run and latest event-day of each kind, flag counts over the whole
 /// history) and PSI per feature for the latest snapshot pair. A scrape reads the run journal
-/// and the snapshot index; the report and the drift comparison are recomputed only when
-/// those change. Blocking.
+/// and the snapshot index; the report is rebuilt only when a run was recorded (a digest of the
+/// journal keys the memo; one slot serves every store in the process) and the drift comparison
+/// only for a new pair ([`latest_drift`]). Blocking.
 pub fn monitor_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
-    static QUALITY: OnceLock<Memo<[u8; 32]>> = OnceLock::new();
-    static DRIFT: OnceLock<Memo<Vec<ArtifactHash>>> = OnceLock::new();
+    /// The run-journal digest and the gauges derived from it.
+    type Memo = Mutex<Option<([u8; 32], Vec<Gauge>)>>;
+    static QUALITY: OnceLock<Memo> = OnceLock::new();
+    let memo = QUALITY.get_or_init(Default::default);
     let digest = records::runs_digest(store).map_err(AppError::internal)?;
-    let mut g = memoised(QUALITY.get_or_init(Default::default), digest, || quality_gauges(store))?;
-    let snaps = store.artifacts().list(snapshot::KIND, i64::MAX)?;
-    let pair: Vec<ArtifactHash> = snaps.iter().rev().take(2).map(|r| r.hash).collect();
-    g.extend(memoised(DRIFT.get_or_init(Default::default), pair, || {
-        drift_gauges(store)
-    })?);
+    let known = match memo.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some((d, g)) if *d == digest => Some(g.clone()),
+        _ => None,
+    };
+    let mut g = match known {
+        Some(g) => g,
+        None => {
+            let g = quality_gauges(store)?;
+            *memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((digest, g.clone()));
+            g
+        }
+    };
+    if let Some(report) = latest_drift(store, i64::MAX).map_err(AppError::internal)? {
+        g.extend(report.features.iter().map(|f| Gauge {
+            name: "cis_feature_psi",
+            help: "Population stability index of each feature between the latest two snapshots.",
+            labels: vec![("feature", f.feature.clone())],
+            value: f.psi,
+        }));
+    }
     Ok(g)
+}
+
+/// The drift report of the latest snapshot pair as of `as_of` ([`drift::latest_pair`]),
+/// memoised by the pair's hashes: comparing two 100k-customer snapshots takes seconds, and
+/// snapshots are immutable. Blocking.
+pub fn latest_drift(store: &Store, as_of: Micros) -> Result<Option<Arc<DriftReport>>, DriftError> {
+    type Pairs = Mutex<HashMap<[ArtifactHash; 2], Arc<DriftReport>>>;
+    static MEMO: OnceLock<Pairs> = OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    let snaps = store.artifacts().list(snapshot::KIND, as_of)?;
+    let [.., a, b] = snaps.as_slice() else {
+        return Ok(None);
+    };
+    let key = [a.hash, b.hash];
+    if let Some(r) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(Some(r.clone()));
+    }
+    let Some(report) = drift::latest_pair(store, as_of)? else {
+        return Ok(None);
+    };
+    let report = Arc::new(report);
+    memo.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, report.clone());
+    Ok(Some(report))
 }
 
 fn quality_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
@@ -227,20 +251,4 @@ fn quality_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
         value: n as f64,
     }));
     Ok(g)
-}
-
-fn drift_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
-    let Some(report) = drift::latest_pair(store, i64::MAX).map_err(AppError::internal)? else {
-        return Ok(Vec::new());
-    };
-    Ok(report
-        .features
-        .iter()
-        .map(|f| Gauge {
-            name: "cis_feature_psi",
-            help: "Population stability index of each feature between the latest two snapshots.",
-            labels: vec![("feature", f.feature.clone())],
-            value: f.psi,
-        })
-        .collect())
 }
