@@ -393,6 +393,20 @@ fn gauges(state: &AppState) -> Result<Vec<Gauge>, AppError> {
         labels: Vec::new(),
         value: state.scores.loaded() as f64,
     });
+    if let Some(log) = &state.access {
+        g.push(Gauge {
+            name: "cis_access_log_records_durable",
+            help: "Access log records flushed to disk by this server.",
+            labels: Vec::new(),
+            value: log.durable_records() as f64,
+        });
+        g.push(Gauge {
+            name: "cis_access_log_queue_waits",
+            help: "Requests that found the access log queue full and waited (never dropped).",
+            labels: Vec::new(),
+            value: log.queue_waits() as f64,
+        });
+    }
     g.push(Gauge {
         name: "cis_uptime_seconds",
         help: "Seconds since the server state was created.",
