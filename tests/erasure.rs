@@ -175,10 +175,13 @@ fn audits_after_erasure_say_erasure_and_still_catch_tampering() {
     let store = cdnow_store();
     let (snap, clv, seg) = cdnow_models(&store);
     let (scores, ..) = cis::models::scores::score(&store, &snap, &[clv, seg]).expect("score");
+    let (early, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-06-30")), None)).expect("snapshot");
+    let (drift, ..) = cis::monitor::drift::create(&store, &early, &snap).expect("drift");
+    assert!(audit::audit(&store, &drift).expect("audit").all_identical());
     let Outcome::Erased(r) = erasure::erase(&store, "0001", "request", "dpo", 0).expect("erase") else {
         panic!("0001 bought CDs");
     };
-    assert_eq!(r.artifacts.len(), 2, "the snapshot and the score run held 0001");
+    assert_eq!(r.artifacts.len(), 3, "both snapshots and the score run held 0001");
     let tree = audit::audit(&store, &scores).expect("audit");
     let erased = |v: &Verdict| matches!(v, Verdict::Erased { requests, customers, .. } if requests == &[r.request] && customers == &["0001"]);
     assert!(erased(&tree.verdict), "{tree:#?}");
@@ -190,6 +193,11 @@ fn audits_after_erasure_say_erasure_and_still_catch_tampering() {
         "{text}"
     );
     assert!(!text.contains("TAMPERED"), "{text}");
+    let tree = audit::audit(&store, &drift).expect("audit");
+    assert!(
+        erased(&tree.verdict),
+        "a drift report over redacted snapshots: {tree:#?}"
+    );
     let (_, set) = cis::models::scores::load_scores(&store, &scores).expect("scores");
     assert!(set.rows.iter().all(|row| row.customer_id != "0001"));
 

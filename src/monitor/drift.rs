@@ -477,12 +477,19 @@ pub fn create(
     a: &ArtifactHash,
     b: &ArtifactHash,
 ) -> Result<(ArtifactHash, bool, DriftReport), DriftError> {
+    let (artifact, r) = build(store, a, b)?;
+    let (hash, new) = store.artifacts().put(artifact)?;
+    tracing::info!(report = %hex(&hash), new, significant = r.count(Verdict::Significant), "drift report");
+    Ok((hash, new, r))
+}
+
+/// The report of stored snapshots A and B and the artifact it would be stored as (an audit
+/// re-derives a stored report with it).
+pub fn build(store: &Store, a: &ArtifactHash, b: &ArtifactHash) -> Result<(NewArtifact, DriftReport), DriftError> {
     let (_, sa) = snapshot::load(store, a)?;
     let (_, sb) = snapshot::load(store, b)?;
     let r = report(&sa, &sb, hex(a), hex(b))?;
-    let (hash, new) = store.artifacts().put(artifact(a, b, &r)?)?;
-    tracing::info!(report = %hex(&hash), new, significant = r.count(Verdict::Significant), "drift report");
-    Ok((hash, new, r))
+    Ok((artifact(a, b, &r)?, r))
 }
 
 /// The snapshot a model was trained on: among its parents, the snapshot with the latest as-of.
