@@ -10,6 +10,7 @@ use anyhow::Context;
 use cis_storage::Store;
 use clap::{Args, Subcommand};
 
+use crate::access_log::AccessLogConfig;
 use crate::api::{self, tokens, AppState};
 
 #[derive(Args, Debug)]
@@ -17,6 +18,9 @@ pub struct ServeArgs {
     /// Address to listen on. Loopback by default; anything else exposes the API to the network.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Do not record reads in the access log (on by default; see `cis access-log`).
+    #[arg(long)]
+    pub no_access_log: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -38,7 +42,14 @@ pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("no active API token: create one with `cis token create --name NAME` (with the server stopped)");
     }
     let mut out = std::io::stdout().lock();
-    run(Arc::new(store), a.addr, &mut out, &[])
+    let access = AccessLogConfig {
+        enabled: !a.no_access_log,
+        ..AccessLogConfig::default()
+    };
+    if a.no_access_log {
+        eprintln!("the access log is off: API reads are not recorded");
+    }
+    run(Arc::new(store), a.addr, access, &mut out, &[])
 }
 
 /// For `cis demo`: serves the API and the dashboard on an already open store, with a fresh
@@ -55,12 +66,18 @@ pub fn serve_demo(store: Arc<Store>, addr: &str, out: &mut impl Write) -> anyhow
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=c000001&as_of=2025-07-01'"),
         format!("  dashboard: http://{addr}/dashboard?token={token}"),
     ];
-    run(store, addr, out, &lines)
+    run(store, addr, AccessLogConfig::default(), out, &lines)
 }
 
 /// Serves the API and the dashboard on `addr` until Ctrl-C, then finishes the requests in flight.
-fn run(store: Arc<Store>, addr: SocketAddr, out: &mut impl Write, notes: &[String]) -> anyhow::Result<ExitCode> {
-    let state = AppState::new(store);
+fn run(
+    store: Arc<Store>,
+    addr: SocketAddr,
+    access: AccessLogConfig,
+    out: &mut impl Write,
+    notes: &[String],
+) -> anyhow::Result<ExitCode> {
+    let state = AppState::with_access_log(store, access);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
