@@ -71,10 +71,10 @@ fn router() -> Router {
     app(AppState::new(world().store.clone()))
 }
 
-struct Reply {
-    status: StatusCode,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
     headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
@@ -88,7 +88,7 @@ impl Reply {
     }
 }
 
-async fn send(app: &Router, method: Method, uri: &str, token: Option<&str>) -> Reply {
+pub(crate) async fn send(app: &Router, method: Method, uri: &str, token: Option<&str>) -> Reply {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(tok) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {tok}"));

@@ -14,18 +14,15 @@
 
 use std::time::Instant;
 
-use cis::event::Kind;
 use cis::features::snapshot::{self, SnapshotError};
 use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
 use cis::models::churn::ChurnParams;
 use cis::models::{scores, train, ModelError, ModelKind};
 use cis::monitor::decay::{self, measure, store_known_at, DecayError, DecayReport};
 use cis::synth::{Shift, SynthConfig};
 use cis_storage::{hex, ArtifactHash, Store};
 
-use crate::util::{cdnow_models, cdnow_store, ingest, t};
+use crate::util::{cdnow_models, cdnow_store, synth_store, t};
 
 const CUSTOMERS: usize = 6000;
 const SEED: u64 = 3;
@@ -42,34 +39,13 @@ struct World {
 
 fn world(shift: Option<Shift>) -> World {
     let started = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    SynthConfig {
+    let store = synth_store(SynthConfig {
         customers: CUSTOMERS,
         days: 730,
         seed: SEED,
         shift,
         ..SynthConfig::default()
-    }
-    .validate()
-    .expect("config")
-    .write_csv(dir.path())
-    .expect("generate");
-    let store = Store::in_memory().expect("store");
-    for (kind, file) in [
-        (Kind::Customer, "customers.csv"),
-        (Kind::Order, "orders.csv"),
-        (Kind::Session, "sessions.csv"),
-        (Kind::Return, "returns.csv"),
-    ] {
-        let path = dir.path().join(file);
-        ingest(
-            &store,
-            kind,
-            Format::Csv,
-            &path,
-            RecordedAt::Column("recorded_at".into()),
-        );
-    }
+    });
     let snap = |when: &str| {
         snapshot::create(&store, AsOf::new(Some(t(when)), None))
             .expect("snapshot")

@@ -1,8 +1,6 @@
 //! Feature drift: PSI and KS against a hand computation, a planted shift in the synthetic
 //! generator, snapshots from different definition sets, stored reports and the CLI's bad input.
 
-use std::process::{Command, Output};
-
 use cis::event::Kind;
 use cis::features::compute::Matrix;
 use cis::features::snapshot::{self, Snapshot};
@@ -13,7 +11,7 @@ use cis::monitor::drift::{self, DriftError, DriftReport, FeatureDrift, LeftOutRe
 use cis::synth::{Shift, SynthConfig};
 use cis_storage::{hex, Store};
 
-use crate::util::{cdnow_models, cdnow_store, cis_bin, fixture, ingest, t};
+use crate::util::{cdnow_models, cdnow_store, cis, fixture, ingest, synth_store, t};
 
 /// A hand-made snapshot: `columns[j]` holds feature `features[j]` for customers c0, c1, …
 fn snap(as_of: &str, features: &[&str], columns: &[&[f64]]) -> Snapshot {
@@ -124,35 +122,13 @@ fn different_definition_sets_compare_on_shared_features() {
 /// The synthetic population, seed 5, 400 days from 2024-01-01, optionally with the planted
 /// shift (session durations double) from day 300 (2024-10-27).
 fn world(shift: bool) -> Store {
-    let dir = tempfile::tempdir().expect("tempdir");
-    SynthConfig {
+    synth_store(SynthConfig {
         customers: 2000,
         days: 400,
         seed: 5,
         shift: shift.then_some(Shift { day: 300 }),
         ..SynthConfig::default()
-    }
-    .validate()
-    .expect("config")
-    .write_csv(dir.path())
-    .expect("generate");
-    let store = Store::in_memory().expect("store");
-    for (kind, file) in [
-        (Kind::Customer, "customers.csv"),
-        (Kind::Order, "orders.csv"),
-        (Kind::Session, "sessions.csv"),
-        (Kind::Return, "returns.csv"),
-    ] {
-        let path = dir.path().join(file);
-        ingest(
-            &store,
-            kind,
-            Format::Csv,
-            &path,
-            RecordedAt::Column("recorded_at".into()),
-        );
-    }
-    store
+    })
 }
 
 /// Drift from the day before the shift to day 395, whose 90-day window lies after it.
@@ -213,15 +189,6 @@ fn latest_pair_reuses_a_stored_report() {
     assert_eq!(again, stored);
     let (_, new, _) = drift::create(&store, &b, &c).expect("create");
     assert!(!new, "the same pair names the same report");
-}
-
-fn cis(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(cis_bin())
-        .arg("--store")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run cis")
 }
 
 #[test]

@@ -4,11 +4,8 @@
 use std::sync::OnceLock;
 
 use cis::audit::{audit, Verdict};
-use cis::event::Kind;
 use cis::features::snapshot;
 use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
 use cis::models::churn::ChurnParams;
 use cis::models::lifetime::{rfm_columns, rfm_row, ClvParams};
 use cis::models::segments::SegmentParams;
@@ -16,7 +13,7 @@ use cis::models::{load, scores, train, Model, ModelError, ModelKind};
 use cis::synth::SynthConfig;
 use cis_storage::{ArtifactHash, Store};
 
-use crate::util::{cdnow_models, cdnow_store, fixture, ingest, t};
+use crate::util::{cdnow_models, cdnow_store, fixture, synth_store, t};
 
 fn within(got: f64, published: f64, name: &str) {
     let rel = (got - published).abs() / published;
@@ -77,32 +74,12 @@ fn clv_matches_the_published_cdnow_estimates() {
 fn synthetic() -> &'static (Store, Vec<ArtifactHash>) {
     static CELL: OnceLock<(Store, Vec<ArtifactHash>)> = OnceLock::new();
     CELL.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        SynthConfig {
+        let store = synth_store(SynthConfig {
             customers: 4000,
             days: 730,
             seed: 7,
             ..SynthConfig::default()
-        }
-        .validate()
-        .expect("config")
-        .write_csv(dir.path())
-        .expect("generate");
-        let store = Store::in_memory().expect("store");
-        for (kind, file) in [
-            (Kind::Customer, "customers.csv"),
-            (Kind::Order, "orders.csv"),
-            (Kind::Session, "sessions.csv"),
-            (Kind::Return, "returns.csv"),
-        ] {
-            ingest(
-                &store,
-                kind,
-                Format::Csv,
-                &dir.path().join(file),
-                RecordedAt::Column("recorded_at".into()),
-            );
-        }
+        });
         let cutoffs = ["2024-09-01", "2024-12-01", "2025-03-01"];
         let snaps = cutoffs
             .iter()

@@ -30,6 +30,16 @@ pub fn cis_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cis"))
 }
 
+/// Runs the `cis` binary on the store in `store_dir`.
+pub fn cis(store_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(cis_bin())
+        .arg("--store")
+        .arg(store_dir)
+        .args(args)
+        .output()
+        .expect("run cis")
+}
+
 /// An in-memory store holding the CDNOW fixture, backfilled (recorded_at = event_time).
 pub fn cdnow_store() -> Store {
     let store = Store::in_memory().expect("store");
@@ -79,4 +89,27 @@ pub fn cdnow_models(
         .store(store)
         .expect("store segments");
     (snap, clv, seg)
+}
+
+/// An in-memory store holding the synthetic population `cfg` generates (customers, orders,
+/// sessions, returns; recorded_at from the files).
+pub fn synth_store(cfg: cis::synth::SynthConfig) -> Store {
+    let dir = tempfile::tempdir().expect("tempdir");
+    cfg.validate().expect("config").write_csv(dir.path()).expect("generate");
+    let store = Store::in_memory().expect("store");
+    for (kind, file) in [
+        (Kind::Customer, "customers.csv"),
+        (Kind::Order, "orders.csv"),
+        (Kind::Session, "sessions.csv"),
+        (Kind::Return, "returns.csv"),
+    ] {
+        ingest(
+            &store,
+            kind,
+            Format::Csv,
+            &dir.path().join(file),
+            RecordedAt::Column("recorded_at".into()),
+        );
+    }
+    store
 }
