@@ -30,7 +30,11 @@ const FIRST_DAY: i64 = 19_723;
 
 /// One day's delivery: events from the 7 days before run day `r`, recorded at its 23:00.
 fn write_run(path: &Path, r: u32, rng: &mut impl Rng) -> std::io::Result<Kind> {
-    let kind = if r.is_multiple_of(2) { Kind::Order } else { Kind::Session };
+    let kind = if r.is_multiple_of(2) {
+        Kind::Order
+    } else {
+        Kind::Session
+    };
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let run_day = day_label(FIRST_DAY + 7 + i64::from(r));
     match kind {

@@ -100,7 +100,8 @@ impl Ledger {
         value.extend_from_slice(&prev);
         value.extend_from_slice(&hash);
         value.extend_from_slice(body);
-        self.kv.insert(TreeName::Journal(self.name), &seq.to_be_bytes(), &value)?;
+        self.kv
+            .insert(TreeName::Journal(self.name), &seq.to_be_bytes(), &value)?;
         *tail = (seq, hash);
         Ok((seq, hash))
     }
@@ -117,19 +118,15 @@ impl Ledger {
     /// Visits records from `from_seq` on, in order, without checking the chain.
     pub fn visit(&self, from_seq: u64, mut f: impl FnMut(LedgerRecord) -> Result<ControlFlow<()>>) -> Result<()> {
         let name = self.name;
-        self.kv.visit(
-            TreeName::Journal(name),
-            &from_seq.to_be_bytes(),
-            None,
-            &mut |k, v| {
+        self.kv
+            .visit(TreeName::Journal(name), &from_seq.to_be_bytes(), None, &mut |k, v| {
                 let (seq, _, hash) = split(name, k, v)?;
                 f(LedgerRecord {
                     seq,
                     hash,
                     body: v[HEADER..].to_vec(),
                 })
-            },
-        )
+            })
     }
 
     /// Recomputes the chain from the first record; `Ok(Err(_))` names the first broken record.
@@ -147,7 +144,10 @@ impl Ledger {
             broken = if seq != expect.0 {
                 Some(fail(expect.0, "is missing"))
             } else if prev != expect.1 {
-                Some(fail(seq - 1, "was altered: the next record chained to a different hash"))
+                Some(fail(
+                    seq - 1,
+                    "was altered: the next record chained to a different hash",
+                ))
             } else if record_hash(seq, &prev, &v[HEADER..]) != hash {
                 Some(fail(seq, "was altered: its content no longer matches its hash"))
             } else {

@@ -875,9 +875,18 @@ mod tests {
         let kv = Arc::new(MemKv::default());
         let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
         let before = log.append(sample(), 1, 0).expect("append");
-        let key = *log.vault.read().expect("vault").get(envelope::subject_handle("c3")).expect("key");
+        let key = *log
+            .vault
+            .read()
+            .expect("vault")
+            .get(envelope::subject_handle("c3"))
+            .expect("key");
         assert_eq!(log.erase("c3", 7).expect("erase"), 7);
-        assert_eq!(log.erase("c3", 8).expect("again"), 0, "erasing twice erases nothing more");
+        assert_eq!(
+            log.erase("c3", 8).expect("again"),
+            0,
+            "erasing twice erases nothing more"
+        );
         let report = log.verify().expect("verifies after erasure");
         assert_eq!((report.events, report.erased, report.head), (50, 7, before.head));
         assert_eq!(report.erasures.into_iter().collect::<Vec<_>>(), [(7, 7)]);
@@ -893,7 +902,10 @@ mod tests {
         .expect("scan");
         assert_eq!(others, 43);
         let file = std::fs::read(&keys).expect("keys.bin");
-        assert!(!file.windows(32).any(|w| w == key), "the destroyed key is still in keys.bin");
+        assert!(
+            !file.windows(32).any(|w| w == key),
+            "the destroyed key is still in keys.bin"
+        );
     }
 
     #[test]
@@ -912,6 +924,11 @@ mod tests {
         assert_eq!(kv.get(TreeName::Meta, ERASING).expect("get"), None);
         let report = log.verify().expect("verifies");
         assert_eq!(report.erasures.get(&3), Some(&7));
-        assert!(log.vault.read().expect("vault").get(envelope::subject_handle("c5")).is_none());
+        assert!(log
+            .vault
+            .read()
+            .expect("vault")
+            .get(envelope::subject_handle("c5"))
+            .is_none());
     }
 }
