@@ -6,7 +6,9 @@
 //!    published BG/NBD / Gamma-Gamma estimates);
 //! 3. synthetic: snapshots at two churn cutoffs and at the scoring date, churn trained on the
 //!    cutoffs (labels matured by the scoring date), CLV and segments on the scoring snapshot;
-//! 4. score the scoring snapshot, export `customer_risk_scores` as Parquet and CSV.
+//! 4. score the scoring snapshot, export `customer_risk_scores` as Parquet and CSV;
+//! 5. monitor: feature drift from the first cutoff to the scoring date, and the data-quality
+//!    report over every ingest run (both stored as artifacts).
 //!
 //! Every step is idempotent: running the demo again adds no events and recreates the same
 //! artifacts (same hashes).
@@ -27,11 +29,14 @@ use crate::models::churn::ChurnParams;
 use crate::models::lifetime::ClvParams;
 use crate::models::segments::SegmentParams;
 use crate::models::{scores, train, Model, Trained};
+use crate::monitor::drift::{self, DriftReport, Verdict};
+use crate::monitor::quality::{self, QualityReport};
 use crate::synth::SynthConfig;
 use crate::time::{parse_timestamp, Micros};
 
 /// The synthetic population's dates (it spans 2024-01-01 .. 2025-12-31).
-const CUTOFFS: [&str; 2] = ["2024-12-01", "2025-03-01"];
+const CUTOFF_A: &str = "2024-12-01";
+const CUTOFFS: [&str; 2] = [CUTOFF_A, "2025-03-01"];
 const SCORE_AT: &str = "2025-06-30";
 const CDNOW_CALIBRATION_END: &str = "1997-09-30";
 
@@ -55,6 +60,8 @@ pub struct DemoReport {
     pub models: Vec<(ArtifactHash, Trained)>,
     pub scores: ArtifactHash,
     pub exports: Vec<ExportSummary>,
+    pub drift: (ArtifactHash, DriftReport),
+    pub quality: (ArtifactHash, QualityReport),
     pub log_head: String,
     pub events: u64,
 }
@@ -186,6 +193,14 @@ pub fn run(store: &Store, work_dir: &Path, opts: &DemoOptions) -> anyhow::Result
             Ok(export_scores(store, Some(t(SCORE_AT)?), format, &path)?)
         })?);
     }
+    let drift = steps.run("feature drift", || {
+        let (h, _, r) = drift::create(store, &cutoff_hashes[0], &scoring)?;
+        Ok((h, r))
+    })?;
+    let quality = steps.run("data quality", || {
+        let r = quality::report(store, &quality::Filter::default(), &quality::Rules::default())?;
+        Ok((quality::store_report(store, &r)?.0, r))
+    })?;
     Ok(DemoReport {
         ingests,
         cdnow_snapshot,
@@ -194,6 +209,8 @@ pub fn run(store: &Store, work_dir: &Path, opts: &DemoOptions) -> anyhow::Result
         models,
         scores,
         exports,
+        drift,
+        quality,
         log_head: hex(&store.log().head()?),
         events: store.log().event_count()?,
     })
@@ -263,6 +280,28 @@ impl DemoReport {
                 e.rows
             ));
         }
+        let (dh, d) = &self.drift;
+        s.push_str(&format!(
+            "feature drift {CUTOFF_A} -> {SCORE_AT}: {} significant, {} moderate, {} stable (report {})
+",
+            d.count(Verdict::Significant),
+            d.count(Verdict::Moderate),
+            d.count(Verdict::Stable),
+            hex(dh)
+        ));
+        let (qh, q) = &self.quality;
+        let flags: Vec<String> = q
+            .flag_counts()
+            .iter()
+            .map(|(f, n)| format!("{} {n}", f.name()))
+            .collect();
+        s.push_str(&format!(
+            "data quality over {} ingest runs: flags {} (report {})
+",
+            q.runs.len(),
+            flags.join(", "),
+            hex(qh)
+        ));
         s
     }
 }
