@@ -126,24 +126,26 @@ pub fn erase(store: &Store, customer: &str, reason: &str, by: &str, now: Micros)
         });
     }
     let ledger = store.ledger(LEDGER)?;
-    let request = match unfinished(&ledger, customer)? {
+    let recorded = steps(&ledger)?;
+    let request = match unfinished(&recorded, customer) {
         Some(r) => {
             tracing::warn!(request = r, "resuming an erasure request a crash interrupted");
             r
         }
         None => {
-            let (seq, _) = ledger.head()?;
+            // Requests are numbered 1, 2, 3, … in the order they were made.
+            let request = 1 + recorded.iter().filter(|s| matches!(s, Step::Requested { .. })).count() as u64;
             let step = Step::Requested {
-                request: seq + 1,
+                request,
                 customer: customer.to_string(),
                 reason: reason.to_string(),
                 by: by.to_string(),
                 at: now,
                 events: live.len() as u64,
             };
-            let (seq, _) = ledger.append(&serde_json::to_vec(&step)?)?;
+            ledger.append(&serde_json::to_vec(&step)?)?;
             ledger.flush()?;
-            seq
+            request
         }
     };
     let events = store.log().erase(customer, request)?;
@@ -166,18 +168,18 @@ pub fn erase(store: &Store, customer: &str, reason: &str, by: &str, now: Micros)
 }
 
 /// The request for `customer` that was recorded but never completed, if any.
-fn unfinished(ledger: &cis_storage::Ledger, customer: &str) -> Result<Option<u64>, ErasureError> {
+fn unfinished(steps: &[Step], customer: &str) -> Option<u64> {
     let mut open = None;
-    for step in steps(ledger)? {
+    for step in steps {
         match step {
             Step::Requested {
                 request, customer: c, ..
-            } if c == customer => open = Some(request),
-            Step::Completed { request, .. } if open == Some(request) => open = None,
+            } if c == customer => open = Some(*request),
+            Step::Completed { request, .. } if open == Some(*request) => open = None,
             _ => {}
         }
     }
-    Ok(open)
+    open
 }
 
 fn steps(ledger: &cis_storage::Ledger) -> Result<Vec<Step>, ErasureError> {
@@ -324,6 +326,45 @@ fn mentions(raw: &str, customer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_a_crash_interrupted_is_resumed_not_repeated() {
+        let store = Store::in_memory().expect("store");
+        let event = |c: &str, t: i64| cis_storage::NewEvent {
+            kind: 1,
+            subject: c.into(),
+            event_time: t,
+            recorded_at: t,
+            body: vec![t as u8],
+        };
+        store
+            .log()
+            .append(vec![event("a", 1), event("b", 2)], 1, 0)
+            .expect("append");
+        // Recorded, then the process died before the log was touched.
+        let ledger = store.ledger(LEDGER).expect("ledger");
+        let requested = Step::Requested {
+            request: 1,
+            customer: "a".into(),
+            reason: "r".into(),
+            by: "dpo".into(),
+            at: 0,
+            events: 1,
+        };
+        ledger
+            .append(&serde_json::to_vec(&requested).expect("json"))
+            .expect("append");
+        drop(ledger);
+        let Outcome::Erased(r) = erase(&store, "a", "again", "dpo", 1).expect("erase") else {
+            panic!("a had an event");
+        };
+        assert_eq!((r.request, r.reason.as_str(), r.completed_at.is_some()), (1, "r", true));
+        let Outcome::Erased(next) = erase(&store, "b", "another", "dpo", 2).expect("erase") else {
+            panic!("b had an event");
+        };
+        assert_eq!(next.request, 2);
+        assert_eq!(requests(&store).expect("list").len(), 2);
+    }
 
     #[test]
     fn mentions_matches_whole_ids_only() {

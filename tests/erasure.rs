@@ -247,14 +247,19 @@ fn the_cli_erases_lists_and_refuses_clearly() {
         text.starts_with("erased: request 1  customer 'c1'  1 events  by dpo"),
         "{text}"
     );
+    let (ok, text) = cis(&["erase", "--customer", "c2", "--reason", "request 43", "--no-compact"]);
+    assert!(
+        ok && text.contains("erasure request 2: 1 events of customer 'c2'"),
+        "requests are numbered in order: {text}"
+    );
     let (ok, text) = cis(&["erasures"]);
     assert!(
-        ok && text.contains("reason: request 42") && text.contains("1 erasure request(s)"),
+        ok && text.contains("reason: request 42") && text.contains("2 erasure request(s)"),
         "{text}"
     );
     let (ok, text) = cis(&["log", "verify"]);
     assert!(
-        ok && text.contains("2 events in 1 batches (1 erased by request 1)"),
+        ok && text.contains("2 events in 1 batches (2 erased by requests 1, 2)"),
         "{text}"
     );
 }
