@@ -137,7 +137,8 @@ pub fn spec() -> Value {
                                 "feature_definitions": hash(),
                                 "scores": { "oneOf": [hash(), { "type": "null" }], "description": "The score artifact consulted." },
                                 "snapshot": { "oneOf": [hash(), { "type": "null" }], "description": "The snapshot the scores were computed on." },
-                                "models": { "type": "object", "description": "Model kind (churn, clv, segments) → model artifact hash.", "additionalProperties": hash() }
+                                "models": { "type": "object", "description": "Model kind (churn, clv, segments) → model artifact hash.", "additionalProperties": hash() },
+                                "model_stages": { "type": "object", "description": "Model kind → the stage that model held at the scores' as-of by the promotion record: production, staging or none.", "additionalProperties": { "type": "string", "enum": ["production", "staging", "none"] } }
                             }
                         }
                     }
