@@ -11,7 +11,8 @@
 //!    report over every ingest run (both stored as artifacts).
 //!
 //! Every step is idempotent: running the demo again adds no events and recreates the same
-//! artifacts (same hashes).
+//! artifacts (same hashes), except the data-quality report, which also counts the re-run's
+//! (all-duplicate) ingest runs.
 
 use std::path::{Path, PathBuf};
 
