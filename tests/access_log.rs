@@ -9,14 +9,11 @@ use axum::http::{Method, StatusCode};
 use axum::Router;
 use cis::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
 use cis::api::{app_with, tokens, AppState, ExtraRoutes};
-use cis::event::Kind;
 use cis::export::{self, Format};
-use cis::ingest::source::Format as SourceFormat;
-use cis::ingest::RecordedAt;
 use cis::models::scores;
 use cis_storage::{hex, Store};
 
-use crate::util::{cdnow_models, cis, fixture, ingest, t};
+use crate::util::{cdnow_models, cis, ingest_cdnow, t};
 
 async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Vec<u8>) {
     let reply = crate::api::send(app, Method::GET, uri, token).await;
@@ -32,13 +29,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store_dir = dir.path().join("store");
     let store = Store::open(&store_dir).expect("store");
-    ingest(
-        &store,
-        Kind::Order,
-        SourceFormat::Cdnow,
-        &fixture("CDNOW_sample.txt"),
-        RecordedAt::EventTime,
-    );
+    ingest_cdnow(&store);
     let (snap, clv, seg) = cdnow_models(&store);
     let (score_hash, ..) = scores::score(&store, &snap, &[clv, seg]).expect("score");
     let token = tokens::create(&store, "analyst").expect("token");

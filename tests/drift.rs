@@ -1,17 +1,14 @@
 //! Feature drift: PSI and KS against a hand computation, a planted shift in the synthetic
 //! generator, snapshots from different definition sets, stored reports and the CLI's bad input.
 
-use cis::event::Kind;
 use cis::features::compute::Matrix;
 use cis::features::snapshot::{self, Snapshot};
 use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
 use cis::monitor::drift::{self, DriftError, DriftReport, FeatureDrift, LeftOutReason, Verdict};
 use cis::synth::{Shift, SynthConfig};
 use cis_storage::{hex, Store};
 
-use crate::util::{cdnow_models, cdnow_store, cis, fixture, ingest, synth_store, t};
+use crate::util::{cdnow_models, cdnow_store, cis, ingest_cdnow, synth_store, t};
 
 /// A hand-made snapshot: `columns[j]` holds feature `features[j]` for customers c0, c1, …
 fn snap(as_of: &str, features: &[&str], columns: &[&[f64]]) -> Snapshot {
@@ -196,13 +193,7 @@ fn cli_reports_and_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b, model) = {
         let store = Store::open(dir.path()).expect("store");
-        ingest(
-            &store,
-            Kind::Order,
-            Format::Cdnow,
-            &fixture("CDNOW_sample.txt"),
-            RecordedAt::EventTime,
-        );
+        ingest_cdnow(&store);
         let (a, clv, _) = cdnow_models(&store);
         let b = snapshot::create(&store, AsOf::new(Some(t("1998-03-31")), None))
             .expect("snapshot")

@@ -1,8 +1,6 @@
 //! Erasure: the log still verifies, snapshots equal a log that never had the customer, nothing
 //! of the customer's payloads is readable from the store's files, audits say "erasure".
 
-use std::process::Command;
-
 use cis::audit::{self, Verdict};
 use cis::erasure::{self, ErasureError, Outcome};
 use cis::event::Kind;
@@ -17,7 +15,7 @@ use proptest::prelude::*;
 
 use crate::features::{specs, to_event};
 use crate::ingest::walk;
-use crate::util::{cdnow_models, cdnow_store, cis_bin, ingest, t, write};
+use crate::util::{cdnow_models, cdnow_store, ingest, t, write};
 
 fn store_of(batches: &[&[NewEvent]]) -> Store {
     let store = Store::in_memory().expect("store");
@@ -220,12 +218,7 @@ fn the_cli_erases_lists_and_refuses_clearly() {
     );
     let store = dir.path().join("store");
     let cis = |args: &[&str]| {
-        let out = Command::new(cis_bin())
-            .arg("--store")
-            .arg(&store)
-            .args(args)
-            .output()
-            .expect("run cis");
+        let out = crate::util::cis(&store, args);
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     };

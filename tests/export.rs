@@ -21,7 +21,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, LogicalType, TimeUnit as ParquetTimeUnit};
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::util::{cdnow_models, cdnow_store, cis_bin, t};
+use crate::util::{cdnow_models, cdnow_store, cis_bin, ingest_cdnow, t};
 
 const CUSTOMERS: usize = 2_357;
 
@@ -501,13 +501,7 @@ fn the_cli_exports_and_reports() {
     let store_dir = dir.path().join("store");
     let score_hash = {
         let store = Store::open(&store_dir).expect("open store");
-        crate::util::ingest(
-            &store,
-            cis::event::Kind::Order,
-            cis::ingest::source::Format::Cdnow,
-            &crate::util::fixture("CDNOW_sample.txt"),
-            cis::ingest::RecordedAt::EventTime,
-        );
+        ingest_cdnow(&store);
         let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
         let (clv, _) = train::clv(&store, &snap, ClvParams::default())
             .expect("clv")

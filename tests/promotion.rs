@@ -11,8 +11,6 @@ use axum::http::{header, Request, StatusCode};
 use cis::api::{app, tokens, AppState};
 use cis::features::snapshot::{self, SnapshotError};
 use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
 use cis::models::lifetime::ClvParams;
 use cis::models::promotion::{Change, PromotionError, Promotions, Record, Stage, LEDGER};
 use cis::models::scores::{self, Rule};
@@ -21,7 +19,7 @@ use cis_storage::{hex, ArtifactHash, Store};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use crate::util::{cdnow_models, cdnow_store, cis_bin, fixture, ingest, t};
+use crate::util::{cdnow_models, cdnow_store, cis_bin, ingest_cdnow, t};
 
 /// A CLV model on the CDNOW snapshot as of 1997-06-01: older than `cdnow_models`' CLV model.
 fn older_clv(store: &Store) -> ArtifactHash {
@@ -299,13 +297,7 @@ fn the_cli_promotes_lists_and_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (snap, clv) = {
         let store = Store::open(dir.path()).expect("store");
-        ingest(
-            &store,
-            cis::event::Kind::Order,
-            Format::Cdnow,
-            &fixture("CDNOW_sample.txt"),
-            RecordedAt::EventTime,
-        );
+        ingest_cdnow(&store);
         let (snap, clv, _) = cdnow_models(&store);
         (snap, clv)
     };

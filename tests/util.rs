@@ -40,16 +40,21 @@ pub fn cis(store_dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("run cis")
 }
 
-/// An in-memory store holding the CDNOW fixture, backfilled (recorded_at = event_time).
-pub fn cdnow_store() -> Store {
-    let store = Store::in_memory().expect("store");
+/// Ingests the CDNOW fixture into `store`, backfilled (recorded_at = event_time).
+pub fn ingest_cdnow(store: &Store) -> IngestRun {
     ingest(
-        &store,
+        store,
         Kind::Order,
         Format::Cdnow,
         &fixture("CDNOW_sample.txt"),
         RecordedAt::EventTime,
-    );
+    )
+}
+
+/// An in-memory store holding the CDNOW fixture, backfilled.
+pub fn cdnow_store() -> Store {
+    let store = Store::in_memory().expect("store");
+    ingest_cdnow(&store);
     store
 }
 
