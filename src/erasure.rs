@@ -300,11 +300,16 @@ fn redact_scores(store: &Store, customer: &str, request: u64, now: Micros) -> Re
     Ok(done)
 }
 
-/// Removes quarantined rows that name the customer (their raw text may hold its data).
+/// Removes quarantined rows of the customer (their raw text may hold its data): rows whose
+/// customer id was read, by that id; rows too malformed to read one, by a whole-token match of
+/// the raw text.
 fn remove_quarantined(store: &Store, customer: &str) -> Result<u64, ErasureError> {
     let rows: Vec<Quarantined> = records::quarantined(store, None)?
         .into_iter()
-        .filter(|q| mentions(&q.raw, customer))
+        .filter(|q| match &q.customer {
+            Some(c) => c == customer,
+            None => mentions(&q.raw, customer),
+        })
         .collect();
     for q in &rows {
         records::remove_quarantined(store, q)?;

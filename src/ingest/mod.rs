@@ -323,6 +323,7 @@ impl Reading<'_> {
                             reason,
                         },
                         raw,
+                        None,
                     )),
                 ),
                 Item::Row(row) => {
@@ -330,7 +331,8 @@ impl Reading<'_> {
                     if let Ok(ev) = &event {
                         chunk.profile.note(&row, ev);
                     }
-                    (row.line, event.map_err(|e| (e, row.raw)))
+                    let customer = || row.get("customer_id").map(str::to_string);
+                    (row.line, event.map_err(|e| (e, row.raw.clone(), customer())))
                 }
             };
             parsed.rows += 1;
@@ -340,7 +342,7 @@ impl Reading<'_> {
             chunk.last_line = line;
             match result {
                 Ok(ev) => chunk.events.push(ev),
-                Err((e, raw)) => {
+                Err((e, raw, customer)) => {
                     parsed.quarantined += 1;
                     tracing::debug!(line, field = %e.field, reason = %e.reason, "quarantined");
                     let q = Quarantined {
@@ -350,6 +352,7 @@ impl Reading<'_> {
                         field: e.field,
                         reason: e.reason,
                         raw,
+                        customer,
                     };
                     records::quarantine(self.store, &q)?;
                 }

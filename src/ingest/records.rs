@@ -157,6 +157,9 @@ pub struct Quarantined {
     pub reason: String,
     /// The row as read, with personal-data fields redacted.
     pub raw: String,
+    /// The customer id the row names, when it could be read (erasure finds the row by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
 }
 
 fn key(run: u64, line: u64) -> [u8; 16] {
