@@ -111,7 +111,11 @@ pub fn run(store: &Store, work_dir: &Path, opts: &DemoOptions) -> anyhow::Result
         ingest(&opts.cdnow, Kind::Order, Format::Cdnow, RecordedAt::EventTime)
     })?];
 
-    let data = work_dir.join("synthetic");
+    // The generated inputs carry email addresses (to show them dropped at ingest), so they are
+    // written outside the store, whose guarantee is that personal data is never stored, and
+    // removed when the demo has ingested them.
+    let scratch = tempfile::Builder::new().prefix("cis-demo-").tempdir()?;
+    let data = scratch.path().to_path_buf();
     steps.run("generating the synthetic population", || {
         Ok(SynthConfig {
             customers: opts.customers,
@@ -132,6 +136,7 @@ pub fn run(store: &Store, work_dir: &Path, opts: &DemoOptions) -> anyhow::Result
             ingest(&path, kind, Format::Csv, RecordedAt::Column("recorded_at".into()))
         })?);
     }
+    scratch.close()?;
 
     let cdnow_snapshot = steps.run("CDNOW snapshot", || {
         Ok(snapshot::create(store, AsOf::new(Some(t(CDNOW_CALIBRATION_END)?), None))?.0)

@@ -93,7 +93,7 @@ fn key_of(store_dir: &std::path::Path, customer: &str) -> [u8; 32] {
         .expect("the customer has a key")
 }
 
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     walk(dir)
         .into_iter()
         .filter(|p| {
