@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
-use cis_storage::Store;
 use clap::Args;
 
 use crate::demo::{self, DemoOptions};
@@ -36,7 +34,7 @@ pub fn run(store_dir: &Path, a: DemoArgs, out: &mut impl Write) -> anyhow::Resul
             a.cdnow.display()
         );
     }
-    let store = Arc::new(Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?);
+    let store = Arc::new(super::open_store(store_dir, super::SERVER)?);
     let opts = DemoOptions {
         customers: a.customers,
         seed: a.seed,

@@ -34,7 +34,7 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".into());
-    let store = Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let store = super::open_store(store_dir, super::COMMAND)?;
     let outcome = erasure::erase(&store, &a.customer, &a.reason, &by, time::now())?;
     drop(store);
     if matches!(outcome, Outcome::Erased(_)) && !a.no_compact {

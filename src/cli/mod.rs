@@ -16,8 +16,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use cis_storage::{hex, Store};
+use anyhow::bail;
+use cis_storage::{hex, StorageError, Store};
 use clap::{Args, Parser, Subcommand};
 
 use crate::event::Kind;
@@ -162,13 +162,34 @@ pub struct GenerateArgs {
     pub out: PathBuf,
 }
 
+/// How a process holding a store describes itself to one refused meanwhile.
+const COMMAND: &str = "a cis command";
+const SERVER: &str = "the cis API server";
+
+/// Opens the store in `dir` as `holder` (one of the two above). A store another process holds
+/// is refused with what to do about it; any other failure names the store.
+fn open_store(dir: &Path, holder: &str) -> anyhow::Result<Store> {
+    Store::open_as(dir, holder).map_err(|e| match &e {
+        StorageError::Busy { pid, holder, .. } => {
+            let stop = pid.map_or("stop it".to_string(), |p| format!("stop it (`kill {p}`)"));
+            let hint = if holder.as_deref() == Some(SERVER) {
+                format!("{stop} or press Ctrl-C in its terminal, run this command, then start the server again")
+            } else {
+                format!("wait for it to finish (or {stop}), then run this command again")
+            };
+            anyhow::anyhow!("{e}\none process at a time can open a store: {hint}")
+        }
+        _ => anyhow::Error::new(e).context(format!("opening store {}", dir.display())),
+    })
+}
+
 fn parse_time(s: &str) -> Result<Micros, String> {
     time::parse_timestamp(s)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store_dir = cli.store;
-    let open = || Store::open(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
+    let open = || open_store(&store_dir, COMMAND);
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Ingest(a) => ingest(&open()?, a, &mut out),

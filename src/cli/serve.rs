@@ -37,7 +37,7 @@ pub enum TokenCommand {
 }
 
 pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let store = super::open_store(store_dir, super::SERVER)?;
     if !tokens::list(&store)?.iter().any(|t| t.active()) {
         eprintln!("no active API token: create one with `cis token create --name NAME` (with the server stopped)");
     }

@@ -3,8 +3,17 @@ use std::path::PathBuf;
 /// Everything that can go wrong inside the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// No `#[source]`: sled's message already holds its cause's text, and a chain printer would
+    /// print it twice.
     #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
+    /// Another process has the store open (one process per store: see `lock`).
+    #[error("store {} is busy: {} holds it open", dir.display(), holder_text(pid, holder))]
+    Busy {
+        dir: PathBuf,
+        pid: Option<u32>,
+        holder: Option<String>,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -27,6 +36,20 @@ pub enum StorageError {
     Verify { seq: u64, reason: String },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        StorageError::Sled(e)
+    }
+}
+
+fn holder_text(pid: &Option<u32>, holder: &Option<String>) -> String {
+    let who = holder.as_deref().filter(|h| !h.is_empty()).unwrap_or("another process");
+    match pid {
+        Some(pid) => format!("{who} (pid {pid})"),
+        None => who.to_string(),
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

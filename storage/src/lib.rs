@@ -10,6 +10,7 @@ mod error;
 mod idset;
 pub mod kv;
 pub mod ledger;
+mod lock;
 pub mod log;
 mod store;
 pub mod vault;

@@ -1,6 +1,7 @@
 //! A store directory: the event log plus small append-only journals and counters.
 //!
-//! Layout of a store directory: `db/` (sled) and `keys.bin` (see [`crate::vault`]).
+//! Layout of a store directory: `db/` (sled), `keys.bin` (see [`crate::vault`]) and `lock`
+//! (see [`crate::lock`]).
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
 use crate::kv::{Kv, MemKv, SledKv, TreeName};
 use crate::ledger::Ledger;
+use crate::lock::StoreLock;
 use crate::log::EventLog;
 use crate::vault::Vault;
 
@@ -17,13 +19,22 @@ pub struct Store {
     kv: Arc<dyn Kv>,
     log: EventLog,
     dir: Option<PathBuf>,
+    /// Declared last: released after the database is closed.
+    _lock: Option<StoreLock>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`. Fails clearly if another process
-    /// holds it open.
+    /// Opens (creating if needed) the store in `dir`. Fails with [`StorageError::Busy`] if
+    /// another process holds it open.
     pub fn open(dir: &Path) -> Result<Self> {
+        Store::open_as(dir, "")
+    }
+
+    /// [`Store::open`], telling a process refused meanwhile what holds the store (`holder`,
+    /// e.g. "the cis API server"; empty: "another process").
+    pub fn open_as(dir: &Path, holder: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = StoreLock::acquire(dir, holder)?;
         finish_compaction(dir)?;
         let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&dir.join("db"))?);
         let vault = Vault::open(&dir.join("keys.bin"))?;
@@ -32,6 +43,7 @@ impl Store {
             kv,
             log,
             dir: Some(dir.to_path_buf()),
+            _lock: Some(lock),
         })
     }
 
@@ -39,7 +51,12 @@ impl Store {
     pub fn in_memory() -> Result<Self> {
         let kv: Arc<dyn Kv> = Arc::new(MemKv::default());
         let log = EventLog::open(kv.clone(), Vault::in_memory())?;
-        Ok(Store { kv, log, dir: None })
+        Ok(Store {
+            kv,
+            log,
+            dir: None,
+            _lock: None,
+        })
     }
 
     pub fn log(&self) -> &EventLog {
@@ -123,6 +140,7 @@ impl Store {
     /// (checked, flushed), rename `db` to `db.old`, `db.compacting` to `db`, delete `db.old`;
     /// [`Store::open`] finishes the renames after a crash. Fails if the store is open.
     pub fn compact(dir: &Path) -> Result<Compacted> {
+        let _lock = StoreLock::acquire(dir, "a store compaction")?;
         finish_compaction(dir)?;
         let (db, tmp, old) = compaction_paths(dir);
         if tmp.exists() {
