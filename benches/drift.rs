@@ -9,10 +9,10 @@ mod common;
 
 use std::time::Instant;
 
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::monitor::drift::{self, Verdict};
-use cis::time::parse_timestamp;
+use cis_core::time::parse_timestamp;
+use cis_core::AsOf;
+use cis_features::snapshot;
+use cis_ops::monitor::drift::{self, Verdict};
 use cis_storage::Store;
 use common::{peak_rss_mib, BenchResult};
 

@@ -9,9 +9,9 @@ mod common;
 use std::io::Write;
 use std::time::Instant;
 
-use cis::event::Kind;
-use cis::ingest::source::Format;
-use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
+use cis_core::event::Kind;
+use cis_ingest::source::Format;
+use cis_ingest::{ingest_file, IngestOptions, RecordedAt};
 use cis_storage::Store;
 use common::peak_rss_mib;
 use rand::{Rng, SeedableRng};

@@ -15,14 +15,14 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cis::access_log::AccessLogConfig;
-use cis::api::{serve, tokens, AppState};
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::models::lifetime::ClvParams;
-use cis::models::segments::SegmentParams;
-use cis::models::{scores, train};
-use cis::time::{format, parse_timestamp, MICROS_PER_DAY};
+use cis_core::time::{format, parse_timestamp, MICROS_PER_DAY};
+use cis_core::AsOf;
+use cis_features::snapshot;
+use cis_models::lifetime::ClvParams;
+use cis_models::segments::SegmentParams;
+use cis_models::{scores, train};
+use cis_server::access_log::AccessLogConfig;
+use cis_server::api::{serve, tokens, AppState};
 use cis_storage::Store;
 use common::BenchResult;
 use rand::{Rng, SeedableRng};
@@ -92,7 +92,7 @@ impl Run {
 }
 
 fn load(state: AppState, token: &str, customers: usize, rps: u64, seconds: u64) -> BenchResult<Run> {
-    cis::api::warm(&state).map_err(|e| format!("warming the score cache: {e:?}"))?;
+    cis_server::api::warm(&state).map_err(|e| format!("warming the score cache: {e:?}"))?;
     let token = token.to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (latencies, statuses, elapsed) = runtime.block_on(async move {

@@ -7,13 +7,13 @@ mod common;
 
 use std::time::Instant;
 
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::models::churn::ChurnParams;
-use cis::models::lifetime::ClvParams;
-use cis::models::segments::SegmentParams;
-use cis::models::{train, Model};
-use cis::time::parse_timestamp;
+use cis_core::time::parse_timestamp;
+use cis_core::AsOf;
+use cis_features::snapshot;
+use cis_models::churn::ChurnParams;
+use cis_models::lifetime::ClvParams;
+use cis_models::segments::SegmentParams;
+use cis_models::{train, Model};
 use cis_storage::Store;
 use common::BenchResult;
 

@@ -14,11 +14,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cis::event::Kind;
-use cis::ingest::records::{self, day_label};
-use cis::ingest::source::Format;
-use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
-use cis::monitor::quality::{self, Filter, Rules};
+use cis_core::event::Kind;
+use cis_ingest::records::{self, day_label};
+use cis_ingest::source::Format;
+use cis_ingest::{ingest_file, IngestOptions, RecordedAt};
+use cis_ops::monitor::quality::{self, Filter, Rules};
 use cis_storage::Store;
 use common::{peak_rss_mib, BenchResult};
 use rand::{Rng, SeedableRng};
@@ -135,11 +135,11 @@ fn main() -> BenchResult {
     let cold = {
         // A fresh process's first scrape: no memo yet.
         let start = Instant::now();
-        cis::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?;
+        cis_server::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?;
         start.elapsed().as_secs_f64() * 1e3
     };
     let warm = median_ms(REPS, || {
-        Ok(cis::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?)
+        Ok(cis_server::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?)
     })?;
 
     println!(

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::time::parse_timestamp;
+use cis_core::time::parse_timestamp;
+use cis_core::AsOf;
+use cis_features::snapshot;
 use cis_storage::Store;
 use common::{peak_rss_mib, BenchResult};
 

@@ -19,21 +19,21 @@ use std::path::{Path, PathBuf};
 use cis_storage::{hex, ArtifactHash, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::event::Kind;
-use crate::export::{export_scores, ExportSummary, Format as ExportFormat};
-use crate::features::snapshot;
-use crate::history::AsOf;
-use crate::ingest::records::IngestRun;
-use crate::ingest::source::Format;
-use crate::ingest::{ingest_file, IngestOptions, RecordedAt};
-use crate::models::churn::ChurnParams;
-use crate::models::lifetime::ClvParams;
-use crate::models::segments::SegmentParams;
-use crate::models::{scores, train, Model, Trained};
-use crate::monitor::drift::{self, DriftReport, Verdict};
-use crate::monitor::quality::{self, QualityReport};
-use crate::synth::SynthConfig;
-use crate::time::{parse_timestamp, Micros};
+use cis_core::event::Kind;
+use cis_core::time::{parse_timestamp, Micros};
+use cis_core::AsOf;
+use cis_export::{export_scores, ExportSummary, Format as ExportFormat};
+use cis_features::snapshot;
+use cis_ingest::records::IngestRun;
+use cis_ingest::source::Format;
+use cis_ingest::{ingest_file, IngestOptions, RecordedAt};
+use cis_models::churn::ChurnParams;
+use cis_models::lifetime::ClvParams;
+use cis_models::segments::SegmentParams;
+use cis_models::{scores, train, Model, Trained};
+use cis_ops::monitor::drift::{self, DriftReport, Verdict};
+use cis_ops::monitor::quality::{self, QualityReport};
+use cis_synth::SynthConfig;
 
 /// The synthetic population's dates (it spans 2024-01-01 .. 2025-12-31).
 const CUTOFF_A: &str = "2024-12-01";

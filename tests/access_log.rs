@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;
-use cis::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
-use cis::api::{app_with, tokens, AppState, ExtraRoutes};
-use cis::export::{self, Format};
-use cis::models::scores;
+use cis_export::{self as export, Format};
+use cis_models::scores;
+use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
+use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
 use cis_storage::{hex, Store};
 
 use crate::util::{cdnow_models, cis, ingest_cdnow, t};
@@ -48,7 +48,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     assert!(access_log::list(&store, &Filter::default()).expect("list").is_empty());
 
     let state = AppState::new(store.clone());
-    let app = app_with(state.clone(), cis::dashboard::routes());
+    let app = app_with(state.clone(), cis_server::dashboard::routes());
     let profile = "/customer/profile?customer_id=0001&as_of=1997-09-30&known_at=1997-10-01";
     let artifact = format!("/artifacts/{}", hex(&snap));
     let export_csv = "/export/customer_risk_scores?as_of=1997-09-30&format=csv";
@@ -72,7 +72,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
         ),
         (&dashboard, None, StatusCode::OK),
     ];
-    let before = cis::time::now();
+    let before = cis_core::time::now();
     let mut export_body = Vec::new();
     for (uri, tok, want) in reads {
         let (status, body) = get(&app, uri, tok).await;
@@ -121,7 +121,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     assert_eq!(first.customer.as_deref(), Some("0001"));
     assert_eq!(first.as_of.as_deref(), Some("1997-09-30"));
     assert_eq!(first.known_at.as_deref(), Some("1997-10-01"));
-    assert!(first.at >= before && first.at <= cis::time::now(), "arrival time");
+    assert!(first.at >= before && first.at <= cis_core::time::now(), "arrival time");
     assert_eq!(records[1].customer.as_deref(), Some("nobody"));
     assert_eq!(records[4].path.as_deref(), Some(artifact.as_str()), "which artifact");
     assert_eq!(records[0].path, None);

@@ -9,14 +9,14 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use cis::api::openapi::ROUTES;
-use cis::api::tokens::{self, TokenError};
-use cis::api::{app, AppState};
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::models::churn::ChurnParams;
-use cis::models::scores::{self, ScoreSet};
-use cis::models::train;
+use cis_core::AsOf;
+use cis_features::snapshot;
+use cis_models::churn::ChurnParams;
+use cis_models::scores::{self, ScoreSet};
+use cis_models::train;
+use cis_server::api::openapi::ROUTES;
+use cis_server::api::tokens::{self, TokenError};
+use cis_server::api::{app, AppState};
 use cis_storage::{hex, ArtifactHash, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -457,7 +457,7 @@ async fn artifacts_by_prefix_with_lineage_and_summaries() {
     assert_eq!(v["parents"], serde_json::json!([]));
     let s = &v["summary"];
     assert_eq!(s["customers"], w.set.rows.len());
-    assert_eq!(s["features"], cis::features::defs::definitions().len());
+    assert_eq!(s["features"], cis_features::defs::definitions().len());
     assert_eq!(s["known_at"], "1997-09-30T00:00:00Z");
     assert_eq!(
         s["read_from_log"]["log_head"],
@@ -716,7 +716,7 @@ fn serves_on_a_socket_and_shuts_down_gracefully() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(cis::api::serve(listener, state, async {
+    let server = runtime.spawn(cis_server::api::serve(listener, state, async {
         let _ = stopped.await;
     }));
     let fetch = |path: &str, token: Option<&str>| -> String {
@@ -755,10 +755,10 @@ fn warm_parses_the_score_set_a_profile_now_would_use() {
     let w = world();
     let state = AppState::new(w.store.clone());
     assert_eq!(state.scores.loaded(), 0);
-    assert_eq!(cis::api::warm(&state).expect("warm"), Some(w.scores));
+    assert_eq!(cis_server::api::warm(&state).expect("warm"), Some(w.scores));
     assert_eq!(state.scores.loaded(), 1);
     let empty = AppState::new(Arc::new(Store::in_memory().expect("store")));
-    assert_eq!(cis::api::warm(&empty).expect("warm"), None);
+    assert_eq!(cis_server::api::warm(&empty).expect("warm"), None);
 }
 
 #[test]

@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-use cis::event::Kind;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
+use cis_core::event::Kind;
+use cis_ingest::source::Format;
+use cis_ingest::RecordedAt;
 use cis_storage::{hex, Store};
 
 use crate::util::{cis_bin, ingest};

@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cis::api::{app_with, serve_router, tokens, AppState};
-use cis::event::Kind;
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
-use cis::models::scores;
+use cis_core::event::Kind;
+use cis_core::AsOf;
+use cis_features::snapshot;
+use cis_ingest::source::Format;
+use cis_ingest::RecordedAt;
+use cis_models::scores;
+use cis_server::api::{app_with, serve_router, tokens, AppState};
 
 use crate::util::{cdnow_models, cdnow_store, ingest, t, write};
 
@@ -88,7 +88,7 @@ fn dashboard_renders_every_chart_in_headless_chromium() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(serve_router(
         listener,
-        app_with(state, cis::dashboard::routes()),
+        app_with(state, cis_server::dashboard::routes()),
         async {
             let _ = stopped.await;
         },
@@ -175,9 +175,9 @@ fn dashboard_has_a_data_quality_and_drift_section() {
     for as_of in ["1997-09-30", "1997-12-31"] {
         snapshot::create(&store, AsOf::new(Some(t(as_of)), None)).expect("snapshot");
     }
-    let data = cis::dashboard::gather(&store, t("1998-01-01")).expect("gather");
+    let data = cis_server::dashboard::gather(&store, t("1998-01-01")).expect("gather");
     let drift = data.drift.clone().expect("two snapshots make a pair");
-    let html = cis::dashboard::render(&data, "tok");
+    let html = cis_server::dashboard::render(&data, "tok");
     assert!(html.contains("<h2>Data quality and drift</h2>"));
 
     let rate = section(&html, "quarantine-rate", "</svg>");

@@ -14,13 +14,13 @@
 
 use std::time::Instant;
 
-use cis::features::snapshot::{self, SnapshotError};
-use cis::history::AsOf;
-use cis::models::churn::ChurnParams;
-use cis::models::{scores, train, ModelError, ModelKind};
-use cis::monitor::decay::{self, measure, store_known_at, DecayError, DecayReport};
-use cis::synth::{Shift, SynthConfig};
+use cis_core::AsOf;
+use cis_features::snapshot::{self, SnapshotError};
+use cis_models::churn::ChurnParams;
+use cis_models::{scores, train, ModelError, ModelKind};
+use cis_ops::monitor::decay::{self, measure, store_known_at, DecayError, DecayReport};
 use cis_storage::{hex, ArtifactHash, Store};
+use cis_synth::{Shift, SynthConfig};
 
 use crate::util::{cdnow_models, cdnow_store, synth_store, t};
 

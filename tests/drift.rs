@@ -1,12 +1,12 @@
 //! Feature drift: PSI and KS against a hand computation, a planted shift in the synthetic
 //! generator, snapshots from different definition sets, stored reports and the CLI's bad input.
 
-use cis::features::compute::Matrix;
-use cis::features::snapshot::{self, Snapshot};
-use cis::history::AsOf;
-use cis::monitor::drift::{self, DriftError, DriftReport, FeatureDrift, LeftOutReason, Verdict};
-use cis::synth::{Shift, SynthConfig};
+use cis_core::AsOf;
+use cis_features::compute::Matrix;
+use cis_features::snapshot::{self, Snapshot};
+use cis_ops::monitor::drift::{self, DriftError, DriftReport, FeatureDrift, LeftOutReason, Verdict};
 use cis_storage::{hex, Store};
+use cis_synth::{Shift, SynthConfig};
 
 use crate::util::{cdnow_models, cdnow_store, cis, ingest_cdnow, synth_store, t};
 

@@ -1,15 +1,16 @@
 //! Erasure: the log still verifies, snapshots equal a log that never had the customer, nothing
 //! of the customer's payloads is readable from the store's files, audits say "erasure".
 
-use cis::audit::{self, Verdict};
-use cis::erasure::{self, ErasureError, Outcome};
-use cis::event::Kind;
-use cis::features::snapshot::{self, Replay};
-use cis::history::{customer_events, AsOf};
-use cis::ingest::records;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
-use cis::time::MICROS_PER_DAY;
+use cis_core::event::Kind;
+use cis_core::time::MICROS_PER_DAY;
+use cis_core::AsOf;
+use cis_features::snapshot::{self, Replay};
+use cis_ingest::history::customer_events;
+use cis_ingest::records;
+use cis_ingest::source::Format;
+use cis_ingest::RecordedAt;
+use cis_ops::audit::{self, Verdict};
+use cis_ops::erasure::{self, ErasureError, Outcome};
 use cis_storage::{envelope, Entry, NewEvent, Store, Visibility};
 use proptest::prelude::*;
 
@@ -177,9 +178,9 @@ fn an_erased_customers_marker_and_key_are_in_no_store_file() {
 fn audits_after_erasure_say_erasure_and_still_catch_tampering() {
     let store = cdnow_store();
     let (snap, clv, seg) = cdnow_models(&store);
-    let (scores, ..) = cis::models::scores::score(&store, &snap, &[clv, seg]).expect("score");
+    let (scores, ..) = cis_models::scores::score(&store, &snap, &[clv, seg]).expect("score");
     let (early, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-06-30")), None)).expect("snapshot");
-    let (drift, ..) = cis::monitor::drift::create(&store, &early, &snap).expect("drift");
+    let (drift, ..) = cis_ops::monitor::drift::create(&store, &early, &snap).expect("drift");
     assert!(audit::audit(&store, &drift).expect("audit").all_identical());
     let Outcome::Erased(r) = erasure::erase(&store, "0001", "request", "dpo", 0).expect("erase") else {
         panic!("0001 bought CDs");
@@ -201,7 +202,7 @@ fn audits_after_erasure_say_erasure_and_still_catch_tampering() {
         erased(&tree.verdict),
         "a drift report over redacted snapshots: {tree:#?}"
     );
-    let (_, set) = cis::models::scores::load_scores(&store, &scores).expect("scores");
+    let (_, set) = cis_models::scores::load_scores(&store, &scores).expect("scores");
     assert!(set.rows.iter().all(|row| row.customer_id != "0001"));
 
     // Tamper with the redacted snapshot: that is still tampering.

@@ -10,12 +10,12 @@ use std::sync::{Arc, OnceLock};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
-use cis::export::{export_scores, ExportError, Format, COLUMNS, SCHEMA_VERSION, TABLE};
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::models::lifetime::ClvParams;
-use cis::models::scores::{self, ScoreRow, ScoreSet};
-use cis::models::train;
+use cis_core::AsOf;
+use cis_export::{export_scores, ExportError, Format, COLUMNS, SCHEMA_VERSION, TABLE};
+use cis_features::snapshot;
+use cis_models::lifetime::ClvParams;
+use cis_models::scores::{self, ScoreRow, ScoreSet};
+use cis_models::train;
 use cis_storage::{hex, ArtifactHash, Store};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, LogicalType, TimeUnit as ParquetTimeUnit};
@@ -61,7 +61,7 @@ fn row<'a>(set: &'a ScoreSet, id: &str) -> &'a ScoreRow {
         .expect("customer in the scores")
 }
 
-fn model(set: &ScoreSet, kind: cis::models::ModelKind) -> String {
+fn model(set: &ScoreSet, kind: cis_models::ModelKind) -> String {
     set.models
         .iter()
         .find(|(k, _)| *k == kind)
@@ -162,7 +162,7 @@ fn parquet_round_trips_through_the_parquet_crate() {
         .iter()
         .map(|k| (k.key.as_str(), k.value.as_deref()))
         .collect();
-    let gen_text = cis::time::format(s.generated_at);
+    let gen_text = cis_core::time::format(s.generated_at);
     let schema_version = SCHEMA_VERSION.to_string();
     for (key, value) in [
         ("cis.table", TABLE),
@@ -197,8 +197,8 @@ fn parquet_round_trips_through_the_parquet_crate() {
     assert_eq!(batch.column(2).null_count(), CUSTOMERS);
     assert_eq!(batch.column(3).null_count(), CUSTOMERS);
     assert_eq!(batch.column(9).null_count(), CUSTOMERS);
-    assert_eq!(text(10).value(0), model(&s.set, cis::models::ModelKind::Clv));
-    assert_eq!(text(11).value(0), model(&s.set, cis::models::ModelKind::Segments));
+    assert_eq!(text(10).value(0), model(&s.set, cis_models::ModelKind::Clv));
+    assert_eq!(text(11).value(0), model(&s.set, cis_models::ModelKind::Segments));
     assert_eq!(batch.column(6).null_count(), 0, "every CDNOW customer has a CLV");
 
     // Customer 0001, by hand: the values the score set holds, and sane ones.
@@ -262,13 +262,13 @@ fn csv_round_trips_through_the_csv_crate() {
 
     let f = |v: &str| (!v.is_empty()).then(|| v.parse::<f64>().expect("a float"));
     let s_ = |v: &str| (!v.is_empty()).then(|| v.to_string());
-    let clv_model = model(&s.set, cis::models::ModelKind::Clv);
-    let seg_model = model(&s.set, cis::models::ModelKind::Segments);
+    let clv_model = model(&s.set, cis_models::ModelKind::Clv);
+    let seg_model = model(&s.set, cis_models::ModelKind::Segments);
     for (rec, want) in records.iter().zip(&s.set.rows) {
         assert_eq!(rec.len(), COLUMNS.len());
         assert_eq!(&rec[0], want.customer_id);
         assert_eq!(&rec[1], "1997-09-30T00:00:00Z");
-        assert_eq!(cis::time::parse_timestamp(&rec[1]), Ok(t("1997-09-30")));
+        assert_eq!(cis_core::time::parse_timestamp(&rec[1]), Ok(t("1997-09-30")));
         assert_eq!(f(&rec[2]), want.churn_probability);
         assert_eq!(s_(&rec[3]), want.churn_band);
         assert_eq!(f(&rec[4]), want.expected_purchases_90d, "exact float text");
@@ -279,7 +279,7 @@ fn csv_round_trips_through_the_csv_crate() {
         assert_eq!(&rec[9], "", "no churn model");
         assert_eq!(&rec[10], clv_model);
         assert_eq!(&rec[11], seg_model);
-        assert_eq!(cis::time::parse_timestamp(&rec[12]), Ok(s.generated_at));
+        assert_eq!(cis_core::time::parse_timestamp(&rec[12]), Ok(s.generated_at));
     }
     let c1 = records.iter().find(|r| &r[0] == "0001").expect("customer 0001");
     assert_eq!(f(&c1[5]), row(&s.set, "0001").p_alive);
@@ -396,7 +396,10 @@ fn duckdb_and_pandas_read_the_parquet_file() {
     assert_eq!(duck["metadata"]["cis.schema_version"], "1");
     assert_eq!(duck["metadata"]["cis.score_hash"], summary.score_hash);
     assert_eq!(duck["metadata"]["cis.snapshot_hash"], s.set.snapshot);
-    assert_eq!(duck["metadata"]["cis.generated_at"], cis::time::format(s.generated_at));
+    assert_eq!(
+        duck["metadata"]["cis.generated_at"],
+        cis_core::time::format(s.generated_at)
+    );
 
     let pd = &v["pandas"];
     assert_eq!(pd["rows"], CUSTOMERS);

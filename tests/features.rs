@@ -1,13 +1,13 @@
 //! Point-in-time features: hand-checked values on CDNOW, a naive reference implementation on
 //! random logs, the leakage property, late data, labels, and replay.
 
-use cis::event::{measures, Customer, Event, Kind, Money, Order, Payload, Return, Session};
-use cis::features::compute::customer_row;
-use cis::features::defs::{definitions, Calc, WINDOWS};
-use cis::features::labels::{churn_labels, training_set, LabelError};
-use cis::features::snapshot::{self, Replay};
-use cis::history::AsOf;
-use cis::time::MICROS_PER_DAY;
+use cis_core::event::{measures, Customer, Event, Kind, Money, Order, Payload, Return, Session};
+use cis_core::time::MICROS_PER_DAY;
+use cis_core::AsOf;
+use cis_features::compute::customer_row;
+use cis_features::defs::{definitions, Calc, WINDOWS};
+use cis_features::labels::{churn_labels, training_set, LabelError};
+use cis_features::snapshot::{self, Replay};
 use cis_storage::{envelope, NewEvent, Store};
 use proptest::prelude::*;
 

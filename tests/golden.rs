@@ -1,8 +1,8 @@
 //! Pins the canonical encoding: if this hash changes, stored event ids change.
 //! That needs a new envelope or body schema version and a migration note, never a silent edit.
 
-use cis::event::{Event, Money, Order, Payload};
-use cis::time::parse_timestamp;
+use cis_core::event::{Event, Money, Order, Payload};
+use cis_core::time::parse_timestamp;
 use cis_storage::{envelope, hex};
 
 #[test]
@@ -45,7 +45,7 @@ fn golden_event_id() {
     let later = Event {
         customer_id: "c000001".into(),
         event_time: new.event_time,
-        payload: cis::event::decode_body(cis::event::Kind::Order, &new.body).expect("decodes"),
+        payload: cis_core::event::decode_body(cis_core::event::Kind::Order, &new.body).expect("decodes"),
     }
     .into_new_event(99);
     assert_eq!(later.envelope().expect("envelope"), env);

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 
-use cis::event::{Kind, Payload};
-use cis::history::{attributes, customer_events, AsOf};
-use cis::ingest::records::runs;
-use cis::ingest::source::Format;
-use cis::ingest::{ingest_file, IngestError, IngestOptions, RecordedAt};
-use cis::time::parse_timestamp;
+use cis_core::event::{Kind, Payload};
+use cis_core::time::parse_timestamp;
+use cis_core::AsOf;
+use cis_ingest::history::{attributes, customer_events};
+use cis_ingest::records::runs;
+use cis_ingest::source::Format;
+use cis_ingest::{ingest_file, IngestError, IngestOptions, RecordedAt};
 use cis_storage::{Store, GENESIS};
 
 use crate::util::{fixture, ingest, write};

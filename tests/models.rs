@@ -3,15 +3,15 @@
 
 use std::sync::OnceLock;
 
-use cis::audit::{audit, Verdict};
-use cis::features::snapshot;
-use cis::history::AsOf;
-use cis::models::churn::ChurnParams;
-use cis::models::lifetime::{rfm_columns, rfm_row, ClvParams};
-use cis::models::segments::SegmentParams;
-use cis::models::{load, scores, train, Model, ModelError, ModelKind};
-use cis::synth::SynthConfig;
+use cis_core::AsOf;
+use cis_features::snapshot;
+use cis_models::churn::ChurnParams;
+use cis_models::lifetime::{rfm_columns, rfm_row, ClvParams};
+use cis_models::segments::SegmentParams;
+use cis_models::{load, scores, train, Model, ModelError, ModelKind};
+use cis_ops::audit::{audit, Verdict};
 use cis_storage::{ArtifactHash, Store};
+use cis_synth::SynthConfig;
 
 use crate::util::{cdnow_models, cdnow_store, fixture, synth_store, t};
 

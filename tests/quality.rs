@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cis::event::Kind;
-use cis::ingest::records::{self, IngestRun, Lag};
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
-use cis::monitor::quality::{self, Filter, Flag, Rules};
+use cis_core::event::Kind;
+use cis_ingest::records::{self, IngestRun, Lag};
+use cis_ingest::source::Format;
+use cis_ingest::RecordedAt;
+use cis_ops::monitor::quality::{self, Filter, Flag, Rules};
 use cis_storage::Store;
 
 use crate::util::{cis_bin, ingest, write};
@@ -120,7 +120,7 @@ fn run_records_written_before_the_quality_fields_still_load() {
 fn daily_orders(dir: &Path, name: &str, volume: impl Fn(u32) -> u32) -> PathBuf {
     let mut csv = HEADER.to_string();
     for day in 0..40u32 {
-        let date = cis::ingest::records::day_label(19_723 + i64::from(day)); // 19723 = 2024-01-01
+        let date = cis_ingest::records::day_label(19_723 + i64::from(day)); // 19723 = 2024-01-01
         for i in 0..volume(day) {
             let _ = writeln!(
                 csv,
@@ -289,8 +289,8 @@ fn metrics_expose_quality_gauges() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::in_memory().expect("store");
     by_column(&store, &fixture(dir.path()));
-    let token = cis::api::tokens::create(&store, "metrics").expect("token");
-    let app = cis::api::app(cis::api::AppState::new(std::sync::Arc::new(store)));
+    let token = cis_server::api::tokens::create(&store, "metrics").expect("token");
+    let app = cis_server::api::app(cis_server::api::AppState::new(std::sync::Arc::new(store)));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let body = runtime.block_on(async {
         let req = axum::http::Request::get("/metrics")

@@ -1,7 +1,7 @@
 //! Bitemporal reads against a naive model of the log, on random logs.
 
-use cis::event::{Event, Money, Order, Payload, Session};
-use cis::time::MICROS_PER_DAY;
+use cis_core::event::{Event, Money, Order, Payload, Session};
+use cis_core::time::MICROS_PER_DAY;
 use cis_storage::{envelope, Entry, NewEvent, Store, Visibility};
 use proptest::prelude::*;
 

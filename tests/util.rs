@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cis::event::Kind;
-use cis::ingest::records::IngestRun;
-use cis::ingest::source::Format;
-use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
+use cis_core::event::Kind;
+use cis_ingest::records::IngestRun;
+use cis_ingest::source::Format;
+use cis_ingest::{ingest_file, IngestOptions, RecordedAt};
 use cis_storage::Store;
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -59,7 +59,7 @@ pub fn cdnow_store() -> Store {
 }
 
 pub fn t(s: &str) -> i64 {
-    cis::time::parse_timestamp(s).expect("time")
+    cis_core::time::parse_timestamp(s).expect("time")
 }
 
 /// The naive model of the log: the first recording of each event id wins, then the
@@ -82,9 +82,9 @@ pub fn cdnow_models(
     cis_storage::ArtifactHash,
     cis_storage::ArtifactHash,
 ) {
-    use cis::models::{lifetime::ClvParams, segments::SegmentParams, train};
-    let at = cis::history::AsOf::new(Some(t("1997-09-30")), None);
-    let (snap, ..) = cis::features::snapshot::create(store, at).expect("snapshot");
+    use cis_models::{lifetime::ClvParams, segments::SegmentParams, train};
+    let at = cis_core::AsOf::new(Some(t("1997-09-30")), None);
+    let (snap, ..) = cis_features::snapshot::create(store, at).expect("snapshot");
     let (clv, _) = train::clv(store, &snap, ClvParams::default())
         .expect("clv")
         .store(store)
@@ -98,7 +98,7 @@ pub fn cdnow_models(
 
 /// An in-memory store holding the synthetic population `cfg` generates (customers, orders,
 /// sessions, returns; recorded_at from the files).
-pub fn synth_store(cfg: cis::synth::SynthConfig) -> Store {
+pub fn synth_store(cfg: cis_synth::SynthConfig) -> Store {
     let dir = tempfile::tempdir().expect("tempdir");
     cfg.validate().expect("config").write_csv(dir.path()).expect("generate");
     let store = Store::in_memory().expect("store");

@@ -1,10 +1,10 @@
 //! Every validation rule, as the quarantine record it produces. Each file mixes bad rows
 //! with good ones: the good rows must be stored, the bad ones quarantined with their line.
 
-use cis::event::Kind;
-use cis::ingest::records::quarantined;
-use cis::ingest::source::Format;
-use cis::ingest::RecordedAt;
+use cis_core::event::Kind;
+use cis_ingest::records::quarantined;
+use cis_ingest::source::Format;
+use cis_ingest::RecordedAt;
 use cis_storage::Store;
 
 use crate::util::{ingest, write};

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use cis::event::Kind;
-use cis::ingest::source::Format;
-use cis::ingest::{ingest_file, IngestOptions, RecordedAt};
-use cis::synth::SynthConfig;
+use cis_core::event::Kind;
+use cis_ingest::source::Format;
+use cis_ingest::{ingest_file, IngestOptions, RecordedAt};
 use cis_storage::Store;
+use cis_synth::SynthConfig;
 
 pub type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use cis_storage::Store;
 use clap::Args;
 
-use crate::features::snapshot::resolve;
-use crate::models::metrics::Metrics;
-use crate::monitor::decay::{measure, store_known_at, Outcome};
-use crate::time::{self, Micros};
+use cis_core::time::{self, Micros};
+use cis_features::snapshot::resolve;
+use cis_models::metrics::Metrics;
+use cis_ops::monitor::decay::{measure, store_known_at, Outcome};
 
 #[derive(Args, Debug)]
 pub struct DecayArgs {

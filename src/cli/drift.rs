@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use cis_storage::{hex, Store};
 use clap::Args;
 
-use crate::features::snapshot;
-use crate::monitor::drift::{self, DriftReport, Verdict};
-use crate::time;
+use cis_core::time;
+use cis_features::snapshot;
+use cis_ops::monitor::drift::{self, DriftReport, Verdict};
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("reference").required(true).args(["from", "model"])))]

@@ -9,8 +9,8 @@ use anyhow::Context;
 use cis_storage::Store;
 use clap::Args;
 
-use crate::erasure::{self, ErasureRequest, Outcome};
-use crate::time;
+use cis_core::time;
+use cis_ops::erasure::{self, ErasureRequest, Outcome};
 
 #[derive(Args, Debug)]
 pub struct EraseArgs {

@@ -8,8 +8,8 @@ use anyhow::bail;
 use cis_storage::Store;
 use clap::Subcommand;
 
-use crate::export::{self, Format};
-use crate::time::{self, Micros};
+use cis_core::time::{self, Micros};
+use cis_export::{self as export, Format};
 
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {

@@ -20,13 +20,14 @@ use anyhow::bail;
 use cis_storage::{hex, StorageError, Store};
 use clap::{Args, Parser, Subcommand};
 
-use crate::event::Kind;
-use crate::history::{self, AsOf};
-use crate::ingest::records;
-use crate::ingest::source::Format;
-use crate::ingest::{self, IngestOptions, RecordedAt};
-use crate::synth::SynthConfig;
-use crate::time::{self, Micros};
+use cis_core::event::Kind;
+use cis_core::time::{self, Micros};
+use cis_core::AsOf;
+use cis_ingest::history;
+use cis_ingest::records;
+use cis_ingest::source::Format;
+use cis_ingest::{self as ingest, IngestOptions, RecordedAt};
+use cis_synth::SynthConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -393,7 +394,7 @@ fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<
             )?;
         }
     }
-    for r in crate::erasure::requests(store)?
+    for r in cis_ops::erasure::requests(store)?
         .into_iter()
         .filter(|r| requests.contains(&r.request))
     {
@@ -408,14 +409,14 @@ fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<
             out,
             "attributes as of {}: {}",
             time::format(at.as_of),
-            describe(&crate::event::Payload::Customer(c))
+            describe(&cis_core::event::Payload::Customer(c))
         )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(p: &crate::event::Payload) -> String {
-    use crate::event::Payload;
+fn describe(p: &cis_core::event::Payload) -> String {
+    use cis_core::event::Payload;
     match p {
         Payload::Order(o) => format!(
             "order {} {}{}{}",

@@ -7,16 +7,16 @@ use anyhow::bail;
 use cis_storage::{hex, ArtifactHash, Store};
 use clap::{Args, Subcommand};
 
-use crate::audit;
-use crate::features::labels::DEFAULT_HORIZON_DAYS;
-use crate::features::snapshot::{self, resolve};
-use crate::models::churn::ChurnParams;
-use crate::models::lifetime::ClvParams;
-use crate::models::promotion::{Change, Promotions, Record, Stage};
-use crate::models::scores::Rule;
-use crate::models::segments::SegmentParams;
-use crate::models::{scores, train, Model, ModelKind, Trained};
-use crate::time::{self, Micros};
+use cis_core::time::{self, Micros};
+use cis_features::labels::DEFAULT_HORIZON_DAYS;
+use cis_features::snapshot::{self, resolve};
+use cis_models::churn::ChurnParams;
+use cis_models::lifetime::ClvParams;
+use cis_models::promotion::{Change, Promotions, Record, Stage};
+use cis_models::scores::Rule;
+use cis_models::segments::SegmentParams;
+use cis_models::{scores, train, Model, ModelKind, Trained};
+use cis_ops::audit;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {

@@ -8,9 +8,9 @@ use cis_storage::{hex, Store};
 use clap::Args;
 use serde::Serialize;
 
-use crate::event::Kind;
-use crate::monitor::quality::{self, DayVolume, Filter, Flag, QualityReport, Rules, RunQuality};
-use crate::time::Micros;
+use cis_core::event::Kind;
+use cis_core::time::Micros;
+use cis_ops::monitor::quality::{self, DayVolume, Filter, Flag, QualityReport, Rules, RunQuality};
 
 #[derive(Args, Debug)]
 pub struct QualityArgs {
@@ -96,8 +96,7 @@ fn print_tables(r: &QualityReport, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 fn print_run(run: &RunQuality, out: &mut impl Write) -> anyhow::Result<()> {
-    let lag =
-        |f: fn(&crate::ingest::records::Lag) -> i64| run.arrival_lag.as_ref().map_or("-".into(), |l| duration(f(l)));
+    let lag = |f: fn(&cis_ingest::records::Lag) -> i64| run.arrival_lag.as_ref().map_or("-".into(), |l| duration(f(l)));
     let missing: Vec<String> = run
         .missing_share
         .iter()

@@ -10,8 +10,8 @@ use anyhow::Context;
 use cis_storage::Store;
 use clap::{Args, Subcommand};
 
-use crate::access_log::AccessLogConfig;
-use crate::api::{self, tokens, AppState};
+use cis_server::access_log::AccessLogConfig;
+use cis_server::api::{self, tokens, AppState};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -96,7 +96,7 @@ fn run(
             Ok(None) => tracing::info!("no score set to load yet"),
             Err(e) => tracing::warn!(error = ?e, "could not load the latest score set"),
         });
-        let router = api::app_with(state, crate::dashboard::routes());
+        let router = api::app_with(state, cis_server::dashboard::routes());
         writeln!(
             out,
             "cis API listening on http://{local} (Ctrl-C to stop; -v logs every request)"

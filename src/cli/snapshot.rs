@@ -9,9 +9,9 @@ use cis_storage::{hex, Store};
 use clap::Subcommand;
 use indicatif::ProgressBar;
 
-use crate::features::snapshot::{self, Provenance, Replay};
-use crate::history::AsOf;
-use crate::time::{self, Micros};
+use cis_core::time::{self, Micros};
+use cis_core::AsOf;
+use cis_features::snapshot::{self, Provenance, Replay};
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
@@ -162,7 +162,7 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
                 Replay::Erased { requests, customers } => writeln!(
                     out,
                     "{}; every other row recomputes identically from the log",
-                    crate::erasure::explain(&requests, &customers)
+                    cis_ops::erasure::explain(&requests, &customers)
                 )?,
             }
         }

@@ -1,0 +1,453 @@
+//! Feature snapshots as immutable artifacts named by their hash.
+//!
+//! Body (schema 1, big-endian): `i64 T ‖ i64 K ‖ 32 definition-set hash ‖ u64 visible events
+//! ‖ 16 visible digest ‖ u32 features ‖ (u32 len ‖ name)… ‖ u32 customers ‖ (u32 len ‖ id)…
+//! ‖ f64 bits × customers × features` (row-major, `-0.0` written as `0.0`). The artifact hash
+//! covers kind, schema, as-of T and the body, so it is a pure function of the visible log
+//! content, T, K and the definition set. Provenance (not hashed): the log prefix read.
+
+use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store, StoredArtifact};
+use serde::{Deserialize, Serialize};
+
+use crate::compute::{materialise, ComputeError, Matrix};
+use crate::defs::{definitions, set_hash};
+use cis_core::time::{self, Micros};
+use cis_core::AsOf;
+
+pub const KIND: &str = "snapshot";
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no artifact {0}")]
+    NotFound(String),
+    #[error("'{0}' names more than one artifact; give more hex digits")]
+    Ambiguous(String),
+    #[error("'{0}' is not a hash (hex, at least 8 digits)")]
+    BadHash(String),
+    #[error("artifact {hash} is a {kind}, not a {expected}")]
+    WrongKind {
+        hash: String,
+        kind: String,
+        expected: &'static str,
+    },
+    #[error("snapshot {0} is malformed: {1}")]
+    Malformed(String, String),
+    #[error("customer '{0}' is not in the snapshot")]
+    UnknownCustomer(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub as_of: Micros,
+    pub known_at: Micros,
+    pub definition_set: [u8; 32],
+    pub features: Vec<String>,
+    pub matrix: Matrix,
+}
+
+/// Where a snapshot was read from: provenance, not identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub log_batch: u64,
+    pub log_head: String,
+}
+
+impl Snapshot {
+    pub fn value(&self, customer: &str, feature: &str) -> Option<f64> {
+        let i = self
+            .matrix
+            .customers
+            .binary_search_by(|c| c.as_str().cmp(customer))
+            .ok()?;
+        let j = self.features.iter().position(|f| f == feature)?;
+        Some(self.matrix.values[i * self.features.len() + j])
+    }
+
+    pub fn row(&self, customer: &str) -> Option<&[f64]> {
+        let i = self
+            .matrix
+            .customers
+            .binary_search_by(|c| c.as_str().cmp(customer))
+            .ok()?;
+        let w = self.features.len();
+        Some(&self.matrix.values[i * w..(i + 1) * w])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let m = &self.matrix;
+        let mut out = Vec::with_capacity(96 + m.values.len() * 8 + m.customers.len() * 12);
+        out.extend_from_slice(&self.as_of.to_be_bytes());
+        out.extend_from_slice(&self.known_at.to_be_bytes());
+        out.extend_from_slice(&self.definition_set);
+        out.extend_from_slice(&m.visible_events.to_be_bytes());
+        out.extend_from_slice(&m.visible_digest.to_be_bytes());
+        for list in [&self.features, &m.customers] {
+            out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+            for s in list.iter() {
+                out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+        for v in &m.values {
+            let v = if *v == 0.0 { 0.0f64 } else { *v };
+            out.extend_from_slice(&v.to_bits().to_be_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let s = bytes.get(pos..pos + n).ok_or("ends early")?;
+            pos += n;
+            Ok(s)
+        };
+        let i64_of = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or_default());
+        let as_of = i64_of(take(8)?);
+        let known_at = i64_of(take(8)?);
+        let definition_set: [u8; 32] = take(32)?.try_into().map_err(|_| "definition hash")?;
+        let visible_events = u64::from_be_bytes(take(8)?.try_into().map_err(|_| "count")?);
+        let visible_digest = u128::from_be_bytes(take(16)?.try_into().map_err(|_| "digest")?);
+        let mut lists = Vec::new();
+        for _ in 0..2 {
+            let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "length")?) as usize;
+            let mut list = Vec::with_capacity(n.min(1 << 20));
+            for _ in 0..n {
+                let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "length")?) as usize;
+                list.push(String::from_utf8(take(len)?.to_vec()).map_err(|_| "not UTF-8")?);
+            }
+            lists.push(list);
+        }
+        let customers = lists.pop().unwrap_or_default();
+        let features = lists.pop().unwrap_or_default();
+        let cells = customers.len() * features.len();
+        let raw = take(cells * 8)?;
+        let values = raw
+            .chunks_exact(8)
+            .map(|c| f64::from_bits(u64::from_be_bytes(c.try_into().unwrap_or_default())))
+            .collect();
+        if pos != bytes.len() {
+            return Err("trailing bytes".into());
+        }
+        Ok(Snapshot {
+            as_of,
+            known_at,
+            definition_set,
+            features,
+            matrix: Matrix {
+                customers,
+                values,
+                visible_events,
+                visible_digest,
+            },
+        })
+    }
+}
+
+/// Computes the snapshot at (T, K) from the log, without storing it.
+pub fn compute(store: &Store, at: AsOf) -> Result<Snapshot, SnapshotError> {
+    let matrix = materialise(store, at)?;
+    Ok(Snapshot {
+        as_of: at.as_of,
+        known_at: at.known_at,
+        definition_set: set_hash(),
+        features: definitions().iter().map(|d| d.name.clone()).collect(),
+        matrix,
+    })
+}
+
+fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> NewArtifact {
+    NewArtifact {
+        kind: KIND.into(),
+        schema: SCHEMA,
+        as_of: snapshot.as_of,
+        parents: Vec::new(),
+        body: snapshot.encode(),
+        created_at: time::now(),
+        provenance: serde_json::to_vec(provenance).unwrap_or_default(),
+    }
+}
+
+/// Materialises and stores the snapshot at (T, K); returns its hash and whether it was new.
+pub fn create(store: &Store, at: AsOf) -> Result<(ArtifactHash, bool, Snapshot), SnapshotError> {
+    let batches = store.log().batches()?;
+    let provenance = Provenance {
+        log_batch: batches.last().map_or(0, |b| b.seq),
+        log_head: hex(&store.log().head()?),
+    };
+    let snapshot = compute(store, at)?;
+    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance))?;
+    Ok((hash, new, snapshot))
+}
+
+/// Turns a full or abbreviated (≥ 8 hex digits) hash into a stored artifact's hash.
+pub fn resolve(store: &Store, text: &str) -> Result<ArtifactHash, SnapshotError> {
+    let bad = || SnapshotError::BadHash(text.to_string());
+    if text.len() < 8 || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let even = &text[..text.len() / 2 * 2];
+    let prefix: Vec<u8> = (0..even.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&even[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let matches: Vec<ArtifactHash> = store
+        .artifacts()
+        .find_prefix(&prefix, 64)?
+        .into_iter()
+        .filter(|h| hex(h).starts_with(&text.to_ascii_lowercase()))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(SnapshotError::NotFound(text.to_string())),
+        _ => Err(SnapshotError::Ambiguous(text.to_string())),
+    }
+}
+
+/// The stored artifact `hash`, which must be of `kind`.
+pub fn fetch(store: &Store, hash: &ArtifactHash, kind: &'static str) -> Result<StoredArtifact, SnapshotError> {
+    let a = store
+        .artifacts()
+        .get(hash)?
+        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
+    if a.kind != kind {
+        return Err(SnapshotError::WrongKind {
+            hash: hex(hash),
+            kind: a.kind,
+            expected: kind,
+        });
+    }
+    Ok(a)
+}
+
+pub fn load(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, Snapshot), SnapshotError> {
+    let a = fetch(store, hash, KIND)?;
+    let s = Snapshot::decode(&a.body).map_err(|e| SnapshotError::Malformed(hex(hash), e))?;
+    Ok((a, s))
+}
+
+/// The outcome of recomputing a stored snapshot from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    Identical,
+    /// The first difference, in customer order then feature order.
+    Differs {
+        customer: String,
+        feature: String,
+        stored: Option<f64>,
+        recomputed: Option<f64>,
+    },
+    /// Same values but different hash (the stored bytes or the definitions changed).
+    HashMismatch {
+        stored: String,
+        recomputed: String,
+    },
+    /// The stored snapshot differs from its name only because erasure requests removed these
+    /// customers from it; everything else re-derives identically.
+    Erased {
+        requests: Vec<u64>,
+        customers: Vec<String>,
+    },
+}
+
+pub fn replay(store: &Store, hash: &ArtifactHash) -> Result<Replay, SnapshotError> {
+    let (stored_artifact, stored) = load(store, hash)?;
+    let again = compute(
+        store,
+        AsOf {
+            as_of: stored.as_of,
+            known_at: stored.known_at,
+        },
+    )?;
+    if let Some(d) = first_difference(&stored, &again) {
+        return Ok(d);
+    }
+    let recomputed = artifact(
+        &again,
+        &Provenance {
+            log_batch: 0,
+            log_head: String::new(),
+        },
+    )
+    .hash();
+    if recomputed == stored_artifact.hash && stored_artifact.recomputed_hash() == stored_artifact.hash {
+        return Ok(Replay::Identical);
+    }
+    if recomputed == stored_artifact.recomputed_hash() {
+        if let Some(Erasures { requests, customers }) = erased_by(store, &stored_artifact)? {
+            return Ok(Replay::Erased { requests, customers });
+        }
+    }
+    Ok(Replay::HashMismatch {
+        stored: hex(&stored_artifact.hash),
+        recomputed: hex(&recomputed),
+    })
+}
+
+/// The erasure requests (and the customers they removed) that explain why artifact `a`'s
+/// content no longer hashes to its name: `None` unless its current content is exactly what
+/// its last recorded redaction left (anything else is tampering).
+pub fn erased_by(store: &Store, a: &StoredArtifact) -> Result<Option<Erasures>, SnapshotError> {
+    let redactions = store.artifacts().redactions(&a.hash)?;
+    if redactions.last().map(|r| r.content_hash) != Some(a.recomputed_hash()) {
+        return Ok(None);
+    }
+    let requests = redactions.iter().map(|r| r.request).collect();
+    let mut customers: Vec<String> = redactions.into_iter().flat_map(|r| r.subjects).collect();
+    customers.sort();
+    customers.dedup();
+    Ok(Some(Erasures { requests, customers }))
+}
+
+/// Erasure requests and the customers they removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erasures {
+    pub requests: Vec<u64>,
+    pub customers: Vec<String>,
+}
+
+/// Row indices of the customers of `a` and `b` merged in id order (`None`: absent there).
+fn merged_rows<'s>(a: &'s Snapshot, b: &'s Snapshot) -> Vec<(&'s str, Option<usize>, Option<usize>)> {
+    let (ca, cb) = (&a.matrix.customers, &b.matrix.customers);
+    let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(ca.len().max(cb.len())));
+    while i < ca.len() || j < cb.len() {
+        match (ca.get(i), cb.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                out.push((x.as_str(), Some(i), Some(j)));
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push((x.as_str(), Some(i), None));
+                i += 1;
+            }
+            (Some(x), None) => {
+                out.push((x.as_str(), Some(i), None));
+                i += 1;
+            }
+            (_, Some(y)) => {
+                out.push((y.as_str(), None, Some(j)));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// Column pairs (name, index in a, index in b) of the features both snapshots have.
+fn shared_columns<'s>(a: &'s Snapshot, b: &'s Snapshot) -> Vec<(&'s str, usize, usize)> {
+    a.features
+        .iter()
+        .enumerate()
+        .filter_map(|(ja, f)| b.features.iter().position(|g| g == f).map(|jb| (f.as_str(), ja, jb)))
+        .collect()
+}
+
+fn cell(s: &Snapshot, row: Option<usize>, col: usize) -> Option<f64> {
+    row.map(|r| s.matrix.values[r * s.features.len() + col])
+}
+
+fn first_difference(a: &Snapshot, b: &Snapshot) -> Option<Replay> {
+    if a.features != b.features {
+        let feature = a
+            .features
+            .iter()
+            .zip(&b.features)
+            .find(|(x, y)| x != y)
+            .map_or_else(|| "(feature list)".to_string(), |(x, _)| x.clone());
+        return Some(Replay::Differs {
+            customer: String::new(),
+            feature,
+            stored: None,
+            recomputed: None,
+        });
+    }
+    for (customer, ia, ib) in merged_rows(a, b) {
+        for (j, f) in a.features.iter().enumerate() {
+            let (x, y) = (cell(a, ia, j), cell(b, ib, j));
+            if x.map(f64::to_bits) != y.map(f64::to_bits) {
+                return Some(Replay::Differs {
+                    customer: customer.to_string(),
+                    feature: f.clone(),
+                    stored: x,
+                    recomputed: y,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Per-feature summary of how B differs from A, over the customers in both.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureDiff {
+    pub feature: String,
+    pub changed: usize,
+    pub mean_a: f64,
+    pub mean_b: f64,
+    pub max_abs_change: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diff {
+    pub only_in_a: usize,
+    pub only_in_b: usize,
+    pub in_both: usize,
+    pub features: Vec<FeatureDiff>,
+    pub features_only_in_a: Vec<String>,
+    pub features_only_in_b: Vec<String>,
+}
+
+pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
+    let rows = merged_rows(a, b);
+    let both: Vec<(usize, usize)> = rows.iter().filter_map(|&(_, x, y)| x.zip(y)).collect();
+    let n = both.len().max(1) as f64;
+    let features = shared_columns(a, b)
+        .into_iter()
+        .map(|(f, ja, jb)| {
+            let (mut changed, mut sum_a, mut sum_b, mut max) = (0usize, 0.0, 0.0, 0.0f64);
+            for &(ia, ib) in &both {
+                let x = a.matrix.values[ia * a.features.len() + ja];
+                let y = b.matrix.values[ib * b.features.len() + jb];
+                sum_a += x;
+                sum_b += y;
+                if x.to_bits() != y.to_bits() {
+                    changed += 1;
+                    max = max.max((y - x).abs());
+                }
+            }
+            FeatureDiff {
+                feature: f.to_string(),
+                changed,
+                mean_a: sum_a / n,
+                mean_b: sum_b / n,
+                max_abs_change: max,
+            }
+        })
+        .collect();
+    Diff {
+        only_in_a: a.matrix.customers.len() - both.len(),
+        only_in_b: b.matrix.customers.len() - both.len(),
+        in_both: both.len(),
+        features,
+        features_only_in_a: a.features.iter().filter(|f| !b.features.contains(f)).cloned().collect(),
+        features_only_in_b: b.features.iter().filter(|f| !a.features.contains(f)).cloned().collect(),
+    }
+}
+
+/// Snapshot artifacts whose as-of is not after `t`, oldest first.
+pub fn list(store: &Store, before: Micros) -> Result<Vec<(ArtifactHash, Micros)>, SnapshotError> {
+    Ok(store
+        .artifacts()
+        .list(KIND, before)?
+        .into_iter()
+        .map(|r| (r.hash, r.as_of))
+        .collect())
+}

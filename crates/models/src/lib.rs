@@ -1,0 +1,150 @@
+//! Models fitted on feature snapshots, stored as immutable artifacts with lineage.
+//!
+//! A model artifact's body is the JSON of [`Model`] (struct fields in a fixed order, no maps,
+//! floats in serde_json's shortest round-trip form, so the same model always has the same
+//! bytes); its parents are the snapshots it was trained on; its as-of is the latest time
+//! whose information it contains (for churn, when its labels were known).
+
+pub mod churn;
+pub mod clv;
+pub mod lifetime;
+pub mod metrics;
+pub mod promotion;
+pub mod scores;
+pub mod segments;
+pub mod standardise;
+pub mod train;
+
+use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store, StoredArtifact};
+use serde::{Deserialize, Serialize};
+
+use cis_core::time::{self, Micros};
+use cis_features::labels::LabelError;
+use cis_features::snapshot::SnapshotError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("invalid hyperparameter: {0}")]
+    Param(String),
+    #[error("the training set is empty")]
+    EmptyTrainingSet,
+    #[error("the {side} set ({rows} rows) holds only one class: churn cannot be learned or measured")]
+    OneClass { side: &'static str, rows: usize },
+    #[error("fitting failed: {0}")]
+    Fit(String),
+    #[error("artifact {hash} is a {kind}, not a model")]
+    NotAModel { hash: String, kind: String },
+    #[error("the snapshot lacks feature {0} that this model needs")]
+    MissingFeature(String),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error(transparent)]
+    Clv(#[from] clv::ClvError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("model encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Churn,
+    Clv,
+    Segments,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 3] = [ModelKind::Churn, ModelKind::Clv, ModelKind::Segments];
+
+    pub fn artifact_kind(self) -> &'static str {
+        match self {
+            ModelKind::Churn => "model/churn",
+            ModelKind::Clv => "model/clv",
+            ModelKind::Segments => "model/segments",
+        }
+    }
+
+    pub fn of_artifact(kind: &str) -> Option<ModelKind> {
+        Self::ALL.into_iter().find(|k| k.artifact_kind() == kind)
+    }
+}
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "lowercase")]
+pub enum Model {
+    Churn(churn::ChurnModel),
+    Clv(lifetime::ClvModel),
+    Segments(segments::SegmentModel),
+}
+
+impl Model {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::Churn(_) => ModelKind::Churn,
+            Model::Clv(_) => ModelKind::Clv,
+            Model::Segments(_) => ModelKind::Segments,
+        }
+    }
+}
+
+/// A model with what is needed to store it: its as-of and the snapshots it learned from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trained {
+    pub model: Model,
+    pub as_of: Micros,
+    pub parents: Vec<ArtifactHash>,
+}
+
+impl Trained {
+    pub fn artifact(&self) -> Result<NewArtifact, ModelError> {
+        Ok(NewArtifact {
+            kind: self.model.kind().artifact_kind().into(),
+            schema: SCHEMA,
+            as_of: self.as_of,
+            parents: self.parents.clone(),
+            body: serde_json::to_vec(&self.model)?,
+            created_at: time::now(),
+            provenance: Vec::new(),
+        })
+    }
+
+    /// Stores the model; returns its hash and whether it was new.
+    pub fn store(&self, store: &Store) -> Result<(ArtifactHash, bool), ModelError> {
+        Ok(store.artifacts().put(self.artifact()?)?)
+    }
+}
+
+pub fn load(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, Model), ModelError> {
+    let a = store
+        .artifacts()
+        .get(hash)?
+        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
+    if ModelKind::of_artifact(&a.kind).is_none() {
+        return Err(ModelError::NotAModel {
+            hash: hex(hash),
+            kind: a.kind,
+        });
+    }
+    let model = serde_json::from_slice(&a.body)?;
+    Ok((a, model))
+}
+
+/// Columns of `wanted` in a snapshot's feature list.
+pub fn columns(snapshot_features: &[String], wanted: &[String]) -> Result<Vec<usize>, ModelError> {
+    wanted
+        .iter()
+        .map(|f| {
+            snapshot_features
+                .iter()
+                .position(|g| g == f)
+                .ok_or_else(|| ModelError::MissingFeature(f.clone()))
+        })
+        .collect()
+}

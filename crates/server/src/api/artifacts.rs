@@ -1,0 +1,179 @@
+//! `GET /artifacts/{hash}` (what an artifact is and where it comes from, never its body) and
+//! `GET /snapshots`.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use cis_storage::{hex, ArtifactHash, Store, StoredArtifact};
+use serde_json::{json, Value};
+
+use crate::api::error::AppError;
+use crate::api::params::Params;
+use crate::api::scores::snapshot_header;
+use crate::api::{blocking, AppState};
+use cis_core::time;
+use cis_features::snapshot::{self, Provenance};
+use cis_models::metrics::Metrics;
+use cis_models::{scores, Model, ModelKind};
+
+/// Artifact kinds whose index is searched to name an artifact's parents.
+fn known_kinds() -> Vec<&'static str> {
+    let mut k = vec![snapshot::KIND, scores::KIND];
+    k.extend(ModelKind::ALL.map(ModelKind::artifact_kind));
+    k
+}
+
+/// hash → (kind, as-of) for every artifact of a known kind: a scan of the small index.
+fn index(store: &Store) -> Result<HashMap<ArtifactHash, (String, i64)>, AppError> {
+    let mut out = HashMap::new();
+    for kind in known_kinds() {
+        for r in store.artifacts().list(kind, i64::MAX)? {
+            out.insert(r.hash, (r.kind, r.as_of));
+        }
+    }
+    Ok(out)
+}
+
+fn metrics(m: &Metrics) -> Value {
+    json!({
+        "rows": m.rows,
+        "positive_rate": m.positive_rate,
+        "roc_auc": m.roc_auc,
+        "log_loss": m.log_loss,
+        "brier": m.brier,
+    })
+}
+
+/// A model's kind and headline numbers.
+pub fn model_summary(model: &Model) -> Value {
+    match model {
+        Model::Churn(m) => json!({
+            "model": "churn",
+            "features": m.features.len(),
+            "cutoffs": m.cutoffs.iter().map(|t| time::format(*t)).collect::<Vec<_>>(),
+            "horizon_days": m.horizon_days,
+            "labels_known_at": time::format(m.labels_known_at),
+            "train": metrics(&m.train),
+            "validation": metrics(&m.validation),
+        }),
+        Model::Clv(m) => json!({
+            "model": "clv",
+            "bgnbd": { "r": m.bgnbd.r, "alpha": m.bgnbd.alpha, "a": m.bgnbd.a, "b": m.bgnbd.b },
+            "gamma_gamma": { "p": m.gamma_gamma.p, "q": m.gamma_gamma.q, "gamma": m.gamma_gamma.gamma },
+            "monthly_discount": m.params.monthly_discount,
+            "customers_fitted": m.customers_fitted,
+            "repeat_customers_fitted": m.repeat_customers_fitted,
+        }),
+        Model::Segments(m) => json!({
+            "model": "segments",
+            "k": m.k,
+            "silhouette": m.silhouette,
+            "segments": m.segments.iter().map(|s| json!({
+                "id": s.id,
+                "name": s.name,
+                "description": s.description,
+                "size": s.size,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn summary(state: &AppState, a: &StoredArtifact) -> Result<Value, AppError> {
+    if a.kind == snapshot::KIND {
+        let h = snapshot_header(&a.body)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("snapshot {} is malformed", hex(&a.hash))))?;
+        let provenance: Option<Provenance> = serde_json::from_slice(&a.provenance).ok();
+        return Ok(json!({
+            "as_of": time::format(h.as_of),
+            "known_at": time::format(h.known_at),
+            "customers": h.customers,
+            "features": h.features,
+            "visible_events": h.visible_events,
+            "feature_definitions": hex(&h.definition_set),
+            "read_from_log": provenance.map(|p| json!({ "log_batch": p.log_batch, "log_head": p.log_head })),
+        }));
+    }
+    if a.kind == scores::KIND {
+        let slot = state.scores.slot(&state.store, &a.hash)?;
+        let m = &slot.meta;
+        return Ok(json!({
+            "rows": m.rows,
+            "snapshot": m.snapshot,
+            "snapshot_known_at": time::format(m.snapshot_known_at),
+            "known_at": time::format(m.known_at),
+            "models": m.models.iter().map(|(k, h, as_of)| json!({
+                "kind": k,
+                "hash": h,
+                "as_of": time::format(*as_of),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if ModelKind::of_artifact(&a.kind).is_some() {
+        let model: Model = serde_json::from_slice(&a.body).map_err(AppError::internal)?;
+        return Ok(model_summary(&model));
+    }
+    Ok(Value::Null)
+}
+
+fn describe(state: &AppState, text: &str) -> Result<Value, AppError> {
+    let store = &state.store;
+    let hash = snapshot::resolve(store, text)?;
+    let a = store
+        .artifacts()
+        .get(&hash)?
+        .ok_or_else(|| AppError::NotFound(format!("no artifact {text}")))?;
+    let index = index(store)?;
+    let parents: Vec<Value> = a
+        .parents
+        .iter()
+        .map(|p| {
+            let (kind, as_of) = index
+                .get(p)
+                .map_or((None, None), |(k, t)| (Some(k.as_str()), Some(time::format(*t))));
+            json!({ "hash": hex(p), "kind": kind, "as_of": as_of })
+        })
+        .collect();
+    Ok(json!({
+        "hash": hex(&a.hash),
+        "kind": a.kind,
+        "schema": a.schema,
+        "as_of": time::format(a.as_of),
+        "created_at": time::format(a.created_at),
+        "body_bytes": a.body.len(),
+        "content_matches_hash": a.recomputed_hash() == a.hash,
+        "parents": parents,
+        "summary": summary(state, &a)?,
+    }))
+}
+
+pub async fn artifact(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    Params::parse(q, &[])?;
+    let Path(text) = path.map_err(|e| AppError::param("hash", e.body_text()))?;
+    // The artifact's bytes are read and hashed (tens of MB for a large snapshot): blocking.
+    Ok(Json(blocking(&state, move |s| describe(s, &text)).await?))
+}
+
+pub async fn snapshots(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let params = Params::parse(q, &["as_of_before"])?;
+    let before = params.time("as_of_before")?;
+    let list = blocking(&state, move |s| {
+        snapshot::list(&s.store, before.unwrap_or(i64::MAX)).map_err(AppError::internal)
+    })
+    .await?;
+    Ok(Json(json!({
+        "as_of_before": before.map(time::format),
+        "snapshots": list
+            .iter()
+            .map(|(h, t)| json!({ "hash": hex(h), "as_of": time::format(*t) }))
+            .collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,275 @@
+//! Score sets in memory: a score artifact holds every customer (100k rows of JSON), so it is
+//! parsed once per process into a map by customer id, never per request.
+//!
+//! Two levels: [`ScoreMeta`] (as-of, snapshot, models, what the set knows; a few hundred bytes,
+//! kept for every score artifact seen) and the rows (tens of MB for 100k customers; at most
+//! `max_loaded` sets are held, the least recently used is dropped).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cis_storage::{ArtifactHash, Store};
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::api::error::AppError;
+use cis_core::time::Micros;
+use cis_core::AsOf;
+use cis_features::snapshot::{self, SnapshotError};
+use cis_models::scores::{self, ScoreRow};
+use cis_models::ModelKind;
+
+/// What a score artifact is, without its rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreMeta {
+    pub hash: ArtifactHash,
+    pub as_of: Micros,
+    pub created_at: Micros,
+    /// The scored snapshot's hash (hex) and its known-at K.
+    pub snapshot: String,
+    pub snapshot_known_at: Micros,
+    /// (kind, hash hex, as-of) of every model used.
+    pub models: Vec<(ModelKind, String, Micros)>,
+    pub rows: usize,
+    /// The latest knowledge the set holds: the snapshot's K or a model's as-of, whichever is later.
+    pub known_at: Micros,
+}
+
+pub type Rows = HashMap<String, ScoreRow>;
+
+pub struct Slot {
+    pub meta: ScoreMeta,
+    rows: RwLock<Option<Arc<Rows>>>,
+    load: Mutex<()>,
+    used: AtomicU64,
+}
+
+pub struct ScoreCache {
+    slots: RwLock<HashMap<ArtifactHash, Arc<Slot>>>,
+    meta_load: Mutex<()>,
+    tick: AtomicU64,
+    max_loaded: usize,
+}
+
+impl Default for ScoreCache {
+    fn default() -> Self {
+        ScoreCache::new(4)
+    }
+}
+
+/// Counts a JSON array's elements without building them.
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A score set's body without its rows.
+#[derive(Deserialize)]
+struct Head {
+    as_of: Micros,
+    snapshot: String,
+    models: Vec<(ModelKind, String)>,
+    rows: Count,
+}
+
+/// A 64-digit hex hash as bytes.
+pub fn unhex32(text: &str) -> Option<ArtifactHash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut h = [0u8; 32];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(h)
+}
+
+/// The fixed-size start of a snapshot body: T, K, definition set, visible events, and the
+/// number of features and customers (see `features::snapshot` for the layout). Reading it
+/// does not decode the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub as_of: Micros,
+    pub known_at: Micros,
+    pub definition_set: [u8; 32],
+    pub visible_events: u64,
+    pub features: usize,
+    pub customers: usize,
+}
+
+pub fn snapshot_header(body: &[u8]) -> Option<SnapshotHeader> {
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = body.get(pos..pos.checked_add(n)?)?;
+        pos += n;
+        Some(s)
+    };
+    let as_of = i64::from_be_bytes(take(8)?.try_into().ok()?);
+    let known_at = i64::from_be_bytes(take(8)?.try_into().ok()?);
+    let definition_set: [u8; 32] = take(32)?.try_into().ok()?;
+    let visible_events = u64::from_be_bytes(take(8)?.try_into().ok()?);
+    take(16)?;
+    let features = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+    for _ in 0..features {
+        let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        take(len)?;
+    }
+    let customers = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+    Some(SnapshotHeader {
+        as_of,
+        known_at,
+        definition_set,
+        visible_events,
+        features,
+        customers,
+    })
+}
+
+fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> {
+    let a = snapshot::fetch(store, hash, scores::KIND).map_err(AppError::internal)?;
+    let head: Head = serde_json::from_slice(&a.body).map_err(AppError::internal)?;
+    let snap_hash = unhex32(&head.snapshot)
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("score set names a malformed snapshot hash")))?;
+    let snap = snapshot::fetch(store, &snap_hash, snapshot::KIND).map_err(|e| match e {
+        SnapshotError::NotFound(_) => {
+            AppError::internal(anyhow::anyhow!("score set's snapshot {} is missing", head.snapshot))
+        }
+        other => AppError::internal(other),
+    })?;
+    let header = snapshot_header(&snap.body)
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("snapshot {} is malformed", head.snapshot)))?;
+    let mut models = Vec::new();
+    let mut known_at = header.known_at;
+    for (kind, h) in head.models {
+        let bytes = unhex32(&h).ok_or_else(|| AppError::internal(anyhow::anyhow!("malformed model hash {h}")))?;
+        let m = snapshot::fetch(store, &bytes, kind.artifact_kind()).map_err(AppError::internal)?;
+        known_at = known_at.max(m.as_of);
+        models.push((kind, h, m.as_of));
+    }
+    Ok(ScoreMeta {
+        hash: *hash,
+        as_of: head.as_of,
+        created_at: a.created_at,
+        snapshot: head.snapshot,
+        snapshot_known_at: header.known_at,
+        models,
+        rows: head.rows.0,
+        known_at,
+    })
+}
+
+impl ScoreCache {
+    /// A cache holding the rows of at most `max_loaded` (≥ 1) score sets at once.
+    pub fn new(max_loaded: usize) -> ScoreCache {
+        ScoreCache {
+            slots: RwLock::new(HashMap::new()),
+            meta_load: Mutex::new(()),
+            tick: AtomicU64::new(0),
+            max_loaded: max_loaded.max(1),
+        }
+    }
+
+    /// Forgets everything (e.g. after an erasure rewrote a score artifact).
+    pub fn clear(&self) {
+        self.slots.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The slot of a score artifact, reading its metadata on first use. Blocking.
+    pub fn slot(&self, store: &Store, hash: &ArtifactHash) -> Result<Arc<Slot>, AppError> {
+        if let Some(s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(hash) {
+            return Ok(s.clone());
+        }
+        // One loader at a time: a burst of requests on a cold cache reads the artifact once.
+        let _guard = self.meta_load.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(hash) {
+            return Ok(s.clone());
+        }
+        let slot = Arc::new(Slot {
+            meta: load_meta(store, hash)?,
+            rows: RwLock::new(None),
+            load: Mutex::new(()),
+            used: AtomicU64::new(0),
+        });
+        self.slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*hash, slot.clone());
+        Ok(slot)
+    }
+
+    /// The latest score set with as-of ≤ T whose knowledge (snapshot K, model as-ofs) is not
+    /// after K: scores never know more than the read they are shown with. A small index scan.
+    pub fn select(&self, store: &Store, at: AsOf) -> Result<Option<Arc<Slot>>, AppError> {
+        for r in store.artifacts().list(scores::KIND, at.as_of)?.iter().rev() {
+            let slot = self.slot(store, &r.hash)?;
+            if slot.meta.known_at <= at.known_at {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rows of a score set, parsed once. Blocking.
+    pub fn rows(&self, store: &Store, slot: &Slot) -> Result<Arc<Rows>, AppError> {
+        slot.used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(rows) = slot.rows.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(rows.clone());
+        }
+        let _guard = slot.load.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rows) = slot.rows.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(rows.clone());
+        }
+        let (_, set) = scores::load_scores(store, &slot.meta.hash)?;
+        let rows: Arc<Rows> = Arc::new(set.rows.into_iter().map(|r| (r.customer_id.clone(), r)).collect());
+        *slot.rows.write().unwrap_or_else(|p| p.into_inner()) = Some(rows.clone());
+        self.evict();
+        Ok(rows)
+    }
+
+    /// Drops the rows of the least recently used sets beyond `max_loaded`.
+    fn evict(&self) {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut loaded: Vec<&Arc<Slot>> = slots
+            .values()
+            .filter(|s| s.rows.read().unwrap_or_else(|p| p.into_inner()).is_some())
+            .collect();
+        if loaded.len() <= self.max_loaded {
+            return;
+        }
+        loaded.sort_by_key(|s| s.used.load(Ordering::Relaxed));
+        let excess = loaded.len() - self.max_loaded;
+        for s in loaded.into_iter().take(excess) {
+            *s.rows.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// How many score sets have their rows in memory.
+    pub fn loaded(&self) -> usize {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.rows.read().unwrap_or_else(|p| p.into_inner()).is_some())
+            .count()
+    }
+}

@@ -1,0 +1,288 @@
+//! Bearer tokens for the HTTP API.
+//!
+//! A token is `cis_` followed by 64 hex digits of OS randomness. It is shown once, when it is
+//! created; the store keeps only its blake3 hash, in the append-only journal [`JOURNAL`]:
+//! key `name ‖ 0x00 ‖ 0x00` holds the creation record and `name ‖ 0x00 ‖ 0x01` the revocation
+//! record (JSON, see [`TokenRecord`]). Nothing is ever overwritten: revoking adds a record, and
+//! a name, once used, cannot be created again.
+//!
+//! The server checks a request's token against [`TokenCache`]: a blake3 hash and a map lookup.
+//! The cache is rebuilt from the journal when this process created or revoked a token since it
+//! was built (a process-wide generation counter), and on a miss at most once a second. No other
+//! process can write the journal while the server runs: the store directory is locked by its
+//! one opener.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use cis_storage::{hex, StorageError, Store};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::api::scores::unhex32;
+use cis_core::time;
+
+pub const JOURNAL: &str = "api_tokens";
+pub const PREFIX: &str = "cis_";
+const CREATED: u8 = 0;
+const REVOKED: u8 = 1;
+/// Longest bearer token considered at all (a real one is 68 bytes).
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// Bumped after every create or revoke in this process: caches built before are stale.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Serialises create/revoke within the process (check-then-write on the journal).
+static WRITER: Mutex<()> = Mutex::new(());
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token name '{0}' is not allowed: use 1 to 64 of A-Z a-z 0-9 . _ -")]
+    BadName(String),
+    #[error("a token named '{0}' already exists (names are never reused, even after revocation)")]
+    Exists(String),
+    #[error("no token named '{0}'")]
+    Unknown(String),
+    #[error("token '{0}' is already revoked")]
+    AlreadyRevoked(String),
+    #[error("token journal record is malformed: {0}")]
+    Record(String),
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum TokenRecord {
+    Created {
+        name: String,
+        /// blake3 of the token text, hex.
+        token_blake3: String,
+        created_at: String,
+    },
+    Revoked {
+        name: String,
+        revoked_at: String,
+    },
+}
+
+/// What is known about a token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub token_blake3: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl TokenInfo {
+    pub fn active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), TokenError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::BadName(name.to_string()))
+    }
+}
+
+fn key(name: &str, record: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 2);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.push(record);
+    k
+}
+
+/// The blake3 hash under which a token is stored and looked up.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+/// Every token ever created, by name, with its revocation if any.
+pub fn list(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
+    let mut by_name: BTreeMap<String, TokenInfo> = BTreeMap::new();
+    let mut revoked: Vec<(String, String)> = Vec::new();
+    let mut bad = None;
+    store.journal_visit(JOURNAL, &[], |_, v| {
+        match serde_json::from_slice::<TokenRecord>(v) {
+            Ok(TokenRecord::Created {
+                name,
+                token_blake3,
+                created_at,
+            }) => {
+                by_name.insert(
+                    name.clone(),
+                    TokenInfo {
+                        name,
+                        token_blake3,
+                        created_at,
+                        revoked_at: None,
+                    },
+                );
+            }
+            Ok(TokenRecord::Revoked { name, revoked_at }) => revoked.push((name, revoked_at)),
+            Err(e) => {
+                bad.get_or_insert(e.to_string());
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if let Some(e) = bad {
+        return Err(TokenError::Record(e));
+    }
+    for (name, at) in revoked {
+        if let Some(t) = by_name.get_mut(&name) {
+            t.revoked_at = Some(at);
+        }
+    }
+    Ok(by_name.into_values().collect())
+}
+
+fn find(store: &Store, name: &str) -> Result<Option<TokenInfo>, TokenError> {
+    Ok(list(store)?.into_iter().find(|t| t.name == name))
+}
+
+fn put(store: &Store, k: &[u8], record: &TokenRecord) -> Result<(), TokenError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| TokenError::Record(e.to_string()))?;
+    store.journal_put(JOURNAL, k, &bytes)?;
+    store.flush()?;
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Creates a token named `name` and returns its text: the only time it is ever available.
+/// Only its blake3 hash is stored. Durable on return.
+pub fn create(store: &Store, name: &str) -> Result<String, TokenError> {
+    check_name(name)?;
+    let _guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    if find(store, name)?.is_some() {
+        return Err(TokenError::Exists(name.to_string()));
+    }
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut secret)
+        .map_err(|e| TokenError::Random(e.to_string()))?;
+    let token = format!("{PREFIX}{}", hex(&secret));
+    let record = TokenRecord::Created {
+        name: name.to_string(),
+        token_blake3: hex(&token_hash(&token)),
+        created_at: time::format(time::now()),
+    };
+    put(store, &key(name, CREATED), &record)?;
+    Ok(token)
+}
+
+/// Revokes the token named `name` (an appended record). Durable on return.
+pub fn revoke(store: &Store, name: &str) -> Result<(), TokenError> {
+    check_name(name)?;
+    let _guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let info = find(store, name)?.ok_or_else(|| TokenError::Unknown(name.to_string()))?;
+    if !info.active() {
+        return Err(TokenError::AlreadyRevoked(name.to_string()));
+    }
+    let record = TokenRecord::Revoked {
+        name: name.to_string(),
+        revoked_at: time::format(time::now()),
+    };
+    put(store, &key(name, REVOKED), &record)
+}
+
+/// What the cache says about a token hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Active; the token's name.
+    Valid(String),
+    Invalid,
+    /// The cache must be refreshed from the journal before answering.
+    Stale,
+}
+
+struct Valid {
+    generation: u64,
+    loaded: Option<Instant>,
+    by_hash: HashMap<[u8; 32], String>,
+}
+
+/// Active token hashes, in memory.
+pub struct TokenCache {
+    inner: RwLock<Valid>,
+    /// Shortest interval between two refreshes caused by unknown tokens.
+    miss_refresh: Duration,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            inner: RwLock::new(Valid {
+                generation: u64::MAX,
+                loaded: None,
+                by_hash: HashMap::new(),
+            }),
+            miss_refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+impl TokenCache {
+    /// Answers from memory only: no store access.
+    pub fn lookup(&self, hash: &[u8; 32]) -> Lookup {
+        let v = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        if v.generation != GENERATION.load(Ordering::SeqCst) {
+            return Lookup::Stale;
+        }
+        match v.by_hash.get(hash) {
+            Some(name) => Lookup::Valid(name.clone()),
+            None if v.loaded.is_some_and(|t| t.elapsed() < self.miss_refresh) => Lookup::Invalid,
+            None => Lookup::Stale,
+        }
+    }
+
+    /// Rebuilds the cache from the journal (a scan of a few records).
+    pub fn refresh(&self, store: &Store) -> Result<(), TokenError> {
+        let generation = GENERATION.load(Ordering::SeqCst);
+        let mut by_hash = HashMap::new();
+        for t in list(store)?.into_iter().filter(TokenInfo::active) {
+            let h = unhex32(&t.token_blake3)
+                .ok_or_else(|| TokenError::Record(format!("token '{}' has a malformed hash", t.name)))?;
+            by_hash.insert(h, t.name);
+        }
+        let mut v = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        *v = Valid {
+            generation,
+            loaded: Some(Instant::now()),
+            by_hash,
+        };
+        Ok(())
+    }
+
+    /// Looks up, refreshing from the store when the cache is stale. Blocking (store access).
+    pub fn check(&self, store: &Store, token: &str) -> Result<Option<String>, TokenError> {
+        let h = token_hash(token);
+        // A second pass only when a token was created or revoked during the first refresh.
+        for _ in 0..2 {
+            match self.lookup(&h) {
+                Lookup::Valid(name) => return Ok(Some(name)),
+                Lookup::Invalid => return Ok(None),
+                Lookup::Stale => self.refresh(store)?,
+            }
+        }
+        Ok(match self.lookup(&h) {
+            Lookup::Valid(name) => Some(name),
+            Lookup::Invalid | Lookup::Stale => None,
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! cis-server: the HTTP API (profiles, artifacts, exports, metrics), its bearer tokens, the
+//! access log and the Customer Health dashboard.
+
+pub mod access_log;
+pub mod api;
+pub mod dashboard;
