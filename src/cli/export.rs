@@ -19,7 +19,7 @@ pub enum ExportCommand {
         #[arg(long, value_parser = super::parse_time)]
         as_of: Option<Micros>,
         /// Output format (default: from the file extension, .csv or .parquet).
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = super::choice::<Format>())]
         format: Option<Format>,
         /// File to write (replaced atomically).
         #[arg(long)]

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
+use cis_core::Choice;
 use cis_storage::{hex, StorageError, Store};
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use cis_core::event::Kind;
@@ -101,6 +103,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct IngestArgs {
+    #[arg(value_parser = choice::<Kind>())]
     pub kind: Kind,
     pub file: PathBuf,
     /// Input format (default: from the file extension; .jsonl/.ndjson → jsonl, else csv).
@@ -182,6 +185,12 @@ fn open_store(dir: &Path, holder: &str) -> anyhow::Result<Store> {
         }
         _ => anyhow::Error::new(e).context(format!("opening store {}", dir.display())),
     })
+}
+
+/// The parser of a [`Choice`] argument: its names in `--help` and in the error for a wrong one.
+fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
+    clap::builder::PossibleValuesParser::new(T::CHOICES.iter().map(|c| c.choice_name()))
+        .try_map(|name| T::from_choice(&name))
 }
 
 fn parse_time(s: &str) -> Result<Micros, String> {

@@ -20,6 +20,7 @@ use cis_ops::audit;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    #[arg(value_parser = super::choice::<ModelKind>())]
     pub kind: ModelKind,
     /// Snapshot(s) to train on (hash or 8+ hex digits); churn accepts several cutoffs.
     #[arg(long = "snapshot", required = true)]
@@ -51,7 +52,7 @@ pub struct ScoreArgs {
 pub enum ModelsCommand {
     /// Stored models, oldest first.
     List {
-        #[arg(long)]
+        #[arg(long, value_parser = super::choice::<ModelKind>())]
         kind: Option<ModelKind>,
         #[arg(long, value_parser = super::parse_time)]
         as_of_before: Option<Micros>,
@@ -59,7 +60,7 @@ pub enum ModelsCommand {
     /// Put a model in a stage (its previous holder of the same kind leaves it); recorded.
     Promote {
         hash: String,
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = super::choice::<Stage>())]
         stage: Stage,
         #[arg(long)]
         reason: String,

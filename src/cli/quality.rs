@@ -18,7 +18,7 @@ pub struct QualityArgs {
     #[arg(long, value_parser = super::parse_time)]
     since: Option<Micros>,
     /// Only runs and days of this kind.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<Kind>())]
     kind: Option<Kind>,
     /// Flag runs whose quarantined share of rows exceeds this fraction.
     #[arg(long, default_value_t = Rules::default().quarantine_max)]

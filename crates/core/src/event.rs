@@ -17,17 +17,27 @@ use crate::time::{self, Micros};
 
 pub const BODY_SCHEMA: u8 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    #[value(name = "orders")]
     Order = 1,
-    #[value(name = "sessions")]
     Session = 2,
-    #[value(name = "returns")]
     Return = 3,
-    #[value(name = "customers")]
     Customer = 4,
+}
+
+/// Chosen by the plural, as in `cis ingest orders FILE`.
+impl crate::Choice for Kind {
+    const CHOICES: &'static [Kind] = &[Kind::Order, Kind::Session, Kind::Return, Kind::Customer];
+
+    fn choice_name(self) -> &'static str {
+        match self {
+            Kind::Order => "orders",
+            Kind::Session => "sessions",
+            Kind::Return => "returns",
+            Kind::Customer => "customers",
+        }
+    }
 }
 
 impl Kind {

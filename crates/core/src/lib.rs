@@ -2,8 +2,10 @@
 //! canonical encoding, and the bitemporal point (T, K) a read is made at.
 
 mod as_of;
+pub mod choice;
 pub mod event;
 pub mod money;
 pub mod time;
 
 pub use as_of::AsOf;
+pub use choice::{Choice, UnknownChoice};

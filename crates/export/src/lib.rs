@@ -29,6 +29,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use cis_core::time::{self, Micros};
+use cis_core::Choice;
 use cis_models::scores::{self, ScoreRow, ScoreSet};
 use cis_models::{ModelError, ModelKind};
 
@@ -56,7 +57,7 @@ pub const COLUMNS: [&str; 13] = [
 const BATCH_ROWS: usize = 65_536;
 const ZSTD_LEVEL: i32 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Csv,
     Parquet,
@@ -73,23 +74,28 @@ impl Format {
     }
 }
 
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Choice for Format {
+    const CHOICES: &'static [Format] = &[Format::Csv, Format::Parquet];
+
+    fn choice_name(self) -> &'static str {
+        match self {
             Format::Csv => "csv",
             Format::Parquet => "parquet",
-        })
+        }
     }
 }
 
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.choice_name())
+    }
+}
+
+/// Case-insensitive, as a query parameter may come.
 impl FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "csv" => Ok(Format::Csv),
-            "parquet" => Ok(Format::Parquet),
-            other => Err(format!("unknown export format '{other}' (csv or parquet)")),
-        }
+        Format::from_choice(&s.to_ascii_lowercase()).map_err(|e| format!("unknown export format {e}"))
     }
 }
 

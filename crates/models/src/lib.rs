@@ -50,7 +50,7 @@ pub enum ModelError {
     Json(#[from] serde_json::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     Churn,
@@ -71,6 +71,18 @@ impl ModelKind {
 
     pub fn of_artifact(kind: &str) -> Option<ModelKind> {
         Self::ALL.into_iter().find(|k| k.artifact_kind() == kind)
+    }
+}
+
+impl cis_core::Choice for ModelKind {
+    const CHOICES: &'static [ModelKind] = &ModelKind::ALL;
+
+    fn choice_name(self) -> &'static str {
+        match self {
+            ModelKind::Churn => "churn",
+            ModelKind::Clv => "clv",
+            ModelKind::Segments => "segments",
+        }
     }
 }
 

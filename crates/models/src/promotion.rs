@@ -29,7 +29,7 @@ use cis_core::time::{self, Micros};
 /// The ledger's name in the store.
 pub const LEDGER: &str = "promotions";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Production,
@@ -44,6 +44,14 @@ impl Stage {
             Stage::Production => "production",
             Stage::Staging => "staging",
         }
+    }
+}
+
+impl cis_core::Choice for Stage {
+    const CHOICES: &'static [Stage] = &Stage::ALL;
+
+    fn choice_name(self) -> &'static str {
+        self.name()
     }
 }
 
