@@ -538,12 +538,14 @@ impl serde_json::ser::Formatter for TerminalSafe {
     fn write_string_fragment<W: ?Sized + Write>(&mut self, out: &mut W, fragment: &str) -> io::Result<()> {
         let mut rest = fragment;
         while let Some(at) = rest.find(needs_escape) {
-            out.write_all(rest[..at].as_bytes())?;
-            let Some(c) = rest[at..].chars().next() else { break };
+            let (clean, tail) = rest.split_at(at);
+            out.write_all(clean.as_bytes())?;
+            let mut chars = tail.chars();
+            let Some(c) = chars.next() else { break };
             for unit in c.encode_utf16(&mut [0; 2]) {
                 write!(out, "\\u{unit:04x}")?;
             }
-            rest = &rest[at + c.len_utf8()..];
+            rest = chars.as_str();
         }
         out.write_all(rest.as_bytes())
     }

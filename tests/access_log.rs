@@ -220,7 +220,7 @@ async fn forged_customer_ids_stay_on_one_escaped_row() {
 
     // An authenticated 404 is still one record with the customer id as decoded.
     let records = access_log::list(&store, &Filter::default()).expect("list");
-    let seen: Vec<(u64, Option<&str>, u16, Option<&str>, Option<u64>)> = records
+    let seen: Vec<_> = records
         .iter()
         .map(|(seq, r)| (*seq, r.token.as_deref(), r.status, r.customer.as_deref(), r.count))
         .collect();
