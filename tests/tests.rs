@@ -14,6 +14,7 @@ mod features;
 mod golden;
 mod ingest;
 mod models;
+mod mutation;
 mod promotion;
 mod quality;
 mod time_travel;
