@@ -132,7 +132,10 @@ type ByteMutator = fn(&mut Vec<u8>, &mut ChaCha8Rng);
 
 const FIELD_MUTATORS: &[(&str, FieldMutator)] = &[
     ("quoted_newline", |r| {
-        ["\"a\nb\"", "\"a\r\nb\"", "\"x\ry\""].choose(r).expect("some").to_string()
+        ["\"a\nb\"", "\"a\r\nb\"", "\"x\ry\""]
+            .choose(r)
+            .expect("some")
+            .to_string()
     }),
     ("stray_quote", |r| format!("\"{}", r.gen_range(0..100))),
     ("huge_field", |r| "x".repeat(r.gen_range(1_000..70_000))),
@@ -168,7 +171,10 @@ const FIELD_MUTATORS: &[(&str, FieldMutator)] = &[
         .to_string()
     }),
     ("unicode", |r| {
-        ["é", "𝄞", "\u{202e}evil", "\u{feff}", "日本"].choose(r).expect("some").to_string()
+        ["é", "𝄞", "\u{202e}evil", "\u{feff}", "日本"]
+            .choose(r)
+            .expect("some")
+            .to_string()
     }),
 ];
 
@@ -192,9 +198,19 @@ const BYTE_MUTATORS: &[(&str, ByteMutator)] = &[
         b.truncate(i);
     }),
     ("invalid_utf8", |b, r| {
-        let bad: &[u8] = [&b"\xff"[..], b"\xc3", b"\x80", b"\xed\xa0\x80"].choose(r).expect("some");
+        let bad: &[u8] = [&b"\xff"[..], b"\xc3", b"\x80", b"\xed\xa0\x80"]
+            .choose(r)
+            .expect("some");
         let i = at(b, r);
         b.splice(i..i, bad.iter().copied());
+    }),
+    // Same length, so a field sliced by byte offset would be cut inside the character.
+    ("multibyte_char", |b, r| {
+        let ch = ["é", "日", "𝄞"].choose(r).expect("some").as_bytes();
+        if b.len() >= ch.len() {
+            let i = r.gen_range(0..=b.len() - ch.len());
+            b.splice(i..i + ch.len(), ch.iter().copied());
+        }
     }),
     ("nul", |b, r| {
         let i = at(b, r);
@@ -350,7 +366,10 @@ fn make_case(rng: &mut ChaCha8Rng) -> Case {
     }
     let customer_at = match format {
         Format::Cdnow => usize::from(!cdnow_full),
-        _ => names.iter().position(|n| n == "customer_id").expect("a customer column"),
+        _ => names
+            .iter()
+            .position(|n| n == "customer_id")
+            .expect("a customer column"),
     };
     for (i, values) in rows.iter().enumerate() {
         let customer = values[customer_at].clone();
@@ -430,7 +449,11 @@ fn make_case(rng: &mut ChaCha8Rng) -> Case {
         kind,
         bytes,
         header_lines: u64::from(header_line.is_some()),
-        intact: if refused { Vec::new() } else { written.into_iter().filter_map(|w| w.1).collect() },
+        intact: if refused {
+            Vec::new()
+        } else {
+            written.into_iter().filter_map(|w| w.1).collect()
+        },
         refused,
         batch_rows: rng.gen_range(1..=4),
         what,
@@ -479,7 +502,11 @@ fn check(case: &Case) -> Result<(), String> {
             let untouched = store.log().head().expect("head") == GENESIS
                 && runs(&store).expect("runs").is_empty()
                 && quarantined(&store, None).expect("list").is_empty();
-            return if untouched { Ok(()) } else { Err("a refused file wrote something".into()) };
+            return if untouched {
+                Ok(())
+            } else {
+                Err("a refused file wrote something".into())
+            };
         }
         Err(e) => return Err(format!("ingest failed: {e}")),
         Ok(_) if case.refused => return Err("a file with a broken header was accepted".into()),
@@ -498,7 +525,10 @@ fn check(case: &Case) -> Result<(), String> {
         return Err(format!("{} quarantined, {} listed", run.quarantined, listed.len()));
     }
     for c in &case.intact {
-        if customer_events(&store, c, AsOf::new(None, None)).expect("read").is_empty() {
+        if customer_events(&store, c, AsOf::new(None, None))
+            .expect("read")
+            .is_empty()
+        {
             return Err(format!("the intact row of {c} was not stored"));
         }
     }
