@@ -1,16 +1,18 @@
 //! The API access log: reads through the router (`oneshot`) on a CDNOW store on disk, then the
 //! records, their chain, a tampered record named by `verify` (library and CLI), and the token
-//! text nowhere in the store's files.
+//! text nowhere in the store's files; forged customer ids printed escaped on one row; refused
+//! requests counted per route, status and minute instead of recorded one by one.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;
-use cis_export::{self as export, Format};
-use cis_models::scores;
 use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
 use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
+use cis_export::{self as export, Format};
+use cis_models::scores;
+use cis_core::time::Micros;
 use cis_storage::{hex, Store};
 
 use crate::util::{cdnow_models, cis, ingest_cdnow, t};
@@ -98,34 +100,38 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    let seen: Vec<(Option<&str>, &str, u16)> = records
+    // The two 401s are one count (two, if a minute ended between them), written at shutdown.
+    let (refused, records): (Vec<AccessRecord>, Vec<AccessRecord>) =
+        records.into_iter().partition(|r| r.token.is_none());
+    assert_eq!(refused.iter().map(AccessRecord::requests).sum::<u64>(), 2);
+    assert!(refused
         .iter()
-        .map(|r| (r.token.as_deref(), r.endpoint.as_str(), r.status))
-        .collect();
-    let analyst = Some("analyst");
+        .all(|r| r.endpoint == "/customer/profile" && r.status == 401 && r.customer.is_none()));
+    let seen: Vec<(&str, u16)> = records.iter().map(|r| (r.endpoint.as_str(), r.status)).collect();
     assert_eq!(
         seen,
         vec![
-            (analyst, "/customer/profile", 200),
-            (analyst, "/customer/profile", 404),
-            (None, "/customer/profile", 401),
-            (None, "/customer/profile", 401),
-            (analyst, "/artifacts/{hash}", 200),
-            (analyst, "/snapshots", 200),
-            (analyst, "/export/customer_risk_scores", 200),
-            (analyst, "/export/customer_risk_scores", 404),
-            (analyst, "/dashboard", 200),
+            ("/customer/profile", 200),
+            ("/customer/profile", 404),
+            ("/artifacts/{hash}", 200),
+            ("/snapshots", 200),
+            ("/export/customer_risk_scores", 200),
+            ("/export/customer_risk_scores", 404),
+            ("/dashboard", 200),
         ]
     );
+    assert!(records
+        .iter()
+        .all(|r| r.token.as_deref() == Some("analyst") && r.count.is_none()));
     let first = &records[0];
     assert_eq!(first.customer.as_deref(), Some("0001"));
     assert_eq!(first.as_of.as_deref(), Some("1997-09-30"));
     assert_eq!(first.known_at.as_deref(), Some("1997-10-01"));
     assert!(first.at >= before && first.at <= cis_core::time::now(), "arrival time");
     assert_eq!(records[1].customer.as_deref(), Some("nobody"));
-    assert_eq!(records[4].path.as_deref(), Some(artifact.as_str()), "which artifact");
+    assert_eq!(records[2].path.as_deref(), Some(artifact.as_str()), "which artifact");
     assert_eq!(records[0].path, None);
-    assert_eq!(records[8].as_of.as_deref(), Some("1997-09-30"));
+    assert_eq!(records[6].as_of.as_deref(), Some("1997-09-30"));
     let only = Filter {
         customer: Some("0001".into()),
         token: Some("analyst".into()),
@@ -133,26 +139,26 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     };
     assert_eq!(access_log::list(&store, &only).expect("list").len(), 1);
     let report = access_log::verify(&store).expect("read").expect("intact");
-    assert_eq!(report.records, 9);
+    assert_eq!(report.records as usize, records.len() + refused.len());
 
-    // Edit record 3 (a 401 becomes a 200) through a ledger-level write: verify names it.
-    let key = 3u64.to_be_bytes();
+    // Edit record 2 (the 404 becomes a 200) through a ledger-level write: verify names it.
+    let key = 2u64.to_be_bytes();
     let mut raw = Vec::new();
     store
         .journal_visit(LEDGER, &key, |_, v| {
             raw = v.to_vec();
             Ok(ControlFlow::Break(()))
         })
-        .expect("read record 3");
-    let status = b"\"status\":401";
+        .expect("read record 2");
+    let status = b"\"status\":404";
     let at = raw
         .windows(status.len())
         .position(|w| w == status)
-        .expect("record 3 is the first 401");
+        .expect("record 2 is the first 404");
     raw[at + status.len() - 3..at + status.len()].copy_from_slice(b"200");
     store.journal_put(LEDGER, &key, &raw).expect("tamper");
     let broken = access_log::verify(&store).expect("read").expect_err("tampered");
-    assert_eq!(broken.seq, 3, "{broken}");
+    assert_eq!(broken.seq, 2, "{broken}");
     store.flush().expect("flush");
     drop(store);
 
@@ -165,12 +171,13 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
         .collect();
     assert_eq!(
         lines.iter().map(|v| v["seq"].as_u64()).collect::<Vec<_>>(),
-        vec![Some(1), Some(3), Some(4)]
+        vec![Some(1)],
+        "a refused request keeps no customer id"
     );
     let out = cis(&store_dir, &["access-log", "verify"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("record 3"), "{err}");
+    assert!(err.contains("record 2"), "{err}");
     let out = cis(&store_dir, &["access-log", "--since", "2999-01-01"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() == 1, "header only");
@@ -179,4 +186,161 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     for file in crate::ingest::walk(&store_dir) {
         assert!(!contains(&std::fs::read(&file).expect("read file"), token.as_bytes()));
     }
+}
+
+/// An on-disk store with the token "analyst", its directory, and the token.
+fn token_store(dir: &tempfile::TempDir) -> (std::path::PathBuf, Arc<Store>, String) {
+    let store_dir = dir.path().join("store");
+    let store = Store::open(&store_dir).expect("store");
+    let token = tokens::create(&store, "analyst").expect("token");
+    (store_dir, Arc::new(store), token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_customer_ids_stay_on_one_escaped_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store_dir, store, token) = token_store(&dir);
+    let state = AppState::new(store.clone());
+    let app = app_with(state.clone(), ExtraRoutes::default());
+    // (as typed in the URL, as decoded, as the table prints it)
+    let forged = [
+        (
+            "x%0A2026-01-01T00:00:00Z%09forged%09401",
+            "x\n2026-01-01T00:00:00Z\tforged\t401",
+            r"x\n2026-01-01T00:00:00Z\tforged\t401",
+        ),
+        ("%1B%5B2J%E2%80%AE", "\u{1b}[2J\u{202e}", r"\x1b[2J\u{202e}"),
+    ];
+    for (typed, ..) in &forged {
+        let uri = format!("/customer/profile?customer_id={typed}&as_of=1997-09-30");
+        assert_eq!(get(&app, &uri, Some(&token)).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+    drop(app);
+    drop(state);
+
+    // An authenticated 404 is still one record with the customer id as decoded.
+    let records = access_log::list(&store, &Filter::default()).expect("list");
+    let seen: Vec<_> = records
+        .iter()
+        .map(|(seq, r)| (*seq, r.token.as_deref(), r.status, r.customer.as_deref(), r.count))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, Some("analyst"), 404, Some(forged[0].1), None),
+            (2, Some("analyst"), 404, Some(forged[1].1), None),
+        ]
+    );
+    drop(store);
+
+    let out = cis(&store_dir, &["access-log"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stdout
+            .iter()
+            .all(|&b| b == b'\n' || b == b'\t' || (b >= 0x20 && b != 0x7f)),
+        "raw control bytes in {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let table = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(!table.contains('\u{202e}'), "{table}");
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "one row per record: {table}");
+    for (row, (.., printed)) in rows.iter().zip(&forged) {
+        assert_eq!(row.len(), 9, "{row:?}");
+        assert_eq!((row[2], row[3], row[6]), ("analyst", "404", *printed));
+    }
+
+    // --json: one line per record, nothing raw, the customer id intact once parsed.
+    let out = cis(&store_dir, &["access-log", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!contains(&out.stdout, b"\x1b") && !contains(&out.stdout, "\u{202e}".as_bytes()));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let customers: Vec<Option<&str>> = lines.iter().map(|v| v["customer"].as_str()).collect();
+    assert_eq!(customers, vec![Some(forged[0].1), Some(forged[1].1)]);
+}
+
+/// The start of `t`'s minute.
+fn minute(t: Micros) -> Micros {
+    t - t.rem_euclid(60_000_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_add_one_record_per_route_status_and_minute() {
+    const REFUSED: usize = 20_000;
+    let store = Arc::new(Store::in_memory().expect("store"));
+    let token = tokens::create(&store, "analyst").expect("token");
+    let state = AppState::new(store.clone());
+    let app = app_with(state.clone(), ExtraRoutes::default());
+    let before = cis_core::time::now();
+    for i in 0..REFUSED {
+        // No token or a wrong one, on three routes, every request with its own forged values.
+        let uri = match i % 3 {
+            0 => format!("/customer/profile?customer_id=x{i}%0Aforged&as_of=1997-09-3{}", i % 10),
+            1 => format!("/artifacts/{i:064x}"),
+            _ => format!("/snapshots?known_at=%1B{i}"),
+        };
+        let bad = format!("cis_forged-{i}");
+        let tok = (i % 2 == 1).then_some(bad.as_str());
+        assert_eq!(get(&app, &uri, tok).await.0, StatusCode::UNAUTHORIZED, "{uri}");
+        if i == REFUSED / 2 {
+            let read = "/customer/profile?customer_id=nobody&as_of=1997-09-30";
+            assert_eq!(get(&app, read, Some(&token)).await.0, StatusCode::NOT_FOUND);
+        }
+    }
+    let after = cis_core::time::now();
+    drop(app);
+    drop(state);
+
+    let records: Vec<AccessRecord> = access_log::list(&store, &Filter::default())
+        .expect("list")
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let (refused, reads): (Vec<AccessRecord>, Vec<AccessRecord>) =
+        records.iter().cloned().partition(|r| r.token.is_none());
+    assert_eq!(reads.len(), 1, "the authenticated read is its own record");
+    assert_eq!(reads[0].customer.as_deref(), Some("nobody"));
+    // One record per (route, status, minute): three routes, and the minutes the run spanned.
+    let minutes = ((minute(after) - minute(before)) / 60_000_000 + 1) as usize;
+    assert!(
+        (3..=3 * minutes).contains(&refused.len()),
+        "{} records for {minutes} minute(s)",
+        refused.len()
+    );
+    let mut keys: Vec<(&str, u16, Micros)> = refused.iter().map(|r| (r.endpoint.as_str(), r.status, r.at)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), refused.len(), "each route, status and minute once");
+    for r in &refused {
+        assert_eq!(r.at, minute(r.at), "an aggregate is dated by its minute");
+        assert!((minute(before)..=after).contains(&r.at));
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            (&r.path, &r.customer, &r.as_of, &r.known_at),
+            (&None, &None, &None, &None)
+        );
+    }
+    let counted = |route: &str| -> u64 {
+        refused
+            .iter()
+            .filter(|r| r.endpoint == route)
+            .map(AccessRecord::requests)
+            .sum()
+    };
+    let third = (REFUSED / 3) as u64;
+    assert_eq!(
+        [
+            counted("/customer/profile"),
+            counted("/artifacts/{hash}"),
+            counted("/snapshots")
+        ],
+        [third + 1, third + 1, third],
+        "every refused request is counted"
+    );
+    let report = access_log::verify(&store).expect("read").expect("intact");
+    assert_eq!(report.records as usize, records.len());
 }

@@ -2,16 +2,19 @@
 //! random logs, the leakage property, late data, labels, and replay.
 
 use cis_core::event::{measures, Customer, Event, Kind, Money, Order, Payload, Return, Session};
-use cis_core::time::MICROS_PER_DAY;
-use cis_core::AsOf;
 use cis_features::compute::customer_row;
 use cis_features::defs::{definitions, Calc, WINDOWS};
 use cis_features::labels::{churn_labels, training_set, LabelError};
 use cis_features::snapshot::{self, Replay};
+use cis_core::AsOf;
+use cis_ingest::source::Format;
+use cis_ingest::validate::{MAX_AMOUNT, MAX_DURATION_S, MAX_PAGE_VIEWS, MAX_QUANTITY};
+use cis_ingest::RecordedAt;
+use cis_core::time::MICROS_PER_DAY;
 use cis_storage::{envelope, NewEvent, Store};
 use proptest::prelude::*;
 
-use crate::util::{cdnow_store, t, visible};
+use crate::util::{cdnow_store, ingest, t, visible, write};
 
 /// Values worked out by hand from fixtures/CDNOW_sample.txt (see the rows in each comment).
 #[test]
@@ -130,7 +133,7 @@ fn reference(events: &[NewEvent], t: i64, k: i64) -> Vec<(String, Vec<f64>)> {
             };
             let count = |kind: Kind, lo: i64, hi: i64| of(kind).filter(|e| within(e, lo, hi)).count() as f64;
             let sum =
-                |kind: Kind, lo: i64, hi: i64| of(kind).filter(|e| within(e, lo, hi)).map(|e| amount(e)).sum::<i64>();
+                |kind: Kind, lo: i64, hi: i64| of(kind).filter(|e| within(e, lo, hi)).map(|e| amount(e)).sum::<i128>();
             let signup = of(Kind::Customer)
                 .filter_map(|e| {
                     m(e).signup_date
@@ -146,7 +149,7 @@ fn reference(events: &[NewEvent], t: i64, k: i64) -> Vec<(String, Vec<f64>)> {
                 .collect();
             dates.sort();
             dates.dedup();
-            let repeat_totals: Vec<i64> = dates
+            let repeat_totals: Vec<i128> = dates
                 .iter()
                 .skip(1)
                 .map(|d| {
@@ -207,7 +210,7 @@ fn reference(events: &[NewEvent], t: i64, k: i64) -> Vec<(String, Vec<f64>)> {
                         Calc::DaysSinceLastOrder => last(Kind::Order).map_or(tenure, |l| (t - l) as f64 / day),
                         Calc::DaysSinceLastSession => last(Kind::Session).map_or(tenure, |l| (t - l) as f64 / day),
                         Calc::LifetimeOrders => of(Kind::Order).count() as f64,
-                        Calc::LifetimeRevenue => of(Kind::Order).map(|e| amount(e)).sum::<i64>() as f64 / 1e6,
+                        Calc::LifetimeRevenue => of(Kind::Order).map(|e| amount(e)).sum::<i128>() as f64 / 1e6,
                         Calc::OrderTrend30 => (count(Kind::Order, 0, 30) + 1.0) / (count(Kind::Order, 30, 60) + 1.0),
                         Calc::RevenueTrend30 => {
                             (sum(Kind::Order, 0, 30) as f64 / 1e6 + 1.0) / (sum(Kind::Order, 30, 60) as f64 / 1e6 + 1.0)
@@ -220,7 +223,7 @@ fn reference(events: &[NewEvent], t: i64, k: i64) -> Vec<(String, Vec<f64>)> {
                         Calc::RfmAgeDays => dates.first().map_or(0.0, |f| (t - f * MICROS_PER_DAY) as f64 / day),
                         Calc::RfmMonetary if repeat_totals.is_empty() => 0.0,
                         Calc::RfmMonetary => {
-                            repeat_totals.iter().sum::<i64>() as f64 / 1e6 / repeat_totals.len() as f64
+                            repeat_totals.iter().sum::<i128>() as f64 / 1e6 / repeat_totals.len() as f64
                         }
                     }
                 })
@@ -384,5 +387,123 @@ fn replay_is_identical_and_names_a_tampered_value() {
             assert_eq!((stored, recomputed), (Some(15.0), Some(14.0)));
         }
         other => panic!("tampering not detected: {other:?}"),
+    }
+}
+
+/// One customer with thousands of orders and returns at the largest amount ingest accepts,
+/// in currencies of every exponent, and sessions at the longest duration and most page views:
+/// the snapshot is created and every sum is exact, though the money totals are far past i64.
+#[test]
+fn extreme_allowed_values_snapshot_exactly() {
+    const ORDERS: usize = 6_000;
+    const RETURNS: usize = 2_000;
+    const SESSIONS: usize = 4_000;
+    // Each order falls on one of five dates, all inside the 7-day window before T.
+    let day = |i: usize| i % 5;
+    let time = |i: usize| {
+        format!(
+            "2024-01-{:02}T{:02}:{:02}:{:02}Z",
+            26 + day(i),
+            i / 3600,
+            i / 60 % 60,
+            i % 60
+        )
+    };
+    let amount = |i: usize| match i % 3 {
+        0 => (format!("{MAX_AMOUNT}.00"), "USD"),
+        1 => (format!("{MAX_AMOUNT}"), "JPY"),
+        _ => (format!("{MAX_AMOUNT}.000"), "KWD"),
+    };
+    let mut orders = String::from("order_id,customer_id,event_time,amount,currency,quantity\n");
+    let mut returns = String::from("return_id,order_id,customer_id,event_time,amount,currency\n");
+    let mut sessions = String::from("session_id,customer_id,event_time,duration_s,page_views\n");
+    for i in 0..ORDERS {
+        let (a, cur) = amount(i);
+        orders.push_str(&format!("o{i},whale,{},{a},{cur},{MAX_QUANTITY}\n", time(i)));
+    }
+    for i in 0..RETURNS {
+        let (a, cur) = amount(i);
+        returns.push_str(&format!("r{i},o{i},whale,{},{a},{cur}\n", time(i)));
+    }
+    for i in 0..SESSIONS {
+        sessions.push_str(&format!("s{i},whale,{},{MAX_DURATION_S},{MAX_PAGE_VIEWS}\n", time(i)));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::in_memory().expect("store");
+    for (kind, text, n) in [
+        (Kind::Order, orders, ORDERS),
+        (Kind::Return, returns, RETURNS),
+        (Kind::Session, sessions, SESSIONS),
+    ] {
+        let path = write(dir.path(), "input.csv", &text);
+        let run = ingest(&store, kind, Format::Csv, &path, RecordedAt::EventTime);
+        assert_eq!((run.accepted, run.quarantined), (n as u64, 0), "{kind:?} at the bounds");
+    }
+
+    let (_, stored, snap) = snapshot::create(&store, AsOf::new(Some(t("2024-02-01")), None)).expect("snapshot");
+    assert!(stored);
+    // The expected sums, formed independently in i128 micro-units (10^6 per major unit).
+    let max_micros = i128::from(MAX_AMOUNT) * 1_000_000;
+    let gross = ORDERS as i128 * max_micros;
+    assert!(gross > 100 * i128::from(i64::MAX), "the test must go far past i64");
+    let net = gross - RETURNS as i128 * max_micros;
+    let mut per_day = std::collections::BTreeMap::<usize, i128>::new();
+    for i in 0..ORDERS {
+        *per_day.entry(day(i)).or_default() += max_micros;
+    }
+    let repeats: Vec<i128> = per_day.values().skip(1).copied().collect();
+    let money = |micros: i128| micros as f64 / 1e6;
+    let v = |f: &str| snap.value("whale", f).unwrap_or_else(|| panic!("whale {f}"));
+    for w in WINDOWS {
+        assert_eq!(v(&format!("orders_{w}d")), ORDERS as f64);
+        assert_eq!(v(&format!("gross_revenue_{w}d")), money(gross));
+        assert_eq!(v(&format!("net_revenue_{w}d")), money(net));
+        assert_eq!(v(&format!("avg_order_value_{w}d")), money(gross) / ORDERS as f64);
+        assert_eq!(v(&format!("returns_{w}d")), RETURNS as f64);
+        assert_eq!(v(&format!("sessions_{w}d")), SESSIONS as f64);
+        let secs = SESSIONS as u64 * u64::from(MAX_DURATION_S);
+        assert_eq!(v(&format!("session_minutes_{w}d")), secs as f64 / 60.0);
+        let views = SESSIONS as u64 * u64::from(MAX_PAGE_VIEWS);
+        assert_eq!(v(&format!("page_views_{w}d")), views as f64);
+    }
+    assert_eq!(v("lifetime_orders"), ORDERS as f64);
+    assert_eq!(v("lifetime_revenue"), money(gross));
+    assert_eq!(v("rfm_frequency"), repeats.len() as f64);
+    assert_eq!(
+        v("rfm_monetary"),
+        money(repeats.iter().sum::<i128>()) / repeats.len() as f64
+    );
+    assert!(snap.matrix.values.iter().all(|x| x.is_finite()));
+}
+
+/// Orders stored before ingest had bounds (here appended to the log directly) can no longer
+/// poison a snapshot: one of 10^13 USD used to fail every snapshot with "amount overflows",
+/// and two of 5·10^12 USD wrapped to a negative lifetime revenue.
+#[test]
+fn amounts_stored_before_the_bounds_snapshot_exactly() {
+    let order = |customer: &str, id: &str, major: i64| {
+        Event {
+            customer_id: customer.into(),
+            event_time: t("2024-01-05"),
+            payload: Payload::Order(Order {
+                order_id: id.into(),
+                amount: Money {
+                    minor: major * 100,
+                    currency: "USD".into(),
+                },
+                quantity: None,
+                channel: None,
+            }),
+        }
+        .into_new_event(t("2024-01-05"))
+    };
+    let store = store_with(&[
+        order("c1", "o1", 10_000_000_000_000),
+        order("c2", "o2", 5_000_000_000_000),
+        order("c2", "o3", 5_000_000_000_000),
+    ]);
+    let (_, _, snap) = snapshot::create(&store, AsOf::new(Some(t("2024-02-01")), None)).expect("snapshot");
+    for c in ["c1", "c2"] {
+        assert_eq!(snap.value(c, "lifetime_revenue"), Some(1e13), "{c}");
     }
 }

@@ -15,6 +15,7 @@ mod features;
 mod golden;
 mod ingest;
 mod models;
+mod mutation;
 mod promotion;
 mod quality;
 mod store_lock;

@@ -2,12 +2,14 @@
 //! with good ones: the good rows must be stored, the bad ones quarantined with their line.
 
 use cis_core::event::Kind;
+use cis_features::snapshot;
+use cis_core::AsOf;
 use cis_ingest::records::quarantined;
 use cis_ingest::source::Format;
 use cis_ingest::RecordedAt;
 use cis_storage::Store;
 
-use crate::util::{ingest, write};
+use crate::util::{ingest, t, write};
 
 /// (row, expected field, substring of the reason); `None` field = the row is good.
 type Case = (&'static str, Option<&'static str>, &'static str);
@@ -86,6 +88,45 @@ fn order_rules() {
                 Some("(row)"),
                 "6 fields, the header has 7",
             ),
+            // The bounds, at and just past them, in currencies of each exponent.
+            ("o18,c1,2024-01-05,1000000000000.00,USD,1000000,web", None, ""),
+            ("o19,c1,2024-01-05,1000000000000,JPY,1,web", None, ""),
+            ("o20,c1,2024-01-05,1000000000000.000,KWD,1,web", None, ""),
+            (
+                "o21,c1,2024-01-05,10000000000000.00,USD,1,web",
+                Some("amount"),
+                "above the bound for amount (1000000000000 USD)",
+            ),
+            (
+                "o22,c1,2024-01-05,5000000000000.00,USD,1,web",
+                Some("amount"),
+                "above the bound for amount",
+            ),
+            (
+                "o23,c1,2024-01-05,1000000000000.01,USD,1,web",
+                Some("amount"),
+                "above the bound for amount",
+            ),
+            (
+                "o24,c1,2024-01-05,1000000000001,JPY,1,web",
+                Some("amount"),
+                "above the bound for amount (1000000000000 JPY)",
+            ),
+            (
+                "o25,c1,2024-01-05,1000000000000.001,KWD,1,web",
+                Some("amount"),
+                "above the bound for amount (1000000000000 KWD)",
+            ),
+            (
+                "o26,c1,2024-01-05,1.00,USD,1000001,web",
+                Some("quantity"),
+                "above the bound for quantity (1000000)",
+            ),
+            (
+                "o27,c1,2024-01-05,1.00,USD,99999999999,web",
+                Some("quantity"),
+                "above the bound for quantity",
+            ),
         ],
     );
 }
@@ -119,6 +160,22 @@ fn session_rules() {
                 Some("customer_id"),
                 "control characters",
             ),
+            ("s8,c1,2024-01-05T10:00:00Z,604800,1000000,mobile", None, ""),
+            (
+                "s9,c1,2024-01-05T10:00:00Z,604801,1,mobile",
+                Some("duration_s"),
+                "above the bound for duration_s (604800)",
+            ),
+            (
+                "s10,c1,2024-01-05T10:00:00Z,4294967296,1,mobile",
+                Some("duration_s"),
+                "above the bound for duration_s",
+            ),
+            (
+                "s11,c1,2024-01-05T10:00:00Z,60,1000001,mobile",
+                Some("page_views"),
+                "above the bound for page_views (1000000)",
+            ),
         ],
     );
 }
@@ -132,6 +189,12 @@ fn return_rules() {
             ("r1,o1,c1,2024-02-01,5.00,USD, damaged ", None, ""),
             ("r2,,c1,2024-02-01,5.00,USD,", Some("order_id"), "missing"),
             ("r3,o1,c1,2024-02-01,-5.00,USD,", Some("amount"), "negative"),
+            ("r4,o1,c1,2024-02-01,1000000000000.00,USD,", None, ""),
+            (
+                "r5,o1,c1,2024-02-01,1000000000000.01,USD,",
+                Some("amount"),
+                "above the bound for amount (1000000000000 USD)",
+            ),
         ],
     );
 }
@@ -185,4 +248,38 @@ fn recorded_at_column_must_not_precede_the_event() {
         (q[1].line, q[1].field.as_str(), q[1].reason.as_str()),
         (4, "arrived", "missing")
     );
+}
+
+/// Issue 12's reproducers: one order of 10^13 USD made every later snapshot fail ("amount
+/// overflows"); two of 5·10^12 wrapped `lifetime_revenue` negative. Ingest now quarantines
+/// them, naming the field and its bound, and the snapshot of what was accepted is right.
+#[test]
+fn amounts_that_poisoned_snapshots_are_quarantined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "o.csv",
+        "order_id,customer_id,event_time,amount,currency\n\
+         o1,c1,2024-01-05,10000000000000.00,USD\n\
+         o2,c2,2024-01-05,5000000000000.00,USD\n\
+         o3,c2,2024-01-06,5000000000000.00,USD\n\
+         o4,c2,2024-01-07,12.50,USD\n",
+    );
+    let store = Store::in_memory().expect("store");
+    let run = ingest(&store, Kind::Order, Format::Csv, &path, RecordedAt::EventTime);
+    assert_eq!((run.accepted, run.quarantined), (1, 3));
+    let q = quarantined(&store, Some(run.run)).expect("quarantine");
+    assert_eq!(q.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3, 4]);
+    for r in &q {
+        assert_eq!(r.field, "amount");
+        assert!(
+            r.reason.contains("above the bound for amount (1000000000000 USD)"),
+            "{}",
+            r.reason
+        );
+    }
+    let at = AsOf::new(Some(t("2024-02-01")), None);
+    let (_, _, snap) = snapshot::create(&store, at).expect("snapshot");
+    assert_eq!(snap.matrix.customers, ["c2"]);
+    assert_eq!(snap.value("c2", "lifetime_revenue"), Some(12.5));
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use cis_storage::{hex, Store};
 use clap::{Args, Subcommand};
 
-use cis_core::time::{self, Micros};
 use cis_server::access_log::{self, Filter};
+use cis_core::time::Micros;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -54,30 +54,10 @@ pub fn run(store: &Store, a: AccessLogArgs, out: &mut impl Write) -> anyhow::Res
     };
     let records = access_log::list(store, &filter)?;
     if a.json {
-        for (seq, r) in &records {
-            let mut v = serde_json::to_value(r)?;
-            if let Some(m) = v.as_object_mut() {
-                m.insert("seq".into(), (*seq).into());
-            }
-            writeln!(out, "{v}")?;
-        }
-        return Ok(ExitCode::SUCCESS);
+        access_log::write_json(out, &records)?;
+    } else {
+        access_log::write_table(out, &records)?;
+        eprintln!("{} records", records.len());
     }
-    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    writeln!(out, "seq\tat\ttoken\tstatus\tendpoint\tcustomer\tas_of\tknown_at")?;
-    for (seq, r) in &records {
-        let endpoint = r.path.as_deref().unwrap_or(&r.endpoint);
-        writeln!(
-            out,
-            "{seq}\t{}\t{}\t{}\t{endpoint}\t{}\t{}\t{}",
-            time::format(r.at),
-            dash(&r.token),
-            r.status,
-            dash(&r.customer),
-            dash(&r.as_of),
-            dash(&r.known_at)
-        )?;
-    }
-    eprintln!("{} records", records.len());
     Ok(ExitCode::SUCCESS)
 }

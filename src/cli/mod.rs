@@ -347,15 +347,17 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
     if let Some(e) = ack_err {
         return Err(e.into());
     }
+    // Every line after the header is one of these four: the sum is the line count.
     writeln!(
         out,
-        "ingest run {}: {} rows from {} — {} accepted, {} duplicate, {} quarantined\nfile blake3 {}\nlog head {} -> {}",
+        "ingest run {}: {} lines from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
         run.run,
-        run.rows,
+        run.lines,
         run.file,
         run.accepted,
         run.duplicates,
         run.quarantined,
+        run.blank,
         run.file_hash,
         short(&run.head_before),
         run.head_after
@@ -366,8 +368,18 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
     if run.quarantined > 0 {
         writeln!(out, "see `cis quarantine list --run {}` for the rejected rows", run.run)?;
     }
+    if run.rows > 0 && run.accepted == 0 && run.duplicates == 0 {
+        eprintln!(
+            "error: every row was rejected — is --format right? (read as {})",
+            clap::ValueEnum::to_possible_value(&format).map_or_else(String::new, |v| v.get_name().to_string())
+        );
+        return Ok(ExitCode::from(EXIT_ALL_REJECTED));
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cis ingest`'s exit code when the file had rows and none was stored (README: exit codes).
+pub const EXIT_ALL_REJECTED: u8 = 3;
 
 fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     if let (Some(t), Some(k)) = (a.as_of, a.known_at) {

@@ -265,8 +265,9 @@ impl<'a> Reader<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Measures {
     /// Order or return amount in micro-units of its currency (minor units scaled to 6
-    /// decimals), so sums stay exact integers whatever the currency's exponent.
-    pub amount_micros: i64,
+    /// decimals), so sums stay exact integers whatever the currency's exponent. i128, so
+    /// that reading any stored amount succeeds (see [`money::to_micros`]).
+    pub amount_micros: i128,
     pub duration_s: u32,
     pub page_views: u32,
     pub signup_date: Option<Micros>,
@@ -282,13 +283,9 @@ pub fn measures(kind: Kind, bytes: &[u8]) -> Result<Measures, DecodeError> {
     if version != BODY_SCHEMA {
         return Err(err(format!("unknown body schema {version}")));
     }
-    let micros = |minor: i64, cur: &[u8]| -> Result<i64, String> {
-        let exp = std::str::from_utf8(cur)
-            .map(money::exponent)
-            .map_err(|_| "currency is not UTF-8")?;
-        minor
-            .checked_mul(10i64.pow(6 - exp))
-            .ok_or_else(|| "amount overflows".to_string())
+    let micros = |minor: i64, cur: &[u8]| -> Result<i128, String> {
+        let cur = std::str::from_utf8(cur).map_err(|_| "currency is not UTF-8")?;
+        Ok(money::to_micros(minor, cur))
     };
     (|| -> Result<Measures, String> {
         let mut m = Measures::default();
@@ -439,6 +436,30 @@ mod tests {
             measures(Kind::Order, &encode_body(&yen)).expect("reads").amount_micros,
             1_500_000_000
         );
+    }
+
+    /// Before ingest bounded amounts, a stored order of 10^13 USD failed every snapshot
+    /// with "amount overflows": its micro-units do not fit an i64. Any i64 must read.
+    #[test]
+    fn every_stored_amount_reads() {
+        let max = i128::from(i64::MAX);
+        for (minor, currency, micros) in [
+            (1_000_000_000_000_000, "USD", 10_000_000_000_000_000_000),
+            (i64::MAX, "JPY", max * 1_000_000),
+            (i64::MAX, "KWD", max * 1_000),
+        ] {
+            let order = Payload::Order(Order {
+                order_id: "o".into(),
+                amount: Money {
+                    minor,
+                    currency: currency.into(),
+                },
+                quantity: Some(u32::MAX),
+                channel: None,
+            });
+            let m = measures(Kind::Order, &encode_body(&order)).expect("reads");
+            assert_eq!(m.amount_micros, micros, "{minor} {currency}");
+        }
     }
 
     #[test]

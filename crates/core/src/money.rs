@@ -53,6 +53,13 @@ pub fn parse_amount(s: &str, currency: &str) -> Result<i64, String> {
     Ok(if neg { -minor } else { minor })
 }
 
+/// Minor units of `currency` as micro-units (six decimals), the unit features sum in so
+/// that totals stay exact integers whatever the currency's exponent. Widened to i128: any
+/// i64 amount, even one stored before ingest bounded amounts, converts without overflow.
+pub fn to_micros(minor: i64, currency: &str) -> i128 {
+    i128::from(minor) * 10i128.pow(6 - exponent(currency))
+}
+
 /// Formats minor units back to a decimal string in major units.
 pub fn format_amount(minor: i64, currency: &str) -> String {
     let exp = exponent(currency);
@@ -104,6 +111,15 @@ mod tests {
         for (minor, cur) in [(1250, "USD"), (-5, "EUR"), (1500, "JPY"), (1234, "KWD"), (0, "USD")] {
             assert_eq!(parse_amount(&format_amount(minor, cur), cur), Ok(minor));
         }
+    }
+
+    #[test]
+    fn micros_never_overflow() {
+        assert_eq!(to_micros(1250, "USD"), 12_500_000);
+        assert_eq!(to_micros(1500, "JPY"), 1_500_000_000);
+        assert_eq!(to_micros(1234, "KWD"), 1_234_000);
+        assert_eq!(to_micros(i64::MAX, "JPY"), i128::from(i64::MAX) * 1_000_000);
+        assert_eq!(to_micros(i64::MIN, "JPY"), i128::from(i64::MIN) * 1_000_000);
     }
 
     #[test]

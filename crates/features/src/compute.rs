@@ -3,6 +3,14 @@
 //! Everything is accumulated in integers (micro-units of money, seconds, counts, day
 //! numbers), so the result does not depend on the order the log is scanned in; floats
 //! appear only in the final per-customer formulas.
+//!
+//! Every sum is checked and wide enough never to be reached: money in i128 micro-units,
+//! counts, seconds and page views in u64. With the bounds ingest enforces (an amount of at
+//! most 10^12 major units is 10^18 micro-units; a session at most 604,800 s and 10^6 page
+//! views) a sum would need more than 10^20 orders or 10^13 sessions of one customer to
+//! overflow; even an out-of-bound event stored before those bounds existed (any i64 amount,
+//! any u32 duration) needs more than 10^13 orders or 4·10^9 sessions. Should it ever happen,
+//! the snapshot fails with [`ComputeError::Overflow`] instead of a wrapped total.
 
 use std::collections::HashMap;
 
@@ -24,6 +32,8 @@ pub enum ComputeError {
     UnknownKind(u8),
     #[error("a feature worker thread panicked")]
     Panicked,
+    #[error("the {0} of one customer overflows its accumulator")]
+    Overflow(&'static str),
     #[error("feature {feature} of customer {customer} is not finite ({value})")]
     NotFinite {
         customer: String,
@@ -35,11 +45,11 @@ pub enum ComputeError {
 /// Per-customer running totals. Index `wi` follows [`WINDOWS`].
 #[derive(Debug, Clone, Default)]
 pub struct Acc {
-    orders: [u32; 3],
-    gross: [i64; 3],
-    returns: [u32; 3],
-    returned: [i64; 3],
-    sessions: [u32; 3],
+    orders: [u64; 3],
+    gross: [i128; 3],
+    returns: [u64; 3],
+    returned: [i128; 3],
+    sessions: [u64; 3],
     session_secs: [u64; 3],
     page_views: [u64; 3],
     /// Bit d set: an activity on the UTC date d days before T's date, inside the window.
@@ -47,20 +57,43 @@ pub struct Acc {
     first_event: Option<Micros>,
     last_order: Option<Micros>,
     last_session: Option<Micros>,
-    lifetime_orders: u32,
-    lifetime_gross: i64,
-    orders_prev30: u32,
-    gross_prev30: i64,
-    sessions_prev30: u32,
+    lifetime_orders: u64,
+    lifetime_gross: i128,
+    orders_prev30: u64,
+    gross_prev30: i128,
+    sessions_prev30: u64,
     /// The signup date from the latest customer row carrying one, keyed by that row's
     /// (event_time, id) so the choice does not depend on scan order.
     signup: Option<(Micros, [u8; 32], Micros)>,
     /// (UTC day number, amount) of every order, for the RFM summary.
-    order_days: Vec<(i64, i64)>,
+    order_days: Vec<(i64, i128)>,
 }
 
 fn day_of(t: Micros) -> i64 {
     t.div_euclid(MICROS_PER_DAY)
+}
+
+/// Adds `v` to the running total `sum` of `what`, refusing to wrap.
+fn add_to<T: CheckedAdd>(sum: &mut T, v: T, what: &'static str) -> Result<(), ComputeError> {
+    *sum = sum.checked_add(v).ok_or(ComputeError::Overflow(what))?;
+    Ok(())
+}
+
+/// The accumulators' integer types: just `checked_add`, which std has on each but no trait for.
+trait CheckedAdd: Copy {
+    fn checked_add(self, v: Self) -> Option<Self>;
+}
+
+impl CheckedAdd for u64 {
+    fn checked_add(self, v: u64) -> Option<u64> {
+        u64::checked_add(self, v)
+    }
+}
+
+impl CheckedAdd for i128 {
+    fn checked_add(self, v: i128) -> Option<i128> {
+        i128::checked_add(self, v)
+    }
 }
 
 impl Acc {
@@ -88,33 +121,34 @@ impl Acc {
         }
         match kind {
             Kind::Order => {
+                let a = m.amount_micros;
                 for wi in (0..WINDOWS.len()).filter(|&wi| in_window(wi)) {
-                    self.orders[wi] += 1;
-                    self.gross[wi] += m.amount_micros;
+                    add_to(&mut self.orders[wi], 1, "order count")?;
+                    add_to(&mut self.gross[wi], a, "gross revenue")?;
                 }
                 if in_prev30 {
-                    self.orders_prev30 += 1;
-                    self.gross_prev30 += m.amount_micros;
+                    add_to(&mut self.orders_prev30, 1, "order count")?;
+                    add_to(&mut self.gross_prev30, a, "gross revenue")?;
                 }
                 self.last_order = Some(self.last_order.map_or(event_time, |l| l.max(event_time)));
-                self.lifetime_orders += 1;
-                self.lifetime_gross += m.amount_micros;
-                self.order_days.push((day_of(event_time), m.amount_micros));
+                add_to(&mut self.lifetime_orders, 1, "order count")?;
+                add_to(&mut self.lifetime_gross, a, "gross revenue")?;
+                self.order_days.push((day_of(event_time), a));
             }
             Kind::Return => {
                 for wi in (0..WINDOWS.len()).filter(|&wi| in_window(wi)) {
-                    self.returns[wi] += 1;
-                    self.returned[wi] += m.amount_micros;
+                    add_to(&mut self.returns[wi], 1, "return count")?;
+                    add_to(&mut self.returned[wi], m.amount_micros, "returned amount")?;
                 }
             }
             Kind::Session => {
                 for wi in (0..WINDOWS.len()).filter(|&wi| in_window(wi)) {
-                    self.sessions[wi] += 1;
-                    self.session_secs[wi] += u64::from(m.duration_s);
-                    self.page_views[wi] += u64::from(m.page_views);
+                    add_to(&mut self.sessions[wi], 1, "session count")?;
+                    add_to(&mut self.session_secs[wi], u64::from(m.duration_s), "session seconds")?;
+                    add_to(&mut self.page_views[wi], u64::from(m.page_views), "page views")?;
                 }
                 if in_prev30 {
-                    self.sessions_prev30 += 1;
+                    add_to(&mut self.sessions_prev30, 1, "session count")?;
                 }
                 self.last_session = Some(self.last_session.map_or(event_time, |l| l.max(event_time)));
             }
@@ -130,9 +164,10 @@ impl Acc {
     }
 
     /// Every feature in definition order.
-    pub fn finish(mut self, t: Micros) -> Vec<f64> {
+    pub fn finish(mut self, t: Micros) -> Result<Vec<f64>, ComputeError> {
         let days = |micros: i64| micros as f64 / MICROS_PER_DAY as f64;
-        let money = |micros: i64| micros as f64 / 1e6;
+        let money = |micros: i128| micros as f64 / 1e6;
+        let count = |n: u64| n as f64;
         let start = match (self.first_event, self.signup.map(|s| s.2)) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(t),
@@ -140,10 +175,10 @@ impl Acc {
         let tenure = days(t - start);
         // RFM over purchase dates: same-day orders are one purchase.
         self.order_days.sort_unstable();
-        let mut purchase_days: Vec<(i64, i64)> = Vec::new();
+        let mut purchase_days: Vec<(i64, i128)> = Vec::new();
         for &(d, amount) in &self.order_days {
             match purchase_days.last_mut() {
-                Some((last, total)) if *last == d => *total += amount,
+                Some((last, total)) if *last == d => add_to(total, amount, "gross revenue")?,
                 _ => purchase_days.push((d, amount)),
             }
         }
@@ -153,7 +188,11 @@ impl Acc {
                 let monetary = if repeats.is_empty() {
                     0.0
                 } else {
-                    money(repeats.iter().map(|r| r.1).sum::<i64>()) / repeats.len() as f64
+                    let mut total = 0i128;
+                    for r in repeats {
+                        add_to(&mut total, r.1, "gross revenue")?;
+                    }
+                    money(total) / repeats.len() as f64
                 };
                 (
                     repeats.len() as f64,
@@ -167,30 +206,36 @@ impl Acc {
         let ratio = |num: f64, den: f64| (num + 1.0) / (den + 1.0);
         definitions()
             .iter()
-            .map(|d| match d.calc {
-                Calc::Orders(w) => f64::from(self.orders[w]),
-                Calc::GrossRevenue(w) => money(self.gross[w]),
-                Calc::NetRevenue(w) => money(self.gross[w] - self.returned[w]),
-                Calc::AvgOrderValue(w) if self.orders[w] > 0 => money(self.gross[w]) / f64::from(self.orders[w]),
-                Calc::ReturnRate(w) if self.orders[w] > 0 => f64::from(self.returns[w]) / f64::from(self.orders[w]),
-                Calc::AvgOrderValue(_) | Calc::ReturnRate(_) => 0.0,
-                Calc::Returns(w) => f64::from(self.returns[w]),
-                Calc::Sessions(w) => f64::from(self.sessions[w]),
-                Calc::SessionMinutes(w) => self.session_secs[w] as f64 / 60.0,
-                Calc::PageViews(w) => self.page_views[w] as f64,
-                Calc::ActiveDays(w) => f64::from(self.active[w].count_ones()),
-                Calc::TenureDays => tenure,
-                Calc::DaysSinceLastOrder => self.last_order.map_or(tenure, |l| days(t - l)),
-                Calc::DaysSinceLastSession => self.last_session.map_or(tenure, |l| days(t - l)),
-                Calc::LifetimeOrders => f64::from(self.lifetime_orders),
-                Calc::LifetimeRevenue => money(self.lifetime_gross),
-                Calc::OrderTrend30 => ratio(f64::from(self.orders[1]), f64::from(self.orders_prev30)),
-                Calc::RevenueTrend30 => ratio(money(self.gross[1]), money(self.gross_prev30)),
-                Calc::SessionTrend30 => ratio(f64::from(self.sessions[1]), f64::from(self.sessions_prev30)),
-                Calc::RfmFrequency => frequency,
-                Calc::RfmRecencyDays => recency,
-                Calc::RfmAgeDays => age,
-                Calc::RfmMonetary => monetary,
+            .map(|d| {
+                Ok(match d.calc {
+                    Calc::Orders(w) => count(self.orders[w]),
+                    Calc::GrossRevenue(w) => money(self.gross[w]),
+                    Calc::NetRevenue(w) => money(
+                        self.gross[w]
+                            .checked_sub(self.returned[w])
+                            .ok_or(ComputeError::Overflow("net revenue"))?,
+                    ),
+                    Calc::AvgOrderValue(w) if self.orders[w] > 0 => money(self.gross[w]) / count(self.orders[w]),
+                    Calc::ReturnRate(w) if self.orders[w] > 0 => count(self.returns[w]) / count(self.orders[w]),
+                    Calc::AvgOrderValue(_) | Calc::ReturnRate(_) => 0.0,
+                    Calc::Returns(w) => count(self.returns[w]),
+                    Calc::Sessions(w) => count(self.sessions[w]),
+                    Calc::SessionMinutes(w) => count(self.session_secs[w]) / 60.0,
+                    Calc::PageViews(w) => count(self.page_views[w]),
+                    Calc::ActiveDays(w) => f64::from(self.active[w].count_ones()),
+                    Calc::TenureDays => tenure,
+                    Calc::DaysSinceLastOrder => self.last_order.map_or(tenure, |l| days(t - l)),
+                    Calc::DaysSinceLastSession => self.last_session.map_or(tenure, |l| days(t - l)),
+                    Calc::LifetimeOrders => count(self.lifetime_orders),
+                    Calc::LifetimeRevenue => money(self.lifetime_gross),
+                    Calc::OrderTrend30 => ratio(count(self.orders[1]), count(self.orders_prev30)),
+                    Calc::RevenueTrend30 => ratio(money(self.gross[1]), money(self.gross_prev30)),
+                    Calc::SessionTrend30 => ratio(count(self.sessions[1]), count(self.sessions_prev30)),
+                    Calc::RfmFrequency => frequency,
+                    Calc::RfmRecencyDays => recency,
+                    Calc::RfmAgeDays => age,
+                    Calc::RfmMonetary => monetary,
+                })
             })
             .collect()
     }
@@ -290,7 +335,7 @@ pub fn materialise(store: &Store, at: AsOf) -> Result<Matrix, ComputeError> {
     let mut values = Vec::with_capacity(customers.len() * Matrix::width());
     let mut ids = Vec::with_capacity(customers.len());
     for (id, acc) in customers {
-        let row = acc.finish(t);
+        let row = acc.finish(t)?;
         if let Some((j, v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(ComputeError::NotFinite {
                 customer: id,
@@ -321,5 +366,102 @@ pub fn customer_row(store: &Store, customer: &str, at: AsOf) -> Result<Option<Ve
             seen = true;
         }
     }
-    Ok(seen.then(|| acc.finish(at.as_of)))
+    seen.then(|| acc.finish(at.as_of)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cis_core::event::{encode_body, Money, Order, Payload, Session};
+
+    const T: Micros = 100 * MICROS_PER_DAY;
+    const ID: [u8; 32] = [7; 32];
+
+    fn order(minor: i64) -> Vec<u8> {
+        encode_body(&Payload::Order(Order {
+            order_id: "o".into(),
+            amount: Money {
+                minor,
+                currency: "JPY".into(),
+            },
+            quantity: None,
+            channel: None,
+        }))
+    }
+
+    fn session(duration_s: u32, page_views: u32) -> Vec<u8> {
+        encode_body(&Payload::Session(Session {
+            session_id: "s".into(),
+            duration_s,
+            page_views: Some(page_views),
+            device: None,
+        }))
+    }
+
+    fn overflow(r: Result<impl std::fmt::Debug, ComputeError>) -> &'static str {
+        match r {
+            Err(ComputeError::Overflow(what)) => what,
+            other => panic!("expected an overflow error, got {other:?}"),
+        }
+    }
+
+    /// Two i64::MAX yen orders: 2 · 9.2·10^24 micro-units, far past i64, exact in i128.
+    #[test]
+    fn amounts_beyond_i64_sum_exactly() {
+        let mut acc = Acc::default();
+        for _ in 0..2 {
+            acc.add(T, Kind::Order, T, &ID, &order(i64::MAX)).expect("adds");
+        }
+        assert_eq!(acc.lifetime_gross, 2 * i128::from(i64::MAX) * 1_000_000);
+        assert_eq!(acc.gross, [acc.lifetime_gross; 3]);
+        assert_eq!(acc.lifetime_orders, 2);
+    }
+
+    #[test]
+    fn a_sum_that_would_wrap_is_an_error() {
+        let mut acc = Acc {
+            lifetime_gross: i128::MAX - 1,
+            ..Acc::default()
+        };
+        assert_eq!(overflow(acc.add(T, Kind::Order, T, &ID, &order(1))), "gross revenue");
+
+        let mut acc = Acc {
+            orders: [u64::MAX; 3],
+            ..Acc::default()
+        };
+        assert_eq!(overflow(acc.add(T, Kind::Order, T, &ID, &order(1))), "order count");
+
+        let mut acc = Acc {
+            session_secs: [u64::MAX - 10; 3],
+            ..Acc::default()
+        };
+        assert_eq!(
+            overflow(acc.add(T, Kind::Session, T, &ID, &session(11, 0))),
+            "session seconds"
+        );
+
+        let mut acc = Acc {
+            page_views: [u64::MAX; 3],
+            ..Acc::default()
+        };
+        assert_eq!(
+            overflow(acc.add(T, Kind::Session, T, &ID, &session(0, 1))),
+            "page views"
+        );
+    }
+
+    #[test]
+    fn totals_formed_at_the_end_are_checked_too() {
+        let acc = Acc {
+            order_days: vec![(99, i128::MAX), (99, 1)],
+            ..Acc::default()
+        };
+        assert_eq!(overflow(acc.finish(T)), "gross revenue");
+        let acc = Acc {
+            gross: [i128::MAX; 3],
+            returned: [-1; 3],
+            ..Acc::default()
+        };
+        assert_eq!(overflow(acc.finish(T)), "net revenue");
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! Bad rows never stop a file: each is quarantined with file, line, field and reason,
 //! and the good rows are stored. A file that cannot be opened or whose header lacks a
-//! required column stops before anything is written.
+//! required column stops before anything is written. A failure after that (the input cannot be
+//! read to its end, the store refuses a write) still records the run, with what it committed,
+//! and is returned as [`IngestError::Stopped`].
 
 pub mod history;
 pub mod records;
@@ -39,6 +41,15 @@ pub enum IngestError {
     CdnowKind(&'static str),
     #[error("journal record: {0}")]
     Record(String),
+    /// The run failed part-way; `run` is its record as stored, with the batches it committed.
+    #[error(
+        "ingest run {} stopped after committing {} batch(es) ({} new events); the run is recorded: {cause}",
+        run.run, run.batches.len(), run.accepted
+    )]
+    Stopped {
+        run: Box<IngestRun>,
+        cause: Box<IngestError>,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -127,14 +138,28 @@ pub fn ingest_file(
     on_commit: &mut dyn FnMut(Committed<'_>),
 ) -> Result<IngestRun, IngestError> {
     let file_name = path.display().to_string();
-    if opts.format == Format::Cdnow && opts.kind != Kind::Order {
-        return Err(IngestError::CdnowKind(opts.kind.name()));
-    }
     let file = File::open(path).map_err(|source| IngestError::Open {
         file: file_name.clone(),
         source,
     })?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    ingest_reader(store, file, &file_name, len, opts, on_commit)
+}
+
+/// [`ingest_file`] on any byte stream, named `file_name` in records and errors; `len` (bytes,
+/// 0 if unknown) only sizes the progress bar.
+pub fn ingest_reader(
+    store: &Store,
+    input: impl Read + Send,
+    file_name: &str,
+    len: u64,
+    opts: &IngestOptions,
+    on_commit: &mut dyn FnMut(Committed<'_>),
+) -> Result<IngestRun, IngestError> {
+    let file_name = file_name.to_string();
+    if opts.format == Format::Cdnow && opts.kind != Kind::Order {
+        return Err(IngestError::CdnowKind(opts.kind.name()));
+    }
     // A bar only for files of more than a few thousand rows; indicatif hides it off a terminal.
     let bar = if opts.progress && len > 256 * 1024 {
         ProgressBar::new(len)
@@ -147,7 +172,7 @@ pub fn ingest_file(
     );
     let mut hasher = blake3::Hasher::new();
     let reader = Tap {
-        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        inner: std::io::BufReader::with_capacity(1 << 20, input),
         hasher: &mut hasher,
         bar: &bar,
     };
@@ -188,10 +213,13 @@ pub fn ingest_file(
         recorded_at: opts.recorded_at.describe(),
         started_at: time::format(started),
         finished_at: String::new(),
+        lines: 0,
+        blank: 0,
         rows: 0,
         accepted: 0,
         duplicates: 0,
         quarantined: 0,
+        stopped: None,
         head_before: hex(&head_before),
         head_after: String::new(),
         batches: Vec::new(),
@@ -205,7 +233,7 @@ pub fn ingest_file(
     // Two stages on two threads: this one reads and validates, the caller's thread hashes,
     // seals and writes. A bounded channel keeps at most two batches in memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
-    let outcome = std::thread::scope(|scope| -> Result<Parsed, IngestError> {
+    let (parsed, result) = std::thread::scope(|scope| {
         let reading = Reading {
             store,
             file: &file_name,
@@ -224,26 +252,48 @@ pub fn ingest_file(
         }
         // Dropping the receiver makes a still-running producer stop at its next send.
         drop(rx);
-        let parsed = producer.join().map_err(|_| IngestError::Read {
-            file: file_name.clone(),
-            reason: "reader thread panicked".into(),
-        })?;
-        appended?;
-        parsed
-    })?;
+        let (parsed, read) = producer.join().unwrap_or_else(|_| {
+            let reason = "reader thread panicked".into();
+            let file = file_name.clone();
+            (Parsed::default(), Err(IngestError::Read { file, reason }))
+        });
+        (parsed, appended.and(read))
+    });
     bar.finish_and_clear();
-    run.rows = outcome.rows;
-    run.quarantined = outcome.quarantined;
-    run.dropped_columns = outcome.dropped;
+    run.lines = parsed.lines.read;
+    run.blank = parsed.lines.blank;
+    run.rows = parsed.rows;
+    run.quarantined = parsed.quarantined;
+    run.dropped_columns = parsed.dropped;
     if !known_columns {
         warn_dropped(&file_name, &run.dropped_columns);
     }
     profile.finish(&mut run);
+    // Of the bytes read: the whole file unless the run stopped.
     run.file_hash = hasher.finalize().to_hex().to_string();
-    run.head_after = hex(&store.log().head()?);
+    let head_after = store.log().head();
     run.finished_at = time::format(time::now());
-    records::record_run(store, &run)?;
-    Ok(run)
+    let cause = match (result, head_after) {
+        (Ok(()), Ok(head)) => {
+            run.head_after = hex(&head);
+            records::record_run(store, &run)?;
+            return Ok(run);
+        }
+        (Err(cause), head) => {
+            run.head_after = head.map(|h| hex(&h)).unwrap_or_default();
+            cause
+        }
+        (Ok(()), Err(e)) => e.into(),
+    };
+    // Whatever stopped the run, the batches it committed are in the log: record them.
+    run.stopped = Some(cause.to_string());
+    if let Err(e) = records::record_run(store, &run) {
+        tracing::error!(run = run.run, error = %e, "the stopped run could not be recorded");
+    }
+    Err(IngestError::Stopped {
+        run: Box::new(run),
+        cause: Box::new(cause),
+    })
 }
 
 /// A batch of validated events and the input lines it came from.
@@ -255,7 +305,10 @@ struct Chunk {
 }
 
 /// What the reading stage counted.
+#[derive(Default)]
 struct Parsed {
+    lines: source::LineCount,
+    /// Items read: rows and row-level problems (the lines that are not blank).
     rows: u64,
     quarantined: u64,
     dropped: Vec<String>,
@@ -296,11 +349,26 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
+    /// Reads, validates and quarantines until the input ends or fails; returns what it counted
+    /// either way, so a failed run is recorded with its counts.
     fn read_chunks(
         &self,
         mut src: Box<dyn source::Source + Send + '_>,
         tx: std::sync::mpsc::SyncSender<Chunk>,
-    ) -> Result<Parsed, IngestError> {
+    ) -> (Parsed, Result<(), IngestError>) {
+        let mut parsed = Parsed::default();
+        let result = self.read_into(src.as_mut(), &tx, &mut parsed);
+        parsed.lines = src.lines();
+        parsed.dropped = src.dropped();
+        (parsed, result)
+    }
+
+    fn read_into(
+        &self,
+        src: &mut (dyn source::Source + Send + '_),
+        tx: &std::sync::mpsc::SyncSender<Chunk>,
+        parsed: &mut Parsed,
+    ) -> Result<(), IngestError> {
         let batch_rows = self.opts.batch_rows;
         let empty = || Chunk {
             events: Vec::with_capacity(batch_rows),
@@ -308,67 +376,76 @@ impl Reading<'_> {
             first_line: 0,
             last_line: 0,
         };
-        let mut parsed = Parsed {
-            rows: 0,
-            quarantined: 0,
-            dropped: Vec::new(),
-        };
         let mut chunk = empty();
-        while let Some(item) = src.next_item()? {
-            let (line, result) = match item {
-                Item::Bad { line, reason, raw } => (
-                    line,
-                    Err((
-                        validate::RowError {
-                            field: "(row)".into(),
-                            reason,
-                        },
-                        raw,
-                        None,
-                    )),
-                ),
-                Item::Row(row) => {
-                    let event = self.to_event(&row);
-                    if let Ok(ev) = &event {
-                        chunk.profile.note(&row, ev);
-                    }
-                    let customer = || row.get("customer_id").map(str::to_string);
-                    (row.line, event.map_err(|e| (e, row.raw.clone(), customer())))
-                }
+        let result = loop {
+            let item = match src.next_item() {
+                Ok(Some(item)) => item,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             };
-            parsed.rows += 1;
-            if chunk.events.is_empty() {
-                chunk.first_line = line;
-            }
-            chunk.last_line = line;
-            match result {
-                Ok(ev) => chunk.events.push(ev),
-                Err((e, raw, customer)) => {
-                    parsed.quarantined += 1;
-                    tracing::debug!(line, field = %e.field, reason = %e.reason, "quarantined");
-                    let q = Quarantined {
-                        run: self.run_id,
-                        file: self.file.to_string(),
-                        line,
-                        field: e.field,
-                        reason: e.reason,
-                        raw,
-                        customer,
-                    };
-                    records::quarantine(self.store, &q)?;
-                }
+            if let Err(e) = self.take(item, &mut chunk, parsed) {
+                break Err(e);
             }
             if chunk.events.len() >= batch_rows && tx.send(std::mem::replace(&mut chunk, empty())).is_err() {
                 // The writer stopped on an error; it reports it.
-                return Ok(parsed);
+                return Ok(());
             }
-        }
+        };
         if !chunk.events.is_empty() {
-            // A send error means the writer already failed and reports why.
+            // Good rows read before a failure are committed too. A send error means the writer
+            // already failed and reports why.
             let _ = tx.send(chunk);
         }
-        parsed.dropped = src.dropped();
-        Ok(parsed)
+        result
+    }
+
+    /// Validates one item into `chunk`, or quarantines it.
+    fn take(&self, item: Item, chunk: &mut Chunk, parsed: &mut Parsed) -> Result<(), IngestError> {
+        let (line, result) = match item {
+            Item::Bad { line, reason, raw } => (
+                line,
+                Err((
+                    validate::RowError {
+                        field: "(row)".into(),
+                        reason,
+                    },
+                    raw,
+                    None,
+                )),
+            ),
+            Item::Row(row) => {
+                let event = self.to_event(&row);
+                if let Ok(ev) = &event {
+                    chunk.profile.note(&row, ev);
+                }
+                let customer = || row.get("customer_id").map(str::to_string);
+                (row.line, event.map_err(|e| (e, row.raw.clone(), customer())))
+            }
+        };
+        parsed.rows += 1;
+        if chunk.events.is_empty() {
+            chunk.first_line = line;
+        }
+        chunk.last_line = line;
+        match result {
+            Ok(ev) => chunk.events.push(ev),
+            Err((e, raw, customer)) => {
+                parsed.quarantined += 1;
+                tracing::debug!(line, field = %e.field, reason = %e.reason, "quarantined");
+                let q = Quarantined {
+                    run: self.run_id,
+                    seq: Some(parsed.quarantined),
+                    file: self.file.to_string(),
+                    line,
+                    field: e.field,
+                    reason: e.reason,
+                    raw,
+                    customer,
+                };
+                records::quarantine(self.store, &q)?;
+            }
+        }
+        Ok(())
     }
 
     fn to_event(&self, row: &source::Row) -> Result<NewEvent, validate::RowError> {

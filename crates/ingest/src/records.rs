@@ -34,10 +34,20 @@ pub struct IngestRun {
     pub recorded_at: String,
     pub started_at: String,
     pub finished_at: String,
+    /// Physical lines read after the header (see [`crate::source`]): each is blank or
+    /// one row, so `lines = blank + rows` and `rows = accepted + duplicates + quarantined` (for a
+    /// run that was not stopped). Records written before this field existed load with 0.
+    #[serde(default)]
+    pub lines: u64,
+    #[serde(default)]
+    pub blank: u64,
     pub rows: u64,
     pub accepted: u64,
     pub duplicates: u64,
     pub quarantined: u64,
+    /// Why the run stopped before the end of its input; `None` for a run that read it all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub head_before: String,
     pub head_after: String,
     pub batches: Vec<u64>,
@@ -151,21 +161,26 @@ pub fn day_label(day: i64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantined {
     pub run: u64,
+    /// 1, 2, 3 … within the run: the record's key, unique whatever the line numbers. `None` for
+    /// records written before it existed, which are keyed by their line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     pub file: String,
     pub line: u64,
     pub field: String,
     pub reason: String,
-    /// The row as read, with personal-data fields redacted.
+    /// The row as read, with personal-data fields redacted; empty when the row cannot be aligned
+    /// with a header that has personal-data columns (so nothing of theirs is ever stored).
     pub raw: String,
     /// The customer id the row names, when it could be read (erasure finds the row by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<String>,
 }
 
-fn key(run: u64, line: u64) -> [u8; 16] {
+fn key(q: &Quarantined) -> [u8; 16] {
     let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&run.to_be_bytes());
-    k[8..].copy_from_slice(&line.to_be_bytes());
+    k[..8].copy_from_slice(&q.run.to_be_bytes());
+    k[8..].copy_from_slice(&q.seq.unwrap_or(q.line).to_be_bytes());
     k
 }
 
@@ -196,12 +211,12 @@ fn list<T: for<'de> Deserialize<'de>>(
 
 /// Written with the batch it belongs to, so it is durable when the batch is.
 pub fn quarantine(store: &Store, q: &Quarantined) -> Result<(), IngestError> {
-    put(store, QUARANTINE, &key(q.run, q.line), q)
+    put(store, QUARANTINE, &key(q), q)
 }
 
 /// Removes a quarantined row (erasure of the customer it names). Flushed by the caller.
 pub fn remove_quarantined(store: &Store, q: &Quarantined) -> Result<(), IngestError> {
-    Ok(store.journal_remove(QUARANTINE, &key(q.run, q.line))?)
+    Ok(store.journal_remove(QUARANTINE, &key(q))?)
 }
 
 pub fn record_run(store: &Store, run: &IngestRun) -> Result<(), IngestError> {

@@ -1,4 +1,11 @@
 //! Reading input files into rows of named fields, whatever the format.
+//!
+//! Every format is read as **physical lines**: bytes ended by `\n`, `\r\n` or a bare `\r` (or by
+//! the end of the input); a UTF-8 byte-order mark at the start is skipped. One physical line is at
+//! most one row: a CSV quoted field cannot span lines, so a stray opening quote spoils only its own
+//! line (quarantined) instead of folding the rest of the file into one "row". Each line after the
+//! header is therefore exactly one of: blank (empty or only whitespace, skipped), a row (accepted,
+//! duplicate or quarantined), or a row-level problem (quarantined) — see [`Source::lines`].
 
 use std::io::{BufRead, Read};
 
@@ -9,8 +16,10 @@ use crate::IngestError;
 pub enum Format {
     Csv,
     Jsonl,
-    /// The CDNOW transaction log: whitespace separated original id, customer id,
-    /// YYYYMMDD, quantity, dollar value. Orders only.
+    /// The CDNOW transaction log, orders only: whitespace separated columns, either the sample's
+    /// five (original id, customer id, YYYYMMDD, quantity, dollar value) or the full log's four
+    /// (customer id, YYYYMMDD, quantity, dollar value) under the header
+    /// `customer_id date number_of_cds dollar_value`.
     Cdnow,
 }
 
@@ -80,6 +89,15 @@ pub trait Source {
     /// Personal-data columns seen so far (dropped).
     fn dropped(&self) -> Vec<String>;
     fn next_item(&mut self) -> Result<Option<Item>, IngestError>;
+    /// Physical lines read so far after the header, and how many of them were blank: every other
+    /// line was yielded as exactly one [`Item`].
+    fn lines(&self) -> LineCount;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineCount {
+    pub read: u64,
+    pub blank: u64,
 }
 
 pub fn open<'r>(
@@ -87,64 +105,225 @@ pub fn open<'r>(
     reader: Box<dyn Read + Send + 'r>,
     file: &str,
 ) -> Result<Box<dyn Source + Send + 'r>, IngestError> {
+    let lines = Lines::new(std::io::BufReader::new(reader), file);
     Ok(match format {
-        Format::Csv => Box::new(CsvSource::new(reader, file)?),
+        Format::Csv => Box::new(CsvSource::new(lines)?),
         Format::Jsonl => Box::new(JsonlSource {
-            lines: std::io::BufReader::new(reader),
-            line: 0,
+            lines,
+            count: LineCount::default(),
             dropped: Vec::new(),
-            file: file.into(),
         }),
         Format::Cdnow => Box::new(CdnowSource {
-            lines: std::io::BufReader::new(reader),
-            line: 0,
-            file: file.into(),
+            lines,
+            count: LineCount::default(),
+            header_line: 0,
             columns: cdnow_columns(),
         }),
     })
 }
 
-struct CsvSource<'r> {
-    reader: csv::Reader<Box<dyn Read + Send + 'r>>,
-    header: Vec<String>,
-    keep: Vec<bool>,
-    record: csv::StringRecord,
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Splits a byte stream into physical lines (see the module doc).
+struct Lines<R> {
+    inner: R,
+    /// Physical lines returned so far: the number of the current line.
+    line: u64,
+    /// The last line ended with `\r`: a `\n` right after it belongs to that line ending.
+    after_cr: bool,
+    buf: Vec<u8>,
     file: String,
 }
 
-impl<'r> CsvSource<'r> {
-    fn new(reader: Box<dyn Read + Send + 'r>, file: &str) -> Result<Self, IngestError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .has_headers(true)
-            .from_reader(reader);
-        let header: Vec<String> = reader
-            .headers()
-            .map_err(|e| IngestError::Header {
-                file: file.into(),
-                reason: e.to_string(),
-            })?
-            .iter()
-            .map(normalise_name)
-            .collect();
-        if header.iter().all(|h| h.is_empty()) {
-            return Err(IngestError::Header {
-                file: file.into(),
-                reason: "the file has no header row".into(),
-            });
-        }
-        let keep = header.iter().map(|h| !is_personal(h)).collect();
-        Ok(CsvSource {
-            reader,
-            header,
-            keep,
-            record: csv::StringRecord::new(),
+impl<R: BufRead> Lines<R> {
+    fn new(inner: R, file: &str) -> Self {
+        Lines {
+            inner,
+            line: 0,
+            after_cr: false,
+            buf: Vec::new(),
             file: file.into(),
+        }
+    }
+
+    /// Reads the next line into `self.buf` (without its ending); `false` at the end of input.
+    fn advance(&mut self) -> Result<bool, IngestError> {
+        self.buf.clear();
+        let mut partial = false;
+        loop {
+            let avail = match self.inner.fill_buf() {
+                Ok(a) => a,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(IngestError::Read {
+                        file: self.file.clone(),
+                        reason: format!("after line {}: {e}", self.line),
+                    })
+                }
+            };
+            if avail.is_empty() {
+                break;
+            }
+            if std::mem::take(&mut self.after_cr) && avail[0] == b'\n' {
+                self.inner.consume(1);
+                continue;
+            }
+            match avail.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    self.buf.extend_from_slice(&avail[..i]);
+                    self.after_cr = avail[i] == b'\r';
+                    self.inner.consume(i + 1);
+                    return Ok(self.finish_line());
+                }
+                None => {
+                    let n = avail.len();
+                    self.buf.extend_from_slice(avail);
+                    self.inner.consume(n);
+                    partial = true;
+                }
+            }
+        }
+        Ok(partial && self.finish_line())
+    }
+
+    fn finish_line(&mut self) -> bool {
+        self.line += 1;
+        if self.line == 1 && self.buf.starts_with(BOM) {
+            self.buf.drain(..BOM.len());
+        }
+        true
+    }
+
+    fn is_blank(&self) -> bool {
+        self.buf.iter().all(u8::is_ascii_whitespace)
+    }
+
+    /// The current line as text, or a row-level problem if it is not UTF-8.
+    fn text(&self) -> Result<&str, Item> {
+        std::str::from_utf8(&self.buf).map_err(|e| Item::Bad {
+            line: self.line,
+            reason: format!("not valid UTF-8 (byte {})", e.valid_up_to() + 1),
+            raw: String::new(),
         })
     }
 }
 
-impl Source for CsvSource<'_> {
+struct CsvSource<R> {
+    lines: Lines<R>,
+    /// One csv parser, rewound onto each line in turn.
+    parser: csv::Reader<std::io::Cursor<Vec<u8>>>,
+    record: csv::ByteRecord,
+    header: Vec<String>,
+    keep: Vec<bool>,
+    count: LineCount,
+}
+
+fn csv_parser() -> csv::Reader<std::io::Cursor<Vec<u8>>> {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(std::io::Cursor::new(Vec::new()))
+}
+
+/// Whether a quoted field is still open at the end of `line`, by the csv crate's rules: a field
+/// that starts with `"` is quoted until a `"` that is not doubled; a quote elsewhere is literal.
+/// Such a line is not parsed: its quote would otherwise swallow the lines after it.
+fn quote_left_open(line: &[u8]) -> bool {
+    #[derive(PartialEq)]
+    enum S {
+        FieldStart,
+        Plain,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut s = S::FieldStart;
+    for &b in line {
+        s = match (s, b) {
+            (S::FieldStart, b'"') | (S::QuoteInQuoted, b'"') => S::Quoted,
+            (S::Quoted, b'"') => S::QuoteInQuoted,
+            (S::Quoted, _) => S::Quoted,
+            (_, b',') => S::FieldStart,
+            _ => S::Plain,
+        };
+    }
+    s == S::Quoted
+}
+
+impl<R: BufRead> CsvSource<R> {
+    fn new(mut lines: Lines<R>) -> Result<Self, IngestError> {
+        let bad_header = |file: &str, reason: String| IngestError::Header {
+            file: file.into(),
+            reason,
+        };
+        let mut skipped = 0;
+        loop {
+            if !lines.advance()? {
+                return Err(bad_header(&lines.file, "the file has no header row".into()));
+            }
+            if !lines.is_blank() {
+                break;
+            }
+            skipped += 1;
+        }
+        if quote_left_open(&lines.buf) {
+            return Err(bad_header(&lines.file, "a quoted name is not closed".into()));
+        }
+        let mut src = CsvSource {
+            lines,
+            parser: csv_parser(),
+            record: csv::ByteRecord::new(),
+            header: Vec::new(),
+            keep: Vec::new(),
+            count: LineCount {
+                read: skipped,
+                blank: skipped,
+            },
+        };
+        src.parse_line()
+            .map_err(|e| bad_header(&src.lines.file, e.to_string()))?;
+        let names = csv::StringRecord::from_byte_record(src.record.clone())
+            .map_err(|_| bad_header(&src.lines.file, "the header is not valid UTF-8".into()))?;
+        src.header = names.iter().map(normalise_name).collect();
+        let header = &src.header;
+        if let Some((_, twice)) = header
+            .iter()
+            .enumerate()
+            .find(|(i, h)| !h.is_empty() && header[..*i].contains(h))
+        {
+            return Err(bad_header(&src.lines.file, format!("column '{twice}' appears twice")));
+        }
+        src.keep = src.header.iter().map(|h| !is_personal(h)).collect();
+        Ok(src)
+    }
+
+    /// Parses the current line (one record) into `self.record`.
+    fn parse_line(&mut self) -> Result<(), csv::Error> {
+        let cursor = self.parser.get_mut();
+        std::mem::swap(cursor.get_mut(), &mut self.lines.buf);
+        let parsed = self
+            .parser
+            .seek_raw(std::io::SeekFrom::Start(0), csv::Position::new())
+            .and_then(|()| self.parser.read_byte_record(&mut self.record));
+        std::mem::swap(self.parser.get_mut().get_mut(), &mut self.lines.buf);
+        parsed.map(|_| ())
+    }
+
+    /// A row-level problem; its text is kept only when it cannot hold personal data, i.e. when
+    /// the header has no personal-data column (an unaligned row cannot be redacted by column).
+    fn bad(&self, reason: String, fields: Option<&[&str]>) -> Item {
+        let raw = match fields {
+            Some(f) if self.keep.iter().all(|k| *k) => f.join(","),
+            _ => String::new(),
+        };
+        Item::Bad {
+            line: self.lines.line,
+            reason,
+            raw,
+        }
+    }
+}
+
+impl<R: BufRead> Source for CsvSource<R> {
     fn columns(&self) -> Option<&[String]> {
         Some(&self.header)
     }
@@ -158,68 +337,67 @@ impl Source for CsvSource<'_> {
             .collect()
     }
 
+    fn lines(&self) -> LineCount {
+        self.count
+    }
+
     fn next_item(&mut self) -> Result<Option<Item>, IngestError> {
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => Ok(None),
-            Ok(true) => {
-                let line = self.record.position().map_or(0, |p| p.line());
-                let redacted: Vec<&str> = self
-                    .record
-                    .iter()
-                    .zip(self.keep.iter().chain(std::iter::repeat(&true)))
-                    .map(|(v, k)| if *k { v } else { "<redacted>" })
-                    .collect();
-                let raw = redacted.join(",");
-                if self.record.len() != self.header.len() {
-                    return Ok(Some(Item::Bad {
-                        line,
-                        reason: format!(
-                            "row has {} fields, the header has {}",
-                            self.record.len(),
-                            self.header.len()
-                        ),
-                        raw,
-                    }));
-                }
-                let fields = self
-                    .header
-                    .iter()
-                    .zip(&self.keep)
-                    .zip(self.record.iter())
-                    .filter(|((_, k), _)| **k)
-                    .map(|((h, _), v)| (h.clone(), v.to_string()))
-                    .collect();
-                Ok(Some(Item::Row(Row { line, fields, raw })))
+        loop {
+            if !self.lines.advance()? {
+                return Ok(None);
             }
-            Err(e) => match e.kind() {
-                csv::ErrorKind::Utf8 { pos, err } => Ok(Some(Item::Bad {
-                    line: pos.as_ref().map_or(0, |p| p.line()),
-                    reason: format!("field {} is not valid UTF-8", err.field() + 1),
-                    raw: String::new(),
-                })),
-                _ => Err(IngestError::Read {
-                    file: self.file.clone(),
-                    reason: e.to_string(),
-                }),
-            },
+            self.count.read += 1;
+            if self.lines.is_blank() {
+                self.count.blank += 1;
+                continue;
+            }
+            if let Err(bad) = self.lines.text() {
+                return Ok(Some(bad));
+            }
+            if quote_left_open(&self.lines.buf) {
+                let reason = "a quoted field is not closed on this line (a value cannot span lines)";
+                return Ok(Some(self.bad(reason.into(), None)));
+            }
+            if let Err(e) = self.parse_line() {
+                return Ok(Some(self.bad(format!("unreadable CSV: {e}"), None)));
+            }
+            // The line is valid UTF-8, so every field is.
+            let values: Vec<&str> = self
+                .record
+                .iter()
+                .map(|v| std::str::from_utf8(v).unwrap_or_default())
+                .collect();
+            if values.len() != self.header.len() {
+                let reason = format!("row has {} fields, the header has {}", values.len(), self.header.len());
+                return Ok(Some(self.bad(reason, Some(&values))));
+            }
+            let raw = values
+                .iter()
+                .zip(&self.keep)
+                .map(|(v, k)| if *k { v } else { "<redacted>" })
+                .collect::<Vec<_>>()
+                .join(",");
+            let fields = self
+                .header
+                .iter()
+                .zip(&self.keep)
+                .zip(&values)
+                .filter(|((_, k), _)| **k)
+                .map(|((h, _), v)| (h.clone(), v.to_string()))
+                .collect();
+            return Ok(Some(Item::Row(Row {
+                line: self.lines.line,
+                fields,
+                raw,
+            })));
         }
     }
 }
 
 struct JsonlSource<R> {
-    lines: R,
-    line: u64,
+    lines: Lines<R>,
+    count: LineCount,
     dropped: Vec<String>,
-    file: String,
-}
-
-fn read_line(lines: &mut impl BufRead, buf: &mut Vec<u8>, file: &str) -> Result<bool, IngestError> {
-    buf.clear();
-    let n = lines.read_until(b'\n', buf).map_err(|e| IngestError::Read {
-        file: file.into(),
-        reason: e.to_string(),
-    })?;
-    Ok(n > 0)
 }
 
 impl<R: BufRead> Source for JsonlSource<R> {
@@ -231,40 +409,36 @@ impl<R: BufRead> Source for JsonlSource<R> {
         self.dropped.clone()
     }
 
+    fn lines(&self) -> LineCount {
+        self.count
+    }
+
     fn next_item(&mut self) -> Result<Option<Item>, IngestError> {
-        let mut buf = Vec::new();
         loop {
-            if !read_line(&mut self.lines, &mut buf, &self.file)? {
+            if !self.lines.advance()? {
                 return Ok(None);
             }
-            self.line += 1;
-            let Ok(text) = std::str::from_utf8(&buf) else {
-                return Ok(Some(Item::Bad {
-                    line: self.line,
-                    reason: "line is not valid UTF-8".into(),
-                    raw: String::new(),
-                }));
-            };
-            let text = text.trim();
-            if text.is_empty() {
+            self.count.read += 1;
+            if self.lines.is_blank() {
+                self.count.blank += 1;
                 continue;
             }
+            let line = self.lines.line;
+            let bad = |reason: String| {
+                Ok(Some(Item::Bad {
+                    line,
+                    reason,
+                    raw: String::new(),
+                }))
+            };
+            let text = match self.lines.text() {
+                Ok(t) => t,
+                Err(bad) => return Ok(Some(bad)),
+            };
             let map = match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(map)) => map,
-                Ok(_) => {
-                    return Ok(Some(Item::Bad {
-                        line: self.line,
-                        reason: "line is not a JSON object".into(),
-                        raw: String::new(),
-                    }))
-                }
-                Err(e) => {
-                    return Ok(Some(Item::Bad {
-                        line: self.line,
-                        reason: format!("invalid JSON: {e}"),
-                        raw: String::new(),
-                    }))
-                }
+                Ok(_) => return bad("line is not a JSON object".into()),
+                Err(e) => return bad(format!("invalid JSON: {e}")),
             };
             let mut fields = Vec::with_capacity(map.len());
             let mut kept = serde_json::Map::new();
@@ -285,11 +459,7 @@ impl<R: BufRead> Source for JsonlSource<R> {
                 kept.insert(k, v);
             }
             let raw = serde_json::Value::Object(kept).to_string();
-            return Ok(Some(Item::Row(Row {
-                line: self.line,
-                fields,
-                raw,
-            })));
+            return Ok(Some(Item::Row(Row { line, fields, raw })));
         }
     }
 }
@@ -307,10 +477,14 @@ fn cdnow_columns() -> Vec<String> {
     .to_vec()
 }
 
+/// The header line of the full CDNOW log (four columns, no sample id).
+const CDNOW_FULL_HEADER: [&str; 4] = ["customer_id", "date", "number_of_cds", "dollar_value"];
+
 struct CdnowSource<R> {
-    lines: R,
-    line: u64,
-    file: String,
+    lines: Lines<R>,
+    count: LineCount,
+    /// The line of the full log's header; 0 when there is none (the sample).
+    header_line: u64,
     columns: Vec<String>,
 }
 
@@ -323,48 +497,72 @@ impl<R: BufRead> Source for CdnowSource<R> {
         Vec::new()
     }
 
+    fn lines(&self) -> LineCount {
+        self.count
+    }
+
     fn next_item(&mut self) -> Result<Option<Item>, IngestError> {
-        let mut buf = Vec::new();
         loop {
-            if !read_line(&mut self.lines, &mut buf, &self.file)? {
+            if !self.lines.advance()? {
                 return Ok(None);
             }
-            self.line += 1;
-            let raw = String::from_utf8_lossy(&buf).trim_end().to_string();
+            let line = self.lines.line;
+            // CDNOW rows hold no personal data: the raw text is kept even when malformed.
+            let raw = String::from_utf8_lossy(&self.lines.buf).trim().to_string();
             let parts: Vec<&str> = raw.split_whitespace().collect();
-            if parts.is_empty() {
+            let first_row = self.count.read == self.count.blank;
+            if first_row && self.header_line == 0 && is_cdnow_header(&parts) {
+                self.header_line = line;
                 continue;
             }
-            if parts.len() != 5 {
-                return Ok(Some(Item::Bad {
-                    line: self.line,
-                    reason: format!("expected 5 whitespace-separated columns, found {}", parts.len()),
-                    raw,
-                }));
+            self.count.read += 1;
+            if parts.is_empty() {
+                self.count.blank += 1;
+                continue;
             }
-            let d = parts[2];
-            let date = if d.len() == 8 {
-                format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
-            } else {
-                d.to_string()
+            if std::str::from_utf8(&self.lines.buf).is_err() {
+                let reason = "not valid UTF-8".into();
+                return Ok(Some(Item::Bad { line, reason, raw }));
+            }
+            // The sample has a leading original id; the full log does not.
+            let (customer, date, quantity, amount) = match parts[..] {
+                [_, c, d, q, a] | [c, d, q, a] => (c, d, q, a),
+                _ => {
+                    return Ok(Some(Item::Bad {
+                        line,
+                        reason: format!(
+                            "expected 5 (sample) or 4 (full log) whitespace-separated columns, found {}",
+                            parts.len()
+                        ),
+                        raw,
+                    }))
+                }
             };
-            // CDNOW rows have no order id and some rows repeat exactly (distinct purchases),
-            // so the id is the row's position: re-ingesting the same file adds nothing.
+            // Anything but YYYYMMDD goes to validation as it is, which rejects it.
+            let event_time = if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
+                format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..])
+            } else {
+                date.to_string()
+            };
+            // CDNOW rows have no order id and some rows repeat exactly (distinct purchases), so
+            // the id is the row's position counted from the first line after the header (if
+            // any): re-ingesting the same file adds nothing, and both layouts of the same log
+            // give the same ids.
             let fields = vec![
-                ("order_id".into(), format!("cdnow-L{}", self.line)),
-                ("customer_id".into(), parts[1].to_string()),
-                ("event_time".into(), date),
-                ("quantity".into(), parts[3].to_string()),
-                ("amount".into(), parts[4].to_string()),
+                ("order_id".into(), format!("cdnow-L{}", line - self.header_line)),
+                ("customer_id".into(), customer.to_string()),
+                ("event_time".into(), event_time),
+                ("quantity".into(), quantity.to_string()),
+                ("amount".into(), amount.to_string()),
                 ("currency".into(), "USD".into()),
             ];
-            return Ok(Some(Item::Row(Row {
-                line: self.line,
-                fields,
-                raw,
-            })));
+            return Ok(Some(Item::Row(Row { line, fields, raw })));
         }
     }
+}
+
+fn is_cdnow_header(parts: &[&str]) -> bool {
+    parts.len() == CDNOW_FULL_HEADER.len() && parts.iter().zip(CDNOW_FULL_HEADER).all(|(p, h)| normalise_name(p) == h)
 }
 
 #[cfg(test)]
@@ -431,5 +629,51 @@ mod tests {
         let Item::Row(r) = &got[0] else { panic!("row") };
         assert_eq!(r.get("event_time"), Some("1997-01-01"));
         assert!(matches!(&got[2], Item::Bad { line: 3, .. }));
+    }
+
+    #[test]
+    fn cdnow_full_layout_numbers_rows_after_its_header() {
+        let got = items(
+            Format::Cdnow,
+            "customer_id date number_of_cds dollar_value\n1 19970101 1 11.77\n\n2 19970102 2 3.00\n",
+        );
+        let rows: Vec<_> = got
+            .iter()
+            .filter_map(|i| match i {
+                Item::Row(r) => Some((r.line, r.get("order_id"), r.get("customer_id"))),
+                Item::Bad { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [(2, Some("cdnow-L1"), Some("1")), (4, Some("cdnow-L3"), Some("2"))]
+        );
+    }
+
+    #[test]
+    fn lines_end_at_lf_crlf_or_a_bare_cr_and_a_bom_is_skipped() {
+        let text = "\u{feff}a\r\nb\rc\n\r\nd";
+        let mut lines = Lines::new(text.as_bytes(), "t");
+        let mut got = Vec::new();
+        while lines.advance().expect("reads") {
+            got.push((lines.line, String::from_utf8(lines.buf.clone()).expect("utf-8")));
+        }
+        let want = [(1, "a"), (2, "b"), (3, "c"), (4, ""), (5, "d")];
+        assert_eq!(got, want.map(|(n, s)| (n, s.to_string())));
+    }
+
+    #[test]
+    fn an_open_quote_is_found_as_csv_reads_quotes() {
+        for (line, open) in [
+            ("a,\"b", true),
+            ("a,\"b\"\"", true),
+            ("a,\"b\",c", false),
+            ("a,\"b\"\"c\"", false),
+            ("a,b\"c", false),
+            ("\"a,b", true),
+            ("a,\"b\"x\"", false),
+        ] {
+            assert_eq!(quote_left_open(line.as_bytes()), open, "{line}");
+        }
     }
 }

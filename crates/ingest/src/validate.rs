@@ -6,11 +6,12 @@
 //! - `event_time`: required, RFC 3339 (normalised to UTC) or `YYYY-MM-DD` (midnight UTC),
 //!   between 1900-01-01 and 2200-01-01.
 //! - `amount` + `currency`: required; exact decimal in major units, no more decimals than
-//!   the currency has; never negative (returns are positive refunds); currency upper-cased.
-//! - `quantity`: optional; an integer ≥ 1 when present; absent stays unknown.
+//!   the currency has; never negative (returns are positive refunds), at most
+//!   [`MAX_AMOUNT`] major units; currency upper-cased.
+//! - `quantity`: optional; an integer 1 ..= [`MAX_QUANTITY`] when present; absent stays unknown.
 //! - `channel`, `device`: optional; trimmed, lower-cased.
-//! - `duration_s`: required; an integer number of seconds ≥ 0.
-//! - `page_views`: optional; an integer ≥ 0; absent stays unknown.
+//! - `duration_s`: required; an integer number of seconds 0 ..= [`MAX_DURATION_S`].
+//! - `page_views`: optional; an integer 0 ..= [`MAX_PAGE_VIEWS`]; absent stays unknown.
 //! - `reason`: optional free text, trimmed.
 //! - `signup_date`: optional; a date or RFC 3339 time.
 //! - `country`: optional; ISO 3166 alpha-2, upper-cased.
@@ -63,6 +64,24 @@ pub fn optional_columns(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+// Numeric bounds. Features sum amounts in i128 micro-units and durations, page views and
+// counts in u64 (`features::compute`); within these bounds no such sum can overflow over
+// any history: 10^12 major units are 10^18 micro-units in every currency and an i128 holds
+// more than 10^20 of them, more orders than a u64 can count; a u64 holds over 10^13 maximal
+// sessions. Each bound sits far above anything real, so no genuine row is refused, while
+// typos and hostile values are quarantined.
+
+/// Largest order or return amount, in major units of its currency. 10^12, not less:
+/// the bound is per currency, and 10^9 would be only about USD 11,000 in Lebanese pounds
+/// or USD 40,000 in dong, the price of a car; 10^12 is about USD 11 million there.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+/// Largest quantity of one order: a million units, a wholesale order.
+pub const MAX_QUANTITY: u32 = 1_000_000;
+/// Longest session: a week (604,800 s); a session open longer is a stuck client or a bot.
+pub const MAX_DURATION_S: u32 = 604_800;
+/// Most page views in one session: a million, more than one a second for a whole week.
+pub const MAX_PAGE_VIEWS: u32 = 1_000_000;
+
 const MIN_TIME: Micros = -2_208_988_800_000_000; // 1900-01-01
 const MAX_TIME: Micros = 7_258_118_400_000_000; // 2200-01-01
 
@@ -102,14 +121,24 @@ fn money_field(row: &Row) -> Result<Money, RowError> {
     if minor < 0 {
         return fail("amount", format!("'{a}' is negative"));
     }
+    // Cannot overflow: 10^12 · 10^3 (the largest exponent) is far inside i64.
+    if minor > MAX_AMOUNT * 10i64.pow(money::exponent(&currency)) {
+        return fail(
+            "amount",
+            format!("'{a}' is above the bound for amount ({MAX_AMOUNT} {currency})"),
+        );
+    }
     Ok(Money { minor, currency })
 }
 
-fn uint(row: &Row, field: &str, min: u32) -> Result<Option<u32>, RowError> {
+fn uint(row: &Row, field: &str, min: u32, max: u32) -> Result<Option<u32>, RowError> {
     let Some(v) = row.get(field) else { return Ok(None) };
+    let above = || fail(field, format!("'{v}' is above the bound for {field} ({max})"));
     match v.parse::<u32>() {
-        Ok(n) if n >= min => Ok(Some(n)),
-        Ok(n) => fail(field, format!("{n} is below {min}")),
+        Ok(n) if n < min => fail(field, format!("{n} is below {min}")),
+        Ok(n) if n > max => above(),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => above(),
         Err(_) => fail(field, format!("'{v}' is not a whole number")),
     }
 }
@@ -131,16 +160,16 @@ pub fn validate(kind: Kind, row: &Row, reserved: &[&str]) -> Result<Event, RowEr
         Kind::Order => Payload::Order(Order {
             order_id: id(row, "order_id")?,
             amount: money_field(row)?,
-            quantity: uint(row, "quantity", 1)?,
+            quantity: uint(row, "quantity", 1, MAX_QUANTITY)?,
             channel: label(row, "channel"),
         }),
         Kind::Session => Payload::Session(Session {
             session_id: id(row, "session_id")?,
-            duration_s: uint(row, "duration_s", 0)?.ok_or_else(|| RowError {
+            duration_s: uint(row, "duration_s", 0, MAX_DURATION_S)?.ok_or_else(|| RowError {
                 field: "duration_s".into(),
                 reason: "missing".into(),
             })?,
-            page_views: uint(row, "page_views", 0)?,
+            page_views: uint(row, "page_views", 0, MAX_PAGE_VIEWS)?,
             device: label(row, "device"),
         }),
         Kind::Return => Payload::Return(Return {

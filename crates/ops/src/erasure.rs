@@ -308,7 +308,9 @@ fn remove_quarantined(store: &Store, customer: &str) -> Result<u64, ErasureError
         .into_iter()
         .filter(|q| match &q.customer {
             Some(c) => c == customer,
-            None => mentions(&q.raw, customer),
+            // A row that could not be aligned with its header keeps no text: it names no one,
+            // so it could be this customer's.
+            None => q.raw.is_empty() || mentions(&q.raw, customer),
         })
         .collect();
     for q in &rows {

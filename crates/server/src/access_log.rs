@@ -6,6 +6,14 @@
 //! A record holds the token's *name* (never the token), the route pattern, the customer id,
 //! as-of and known-at as requested, the time the request arrived, and the response status.
 //!
+//! A request no token authenticated (a 401) is not a record of its own: anyone can send those,
+//! so they would let a client choose what the log says and grow it without bound. The writer
+//! counts them per (route pattern, status, minute) and appends one record per minute that had
+//! any, with the `count`, no token and nothing else the client typed (no customer id, as-of,
+//! known-at or path), when that minute ends on the writer's clock or at shutdown. 20,000 refused
+//! requests in a minute on one route add one record. The counts of the minute still open are
+//! what a crash loses of them.
+//!
 //! The request does not wait for a disk flush: the middleware hands the record to a bounded
 //! queue ([`AccessLog::record`]); one writer thread owns the ledger, appends, and flushes when
 //! [`AccessLogConfig::flush_records`] records are unflushed or the oldest unflushed one was
@@ -20,9 +28,12 @@
 //! hands every API state on the same store the same writer, and a new writer waits until the
 //! previous one for that store has finished.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -71,7 +82,7 @@ impl Default for AccessLogConfig {
     }
 }
 
-/// One read through the API.
+/// One read through the API, or the refused requests of one route, status and minute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRecord {
     /// When the request arrived (RFC 3339 UTC in the ledger).
@@ -89,6 +100,18 @@ pub struct AccessRecord {
     pub as_of: Option<String>,
     pub known_at: Option<String>,
     pub status: u16,
+    /// On an aggregate of refused requests only: how many were answered `status` on `endpoint`
+    /// in the minute starting at `at`. Absent on a single read (and on records written before
+    /// aggregates existed, which still load and verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl AccessRecord {
+    /// How many requests the record stands for.
+    pub fn requests(&self) -> u64 {
+        self.count.unwrap_or(1)
+    }
 }
 
 mod rfc3339 {
@@ -106,6 +129,11 @@ mod rfc3339 {
 
 enum Msg {
     Record(AccessRecord),
+    /// A request no token authenticated, answered `status` on the route pattern `endpoint`.
+    Refused {
+        endpoint: String,
+        status: u16,
+    },
     /// Append everything queued before this, flush, then answer.
     Flush(SyncSender<Result<(), String>>),
 }
@@ -178,10 +206,21 @@ impl AccessLog {
         self.tx.as_ref().ok_or(AccessLogError::Stopped)
     }
 
-    /// Queues a record. Waits (on tokio's blocking pool) only when the queue is full.
+    /// Queues the record of an authenticated read. Waits (on tokio's blocking pool) only when
+    /// the queue is full.
     pub async fn record(&self, r: AccessRecord) -> Result<(), AccessLogError> {
+        self.queue(Msg::Record(r)).await
+    }
+
+    /// Queues a request no token authenticated, to be counted in its minute's aggregate; it
+    /// takes no field the client chose but the route it matched. Waits like [`Self::record`].
+    pub async fn refused(&self, endpoint: String, status: u16) -> Result<(), AccessLogError> {
+        self.queue(Msg::Refused { endpoint, status }).await
+    }
+
+    async fn queue(&self, msg: Msg) -> Result<(), AccessLogError> {
         let tx = self.sender()?;
-        match tx.try_send(Msg::Record(r)) {
+        match tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(_)) => Err(AccessLogError::Stopped),
             Err(TrySendError::Full(msg)) => {
@@ -198,7 +237,9 @@ impl AccessLog {
         }
     }
 
-    /// Blocks until every record queued before the call is appended and flushed.
+    /// Blocks until every record queued before the call is appended and flushed. Refused
+    /// requests of a minute still open stay counted in memory: they become a record when their
+    /// minute ends.
     pub fn flush(&self) -> Result<(), AccessLogError> {
         let (ack, done) = mpsc::sync_channel(1);
         self.sender()?
@@ -238,26 +279,66 @@ impl Drop for AccessLog {
 /// the writer from preempting request threads 2,000 times a second (the load benchmark's rate).
 const TICK: Duration = Duration::from_millis(10);
 
-/// The writer thread's state: records appended but not yet flushed.
+/// A minute in microseconds: refused requests are counted per route, status and minute.
+const MINUTE: Micros = 60_000_000;
+
+/// Refused requests counted by (minute start, route pattern, status), for the minutes whose
+/// aggregate is not written yet. Minute first, so closed minutes come out in time order.
+#[derive(Debug, Default)]
+struct Refused(BTreeMap<(Micros, String, u16), u64>);
+
+impl Refused {
+    /// Counts one refused request received at `now`. The writer's clock, not the request's
+    /// arrival, picks the minute: a minute it has closed never gets another request, so each
+    /// (route, status, minute) is one record.
+    fn add(&mut self, now: Micros, endpoint: String, status: u16) {
+        *self
+            .0
+            .entry((now.div_euclid(MINUTE) * MINUTE, endpoint, status))
+            .or_insert(0) += 1;
+    }
+
+    /// When the earliest open minute ends.
+    fn next_close(&self) -> Option<Micros> {
+        self.0.keys().next().map(|(minute, ..)| minute.saturating_add(MINUTE))
+    }
+
+    /// Removes the minutes that have ended by `now` and returns their aggregate records.
+    fn close(&mut self, now: Micros) -> Vec<AccessRecord> {
+        let open = self.0.split_off(&(now.saturating_sub(MINUTE) + 1, String::new(), 0));
+        std::mem::replace(&mut self.0, open)
+            .into_iter()
+            .map(|((at, endpoint, status), count)| AccessRecord {
+                at,
+                token: None,
+                endpoint,
+                path: None,
+                customer: None,
+                as_of: None,
+                known_at: None,
+                status,
+                count: Some(count),
+            })
+            .collect()
+    }
+}
+
+/// The writer thread's state: records appended but not yet flushed, refused requests counted.
 struct Writer<'a> {
     ledger: &'a Ledger,
     config: AccessLogConfig,
     durable: &'a AtomicU64,
     unflushed: u64,
     oldest: Option<Instant>,
+    refused: Refused,
 }
 
 impl Writer<'_> {
     fn take(&mut self, msg: Msg) -> Result<(), StorageError> {
         match msg {
-            Msg::Record(r) => {
-                let body = serde_json::to_vec(&r).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                self.ledger.append(&body)?;
-                self.unflushed += 1;
-                self.oldest.get_or_insert_with(Instant::now);
-                if self.unflushed >= self.config.flush_records as u64 {
-                    self.flush()?;
-                }
+            Msg::Record(r) => self.append(&r),
+            Msg::Refused { endpoint, status } => {
+                self.refused.add(cis_core::time::now(), endpoint, status);
                 Ok(())
             }
             Msg::Flush(ack) => {
@@ -266,6 +347,31 @@ impl Writer<'_> {
                 result
             }
         }
+    }
+
+    fn append(&mut self, r: &AccessRecord) -> Result<(), StorageError> {
+        let body = serde_json::to_vec(r).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        self.ledger.append(&body)?;
+        self.unflushed += 1;
+        self.oldest.get_or_insert_with(Instant::now);
+        if self.unflushed >= self.config.flush_records as u64 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Appends the aggregates of the minutes that have ended by `now`.
+    fn close_minutes(&mut self, now: Micros) -> Result<(), StorageError> {
+        for r in self.refused.close(now) {
+            self.append(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Shutdown: every open minute's aggregate, then a flush.
+    fn finish(&mut self) -> Result<(), StorageError> {
+        self.close_minutes(Micros::MAX)?;
+        self.flush()
     }
 
     /// Would the oldest unflushed record be older than the interval after one more tick?
@@ -285,8 +391,9 @@ impl Writer<'_> {
     }
 }
 
-/// The writer thread: blocks while idle, drains the queue every tick while busy, flushes by
-/// count or age, and drains and flushes when the last sender is gone.
+/// The writer thread: blocks while idle (until the next open minute ends, if any), drains the
+/// queue every tick while busy, writes the aggregates of ended minutes, flushes by count or age,
+/// and drains, writes every open aggregate and flushes when the last sender is gone.
 fn write_loop(
     ledger: &Ledger,
     rx: &Receiver<Msg>,
@@ -300,12 +407,21 @@ fn write_loop(
         durable,
         unflushed: 0,
         oldest: None,
+        refused: Refused::default(),
     };
     loop {
         if w.unflushed == 0 {
-            match rx.recv() {
+            let next = match w.refused.next_close() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(close) => {
+                    let wait = close.saturating_sub(cis_core::time::now()).max(0);
+                    rx.recv_timeout(Duration::from_micros(wait as u64))
+                }
+            };
+            match next {
                 Ok(m) => w.take(m)?,
-                Err(_) => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return w.finish(),
             }
         } else {
             std::thread::sleep(tick);
@@ -314,9 +430,10 @@ fn write_loop(
             match rx.try_recv() {
                 Ok(m) => w.take(m)?,
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return w.flush(),
+                Err(TryRecvError::Disconnected) => return w.finish(),
             }
         }
+        w.close_minutes(cis_core::time::now())?;
         if w.due(tick) {
             w.flush()?;
         }
@@ -370,6 +487,101 @@ pub fn verify(store: &Store) -> Result<Result<LedgerReport, LedgerBroken>, Acces
     Ok(store.ledger(LEDGER)?.verify()?)
 }
 
+/// Prints the records as the tab-separated table of `cis access-log`, one line each under a
+/// header. Every field goes through [`escape`], so a value a client chose cannot start a line,
+/// shift a column or reach the terminal as a control sequence.
+pub fn write_table(out: &mut impl Write, records: &[(u64, AccessRecord)]) -> io::Result<()> {
+    writeln!(
+        out,
+        "seq\tat\ttoken\tstatus\tcount\tendpoint\tcustomer\tas_of\tknown_at"
+    )?;
+    let dash = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
+    for (seq, r) in records {
+        let fields = [
+            seq.to_string(),
+            cis_core::time::format(r.at),
+            dash(&r.token),
+            r.status.to_string(),
+            r.requests().to_string(),
+            r.path.clone().unwrap_or_else(|| r.endpoint.clone()),
+            dash(&r.customer),
+            dash(&r.as_of),
+            dash(&r.known_at),
+        ];
+        let row: Vec<Cow<str>> = fields.iter().map(|f| escape(f)).collect();
+        writeln!(out, "{}", row.join("\t"))?;
+    }
+    Ok(())
+}
+
+/// Prints the records as JSON, one object (with its `seq`) per line. serde_json escapes quotes,
+/// backslashes and C0 controls; [`TerminalSafe`] escapes the rest of what [`escape`] does.
+pub fn write_json(out: &mut impl Write, records: &[(u64, AccessRecord)]) -> io::Result<()> {
+    for (seq, r) in records {
+        let mut v = serde_json::to_value(r)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("seq".into(), (*seq).into());
+        }
+        v.serialize(&mut serde_json::Serializer::with_formatter(&mut *out, TerminalSafe))?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// serde_json's compact output with DEL, C1 controls, line separators and bidi controls written
+/// as `\uXXXX` escapes (still the same JSON string), so `--json` on a terminal is as safe as the
+/// table.
+struct TerminalSafe;
+
+impl serde_json::ser::Formatter for TerminalSafe {
+    /// `fragment` holds no quote, backslash or C0 control: serde_json escapes those itself.
+    fn write_string_fragment<W: ?Sized + Write>(&mut self, out: &mut W, fragment: &str) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(needs_escape) {
+            let (clean, tail) = rest.split_at(at);
+            out.write_all(clean.as_bytes())?;
+            let mut chars = tail.chars();
+            let Some(c) = chars.next() else { break };
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                write!(out, "\\u{unit:04x}")?;
+            }
+            rest = chars.as_str();
+        }
+        out.write_all(rest.as_bytes())
+    }
+}
+
+/// `text` with every character that could forge a line, a column or a terminal control made
+/// visible: `\n`, `\r`, `\t` and `\\` as such, other ASCII controls (ESC, DEL) as `\x1b`,
+/// C1 controls, line separators and bidi controls as `\u{202e}`.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' | '\\' => out.extend(c.escape_default()),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if needs_escape(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Control characters (C0, DEL, C1), the backslash (so an escape cannot be faked), the Unicode
+/// line and paragraph separators, and the bidi controls that reorder what a terminal shows (the
+/// set rustc lints against in source: UAX #9 embeddings, overrides, isolates and marks).
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// `text` cut to at most `max` bytes on a character boundary (requested values are bounded).
 pub fn clip(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
@@ -393,6 +605,7 @@ mod tests {
             as_of: Some("1997-09-30".into()),
             known_at: None,
             status: 200,
+            count: None,
         }
     }
 
@@ -485,6 +698,98 @@ mod tests {
             .send(Msg::Record(record(0, "a", None)))
             .expect("send");
         assert_eq!(wait_durable(&log, 1), 1, "one record: flushed by age");
+    }
+
+    #[test]
+    fn refused_requests_are_one_count_per_route_status_and_minute() {
+        let mut refused = Refused::default();
+        let minute = 29_000 * MINUTE;
+        for i in 0..1000 {
+            refused.add(minute + i * 59_000, "/customer/profile".into(), 401);
+        }
+        refused.add(minute + 1, "/snapshots".into(), 401);
+        refused.add(minute + MINUTE, "/customer/profile".into(), 401);
+        assert_eq!(refused.next_close(), Some(minute + MINUTE));
+        assert!(
+            refused.close(minute + MINUTE - 1).is_empty(),
+            "the minute is still open"
+        );
+        let closed = refused.close(minute + MINUTE);
+        let seen: Vec<(Micros, &str, u16, Option<u64>)> = closed
+            .iter()
+            .map(|r| (r.at, r.endpoint.as_str(), r.status, r.count))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (minute, "/customer/profile", 401, Some(1000)),
+                (minute, "/snapshots", 401, Some(1)),
+            ]
+        );
+        assert!(closed
+            .iter()
+            .all(|r| r.token.is_none() && r.customer.is_none() && r.path.is_none()));
+        assert_eq!(
+            refused.next_close(),
+            Some(minute + 2 * MINUTE),
+            "the next minute stays open"
+        );
+        assert_eq!(refused.close(Micros::MAX).len(), 1, "shutdown closes every minute");
+        assert_eq!(refused.next_close(), None);
+    }
+
+    #[test]
+    fn records_without_a_count_keep_their_format() {
+        // A record as written before aggregates existed loads, and a read is written the same.
+        let old = r#"{"at":"1997-09-30T00:00:00Z","token":"a","endpoint":"/snapshots","customer":null,"as_of":null,"known_at":null,"status":200}"#;
+        let r: AccessRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!((r.count, r.requests()), (None, 1));
+        assert_eq!(serde_json::to_string(&r).expect("json"), old);
+    }
+
+    #[test]
+    fn escape_makes_controls_and_bidi_visible() {
+        assert_eq!(escape("0001"), "0001");
+        assert!(matches!(escape("é ü"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\nb\rc\td\\e\u{1b}[2J\u{7f}\u{9b}\u{202e}\u{2066}\u{2028}"),
+            r"a\nb\rc\td\\e\x1b[2J\x7f\u{9b}\u{202e}\u{2066}\u{2028}"
+        );
+    }
+
+    /// The CLI's output for one read whose customer id a client forged.
+    fn forged(customer: &str) -> Vec<(u64, AccessRecord)> {
+        vec![(7, record(1, "a", Some(customer)))]
+    }
+
+    #[test]
+    fn the_table_escapes_every_field() {
+        let mut out = Vec::new();
+        let tricks = "x\n1997-01-01T00:00:00Z\tforged\u{1b}[2J\u{202e}";
+        write_table(&mut out, &forged(tricks)).expect("table");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "header and one row: {text}");
+        let row: Vec<&str> = lines[1].split('\t').collect();
+        assert_eq!(row.len(), 9, "nine columns: {row:?}");
+        assert_eq!(row[6], r"x\n1997-01-01T00:00:00Z\tforged\x1b[2J\u{202e}");
+        assert!(!text.contains(['\u{1b}', '\r', '\u{202e}']));
+    }
+
+    #[test]
+    fn json_lines_escape_what_a_terminal_would_act_on() {
+        let tricks = "x\nforged\t\u{1b}[2J\u{7f}\u{9b}\u{202e}";
+        let mut out = Vec::new();
+        write_json(&mut out, &forged(tricks)).expect("json");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.chars().all(|c| c == '\n' || !needs_escape(c) || c == '\\'),
+            "{text:?}"
+        );
+        assert!(text.contains(r"\u001b[2J\u007f\u009b\u202e"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!((v["customer"].as_str(), v["seq"].as_u64()), (Some(tricks), Some(7)));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! | `GET /customer/profile`, `GET /artifacts/{hash}`, `GET /snapshots`, `GET /export/customer_risk_scores`, `GET /metrics` | `Authorization: Bearer <token>` |
 //!
 //! Every data read (all token-guarded routes but `/metrics`, and the dashboard) is also appended
-//! to the hash-chained access log ([`crate::access_log as access_log`]) by [`access`], 401s included.
+//! to the hash-chained access log ([`crate::access_log`]) by [`access`]; 401s are counted per
+//! route, status and minute.
 //!
 //! Every request is logged (one `tracing` event at INFO: method, path without query, status,
 //! latency, token name) and counted in `/metrics` by route pattern and status. Query strings and
@@ -228,8 +229,8 @@ tokio::task_local! {
     static CALLER: RefCell<Option<String>>;
 }
 
-/// Appends the request to the access log once it is answered; a request that cannot be
-/// logged is refused (500) rather than served unlogged.
+/// Appends the request to the access log once it is answered (a refused one only to its
+/// minute's count); a request that cannot be logged is refused (500) rather than served unlogged.
 async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(log) = state.access.clone() else {
         return next.run(req).await;
@@ -251,17 +252,27 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
             (CALLER.with(|c| c.take()), response)
         })
         .await;
-    let record = AccessRecord {
-        at,
-        token,
-        endpoint,
-        path,
-        customer,
-        as_of,
-        known_at,
-        status: response.status().as_u16(),
+    let status = response.status().as_u16();
+    let logged = match token {
+        Some(token) => {
+            let record = AccessRecord {
+                at,
+                token: Some(token),
+                endpoint,
+                path,
+                customer,
+                as_of,
+                known_at,
+                status,
+                count: None,
+            };
+            log.record(record).await
+        }
+        // No token authenticated it: keep nothing the client typed, only a count per route,
+        // status and minute (anyone can send these; see `access_log`).
+        None => log.refused(endpoint, status).await,
     };
-    match log.record(record).await {
+    match logged {
         Ok(()) => response,
         Err(e) => AppError::internal(e).into_response(),
     }
