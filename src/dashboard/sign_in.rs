@@ -34,7 +34,7 @@ pub fn page(notice: Option<&str>, ttl: Duration) -> String {
         format!(r#"<p class="notice" role="alert">{}</p>"#, esc(n))
     });
     let body = format!(
-        r#"<main class="sign-in"><h1>Customer Health Overview</h1>{notice}<form id="sign-in" method="post" action="{SIGN_IN}"><label>API token<input type="password" name="token" autocomplete="current-password" required></label><button type="submit">Sign in</button></form><p class="meta">A token from <code>cis token create --name NAME</code>. The browser keeps only a session cookie; the session ends after {} h, on sign-out, when the token is revoked, or when the server restarts.</p></main>"#,
+        r#"<main class="sign-in"><h1>Customer Health Overview</h1>{notice}<form id="sign-in" method="post" action="{SIGN_IN}"><label>API token<input type="password" name="token" autocomplete="current-password" required></label><button type="submit">Sign in</button></form><p class="meta">A token from <code>cis token create --name NAME</code>. The browser keeps only a session cookie; the session ends after {}, on sign-out, when the token is revoked, or when the server restarts.</p></main>"#,
         human(ttl)
     );
     document(&body, "cis")
@@ -93,9 +93,14 @@ pub async fn require_session(state: &AppState, headers: &HeaderMap) -> Result<Op
     }
 }
 
-/// A form posted from another site (login CSRF) is refused: browsers send `Origin` with every
-/// POST, and it must name this server.
+/// A form posted from another site (login CSRF) is refused. Browsers say where a request
+/// comes from in `Sec-Fetch-Site`, or else in `Origin`; under `Referrer-Policy: no-referrer`
+/// (ours) Chromium sends `Origin: null` even from our own page, so `Sec-Fetch-Site` decides
+/// first. A request with neither is not a browser's.
 fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -188,12 +193,19 @@ mod tests {
         assert!(!same_origin(&headers(Some("http://evil.example"))));
         assert!(!same_origin(&headers(Some("null"))));
         assert!(!same_origin(&headers(Some("http://127.0.0.1:8080.evil.example"))));
+        let fetched = |site: &'static str| {
+            let mut h = headers(Some("null"));
+            h.insert("sec-fetch-site", HeaderValue::from_static(site));
+            same_origin(&h)
+        };
+        assert!(fetched("same-origin"), "our own page under no-referrer");
+        assert!(!fetched("cross-site") && !fetched("same-site"));
     }
 
     #[test]
     fn the_sign_in_page_posts_a_password_field() {
         let html = page(Some("<b>"), Duration::from_secs(8 * 3600));
-        assert!(html.contains("after 8 h"));
+        assert!(html.contains("after 8 h,"), "{html}");
         assert!(html.contains(r#"<form id="sign-in" method="post" action="/dashboard/session">"#));
         assert!(html.contains(r#"type="password" name="token""#));
         assert!(html.contains("&lt;b&gt;"), "the notice is escaped");
