@@ -54,7 +54,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     let profile = "/customer/profile?customer_id=0001&as_of=1997-09-30&known_at=1997-10-01";
     let artifact = format!("/artifacts/{}", hex(&snap));
     let export_csv = "/export/customer_risk_scores?as_of=1997-09-30&format=csv";
-    let dashboard = format!("/dashboard?token={token}&as_of=1997-09-30");
+    let dashboard = "/dashboard?as_of=1997-09-30";
     let reads: [(&str, Option<&str>, StatusCode); 9] = [
         (profile, Some(&token), StatusCode::OK),
         (
@@ -72,7 +72,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
             Some(&token),
             StatusCode::NOT_FOUND,
         ),
-        (&dashboard, None, StatusCode::OK),
+        (dashboard, Some(&token), StatusCode::OK),
     ];
     let before = cis_core::time::now();
     let mut export_body = Vec::new();

@@ -1,22 +1,26 @@
 //! The HTTP API, driven through the router without a socket (`tower::ServiceExt::oneshot`), on
-//! CDNOW scored as of 1997-09-30 by a churn, a CLV and a segment model; plus one run of the
-//! real server on a loopback socket with a graceful shutdown.
+//! CDNOW scored as of 1997-09-30 by a churn, a CLV and a segment model; plus the real server on
+//! a loopback socket: graceful shutdown, header-read timeout and connection bound.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use cis_core::AsOf;
-use cis_features::snapshot;
-use cis_models::churn::ChurnParams;
-use cis_models::scores::{self, ScoreSet};
-use cis_models::train;
+use cis_server::api::listen::Limits;
 use cis_server::api::openapi::ROUTES;
 use cis_server::api::tokens::{self, TokenError};
 use cis_server::api::{app, AppState};
+use cis_features::snapshot;
+use cis_core::AsOf;
+use cis_models::churn::ChurnParams;
+use cis_models::scores::{self, ScoreSet};
+use cis_models::train;
 use cis_storage::{hex, ArtifactHash, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -73,7 +77,7 @@ fn router() -> Router {
 
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
-    headers: axum::http::HeaderMap,
+    pub(crate) headers: axum::http::HeaderMap,
     pub(crate) body: Vec<u8>,
 }
 
@@ -83,7 +87,7 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -93,11 +97,12 @@ pub(crate) async fn send(app: &Router, method: Method, uri: &str, token: Option<
     if let Some(tok) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {tok}"));
     }
-    let response = app
-        .clone()
-        .oneshot(req.body(Body::empty()).expect("request"))
-        .await
-        .expect("the router answers");
+    send_request(app, req.body(Body::empty()).expect("request")).await
+}
+
+/// Any request, through the router.
+pub(crate) async fn send_request(app: &Router, req: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(req).await.expect("the router answers");
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
@@ -702,52 +707,254 @@ async fn concurrent_profiles_parse_the_score_set_once() {
     assert_eq!(state.scores.loaded(), 1);
 }
 
-#[test]
-fn serves_on_a_socket_and_shuts_down_gracefully() {
-    use std::io::{Read, Write};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let state = AppState::new(world().store.clone());
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(cis_server::api::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    let fetch = |path: &str, token: Option<&str>| -> String {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+/// The real server on a free loopback port, in a runtime of its own, until [`Server::stop`].
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub(crate) fn start(router: Router, limits: Limits) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind a free loopback port");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(cis_server::api::listen::serve(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            runtime,
+            stop,
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits until every connection is done; how long that took.
+    pub(crate) fn stop(self) -> Duration {
+        let start = Instant::now();
+        self.stop.send(()).expect("signal");
+        self.runtime
+            .block_on(self.task)
+            .expect("server task")
+            .expect("server stops cleanly");
+        start.elapsed()
+    }
+
+    /// One request on a fresh connection (`Connection: close`); the whole reply.
+    pub(crate) fn fetch(&self, path: &str, token: Option<&str>) -> String {
+        self.try_fetch(path, token).expect("fetch")
+    }
+
+    fn try_fetch(&self, path: &str, token: Option<&str>) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(self.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .expect("write");
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.addr
+        )?;
         let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        out
-    };
-    let health = fetch("/healthz", None);
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+}
+
+#[test]
+fn serves_on_a_socket_and_shuts_down_gracefully() {
+    let server = Server::start(router(), Limits::default());
+    let health = server.fetch("/healthz", None);
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
-    let profile = fetch(
+    let profile = server.fetch(
         "/customer/profile?customer_id=0001&as_of=1997-09-30",
         Some(&world().token),
     );
     assert!(profile.starts_with("HTTP/1.1 200"), "{profile}");
     assert!(profile.contains("\"customer_id\":\"0001\""), "{profile}");
-    stop.send(()).expect("signal");
-    runtime
-        .block_on(server)
-        .expect("server task")
-        .expect("server stops cleanly");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
+    let addr = server.addr;
+    server.stop();
+    assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+}
+
+/// Writes `bytes` to `s` one per `every` (then only listens) until the server closes the
+/// connection: how long it lived and what the server sent; `None` if it is open after `limit`.
+fn trickle(s: &mut TcpStream, bytes: &[u8], every: Duration, limit: Duration) -> Option<(Duration, String)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut pending = bytes.iter();
+    s.set_read_timeout(Some(every)).expect("timeout");
+    while start.elapsed() < limit {
+        if let Some(b) = pending.next() {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+        }
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let lived = start.elapsed();
+    (lived < limit).then(|| (lived, String::from_utf8_lossy(&got).into_owned()))
+}
+
+#[test]
+fn slow_silent_and_idle_connections_are_cut_off() {
+    let timeout = Duration::from_secs(1);
+    // Generous: the test machine is shared; the point is "closed", not "closed fast".
+    let slack = Duration::from_secs(3);
+    let server = Server::start(
+        router(),
+        Limits {
+            header_timeout: timeout,
+            ..Limits::default()
+        },
+    );
+    let every = Duration::from_millis(200);
+    let limit = Duration::from_secs(15);
+    let cut_off = |what: &str, lived: Duration| {
+        assert!(
+            lived >= timeout - every && lived <= timeout + slack,
+            "{what}: closed after {lived:?}, header timeout {timeout:?}"
+        );
+    };
+
+    // One header byte every 200 ms: without the timeout it would be served (or kept) forever.
+    let mut slow = TcpStream::connect(server.addr).expect("connect");
+    let (lived, sent) = trickle(&mut slow, b"GET /healthz HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", every, limit)
+        .expect("the slow-header client is cut off");
+    cut_off("slow header", lived);
+    assert!(!sent.contains("200 OK"), "never served: {sent}");
+
+    let mut silent = TcpStream::connect(server.addr).expect("connect");
+    let (lived, _) = trickle(&mut silent, b"", every, limit).expect("the silent client is cut off");
+    cut_off("silent", lived);
+
+    // A keep-alive connection is served, then closed once idle for the timeout.
+    let mut idle = TcpStream::connect(server.addr).expect("connect");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).expect("write");
+    let (lived, sent) = trickle(&mut idle, b"", every, limit).expect("the idle keep-alive connection is closed");
+    assert!(sent.starts_with("HTTP/1.1 200"), "served first: {sent}");
+    cut_off("idle keep-alive", lived);
+
+    // Shutting down does not wait on a client that never finishes its head.
+    let mut stuck = TcpStream::connect(server.addr).expect("connect");
+    stuck.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow").expect("write");
+    let healthy = server.fetch("/healthz", None);
+    assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+    let took = server.stop();
+    assert!(took <= timeout + slack, "shutdown took {took:?}");
+}
+
+#[test]
+fn connections_over_the_bound_get_503_until_others_close() {
+    let bound = 4;
+    let server = Server::start(
+        router(),
+        Limits {
+            // Long, so that only the client closes the held connections.
+            header_timeout: Duration::from_secs(60),
+            max_connections: bound,
+        },
+    );
+    let held: Vec<TcpStream> = (0..bound)
+        .map(|_| TcpStream::connect(server.addr).expect("connect"))
+        .collect();
+    // Connections are accepted in order, so this one is over the bound: answered and closed,
+    // not left waiting (its request unread, yet no reset loses the answer).
+    let reply = server.fetch("/healthz", None);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{reply}");
+    assert_eq!(
+        serde_json::from_str::<Value>(body).expect("JSON")["error"],
+        "too many connections"
+    );
+
+    drop(held);
+    let mut answered = None;
+    for _ in 0..50 {
+        // The server may not have seen the closes yet: then this is a 503 too.
+        if let Ok(reply) = server.try_fetch("/healthz", None) {
+            if reply.starts_with("HTTP/1.1 200") {
+                answered = Some(reply);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        answered.is_some(),
+        "/healthz answers once the held connections are closed"
+    );
+    server.stop();
+}
+
+/// The headers every response carries, from [`cis_server::api::headers`].
+pub(crate) fn assert_security_headers(h: &HeaderMap, what: &str) {
+    let get = |name: header::HeaderName| {
+        h.get(&name)
+            .unwrap_or_else(|| panic!("{what}: no {name} header"))
+            .to_str()
+            .expect("ASCII")
+            .to_string()
+    };
+    assert_eq!(get(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{what}");
+    assert_eq!(get(header::CACHE_CONTROL), "no-store", "{what}");
+    assert_eq!(get(header::REFERRER_POLICY), "no-referrer", "{what}");
+    let csp = get(header::CONTENT_SECURITY_POLICY);
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    for want in ["default-src 'none'", "frame-ancestors 'none'", "form-action 'self'"] {
+        assert!(directives.contains(&want), "{what}: {want} missing from {csp}");
+    }
+    assert!(!csp.contains("script-src") && !csp.contains("http"), "{what}: {csp}");
+}
+
+#[tokio::test]
+async fn every_response_has_the_security_headers() {
+    let w = world();
+    let app = router();
+    let long = format!("/snapshots?pad={}", "a".repeat(3000));
+    let routes = [
+        ("/healthz", None, StatusCode::OK),
+        ("/openapi.json", None, StatusCode::OK),
+        (
+            "/customer/profile?customer_id=0001&as_of=1997-09-30",
+            Some(w.token.as_str()),
+            StatusCode::OK,
+        ),
+        (&format!("/artifacts/{}", hex(&w.snap)), Some(&w.token), StatusCode::OK),
+        ("/snapshots", Some(&w.token), StatusCode::OK),
+        (
+            "/export/customer_risk_scores?as_of=1997-09-30&format=csv",
+            Some(&w.token),
+            StatusCode::OK,
+        ),
+        ("/metrics", Some(&w.token), StatusCode::OK),
+        ("/snapshots", None, StatusCode::UNAUTHORIZED),
+        ("/nowhere", Some(&w.token), StatusCode::NOT_FOUND),
+        (&long, Some(&w.token), StatusCode::URI_TOO_LONG),
+    ];
+    for (uri, token, status) in routes {
+        let r = send(&app, Method::GET, uri, token).await;
+        assert_eq!(r.status, status, "{uri}");
+        assert_security_headers(&r.headers, &uri[..uri.len().min(40)]);
+    }
 }
 
 #[test]

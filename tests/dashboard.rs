@@ -1,57 +1,33 @@
-//! The Customer Health Overview in a real browser: a server on a free loopback port, Debian's
-//! headless Chromium loads the page, every chart must have data and the console no errors.
-//! The screenshot is saved to target/dashboard.png.
+//! The Customer Health Overview: its sign-in and sessions through the router, then in a real
+//! browser: a server on a free loopback port, Debian's headless Chromium driven over WebDriver
+//! (chromedriver) signs in through the form, every chart must have data and the console no
+//! errors. The screenshot is saved to target/dashboard.png.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use cis_server::access_log::{self, Filter};
+use cis_server::api::listen::Limits;
+use cis_server::api::{app_with, tokens, AppState};
 use cis_core::event::Kind;
-use cis_core::AsOf;
 use cis_features::snapshot;
+use cis_core::AsOf;
 use cis_ingest::source::Format;
 use cis_ingest::RecordedAt;
 use cis_models::scores;
-use cis_server::api::{app_with, serve_router, tokens, AppState};
+use cis_storage::Store;
+use serde_json::{json, Value};
 
+use crate::api::{assert_security_headers, send, send_request, Reply, Server};
 use crate::util::{cdnow_models, cdnow_store, ingest, t, write};
-
-/// Runs Chromium headless with `args` on `url`; (stdout, stderr). Fails after 90 s.
-fn chromium(profile: &Path, args: &[&str], url: &str) -> (String, String) {
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("Debian's chromium must be installed (.ci/run installs it)");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish in 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The markup of the element with `id` up to its closing tag `end`.
 fn section<'a>(dom: &'a str, id: &str, end: &str) -> &'a str {
@@ -62,8 +38,373 @@ fn section<'a>(dom: &'a str, id: &str, end: &str) -> &'a str {
     &rest[..rest.find(end).unwrap_or(rest.len())]
 }
 
+fn dashboard_app(state: AppState) -> Router {
+    app_with(state, cis_server::dashboard::routes())
+}
+
+/// Posts the sign-in form with `token`, as a browser on this server would.
+async fn sign_in(app: &Router, token: &str, origin: &str) -> Reply {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/dashboard/session")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, origin)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={token}")))
+        .expect("request");
+    send_request(app, req).await
+}
+
+/// `GET /dashboard…` with a session cookie.
+async fn with_cookie(app: &Router, method: Method, uri: &str, cookie: &str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::COOKIE, format!("theme=dark; {cookie}"))
+        .body(Body::empty())
+        .expect("request");
+    send_request(app, req).await
+}
+
+/// The `name=value` of the session cookie a reply sets, after checking its attributes.
+fn session_cookie(r: &Reply) -> String {
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(r.headers[header::LOCATION], "/dashboard");
+    let set = r.headers[header::SET_COOKIE].to_str().expect("ASCII");
+    let mut parts = set.split("; ");
+    let pair = parts.next().expect("name=value").to_string();
+    let attributes: Vec<&str> = parts.collect();
+    assert_eq!(
+        attributes,
+        ["HttpOnly", "SameSite=Strict", "Path=/dashboard", "Max-Age=28800"],
+        "{set}"
+    );
+    let id = pair.strip_prefix("cis_session=").expect("cis_session cookie");
+    assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    pair
+}
+
+fn is_sign_in_page(r: &Reply) -> bool {
+    r.status == StatusCode::UNAUTHORIZED
+        && r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/html"))
+        && r.text()
+            .contains(r#"<form id="sign-in" method="post" action="/dashboard/session">"#)
+        && r.text().contains(r#"type="password" name="token""#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_signs_in_by_form_or_bearer_header_and_never_by_url() {
+    let store = Arc::new(cdnow_store());
+    let token = tokens::create(&store, "analyst").expect("token");
+    let state = AppState::new(store.clone());
+    let app = dashboard_app(state.clone());
+
+    // No credentials: the sign-in page, under the security headers.
+    let r = send(&app, Method::GET, "/dashboard", None).await;
+    assert!(is_sign_in_page(&r), "{}", r.text());
+    assert_security_headers(&r.headers, "sign-in page");
+    // A token in the URL is refused, whether it is valid or not.
+    let r = send(&app, Method::GET, &format!("/dashboard?token={token}"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("never goes in a URL"), "{}", r.text());
+    // The bearer header every other route accepts.
+    let r = send(&app, Method::GET, "/dashboard?as_of=1997-09-30", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Customer Health Overview"));
+    assert_security_headers(&r.headers, "dashboard");
+    let r = send(&app, Method::GET, "/dashboard", Some("cis_wrong")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // A wrong token, or a form posted from another site, gets no cookie.
+    let r = sign_in(&app, "cis_wrong", "http://127.0.0.1:8080").await;
+    assert!(
+        is_sign_in_page(&r) && r.text().contains("invalid or revoked token"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.headers.contains_key(header::SET_COOKIE));
+    let r = sign_in(&app, &token, "http://evil.example").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.headers.contains_key(header::SET_COOKIE));
+
+    // Signed in: the cookie opens the page, whose forms carry no token.
+    let cookie = session_cookie(&sign_in(&app, &token, "http://127.0.0.1:8080").await);
+    let r = with_cookie(&app, Method::GET, "/dashboard?as_of=1997-09-30", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains(r#"<form method="get" action="/dashboard">"#));
+    assert!(!r.text().contains(&token) && !r.text().contains(&cookie[12..]));
+    // Sessions belong to one server state.
+    let other = dashboard_app(AppState::new(store.clone()));
+    assert!(is_sign_in_page(
+        &with_cookie(&other, Method::GET, "/dashboard", &cookie).await
+    ));
+
+    // Signing out ends the session and deletes the cookie.
+    let r = with_cookie(&app, Method::POST, "/dashboard/sign-out", &cookie).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ASCII")
+        .contains("Max-Age=0"));
+    let r = with_cookie(&app, Method::GET, "/dashboard", &cookie).await;
+    assert!(
+        is_sign_in_page(&r) && r.text().contains("session has ended"),
+        "{}",
+        r.text()
+    );
+
+    // Revoking the token ends its sessions at the next request.
+    let cookie = session_cookie(&sign_in(&app, &token, "http://127.0.0.1:8080").await);
+    assert_eq!(
+        with_cookie(&app, Method::GET, "/dashboard", &cookie).await.status,
+        StatusCode::OK
+    );
+    tokens::revoke(&store, "analyst").expect("revoke");
+    let r = with_cookie(&app, Method::GET, "/dashboard", &cookie).await;
+    assert!(
+        is_sign_in_page(&r) && r.text().contains("session has ended"),
+        "{}",
+        r.text()
+    );
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ASCII")
+        .contains("Max-Age=0"));
+    assert!(state.sessions.is_empty(), "the revoked token's session is gone");
+
+    // Reads through a session are logged under the token's name; no URL carried the token.
+    drop((app, other, state));
+    let records = access_log::list(&store, &Filter::default()).expect("access log");
+    let reads: Vec<(Option<&str>, &str, u16)> = records
+        .iter()
+        .map(|(_, r)| (r.token.as_deref(), r.endpoint.as_str(), r.status))
+        .filter(|(_, endpoint, status)| *endpoint == "/dashboard" && *status == 200)
+        .collect();
+    assert_eq!(reads, vec![(Some("analyst"), "/dashboard", 200); 3], "{records:?}");
+    assert!(records
+        .iter()
+        .all(|(_, r)| r.path.as_deref().is_none_or(|p| !p.contains(&token))));
+}
+
+#[tokio::test]
+async fn a_session_expires() {
+    let store = Arc::new(Store::in_memory().expect("store"));
+    let token = tokens::create(&store, "brief").expect("token");
+    let app = dashboard_app(AppState::new(store).with_session_ttl(Duration::from_millis(300)));
+    let r = sign_in(&app, &token, "http://127.0.0.1:8080").await;
+    let set = r.headers[header::SET_COOKIE].to_str().expect("ASCII");
+    assert!(set.ends_with("Max-Age=1"), "rounded up, never 0 (which deletes): {set}");
+    let cookie = set.split("; ").next().expect("name=value").to_string();
+    assert_eq!(
+        with_cookie(&app, Method::GET, "/dashboard", &cookie).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = with_cookie(&app, Method::GET, "/dashboard", &cookie).await;
+    assert!(
+        is_sign_in_page(&r) && r.text().contains("session has ended"),
+        "{}",
+        r.text()
+    );
+}
+
+/// A WebDriver session with Debian's chromedriver and headless Chromium, spoken to over
+/// plain HTTP/1.1 on loopback (the protocol is a handful of JSON calls).
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Debian's chromium-driver must be installed (.ci/run installs it)");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut browser = Browser {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !browser
+            .call("GET", "/status", None)
+            .is_some_and(|v| v["value"]["ready"] == true)
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1700",
+            "--hide-scrollbars",
+            &format!("--user-data-dir={}", browser._profile.path().display()),
+        ];
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "goog:chromeOptions": { "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
+        } } });
+        let created = browser.call("POST", "/session", Some(&caps)).expect("new session");
+        browser.session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_string();
+        browser
+    }
+
+    /// One WebDriver call; `None` when chromedriver is not answering yet.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Option<Value> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(90))).expect("timeout");
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .ok()?;
+        // chromedriver keeps the connection open despite `Connection: close`: read by length.
+        let (mut reply, mut chunk) = (Vec::new(), [0u8; 8192]);
+        let body = loop {
+            if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = s.read(&mut chunk).ok().filter(|n| *n > 0)?;
+            reply.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&reply[..body]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())?;
+        while reply.len() < body + length {
+            let n = s.read(&mut chunk).ok().filter(|n| *n > 0)?;
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        serde_json::from_slice(&reply[body..body + length]).ok()
+    }
+
+    /// A command on the session; its `value`, or a panic naming the WebDriver error.
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let reply = self
+            .call(method, &path, body.as_ref())
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+        assert!(reply["value"]["error"].is_null(), "{method} {path}: {reply}");
+        reply["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn url(&self) -> String {
+        self.cmd("GET", "/url", None).as_str().expect("url").to_string()
+    }
+
+    fn source(&self) -> String {
+        self.cmd("GET", "/source", None).as_str().expect("source").to_string()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element reference")
+            .to_string()
+    }
+
+    /// Types `token` into the sign-in form and submits it.
+    fn sign_in(&self, token: &str) {
+        let field = self.element("#sign-in input[name=token]");
+        self.cmd(
+            "POST",
+            &format!("/element/{field}/value"),
+            Some(json!({ "text": token })),
+        );
+        let button = self.element("#sign-in button[type=submit]");
+        self.cmd("POST", &format!("/element/{button}/click"), Some(json!({})));
+    }
+
+    fn click(&self, css: &str) {
+        let button = self.element(css);
+        self.cmd("POST", &format!("/element/{button}/click"), Some(json!({})));
+    }
+
+    /// The page source once it contains `marker` (a form submission navigates asynchronously).
+    fn wait_for(&self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let source = self.source();
+            if source.contains(marker) {
+                return source;
+            }
+            assert!(Instant::now() < deadline, "no {marker:?} in 30 s: {source:.400}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The warnings and errors on the console since the last call (reading drains the log).
+    fn console(&self) -> Vec<String> {
+        let log = self.cmd("POST", "/se/log", Some(json!({ "type": "browser" })));
+        log.as_array()
+            .expect("log entries")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
+            .map(|e| format!("{} {}", e["level"], e["message"]))
+            .collect()
+    }
+
+    fn cookies(&self) -> Vec<Value> {
+        self.cmd("GET", "/cookie", None).as_array().expect("cookies").clone()
+    }
+
+    fn screenshot(&self) -> Vec<u8> {
+        let png = self.cmd("GET", "/screenshot", None);
+        base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("base64"))
+            .expect("a base64 PNG")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
 #[test]
-fn dashboard_renders_every_chart_in_headless_chromium() {
+fn dashboard_signs_in_and_renders_every_chart_in_headless_chromium() {
     let store = cdnow_store();
     let dir = tempfile::tempdir().expect("tempdir");
     // A file with one bad row, so the data-quality chart has a quarantined row to draw.
@@ -78,29 +419,49 @@ fn dashboard_renders_every_chart_in_headless_chromium() {
     let (later, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-12-31")), None)).expect("snapshot");
     scores::score(&store, &later, &[clv, seg]).expect("score");
     let token = tokens::create(&store, "browser-test").expect("token");
+    let store = Arc::new(store);
+    let server = Server::start(dashboard_app(AppState::new(store.clone())), Limits::default());
+    let base = format!("http://{}", server.addr);
+    let browser = Browser::start();
+    let mut urls = Vec::new();
 
-    let state = AppState::new(Arc::new(store));
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind a free loopback port");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(serve_router(
-        listener,
-        app_with(state, cis_server::dashboard::routes()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-
-    let url = format!("http://{addr}/dashboard?as_of=1998-01-01&token={token}");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let (dom, log) = chromium(profile.path(), &["--dump-dom", "--virtual-time-budget=5000"], &url);
+    // A wrong token is refused on the sign-in page.
+    browser.go(&format!("{base}/dashboard"));
+    browser.wait_for("id=\"sign-in\"");
+    browser.sign_in("cis_wrong");
+    browser.wait_for("invalid or revoked token");
+    urls.push(browser.url());
+    // The refusals above are 401s, which the console reports; nothing else may appear.
+    let console = browser.console();
     assert!(
-        dom.contains("Customer Health Overview"),
-        "page did not render: {dom:.400}"
+        console.iter().all(|m| m.contains("status of 401")),
+        "console messages: {console:#?}"
     );
+
+    browser.sign_in(&token);
+    browser.wait_for("class=\"chart\"");
+    urls.push(browser.url());
+    assert_eq!(
+        urls.last().map(String::as_str),
+        Some(format!("{base}/dashboard").as_str())
+    );
+    let cookies = browser.cookies();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let c = &cookies[0];
+    assert_eq!(
+        (&c["name"], &c["httpOnly"], &c["sameSite"], &c["path"]),
+        (
+            &json!("cis_session"),
+            &json!(true),
+            &json!("Strict"),
+            &json!("/dashboard")
+        ),
+        "{c}"
+    );
+
+    browser.go(&format!("{base}/dashboard?as_of=1998-01-01"));
+    let dom = browser.wait_for("id=\"risk-trend\"");
+    urls.push(browser.url());
     for id in [
         "risk-distribution",
         "segment-sizes",
@@ -123,41 +484,36 @@ fn dashboard_renders_every_chart_in_headless_chromium() {
         section(&dom, "quarantine-per-run", "</svg>").contains(">1<"),
         "the quarantined row is drawn"
     );
-    let console: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Failed to load resource"))
-        .collect();
+    // Under the Content-Security-Policy: no refused style, image or form, no error.
+    let console = browser.console();
     assert!(console.is_empty(), "console messages: {console:#?}");
 
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    let _ = std::fs::remove_file(&shot);
-    let profile = tempfile::tempdir().expect("profile dir");
-    chromium(
-        profile.path(),
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1280,1700",
-            "--hide-scrollbars",
-        ],
-        &url,
-    );
-    let png = std::fs::read(&shot).expect("screenshot written");
+    let png = browser.screenshot();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 20_000,
         "screenshot of {} bytes",
         png.len()
     );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&shot, &png).expect("write the screenshot");
 
-    let denied = format!("http://{addr}/dashboard?token=wrong");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let (dom, _) = chromium(profile.path(), &["--dump-dom"], &denied);
+    // Signing out, and revoking the token, both end the browser's session.
+    browser.click("form[action=\"/dashboard/sign-out\"] button");
+    browser.wait_for("id=\"sign-in\"");
+    assert!(browser.cookies().is_empty(), "the cookie is deleted");
+    browser.sign_in(&token);
+    browser.wait_for("class=\"chart\"");
+    tokens::revoke(&store, "browser-test").expect("revoke");
+    browser.go(&format!("{base}/dashboard"));
+    browser.wait_for("session has ended");
+    urls.push(browser.url());
+
     assert!(
-        dom.contains("invalid or revoked token"),
-        "a wrong token must be refused: {dom:.300}"
+        urls.iter().all(|u| !u.contains(&token) && !u.contains("token=")),
+        "{urls:?}"
     );
-
-    let _ = stop.send(());
-    runtime.block_on(server).expect("join").expect("server");
+    drop(browser);
+    server.stop();
 }
 
 /// The "Data quality and drift" section, rendered without a browser: the quarantine rate of a
@@ -177,7 +533,7 @@ fn dashboard_has_a_data_quality_and_drift_section() {
     }
     let data = cis_server::dashboard::gather(&store, t("1998-01-01")).expect("gather");
     let drift = data.drift.clone().expect("two snapshots make a pair");
-    let html = cis_server::dashboard::render(&data, "tok");
+    let html = cis_server::dashboard::render(&data);
     assert!(html.contains("<h2>Data quality and drift</h2>"));
 
     let rate = section(&html, "quarantine-rate", "</svg>");

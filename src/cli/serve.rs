@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use cis_storage::Store;
@@ -21,6 +22,44 @@ pub struct ServeArgs {
     /// Do not record reads in the access log (on by default; see `cis access-log`).
     #[arg(long)]
     pub no_access_log: bool,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// How long and how many clients the server tolerates.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct HttpArgs {
+    /// Seconds a connection may take to send a complete request head, from when it is ready for
+    /// one: a silent, slow or idle keep-alive connection is closed after it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Most connections open at once; one more is answered 503 and closed. Keep it below the
+    /// descriptor limit (`ulimit -n`).
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+    /// Hours a dashboard sign-in lasts (ended sooner by sign-out, revocation or a restart).
+    #[arg(long, value_name = "HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub session_hours: u64,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        let limits = api::listen::Limits::default();
+        HttpArgs {
+            header_timeout: limits.header_timeout.as_secs(),
+            max_connections: limits.max_connections as u32,
+            session_hours: api::sessions::DEFAULT_TTL.as_secs() / 3600,
+        }
+    }
+}
+
+impl HttpArgs {
+    fn limits(&self) -> api::listen::Limits {
+        api::listen::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            max_connections: self.max_connections as usize,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,7 +88,7 @@ pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     if a.no_access_log {
         eprintln!("the access log is off: API reads are not recorded");
     }
-    run(Arc::new(store), a.addr, access, &mut out, &[])
+    run(Arc::new(store), a.addr, access, a.http, &mut out, &[])
 }
 
 /// For `cis demo`: serves the API and the dashboard on an already open store, with a fresh
@@ -64,9 +103,16 @@ pub fn serve_demo(store: Arc<Store>, addr: &str, out: &mut impl Write) -> anyhow
         format!("API token '{name}' (shown once): {token}"),
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=0001&as_of=1997-09-30'"),
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=c000001&as_of=2025-07-01'"),
-        format!("  dashboard: http://{addr}/dashboard?token={token}"),
+        format!("  dashboard: http://{addr}/dashboard (sign in with the token)"),
     ];
-    run(store, addr, AccessLogConfig::default(), out, &lines)
+    run(
+        store,
+        addr,
+        AccessLogConfig::default(),
+        HttpArgs::default(),
+        out,
+        &lines,
+    )
 }
 
 /// Serves the API and the dashboard on `addr` until Ctrl-C, then finishes the requests in flight.
@@ -74,10 +120,12 @@ fn run(
     store: Arc<Store>,
     addr: SocketAddr,
     access: AccessLogConfig,
+    http: HttpArgs,
     out: &mut impl Write,
     notes: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let state = AppState::with_access_log(store, access);
+    let state =
+        AppState::with_access_log(store, access).with_session_ttl(Duration::from_secs(http.session_hours * 3600));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,7 +153,7 @@ fn run(
             writeln!(out, "{line}")?;
         }
         out.flush()?;
-        api::serve_router(listener, router, async {
+        api::listen::serve(listener, router, http.limits(), async {
             if let Err(e) = tokio::signal::ctrl_c().await {
                 tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
             }

@@ -2,20 +2,22 @@
 //! charts and no external resources (the network may be closed).
 //!
 //! [`gather`] reads what the page shows from the store as of a time; [`render`] is a pure
-//! function of that data, so the page can be tested without a server.
+//! function of that data, so the page can be tested without a server. [`routes`] serves it;
+//! a browser signs in through [`sign_in`] (no token ever goes in a URL).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::{Query, State};
-use axum::response::Html;
-use axum::routing::get;
+use axum::http::{header, HeaderMap};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use cis_storage::{hex, ArtifactHash, Store};
 use serde::Deserialize;
 
-use crate::api::{authorize, blocking, metrics, AppError, AppState, ExtraRoutes};
+use crate::api::{authorize, bearer, blocking, metrics, AppError, AppState, ExtraRoutes};
 
 use cis_core::event::Kind;
 use cis_core::time::{self, Micros};
@@ -24,6 +26,8 @@ use cis_models::scores::{self, ScoreSet};
 use cis_models::ModelError;
 use cis_ops::monitor::drift::{self, DriftError, DriftReport};
 use cis_ops::monitor::quality::{self, DayVolume, QualityError, QualityReport};
+
+pub mod sign_in;
 
 /// At most this many score runs are drawn in the risk trend.
 const TREND_RUNS: usize = 12;
@@ -410,15 +414,15 @@ fn psi_chart(r: &DriftReport) -> String {
     svg
 }
 
-/// The page; `token` is carried by the as-of form so that changing the date keeps access.
-pub fn render(d: &DashboardData, token: &str) -> String {
+/// The page. Its forms carry no credentials: the browser's session cookie does.
+pub fn render(d: &DashboardData) -> String {
     let day = |t: Micros| time::format(t).chars().take(10).collect::<String>();
     let mut body = String::new();
     let _ = write!(
         body,
-        r#"<header><h1>Customer Health Overview</h1><form method="get" action="/dashboard"><input type="hidden" name="token" value="{}"><label>As of <input type="date" name="as_of" value="{}"></label> <button type="submit">Show</button></form></header>"#,
-        esc(token),
-        day(d.as_of)
+        r#"<header><h1>Customer Health Overview</h1><div class="actions"><form method="get" action="/dashboard"><label>As of <input type="date" name="as_of" value="{}"></label> <button type="submit">Show</button></form><form method="post" action="{}"><button type="submit">Sign out</button></form></div></header>"#,
+        day(d.as_of),
+        sign_in::SIGN_OUT
     );
     match &d.latest {
         None => body.push_str(&empty(
@@ -561,10 +565,15 @@ pub fn render(d: &DashboardData, token: &str) -> String {
     }
     body.push_str("</section>");
     body.push_str(&quality_section(d));
+    let footer = format!("cis · as of {} · generated {}", day(d.as_of), time::format(time::now()));
+    document(&body, &footer)
+}
+
+/// A whole page around `body`: inline style, nothing loaded from anywhere.
+fn document(body: &str, footer: &str) -> String {
     format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Customer Health Overview</title><style>{STYLE}</style></head><body>{body}<footer>cis · as of {} · generated {}</footer></body></html>"#,
-        day(d.as_of),
-        time::format(time::now())
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Customer Health Overview</title><style>{STYLE}</style></head><body>{body}<footer>{}</footer></body></html>"#,
+        esc(footer)
     )
 }
 
@@ -580,33 +589,55 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border-bottom:1p
 .mark{stroke:#d8573b;stroke-dasharray:4 3}.mark-label{font-size:10px;text-anchor:end;fill:#d8573b}\
 .band{fill:#3b7dd8;opacity:.15}.volume{stroke:#3b7dd8;stroke-width:1.5}.flagged{fill:#d8573b}\
 .feature{font-size:10px;text-anchor:end;fill:#57606a}.psi-stable{fill:#3b9b5d}.psi-moderate{fill:#e0a030}\
-.psi-significant{fill:#d8573b}.start{text-anchor:start}.psi{font-size:9px;fill:#57606a}";
+.psi-significant{fill:#d8573b}.start{text-anchor:start}.psi{font-size:9px;fill:#57606a}\
+.actions{display:flex;gap:1rem;align-items:center}.sign-in{max-width:32rem;margin:4rem auto}\
+.sign-in input{width:100%;margin:.5rem 0}.notice{color:#d8573b}";
 
 #[derive(Debug, Deserialize)]
 pub struct DashboardQuery {
     /// A date or RFC 3339 time; default now.
     pub as_of: Option<String>,
-    /// The API token (a browser cannot send a bearer header); the request log never shows it.
+    /// Refused when present: a URL is kept in history, logs and `Referer` headers, so it must
+    /// never carry a token (old `?token=` links get a clear answer instead of a silent pass).
     pub token: Option<String>,
 }
 
-/// `GET /dashboard?token=…[&as_of=…]`: the token is checked like the API's bearer token.
+/// `GET /dashboard[?as_of=…]` with `Authorization: Bearer <token>` or a session cookie;
+/// `POST /dashboard/session` signs in, `POST /dashboard/sign-out` signs out ([`sign_in`]).
 pub fn routes() -> ExtraRoutes {
     ExtraRoutes {
-        open: Router::new().route("/dashboard", get(page)),
+        open: Router::new()
+            .route("/dashboard", get(page))
+            .route(sign_in::SIGN_IN, post(sign_in::sign_in))
+            .route(sign_in::SIGN_OUT, post(sign_in::sign_out)),
         protected: Router::new(),
     }
 }
 
-async fn page(State(state): State<AppState>, Query(q): Query<DashboardQuery>) -> Result<Html<String>, AppError> {
-    let token = q.token.unwrap_or_default();
-    authorize(&state, &token).await?;
+/// The page for a bearer header (checked like the API's) or a live session; the sign-in
+/// form for a browser without either.
+async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DashboardQuery>,
+) -> Result<Response, AppError> {
+    if q.token.is_some() {
+        return Err(AppError::param(
+            "token",
+            "a token never goes in a URL: sign in at /dashboard or send Authorization: Bearer <token>",
+        ));
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        authorize(&state, bearer(&headers)?).await?;
+    } else if let Some(refused) = sign_in::require_session(&state, &headers).await? {
+        return Ok(refused);
+    }
     let as_of = match q.as_of.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => time::parse_timestamp(s).map_err(|e| AppError::param("as_of", e))?,
         None => time::now(),
     };
     let data = blocking(&state, move |s| gather(&s.store, as_of).map_err(AppError::internal)).await?;
-    Ok(Html(render(&data, &token)))
+    Ok(Html(render(&data)).into_response())
 }
 
 #[cfg(test)]
@@ -628,8 +659,7 @@ mod tests {
                 .expect("empty report"),
             drift: None,
         };
-        let html = render(&empty, "t<");
-        assert!(html.contains("value=\"t&lt;\""), "the token is escaped into the form");
+        let html = render(&empty);
         for id in [
             "no-scores",
             "risk-trend",

@@ -2,13 +2,17 @@
 //! snapshots, metrics and the OpenAPI description.
 //!
 //! [`app`] builds the router around an [`AppState`] (the shared [`Store`] and in-memory caches);
-//! [`serve`] runs it on a listener until a shutdown future completes. Tests drive [`app`]
-//! without a socket (`tower::ServiceExt::oneshot`).
+//! [`serve`] runs it on a listener until a shutdown future completes, with the header-read
+//! timeout and connection bound of [`listen::Limits`]. Tests drive [`app`] without a socket
+//! (`tower::ServiceExt::oneshot`).
 //!
 //! | route | auth |
 //! |---|---|
 //! | `GET /healthz`, `GET /openapi.json` | open |
 //! | `GET /customer/profile`, `GET /artifacts/{hash}`, `GET /snapshots`, `GET /export/customer_risk_scores`, `GET /metrics` | `Authorization: Bearer <token>` |
+//! | `GET /dashboard` (with [`crate::dashboard::routes`]) | bearer header, or the session cookie of a sign-in ([`sessions`]) |
+//!
+//! Every response carries the security headers of [`headers`].
 //!
 //! Every data read (all token-guarded routes but `/metrics`, and the dashboard) is also appended
 //! to the hash-chained access log ([`crate::access_log`]) by [`access`]; 401s are counted per
@@ -23,21 +27,24 @@
 pub mod artifacts;
 pub mod error;
 pub mod export;
+pub mod headers;
+pub mod listen;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod profile;
 pub mod scores;
+pub mod sessions;
 pub mod tokens;
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
-use axum::middleware::{from_fn_with_state, Next};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -49,6 +56,7 @@ use crate::access_log::{clip, AccessLog, AccessLogConfig, AccessRecord};
 pub use error::AppError;
 use metrics::{Gauge, Metrics};
 use scores::ScoreCache;
+use sessions::Sessions;
 use tokens::{Lookup, TokenCache};
 
 /// Longest query string, and longest path, accepted (bytes).
@@ -67,6 +75,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The writer of the store's access log; `None` when it is switched off.
     pub access: Option<Arc<AccessLog>>,
+    /// Dashboard sign-ins of this server (never shared with another state).
+    pub sessions: Arc<Sessions>,
 }
 
 impl AppState {
@@ -84,6 +94,15 @@ impl AppState {
             scores: Arc::new(ScoreCache::default()),
             tokens: Arc::new(TokenCache::default()),
             metrics: Arc::new(Metrics::default()),
+            sessions: Arc::new(Sessions::default()),
+        }
+    }
+
+    /// With dashboard sessions that last `ttl` (default [`sessions::DEFAULT_TTL`]).
+    pub fn with_session_ttl(self, ttl: Duration) -> AppState {
+        AppState {
+            sessions: Arc::new(Sessions::new(ttl)),
+            ..self
         }
     }
 }
@@ -153,11 +172,12 @@ pub fn app_with(state: AppState, extra: ExtraRoutes) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(state.clone(), observe))
+        .layer(from_fn(headers::security_headers))
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes the requests in
-/// flight (graceful shutdown).
+/// flight (graceful shutdown). Default [`listen::Limits`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -166,13 +186,13 @@ pub async fn serve(
     serve_router(listener, app(state), shutdown).await
 }
 
-/// [`serve`] for a router built with [`app_with`].
+/// [`serve`] for a router built with [`app_with`]; [`listen::serve`] sets the limits.
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    listen::serve(listener, router, listen::Limits::default(), shutdown).await
 }
 
 /// The token's name, attached to the response by [`require_token`] for the request log.
@@ -279,7 +299,7 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
 }
 
 /// The bearer token of a request, if it has a well-formed one.
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(AppError::Unauthorized(
         "missing bearer token (Authorization: Bearer <token>)",
     ))?;
@@ -308,16 +328,18 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     Ok(response)
 }
 
-/// The name of the active token `token`, or 401. For pages a browser opens (the dashboard
-/// takes its token from the query string, as a browser cannot send a bearer header).
+/// The name of the active token `token`, or 401. Also for the dashboard, which checks its
+/// own credentials (a bearer header, a sign-in form).
 pub async fn authorize(state: &AppState, token: &str) -> Result<String, AppError> {
-    let name = match state.tokens.lookup(&tokens::token_hash(token)) {
+    authorize_hash(state, tokens::token_hash(token)).await
+}
+
+/// [`authorize`] by the token's hash: what a dashboard session holds.
+pub async fn authorize_hash(state: &AppState, hash: [u8; 32]) -> Result<String, AppError> {
+    let name = match state.tokens.lookup(&hash) {
         Lookup::Valid(name) => Some(name),
         Lookup::Invalid => None,
-        Lookup::Stale => {
-            let token = token.to_string();
-            blocking(state, move |s| Ok(s.tokens.check(&s.store, &token)?)).await?
-        }
+        Lookup::Stale => blocking(state, move |s| Ok(s.tokens.check_hash(&s.store, &hash)?)).await?,
     };
     let name = name.ok_or(AppError::Unauthorized("invalid or revoked token"))?;
     // Outside a logged route there is no slot to fill, which is fine.

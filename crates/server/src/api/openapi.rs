@@ -78,7 +78,11 @@ pub fn spec() -> Value {
                  have been known then, and the hashes that prove them), artifacts with their lineage, \
                  snapshots and metrics. Times are RFC 3339 or YYYY-MM-DD (midnight UTC) and are returned \
                  as RFC 3339 UTC. Every error is JSON {{\"error\": \"...\"}}. Request bodies over \
-                 {BODY_LIMIT} bytes are refused with 413. No response contains personal data."
+                 {BODY_LIMIT} bytes are refused with 413. No response contains personal data. Every \
+                 response is sent with `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`. A \
+                 connection must send a complete request head within the server's header timeout (`cis serve \
+                 --header-timeout`, also the keep-alive idle limit); one over `--max-connections` is answered \
+                 503 and closed. A token is never accepted in a URL."
             ),
         },
         "servers": [{ "url": "http://127.0.0.1:8080" }],

@@ -271,16 +271,20 @@ impl TokenCache {
 
     /// Looks up, refreshing from the store when the cache is stale. Blocking (store access).
     pub fn check(&self, store: &Store, token: &str) -> Result<Option<String>, TokenError> {
-        let h = token_hash(token);
+        self.check_hash(store, &token_hash(token))
+    }
+
+    /// [`TokenCache::check`] by the token's hash (what a dashboard session keeps).
+    pub fn check_hash(&self, store: &Store, h: &[u8; 32]) -> Result<Option<String>, TokenError> {
         // A second pass only when a token was created or revoked during the first refresh.
         for _ in 0..2 {
-            match self.lookup(&h) {
+            match self.lookup(h) {
                 Lookup::Valid(name) => return Ok(Some(name)),
                 Lookup::Invalid => return Ok(None),
                 Lookup::Stale => self.refresh(store)?,
             }
         }
-        Ok(match self.lookup(&h) {
+        Ok(match self.lookup(h) {
             Lookup::Valid(name) => Some(name),
             Lookup::Invalid | Lookup::Stale => None,
         })
