@@ -11,7 +11,7 @@ use std::io::{BufRead, Read};
 
 use crate::IngestError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Csv,
@@ -21,6 +21,19 @@ pub enum Format {
     /// (customer id, YYYYMMDD, quantity, dollar value) under the header
     /// `customer_id date number_of_cds dollar_value`.
     Cdnow,
+}
+
+impl cis_core::Choice for Format {
+    const CHOICES: &'static [Format] = &[Format::Csv, Format::Jsonl, Format::Cdnow];
+
+    /// The same lower-case names as the serialised form (`#[serde(rename_all)]` above).
+    fn choice_name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Cdnow => "cdnow",
+        }
+    }
 }
 
 /// Column names that carry personal data: never read, never stored, never quarantined.
