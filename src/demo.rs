@@ -68,7 +68,7 @@ pub struct DemoReport {
 }
 
 fn t(s: &str) -> anyhow::Result<Micros> {
-    parse_timestamp(s).map_err(anyhow::Error::msg)
+    Ok(parse_timestamp(s)?)
 }
 
 struct Steps {

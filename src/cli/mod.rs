@@ -193,7 +193,7 @@ fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
         .try_map(|name| T::from_choice(&name))
 }
 
-fn parse_time(s: &str) -> Result<Micros, String> {
+fn parse_time(s: &str) -> Result<Micros, time::TimeError> {
     time::parse_timestamp(s)
 }
 

@@ -108,9 +108,7 @@ pub fn training_set(
         if set.features.is_empty() {
             set.features = snap.features.clone();
         } else if set.features != snap.features {
-            return Err(
-                SnapshotError::Malformed(cis_storage::hex(hash), "built from another feature set".into()).into(),
-            );
+            return Err(SnapshotError::OtherFeatureSet(cis_storage::hex(hash)).into());
         }
         let labels = churn_labels(store, &snap.matrix.customers, snap.as_of, horizon_days, known_at)?;
         set.churned.extend(labels);
