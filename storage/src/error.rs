@@ -22,6 +22,10 @@ pub enum StorageError {
     },
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A thread panicked while holding one of the store's locks (`what` names it): the state it
+    /// guarded may be half-updated, so this process stops using it. The files are not damaged.
+    #[error("{what}: a lock was poisoned by a panicking thread")]
+    Poisoned { what: &'static str },
     #[error("encoding: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("decoding: {0}")]
