@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong inside the storage layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     /// No `#[source]`: sled's message already holds its cause's text, and a chain printer would
     /// print it twice.

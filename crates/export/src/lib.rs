@@ -100,6 +100,7 @@ impl FromStr for Format {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExportError {
     #[error("no scores as of {}: score a snapshot first (cis score), or export as of a later time", time::format(*.as_of))]
     NoScores { as_of: Micros },

@@ -11,6 +11,7 @@ use cis_core::time::{self, Micros, MICROS_PER_DAY};
 pub const DEFAULT_HORIZON_DAYS: u32 = 90;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LabelError {
     #[error(
         "labels at cutoff {} with a {horizon_days}-day horizon mature at {}, after the knowledge time {}: they do not exist yet",

@@ -18,6 +18,7 @@ pub const KIND: &str = "snapshot";
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     #[error(transparent)]
     Compute(#[from] ComputeError),

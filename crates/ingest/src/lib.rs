@@ -24,6 +24,7 @@ use records::{IngestRun, Profile, Quarantined};
 use source::{Format, Item};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IngestError {
     #[error("{file}: cannot open: {source}")]
     Open {

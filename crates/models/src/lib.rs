@@ -23,6 +23,7 @@ use cis_features::labels::LabelError;
 use cis_features::snapshot::SnapshotError;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     #[error("invalid hyperparameter: {0}")]
     Param(#[from] ParamError),

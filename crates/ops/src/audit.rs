@@ -17,6 +17,7 @@ use cis_features::snapshot::{self, Erasures, Provenance, Replay, SnapshotError};
 use cis_models::{self as models, scores, train, ModelError, ModelKind};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     #[error(transparent)]
     Model(#[from] ModelError),

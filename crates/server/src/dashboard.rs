@@ -36,6 +36,7 @@ const QUALITY_RUNS: usize = 20;
 const VOLUME_DAYS: usize = 90;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DashboardError {
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -190,6 +190,7 @@ pub struct ValidSynthConfig(SynthConfig);
 
 /// Errors of the synthetic generator.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SynthError {
     /// `customers == 0`.
     #[error("synthetic config: customers must be at least 1")]

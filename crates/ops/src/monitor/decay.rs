@@ -26,6 +26,7 @@ pub const KIND: &str = "decay-report";
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecayError {
     #[error(
         "no churn score run has matured labels as known at {}{}",

@@ -45,6 +45,7 @@ pub const PSI_SIGNIFICANT: f64 = 0.25;
 pub const KS_MODERATE: f64 = 0.1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DriftError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
