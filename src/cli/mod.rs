@@ -438,6 +438,7 @@ fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<
 
 fn describe(p: &cis_core::event::Payload) -> String {
     use cis_core::event::Payload;
+    // An optional field that is absent adds nothing to the line (the `unwrap_or_default`s).
     match p {
         Payload::Order(o) => format!(
             "order {} {}{}{}",

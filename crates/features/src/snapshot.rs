@@ -183,16 +183,16 @@ pub fn compute(store: &Store, at: AsOf) -> Result<Snapshot, SnapshotError> {
     })
 }
 
-fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> NewArtifact {
-    NewArtifact {
+fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> Result<NewArtifact, SnapshotError> {
+    Ok(NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
         as_of: snapshot.as_of,
         parents: Vec::new(),
         body: snapshot.encode(),
         created_at: time::now(),
-        provenance: serde_json::to_vec(provenance).unwrap_or_default(),
-    }
+        provenance: serde_json::to_vec(provenance)?,
+    })
 }
 
 /// Materialises and stores the snapshot at (T, K); returns its hash and whether it was new.
@@ -203,7 +203,7 @@ pub fn create(store: &Store, at: AsOf) -> Result<(ArtifactHash, bool, Snapshot),
         log_head: hex(&store.log().head()?),
     };
     let snapshot = compute(store, at)?;
-    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance))?;
+    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance)?)?;
     Ok((hash, new, snapshot))
 }
 
@@ -296,7 +296,7 @@ pub fn replay(store: &Store, hash: &ArtifactHash) -> Result<Replay, SnapshotErro
             log_batch: 0,
             log_head: String::new(),
         },
-    )
+    )?
     .hash();
     if recomputed == stored_artifact.hash && stored_artifact.recomputed_hash() == stored_artifact.hash {
         return Ok(Replay::Identical);

@@ -308,7 +308,11 @@ pub fn ingest_reader(
             return Ok(run);
         }
         (Err(cause), head) => {
-            run.head_after = head.map(|h| hex(&h)).unwrap_or_default();
+            // The run's record still matters more than its last head: note why it is blank.
+            run.head_after = head.map(|h| hex(&h)).unwrap_or_else(|e| {
+                tracing::warn!(run = run.run, error = %e, "the log head after a stopped run could not be read");
+                String::new()
+            });
             cause
         }
         (Ok(()), Err(e)) => e.into(),

@@ -76,7 +76,10 @@ fn held_out(seed: u64, customer: &str, share: f64) -> bool {
     h.update(&seed.to_be_bytes());
     h.update(customer.as_bytes());
     let b = h.finalize();
-    let x = u64::from_be_bytes(b.as_bytes()[..8].try_into().unwrap_or_default());
+    // The first 8 of the hash's 32 bytes.
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&b.as_bytes()[..8]);
+    let x = u64::from_be_bytes(first);
     (x as f64 / u64::MAX as f64) < share
 }
 

@@ -176,6 +176,7 @@ impl Default for SynthConfig {
     fn default() -> Self {
         Self {
             customers: 100_000,
+            // A valid constant date: the default is never taken.
             start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(),
             days: 730,
             seed: 42,

@@ -31,6 +31,7 @@ pub enum DecayError {
     #[error(
         "no churn score run has matured labels as known at {}{}",
         time::format(*known_at),
+        // No pending run: nothing more to say.
         next.map(|n| format!("; the first pending run matures at {}", time::format(n))).unwrap_or_default()
     )]
     NothingMatured { known_at: Micros, next: Option<Micros> },
