@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;
-use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
-use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
+use cis_core::time::Micros;
 use cis_export::{self as export, Format};
 use cis_models::scores;
-use cis_core::time::Micros;
+use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
+use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
 use cis_storage::{hex, Store};
 
 use crate::util::{cdnow_models, cis, ingest_cdnow, t};

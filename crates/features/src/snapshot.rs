@@ -18,6 +18,7 @@ pub const KIND: &str = "snapshot";
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     #[error(transparent)]
     Compute(#[from] ComputeError),
@@ -36,9 +37,26 @@ pub enum SnapshotError {
         expected: &'static str,
     },
     #[error("snapshot {0} is malformed: {1}")]
-    Malformed(String, String),
+    Malformed(String, #[source] DecodeError),
+    /// A set of snapshots must share one feature list; this one's differs from the first's.
+    #[error("snapshot {0} is malformed: built from another feature set")]
+    OtherFeatureSet(String),
     #[error("customer '{0}' is not in the snapshot")]
     UnknownCustomer(String),
+    #[error("snapshot provenance: {0}")]
+    Provenance(#[from] serde_json::Error),
+}
+
+/// Why a snapshot body does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("ends early")]
+    EndsEarly,
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("trailing bytes")]
+    TrailingBytes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,39 +118,43 @@ impl Snapshot {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         let mut pos = 0usize;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let s = bytes.get(pos..pos + n).ok_or("ends early")?;
+        // Takes exactly N bytes, so the array conversions below cannot fail.
+        let mut take = |n: usize| -> Result<&[u8], DecodeError> {
+            let s = bytes.get(pos..pos + n).ok_or(DecodeError::EndsEarly)?;
             pos += n;
             Ok(s)
         };
-        let i64_of = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or_default());
-        let as_of = i64_of(take(8)?);
-        let known_at = i64_of(take(8)?);
-        let definition_set: [u8; 32] = take(32)?.try_into().map_err(|_| "definition hash")?;
-        let visible_events = u64::from_be_bytes(take(8)?.try_into().map_err(|_| "count")?);
-        let visible_digest = u128::from_be_bytes(take(16)?.try_into().map_err(|_| "digest")?);
+        fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], DecodeError> {
+            b.try_into().map_err(|_| DecodeError::EndsEarly)
+        }
+        let as_of = i64::from_be_bytes(array(take(8)?)?);
+        let known_at = i64::from_be_bytes(array(take(8)?)?);
+        let definition_set: [u8; 32] = array(take(32)?)?;
+        let visible_events = u64::from_be_bytes(array(take(8)?)?);
+        let visible_digest = u128::from_be_bytes(array(take(16)?)?);
         let mut lists = Vec::new();
         for _ in 0..2 {
-            let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "length")?) as usize;
+            let n = u32::from_be_bytes(array(take(4)?)?) as usize;
             let mut list = Vec::with_capacity(n.min(1 << 20));
             for _ in 0..n {
-                let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| "length")?) as usize;
-                list.push(String::from_utf8(take(len)?.to_vec()).map_err(|_| "not UTF-8")?);
+                let len = u32::from_be_bytes(array(take(4)?)?) as usize;
+                list.push(String::from_utf8(take(len)?.to_vec()).map_err(|_| DecodeError::NotUtf8)?);
             }
             lists.push(list);
         }
+        // The loop above pushed exactly two lists, so these defaults are never taken.
         let customers = lists.pop().unwrap_or_default();
         let features = lists.pop().unwrap_or_default();
         let cells = customers.len() * features.len();
         let raw = take(cells * 8)?;
         let values = raw
             .chunks_exact(8)
-            .map(|c| f64::from_bits(u64::from_be_bytes(c.try_into().unwrap_or_default())))
-            .collect();
+            .map(|c| array(c).map(|b| f64::from_bits(u64::from_be_bytes(b))))
+            .collect::<Result<_, _>>()?;
         if pos != bytes.len() {
-            return Err("trailing bytes".into());
+            return Err(DecodeError::TrailingBytes);
         }
         Ok(Snapshot {
             as_of,
@@ -161,16 +183,16 @@ pub fn compute(store: &Store, at: AsOf) -> Result<Snapshot, SnapshotError> {
     })
 }
 
-fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> NewArtifact {
-    NewArtifact {
+fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> Result<NewArtifact, SnapshotError> {
+    Ok(NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
         as_of: snapshot.as_of,
         parents: Vec::new(),
         body: snapshot.encode(),
         created_at: time::now(),
-        provenance: serde_json::to_vec(provenance).unwrap_or_default(),
-    }
+        provenance: serde_json::to_vec(provenance)?,
+    })
 }
 
 /// Materialises and stores the snapshot at (T, K); returns its hash and whether it was new.
@@ -181,7 +203,7 @@ pub fn create(store: &Store, at: AsOf) -> Result<(ArtifactHash, bool, Snapshot),
         log_head: hex(&store.log().head()?),
     };
     let snapshot = compute(store, at)?;
-    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance))?;
+    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance)?)?;
     Ok((hash, new, snapshot))
 }
 
@@ -274,7 +296,7 @@ pub fn replay(store: &Store, hash: &ArtifactHash) -> Result<Replay, SnapshotErro
             log_batch: 0,
             log_head: String::new(),
         },
-    )
+    )?
     .hash();
     if recomputed == stored_artifact.hash && stored_artifact.recomputed_hash() == stored_artifact.hash {
         return Ok(Replay::Identical);
@@ -450,4 +472,36 @@ pub fn list(store: &Store, before: Micros) -> Result<Vec<(ArtifactHash, Micros)>
         .into_iter()
         .map(|r| (r.hash, r.as_of))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_decodes_back_and_a_damaged_one_says_how() {
+        let snap = Snapshot {
+            as_of: 7,
+            known_at: 9,
+            definition_set: [3; 32],
+            features: vec!["f1".into(), "f2".into()],
+            matrix: Matrix {
+                customers: vec!["a".into()],
+                values: vec![1.5, -2.0],
+                visible_events: 4,
+                visible_digest: 5,
+            },
+        };
+        let body = snap.encode();
+        assert_eq!(Snapshot::decode(&body), Ok(snap));
+        assert_eq!(Snapshot::decode(&body[..body.len() - 1]), Err(DecodeError::EndsEarly));
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(Snapshot::decode(&longer), Err(DecodeError::TrailingBytes));
+        // The first feature name's first byte, after the 72-byte header and two lengths.
+        let mut bad = body;
+        bad[80] = 0xff;
+        assert_eq!(Snapshot::decode(&bad), Err(DecodeError::NotUtf8));
+        assert_eq!(DecodeError::NotUtf8.to_string(), "not UTF-8");
+    }
 }

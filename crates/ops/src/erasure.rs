@@ -32,6 +32,7 @@ use cis_models::{scores, ModelError};
 pub const LEDGER: &str = "erasures";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ErasureError {
     #[error("no customer '{0}' in the log: nothing to erase")]
     UnknownCustomer(String),

@@ -176,6 +176,7 @@ impl Default for SynthConfig {
     fn default() -> Self {
         Self {
             customers: 100_000,
+            // A valid constant date: the default is never taken.
             start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(),
             days: 730,
             seed: 42,
@@ -190,6 +191,7 @@ pub struct ValidSynthConfig(SynthConfig);
 
 /// Errors of the synthetic generator.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SynthError {
     /// `customers == 0`.
     #[error("synthetic config: customers must be at least 1")]

@@ -13,6 +13,7 @@ use cis_features::snapshot::SnapshotError;
 use cis_models::ModelError;
 
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum AppError {
     /// A query or path parameter is missing, malformed or out of range.
     BadParam {
