@@ -147,7 +147,7 @@ fn erase_template(dir: &Path) -> PathBuf {
     let run = ingest(&store, Kind::Customer, Format::Csv, &rows, RecordedAt::EventTime);
     assert_eq!((run.accepted, run.quarantined), (1, 1));
     let opts = DemoOptions {
-        customers: 3_000,
+        customers: 1_000,
         seed: 42,
         cdnow: fixture("CDNOW_sample.txt"),
         progress: false,
