@@ -10,13 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use cis::demo::DemoOptions;
-use cis_ops::erasure::{self, ErasureRequest};
 use cis_core::event::Kind;
 use cis_features::snapshot;
 use cis_ingest::records::{self, Quarantined};
 use cis_ingest::source::Format;
 use cis_ingest::RecordedAt;
 use cis_models::scores;
+use cis_ops::erasure::{self, ErasureRequest};
 use cis_storage::{hex, ArtifactHash, Redaction, Store, VerifyReport};
 use rand::{Rng, SeedableRng};
 

@@ -16,12 +16,30 @@ const HEAD: &str = "8df9ac8de18f11cc664e55965eb4824133fcc68a91b7fa3309d64a88c4a1
 
 /// Every artifact the fixture holds, by kind, as `make-store-v1.sh` printed them.
 const ARTIFACTS: &[(&str, &str)] = &[
-    ("snapshot", "fcf0a61841f969669bfe098658515889954b33d0dee682cbaeaebd8924fd981a"),
-    ("snapshot", "9b510498ea623c65561499e5772e05de5f7e414b01beb58606b7724d9bf15dae"),
-    ("model/churn", "5dc4dc16b72e82536afc1555f4907300177e34040868c7213708f99c3b450e35"),
-    ("model/clv", "d9f371fda86d2462369326cc770fe1a04bcf7e031710182c8518598e4e623335"),
-    ("model/segments", "35042bce8e5bb5b876d1c501684808f0266ff5792dbfd6a923f3e9b3813265fb"),
-    ("scores", "f67a85be23408fdc7d6f97fae4ad534ab2829b9d5b1b476d19ad6dde09a31573"),
+    (
+        "snapshot",
+        "fcf0a61841f969669bfe098658515889954b33d0dee682cbaeaebd8924fd981a",
+    ),
+    (
+        "snapshot",
+        "9b510498ea623c65561499e5772e05de5f7e414b01beb58606b7724d9bf15dae",
+    ),
+    (
+        "model/churn",
+        "5dc4dc16b72e82536afc1555f4907300177e34040868c7213708f99c3b450e35",
+    ),
+    (
+        "model/clv",
+        "d9f371fda86d2462369326cc770fe1a04bcf7e031710182c8518598e4e623335",
+    ),
+    (
+        "model/segments",
+        "35042bce8e5bb5b876d1c501684808f0266ff5792dbfd6a923f3e9b3813265fb",
+    ),
+    (
+        "scores",
+        "f67a85be23408fdc7d6f97fae4ad534ab2829b9d5b1b476d19ad6dde09a31573",
+    ),
 ];
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -68,5 +86,8 @@ fn the_format_1_store_verifies_and_re_derives_every_artifact_hash() {
     let mut expected: Vec<(&str, String)> = ARTIFACTS.iter().map(|(k, h)| (*k, h.to_string())).collect();
     stored.sort();
     expected.sort();
-    assert_eq!(stored, expected, "the fixture's artifacts, under the names they were stored with");
+    assert_eq!(
+        stored, expected,
+        "the fixture's artifacts, under the names they were stored with"
+    );
 }
