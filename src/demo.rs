@@ -20,7 +20,7 @@ use cis_storage::{hex, ArtifactHash, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cis_core::event::Kind;
-use cis_core::time::{parse_timestamp, Micros};
+use cis_core::time::{parse_timestamp, Timestamp};
 use cis_core::AsOf;
 use cis_export::{export_scores, ExportSummary, Format as ExportFormat};
 use cis_features::snapshot;
@@ -67,7 +67,7 @@ pub struct DemoReport {
     pub events: u64,
 }
 
-fn t(s: &str) -> anyhow::Result<Micros> {
+fn t(s: &str) -> anyhow::Result<Timestamp> {
     Ok(parse_timestamp(s)?)
 }
 

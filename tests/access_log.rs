@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_export::{self as export, Format};
 use cis_models::scores;
 use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
@@ -267,8 +267,8 @@ async fn forged_customer_ids_stay_on_one_escaped_row() {
 }
 
 /// The start of `t`'s minute.
-fn minute(t: Micros) -> Micros {
-    t - t.rem_euclid(60_000_000)
+fn minute(t: Timestamp) -> Timestamp {
+    t - t.micros().rem_euclid(60_000_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +308,7 @@ async fn refused_requests_add_one_record_per_route_status_and_minute() {
         "{} records for {minutes} minute(s)",
         refused.len()
     );
-    let mut keys: Vec<(&str, u16, Micros)> = refused.iter().map(|r| (r.endpoint.as_str(), r.status, r.at)).collect();
+    let mut keys: Vec<(&str, u16, Timestamp)> = refused.iter().map(|r| (r.endpoint.as_str(), r.status, r.at)).collect();
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), refused.len(), "each route, status and minute once");

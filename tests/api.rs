@@ -581,7 +581,7 @@ async fn metrics_count_requests_by_route_and_status() {
         &format!("cis_log_events {}", w.store.log().event_count().expect("count")),
         &format!(
             "cis_latest_scores_as_of_timestamp_seconds {}",
-            t("1997-09-30") as f64 / 1e6
+            t("1997-09-30").micros() as f64 / 1e6
         ),
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

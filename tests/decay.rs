@@ -22,7 +22,7 @@ use cis_ops::monitor::decay::{self, measure, store_known_at, DecayError, DecayRe
 use cis_storage::{hex, ArtifactHash, Store};
 use cis_synth::{Shift, SynthConfig};
 
-use crate::util::{cdnow_models, cdnow_store, synth_store, t};
+use crate::util::{cdnow_models, cdnow_store, synth_store, t, us};
 
 const CUSTOMERS: usize = 6000;
 const SEED: u64 = 3;
@@ -63,7 +63,7 @@ fn world(shift: Option<Shift>) -> World {
 
 fn decay_of(w: &World) -> DecayReport {
     let k = store_known_at(&w.store).expect("known at");
-    let outcome = measure(&w.store, Some(&w.model), k, 0).expect("measure");
+    let outcome = measure(&w.store, Some(&w.model), k, us(0)).expect("measure");
     assert_eq!(outcome.reports.len(), 1, "{outcome:?}");
     let report = outcome.reports[0].report.clone();
     assert_eq!(report.scores, hex(&w.scores));
@@ -121,12 +121,12 @@ fn unmatured_runs_wait_and_bad_requests_store_nothing() {
     assert_eq!(k, t("1998-06-30"), "CDNOW is backfilled: the last purchase day");
 
     // Only an unmatured run (labels mature 1998-08-30): an error naming when, nothing stored.
-    let r = measure(&store, None, k, 0);
+    let r = measure(&store, None, k, us(0));
     assert!(
         matches!(r, Err(DecayError::NothingMatured { next: Some(n), .. }) if n == t("1998-08-30")),
         "{r:?}"
     );
-    let r = measure(&store, Some(&[7u8; 32]), k, 0);
+    let r = measure(&store, Some(&[7u8; 32]), k, us(0));
     assert!(
         matches!(
             r,
@@ -134,7 +134,7 @@ fn unmatured_runs_wait_and_bad_requests_store_nothing() {
         ),
         "{r:?}"
     );
-    let r = measure(&store, Some(&clv), k, 0);
+    let r = measure(&store, Some(&clv), k, us(0));
     assert!(
         matches!(
             r,
@@ -149,7 +149,7 @@ fn unmatured_runs_wait_and_bad_requests_store_nothing() {
 
     // A run at 1997-09-30 has matured: measured; the late one is listed as pending.
     let (scores_hash, ..) = scores::score(&store, &snap, &[churn, clv]).expect("score");
-    let outcome = measure(&store, Some(&churn), k, 0).expect("measure");
+    let outcome = measure(&store, Some(&churn), k, us(0)).expect("measure");
     assert_eq!(outcome.reports.len(), 1);
     let stored = &outcome.reports[0];
     assert!(stored.new);
@@ -158,7 +158,7 @@ fn unmatured_runs_wait_and_bad_requests_store_nothing() {
     assert_eq!(outcome.pending.len(), 1);
     assert_eq!(outcome.pending[0].scores, hex(&late_scores));
     // The same knowledge and log: the same report, stored once; its parents are the lineage.
-    let again = measure(&store, None, k, 99).expect("measure");
+    let again = measure(&store, None, k, us(99)).expect("measure");
     assert_eq!(
         (again.reports[0].hash.as_str(), again.reports[0].new),
         (stored.hash.as_str(), false)

@@ -2,7 +2,7 @@
 //! of the customer's payloads is readable from the store's files, audits say "erasure".
 
 use cis_core::event::Kind;
-use cis_core::time::MICROS_PER_DAY;
+use cis_core::time::Timestamp;
 use cis_core::AsOf;
 use cis_features::snapshot::{self, Replay};
 use cis_ingest::history::customer_events;
@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use crate::features::{specs, to_event};
 use crate::ingest::walk;
-use crate::util::{cdnow_models, cdnow_store, ingest, t, write};
+use crate::util::{cdnow_models, cdnow_store, ingest, t, us, write};
 
 fn store_of(batches: &[&[NewEvent]]) -> Store {
     let store = Store::in_memory().expect("store");
@@ -42,12 +42,12 @@ proptest! {
         let keep = |v: &[NewEvent]| v.iter().filter(|e| e.subject != victim).cloned().collect::<Vec<_>>();
         let with = store_of(&[a, b]);
         let without = store_of(&[&keep(a), &keep(b)]);
-        let at = AsOf::new(Some(t_day * MICROS_PER_DAY), Some((t_day + k_lag) * MICROS_PER_DAY));
+        let at = AsOf::new(Some(Timestamp::from_day(t_day)), Some(Timestamp::from_day(t_day + k_lag)));
         let (stored, ..) = snapshot::create(&with, at).expect("snapshot");
         let held = snapshot::load(&with, &stored).expect("load").1.matrix.customers.contains(&victim);
         let head = with.log().head().expect("head");
 
-        let request = match erasure::erase(&with, &victim, "data-subject request", "test", 0) {
+        let request = match erasure::erase(&with, &victim, "data-subject request", "test", us(0)) {
             Err(ErasureError::UnknownCustomer(_)) => {
                 prop_assert!(events.iter().all(|e| e.subject != victim));
                 return Ok(());
@@ -63,7 +63,7 @@ proptest! {
         prop_assert_eq!(report.erased, erased.len() as u64);
         prop_assert_eq!(report.erasures.get(&request).copied(), Some(erased.len() as u64));
 
-        for at in [at, AsOf::new(Some(i64::MAX / 2), None)] {
+        for at in [at, AsOf::new(Some(Timestamp::from_micros(i64::MAX / 2)), None)] {
             prop_assert_eq!(
                 snapshot::compute(&with, at).expect("with"),
                 snapshot::compute(&without, at).expect("without")
@@ -78,7 +78,7 @@ proptest! {
             prop_assert_eq!(replay, Replay::Identical);
         }
         // Erasing twice is a no-op that says so.
-        let again = erasure::erase(&with, &victim, "again", "test", 1).expect("second erase");
+        let again = erasure::erase(&with, &victim, "again", "test", us(1)).expect("second erase");
         prop_assert_eq!(again, Outcome::AlreadyErased { customer: victim, requests: vec![request] });
     }
 }
@@ -136,7 +136,7 @@ fn an_erased_customers_marker_and_key_are_in_no_store_file() {
             "the marker was stored"
         );
         let key = key_of(&store_dir, "c1");
-        let Outcome::Erased(r) = erasure::erase(&store, "c1", "GDPR art. 17 request #42", "dpo", 5).expect("erase")
+        let Outcome::Erased(r) = erasure::erase(&store, "c1", "GDPR art. 17 request #42", "dpo", us(5)).expect("erase")
         else {
             panic!("c1 had events");
         };
@@ -182,7 +182,7 @@ fn audits_after_erasure_say_erasure_and_still_catch_tampering() {
     let (early, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-06-30")), None)).expect("snapshot");
     let (drift, ..) = cis_ops::monitor::drift::create(&store, &early, &snap).expect("drift");
     assert!(audit::audit(&store, &drift).expect("audit").all_identical());
-    let Outcome::Erased(r) = erasure::erase(&store, "0001", "request", "dpo", 0).expect("erase") else {
+    let Outcome::Erased(r) = erasure::erase(&store, "0001", "request", "dpo", us(0)).expect("erase") else {
         panic!("0001 bought CDs");
     };
     assert_eq!(r.artifacts.len(), 3, "both snapshots and the score run held 0001");

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
+use cis_core::time::Timestamp;
 use cis_core::AsOf;
 use cis_export::{export_scores, ExportError, Format, COLUMNS, SCHEMA_VERSION, TABLE};
 use cis_features::snapshot;
@@ -32,7 +33,7 @@ struct Scored {
     /// The scores as computed before they were stored.
     computed: ScoreSet,
     hash: ArtifactHash,
-    generated_at: i64,
+    generated_at: Timestamp,
 }
 
 /// CDNOW as of 1997-09-30, scored by a CLV and a segment model (no churn model), built once.
@@ -43,7 +44,7 @@ fn scored() -> &'static Scored {
         let (snap, clv, seg) = cdnow_models(&store);
         let (hash, _, computed) = scores::score(&store, &snap, &[clv, seg]).expect("score");
         let (artifact, set) = scores::load_scores(&store, &hash).expect("load scores");
-        let generated_at = artifact.created_at;
+        let generated_at = Timestamp::from_micros(artifact.created_at);
         Scored {
             store,
             set,
@@ -183,7 +184,7 @@ fn parquet_round_trips_through_the_parquet_crate() {
     let opt_s = |i: usize, r: usize| text(i).is_valid(r).then(|| text(i).value(r).to_string());
     for (r, want) in s.set.rows.iter().enumerate() {
         assert_eq!(text(0).value(r), want.customer_id);
-        assert_eq!(stamp(1).value(r), t("1997-09-30"));
+        assert_eq!(stamp(1).value(r), t("1997-09-30").micros());
         assert_eq!(opt_f(2, r), want.churn_probability);
         assert_eq!(opt_s(3, r), want.churn_band);
         assert_eq!(opt_f(4, r), want.expected_purchases_90d);
@@ -191,7 +192,7 @@ fn parquet_round_trips_through_the_parquet_crate() {
         assert_eq!(opt_f(6, r), want.clv_12m);
         assert_eq!(opt_s(7, r), want.segment);
         assert_eq!(text(8).value(r), summary.score_hash);
-        assert_eq!(stamp(12).value(r), s.generated_at);
+        assert_eq!(stamp(12).value(r), s.generated_at.micros());
     }
     // No churn model was used: both churn columns are entirely null; the model columns name the models.
     assert_eq!(batch.column(2).null_count(), CUSTOMERS);
@@ -390,8 +391,8 @@ fn duckdb_and_pandas_read_the_parquet_file() {
         "{}",
         repr(c1.clv_12m)
     );
-    assert_eq!(duck["as_of_us"], t("1997-09-30"));
-    assert_eq!(duck["generated_at_us"], s.generated_at);
+    assert_eq!(duck["as_of_us"], t("1997-09-30").micros());
+    assert_eq!(duck["generated_at_us"], s.generated_at.micros());
     assert_eq!(duck["metadata"]["cis.table"], "customer_risk_scores");
     assert_eq!(duck["metadata"]["cis.schema_version"], "1");
     assert_eq!(duck["metadata"]["cis.score_hash"], summary.score_hash);

@@ -2,7 +2,7 @@
 //! random logs, the leakage property, late data, labels, and replay.
 
 use cis_core::event::{measures, Customer, Event, Kind, Money, Order, Payload, Return, Session};
-use cis_core::time::MICROS_PER_DAY;
+use cis_core::time::{Timestamp, MICROS_PER_DAY};
 use cis_core::AsOf;
 use cis_features::compute::customer_row;
 use cis_features::defs::{definitions, Calc, WINDOWS};
@@ -66,6 +66,14 @@ pub(crate) type Spec = (u8, u8, i64, i64, i64, u32);
 
 const HALF_DAY: i64 = MICROS_PER_DAY / 2;
 
+/// The point (T, K) of two instants in microseconds, as the naive reference keeps them.
+fn at(t: i64, k: i64) -> AsOf {
+    AsOf {
+        as_of: Timestamp::from_micros(t),
+        known_at: Timestamp::from_micros(k),
+    }
+}
+
 pub(crate) fn to_event(&(c, k, day, half, lag, n): &Spec) -> NewEvent {
     let event_time = day * MICROS_PER_DAY + half * HALF_DAY;
     let money = Money {
@@ -92,17 +100,17 @@ pub(crate) fn to_event(&(c, k, day, half, lag, n): &Spec) -> NewEvent {
             reason: None,
         }),
         _ => Payload::Customer(Customer {
-            signup_date: (n % 2 == 0).then_some(i64::from(n % 50) * MICROS_PER_DAY),
+            signup_date: (n % 2 == 0).then_some(Timestamp::from_day(i64::from(n % 50))),
             country: None,
             attributes: Default::default(),
         }),
     };
     Event {
         customer_id: format!("c{c}"),
-        event_time,
+        event_time: Timestamp::from_micros(event_time),
         payload,
     }
-    .into_new_event(event_time + lag * HALF_DAY)
+    .into_new_event(Timestamp::from_micros(event_time + lag * HALF_DAY))
 }
 
 pub(crate) fn specs(max: usize) -> impl Strategy<Value = Vec<Spec>> {
@@ -141,7 +149,12 @@ fn reference(events: &[NewEvent], t: i64, k: i64) -> Vec<(String, Vec<f64>)> {
                 })
                 .max()
                 .map(|(_, s)| s);
-            let first = mine.iter().map(|e| e.event_time).chain(signup).min().expect("an event");
+            let first = mine
+                .iter()
+                .map(|e| e.event_time)
+                .chain(signup.map(Timestamp::micros))
+                .min()
+                .expect("an event");
             let tenure = (t - first) as f64 / day;
             let last = |kind: Kind| of(kind).map(|e| e.event_time).max();
             let mut dates: Vec<i64> = of(Kind::Order)
@@ -248,14 +261,14 @@ proptest! {
         let store = store_with(&events);
         let t = t_day * MICROS_PER_DAY + t_half * HALF_DAY;
         let k = t + k_lag * HALF_DAY;
-        let snap = snapshot::compute(&store, AsOf { as_of: t, known_at: k }).expect("snapshot");
+        let snap = snapshot::compute(&store, at(t, k)).expect("snapshot");
         let want = reference(&events, t, k);
         // The per-customer path (the API's) agrees with the snapshot, row for row.
         for (i, c) in snap.matrix.customers.iter().enumerate() {
-            let row = customer_row(&store, c, AsOf { as_of: t, known_at: k }).expect("row").expect("visible");
+            let row = customer_row(&store, c, at(t, k)).expect("row").expect("visible");
             prop_assert!(row.iter().zip(snap.matrix.row(i)).all(|(a, b)| a.to_bits() == b.to_bits()), "{c}");
         }
-        prop_assert_eq!(customer_row(&store, "nobody", AsOf { as_of: t, known_at: k }).expect("row"), None);
+        prop_assert_eq!(customer_row(&store, "nobody", at(t, k)).expect("row"), None);
         prop_assert_eq!(snap.matrix.customers.len(), want.len());
         for (i, (c, row)) in want.iter().enumerate() {
             prop_assert_eq!(&snap.matrix.customers[i], c);
@@ -270,16 +283,16 @@ proptest! {
     fn later_events_never_change_the_snapshot_hash(s in specs(80), later in specs(60), t_day in 0i64..160, k_lag in 0i64..20) {
         let store = store_with(&s.iter().map(to_event).collect::<Vec<_>>());
         let t = t_day * MICROS_PER_DAY;
-        let at = AsOf { as_of: t, known_at: t + k_lag * HALF_DAY };
+        let at = at(t, t + k_lag * HALF_DAY);
         let (before, ..) = snapshot::create(&store, at).expect("snapshot");
         // Arbitrary events, each either after T or recorded after K (or both).
         let late: Vec<NewEvent> = later.iter().enumerate().map(|(i, spec)| {
             let mut e = to_event(spec);
             if i % 2 == 0 {
-                e.event_time = at.as_of + 1 + e.event_time.rem_euclid(10 * MICROS_PER_DAY);
+                e.event_time = at.as_of.micros() + 1 + e.event_time.rem_euclid(10 * MICROS_PER_DAY);
                 e.recorded_at = e.recorded_at.max(e.event_time);
             } else {
-                e.recorded_at = e.recorded_at.max(at.known_at + 1);
+                e.recorded_at = e.recorded_at.max(at.known_at.micros() + 1);
             }
             e
         }).collect();
@@ -295,7 +308,7 @@ fn late_data_is_excluded_until_known() {
     let order = |id: &str, day: i64, recorded_day: i64| {
         Event {
             customer_id: "c1".into(),
-            event_time: day * MICROS_PER_DAY,
+            event_time: Timestamp::from_day(day),
             payload: Payload::Order(Order {
                 order_id: id.into(),
                 amount: Money {
@@ -306,7 +319,7 @@ fn late_data_is_excluded_until_known() {
                 channel: None,
             }),
         }
-        .into_new_event(recorded_day * MICROS_PER_DAY)
+        .into_new_event(Timestamp::from_day(recorded_day))
     };
     // o2 happened on day 5 but reached the system on day 12.
     let store = store_with(&[order("o1", 1, 1), order("o2", 5, 12)]);
@@ -314,8 +327,8 @@ fn late_data_is_excluded_until_known() {
         let s = snapshot::compute(
             &store,
             AsOf {
-                as_of: 10 * MICROS_PER_DAY,
-                known_at: k * MICROS_PER_DAY,
+                as_of: Timestamp::from_day(10),
+                known_at: Timestamp::from_day(k),
             },
         )
         .expect("s");

@@ -2,7 +2,7 @@
 //! That needs a new envelope or body schema version and a migration note, never a silent edit.
 
 use cis_core::event::{Event, Money, Order, Payload};
-use cis_core::time::parse_timestamp;
+use cis_core::time::{parse_timestamp, Timestamp};
 use cis_storage::{envelope, hex};
 
 #[test]
@@ -20,7 +20,7 @@ fn golden_event_id() {
             channel: Some("web".into()),
         }),
     };
-    let new = event.into_new_event(0);
+    let new = event.into_new_event(Timestamp::EPOCH);
     let env = new.envelope().expect("envelope");
     // The envelope and body layouts, written out by hand (see storage/FORMAT.md).
     let mut expected = vec![1u8, 1]; // envelope version, kind = order
@@ -44,9 +44,9 @@ fn golden_event_id() {
     // recorded_at is not part of identity.
     let later = Event {
         customer_id: "c000001".into(),
-        event_time: new.event_time,
+        event_time: Timestamp::from_micros(new.event_time),
         payload: cis_core::event::decode_body(cis_core::event::Kind::Order, &new.body).expect("decodes"),
     }
-    .into_new_event(99);
+    .into_new_event(Timestamp::from_micros(99));
     assert_eq!(later.envelope().expect("envelope"), env);
 }

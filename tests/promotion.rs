@@ -19,7 +19,7 @@ use cis_storage::{hex, ArtifactHash, Store};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use crate::util::{cdnow_models, cdnow_store, cis_bin, ingest_cdnow, t};
+use crate::util::{cdnow_models, cdnow_store, cis_bin, ingest_cdnow, t, us};
 
 /// A CLV model on the CDNOW snapshot as of 1997-06-01: older than `cdnow_models`' CLV model.
 fn older_clv(store: &Store) -> ArtifactHash {
@@ -44,7 +44,7 @@ fn promote_retire_and_stages_as_of_t() {
     let (h_clv, h_old, h_seg) = (hex(&clv), hex(&old), hex(&seg));
 
     let c = p
-        .promote(&store, &old, Stage::Staging, "first fit", "ana", 10)
+        .promote(&store, &old, Stage::Staging, "first fit", "ana", us(10))
         .expect("promote");
     assert!(
         matches!(
@@ -58,7 +58,7 @@ fn promote_retire_and_stages_as_of_t() {
         "{c:?}"
     );
     let c = p
-        .promote(&store, &old, Stage::Production, "looks right", "ana", 20)
+        .promote(&store, &old, Stage::Production, "looks right", "ana", us(20))
         .expect("promote");
     assert_eq!(
         c,
@@ -70,10 +70,10 @@ fn promote_retire_and_stages_as_of_t() {
             left: Some(Stage::Staging)
         }
     );
-    p.promote(&store, &seg, Stage::Production, "segments", "bo", 25)
+    p.promote(&store, &seg, Stage::Production, "segments", "bo", us(25))
         .expect("promote");
     let c = p
-        .promote(&store, &clv, Stage::Production, "newer data", "bo", 30)
+        .promote(&store, &clv, Stage::Production, "newer data", "bo", us(30))
         .expect("promote");
     assert!(
         matches!(c, Change::Promoted { replaced: Some(ref r), .. } if *r == h_old),
@@ -81,18 +81,18 @@ fn promote_retire_and_stages_as_of_t() {
     );
     // The same stage again: a no-op that says so and appends nothing.
     let c = p
-        .promote(&store, &clv, Stage::Production, "again", "bo", 35)
+        .promote(&store, &clv, Stage::Production, "again", "bo", us(35))
         .expect("no-op");
     assert_eq!(
         c,
         Change::AlreadyHeld {
             kind: ModelKind::Clv,
             stage: Stage::Production,
-            since: 30
+            since: us(30)
         }
     );
     assert_eq!(records(&p), 4);
-    let c = p.retire(&store, &clv, "bad calibration", "cy", 40).expect("retire");
+    let c = p.retire(&store, &clv, "bad calibration", "cy", us(40)).expect("retire");
     assert!(
         matches!(
             c,
@@ -105,36 +105,40 @@ fn promote_retire_and_stages_as_of_t() {
         "{c:?}"
     );
     // Retiring again: it holds no stage; an error, nothing appended.
-    let r = p.retire(&store, &clv, "again", "cy", 50);
+    let r = p.retire(&store, &clv, "again", "cy", us(50));
     assert!(matches!(r, Err(PromotionError::NoStage(ref m)) if *m == h_clv), "{r:?}");
     // A stamp before the last record would rewrite history.
-    let r = p.promote(&store, &old, Stage::Production, "late", "cy", 39);
+    let r = p.promote(&store, &old, Stage::Production, "late", "cy", us(39));
     assert!(
-        matches!(r, Err(PromotionError::BeforeLast { at: 39, last: 40 })),
+        matches!(r, Err(PromotionError::BeforeLast { at, last }) if at == us(39) && last == us(40)),
         "{r:?}"
     );
-    let r = p.promote(&store, &old, Stage::Production, "  ", "cy", 60);
+    let r = p.promote(&store, &old, Stage::Production, "  ", "cy", us(60));
     assert!(matches!(r, Err(PromotionError::EmptyReason)), "{r:?}");
     assert_eq!(records(&p), 5);
 
     let record = Record::read(&store).expect("read");
     let at = |time, kind, stage| record.holder(kind, stage, time).map(|h| h.model);
-    assert_eq!(at(9, ModelKind::Clv, Stage::Staging), None);
-    assert_eq!(at(10, ModelKind::Clv, Stage::Staging), Some(h_old.clone()));
-    assert_eq!(at(20, ModelKind::Clv, Stage::Staging), None, "promoted out of staging");
-    assert_eq!(at(29, ModelKind::Clv, Stage::Production), Some(h_old.clone()));
-    assert_eq!(at(30, ModelKind::Clv, Stage::Production), Some(h_clv.clone()));
-    assert_eq!(record.stage_of(&h_old, 30), None, "replaced");
-    assert_eq!(at(40, ModelKind::Clv, Stage::Production), None, "retired");
+    assert_eq!(at(us(9), ModelKind::Clv, Stage::Staging), None);
+    assert_eq!(at(us(10), ModelKind::Clv, Stage::Staging), Some(h_old.clone()));
     assert_eq!(
-        at(40, ModelKind::Segments, Stage::Production),
+        at(us(20), ModelKind::Clv, Stage::Staging),
+        None,
+        "promoted out of staging"
+    );
+    assert_eq!(at(us(29), ModelKind::Clv, Stage::Production), Some(h_old.clone()));
+    assert_eq!(at(us(30), ModelKind::Clv, Stage::Production), Some(h_clv.clone()));
+    assert_eq!(record.stage_of(&h_old, us(30)), None, "replaced");
+    assert_eq!(at(us(40), ModelKind::Clv, Stage::Production), None, "retired");
+    assert_eq!(
+        at(us(40), ModelKind::Segments, Stage::Production),
         Some(h_seg),
         "other kinds untouched"
     );
     let last = &record.entries[4].1;
     assert_eq!(
         (last.who.as_str(), last.reason.as_str(), last.at),
-        ("cy", "bad calibration", 40)
+        ("cy", "bad calibration", us(40))
     );
 }
 
@@ -143,9 +147,11 @@ fn the_record_verifies_and_a_tampered_record_is_named() {
     let store = cdnow_store();
     let (_, clv, seg) = cdnow_models(&store);
     let p = Promotions::open(&store).expect("open");
-    p.promote(&store, &clv, Stage::Staging, "a", "x", 1).expect("promote");
-    p.promote(&store, &seg, Stage::Staging, "b", "x", 2).expect("promote");
-    p.promote(&store, &clv, Stage::Production, "c", "x", 3)
+    p.promote(&store, &clv, Stage::Staging, "a", "x", us(1))
+        .expect("promote");
+    p.promote(&store, &seg, Stage::Staging, "b", "x", us(2))
+        .expect("promote");
+    p.promote(&store, &clv, Stage::Production, "c", "x", us(3))
         .expect("promote");
     let report = p.verify().expect("read").expect("intact");
     assert_eq!(report.records, 3);
@@ -176,18 +182,18 @@ fn only_models_can_be_promoted_and_refusals_append_nothing() {
     let (scores_hash, ..) = scores::score(&store, &snap, &[clv, seg]).expect("score");
     let p = Promotions::open(&store).expect("open");
     for (what, h) in [("snapshot", snap), ("scores", scores_hash)] {
-        let r = p.promote(&store, &h, Stage::Production, "why not", "x", 1);
+        let r = p.promote(&store, &h, Stage::Production, "why not", "x", us(1));
         assert!(
             matches!(r, Err(PromotionError::Model(ModelError::NotAModel { ref kind, .. })) if kind == what),
             "{r:?}"
         );
-        let r = p.retire(&store, &h, "why not", "x", 1);
+        let r = p.retire(&store, &h, "why not", "x", us(1));
         assert!(
             matches!(r, Err(PromotionError::Model(ModelError::NotAModel { .. }))),
             "{r:?}"
         );
     }
-    let r = p.promote(&store, &[9u8; 32], Stage::Staging, "ghost", "x", 1);
+    let r = p.promote(&store, &[9u8; 32], Stage::Staging, "ghost", "x", us(1));
     assert!(
         matches!(
             r,

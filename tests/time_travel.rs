@@ -1,7 +1,7 @@
 //! Bitemporal reads against a naive model of the log, on random logs.
 
 use cis_core::event::{Event, Money, Order, Payload, Session};
-use cis_core::time::MICROS_PER_DAY;
+use cis_core::time::{Timestamp, MICROS_PER_DAY};
 use cis_storage::{envelope, Entry, NewEvent, Store, Visibility};
 use proptest::prelude::*;
 
@@ -35,10 +35,10 @@ fn to_event(&(c, day, hour, lag, n, is_order): &Spec) -> NewEvent {
     };
     Event {
         customer_id: format!("c{c}"),
-        event_time,
+        event_time: Timestamp::from_micros(event_time),
         payload,
     }
-    .into_new_event(event_time + lag * HALF_DAY)
+    .into_new_event(Timestamp::from_micros(event_time + lag * HALF_DAY))
 }
 
 fn specs(max: usize) -> impl Strategy<Value = Vec<Spec>> {

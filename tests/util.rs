@@ -58,7 +58,12 @@ pub fn cdnow_store() -> Store {
     store
 }
 
-pub fn t(s: &str) -> i64 {
+/// An instant `micros` after the epoch, for tests whose clock is a small counter.
+pub fn us(micros: i64) -> cis_core::time::Timestamp {
+    cis_core::time::Timestamp::from_micros(micros)
+}
+
+pub fn t(s: &str) -> cis_core::time::Timestamp {
     cis_core::time::parse_timestamp(s).expect("time")
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use cis_storage::{hex, Store};
 use clap::{Args, Subcommand};
 
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_server::access_log::{self, Filter};
 
 #[derive(Args, Debug)]
@@ -22,7 +22,7 @@ pub struct AccessLogArgs {
     pub token: Option<String>,
     /// Only requests that arrived at or after this time (RFC 3339 or YYYY-MM-DD).
     #[arg(long, value_parser = super::parse_time)]
-    pub since: Option<Micros>,
+    pub since: Option<Timestamp>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use cis_storage::Store;
 use clap::Args;
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::resolve;
 use cis_models::metrics::Metrics;
 use cis_ops::monitor::decay::{measure, store_known_at, Outcome};
@@ -18,7 +18,7 @@ pub struct DecayArgs {
     pub model: Option<String>,
     /// Knowledge time K for the labels (default: the latest recorded_at in the log).
     #[arg(long, value_parser = super::parse_time)]
-    pub known_at: Option<Micros>,
+    pub known_at: Option<Timestamp>,
     /// The outcome as one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,

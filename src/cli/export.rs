@@ -8,7 +8,7 @@ use anyhow::bail;
 use cis_storage::Store;
 use clap::Subcommand;
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_export::{self as export, Format};
 
 #[derive(Subcommand, Debug)]
@@ -17,7 +17,7 @@ pub enum ExportCommand {
     Scores {
         /// Export the latest score run whose as-of is not after this time (default now).
         #[arg(long, value_parser = super::parse_time)]
-        as_of: Option<Micros>,
+        as_of: Option<Timestamp>,
         /// Output format (default: from the file extension, .csv or .parquet).
         #[arg(long, value_parser = super::choice::<Format>())]
         format: Option<Format>,

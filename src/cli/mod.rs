@@ -23,7 +23,7 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use cis_core::event::Kind;
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_ingest::history;
 use cis_ingest::records;
@@ -124,10 +124,10 @@ pub struct EventsArgs {
     pub customer: String,
     /// Event time cut-off T (RFC 3339 or YYYY-MM-DD; default now).
     #[arg(long, value_parser = parse_time)]
-    pub as_of: Option<Micros>,
+    pub as_of: Option<Timestamp>,
     /// Knowledge time K: only events recorded by then (default T).
     #[arg(long, value_parser = parse_time)]
-    pub known_at: Option<Micros>,
+    pub known_at: Option<Timestamp>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -140,7 +140,7 @@ pub enum LogCommand {
     /// The head hash after the last batch committed by a time (default now).
     Head {
         #[arg(long, value_parser = parse_time)]
-        at: Option<Micros>,
+        at: Option<Timestamp>,
     },
 }
 
@@ -193,7 +193,7 @@ fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
         .try_map(|name| T::from_choice(&name))
 }
 
-fn parse_time(s: &str) -> Result<Micros, time::TimeError> {
+fn parse_time(s: &str) -> Result<Timestamp, time::TimeError> {
     time::parse_timestamp(s)
 }
 
@@ -246,7 +246,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Log(LogCommand::Head { at }) => {
             let store = open()?;
-            let (batch, head) = store.log().head_at(at.unwrap_or_else(time::now))?;
+            let (batch, head) = store.log().head_at(at.unwrap_or_else(time::now).micros())?;
             writeln!(out, "{} (after batch {batch})", hex(&head))?;
             Ok(ExitCode::SUCCESS)
         }

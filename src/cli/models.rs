@@ -7,7 +7,7 @@ use anyhow::bail;
 use cis_storage::{hex, ArtifactHash, Store};
 use clap::{Args, Subcommand};
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::labels::DEFAULT_HORIZON_DAYS;
 use cis_features::snapshot::{self, resolve};
 use cis_models::churn::ChurnParams;
@@ -32,7 +32,7 @@ pub struct TrainArgs {
     pub horizon: u32,
     /// Churn: labels as known at this time (default now).
     #[arg(long, value_parser = super::parse_time)]
-    pub known_at: Option<Micros>,
+    pub known_at: Option<Timestamp>,
     /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
     #[arg(long)]
     pub k: Option<usize>,
@@ -55,7 +55,7 @@ pub enum ModelsCommand {
         #[arg(long, value_parser = super::choice::<ModelKind>())]
         kind: Option<ModelKind>,
         #[arg(long, value_parser = super::parse_time)]
-        as_of_before: Option<Micros>,
+        as_of_before: Option<Timestamp>,
     },
     /// Put a model in a stage (its previous holder of the same kind leaves it); recorded.
     Promote {
@@ -74,7 +74,7 @@ pub enum ModelsCommand {
     /// Which model of each kind held each stage at a time (default now).
     Stage {
         #[arg(long, value_parser = super::parse_time)]
-        as_of: Option<Micros>,
+        as_of: Option<Timestamp>,
     },
     /// The promotion record, oldest first; --verify checks its hash chain.
     History {
@@ -88,7 +88,7 @@ pub enum ScoresCommand {
     /// The latest score run whose as-of is not after T, summarised.
     Latest {
         #[arg(long, value_parser = super::parse_time)]
-        as_of: Option<Micros>,
+        as_of: Option<Timestamp>,
     },
 }
 
@@ -154,7 +154,7 @@ pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Resul
     let snap = resolve(store, &a.snapshot)?;
     let (models, chosen) = if a.models.is_empty() {
         let as_of = snapshot::fetch(store, &snap, snapshot::KIND)?.as_of;
-        let chosen = scores::choose_models(store, &Record::read(store)?, as_of)?;
+        let chosen = scores::choose_models(store, &Record::read(store)?, Timestamp::from_micros(as_of))?;
         (chosen.iter().map(|c| c.hash).collect(), chosen)
     } else {
         (hashes(store, &a.models)?, Vec::new())
@@ -301,7 +301,7 @@ fn history(store: &Store, verify: bool, out: &mut impl Write) -> anyhow::Result<
 fn list(
     store: &Store,
     kind: Option<ModelKind>,
-    as_of_before: Option<Micros>,
+    as_of_before: Option<Timestamp>,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     for k in ModelKind::ALL
@@ -310,14 +310,14 @@ fn list(
     {
         for r in store
             .artifacts()
-            .list(k.artifact_kind(), as_of_before.unwrap_or(i64::MAX))?
+            .list(k.artifact_kind(), as_of_before.unwrap_or(Timestamp::MAX).micros())?
         {
             writeln!(
                 out,
                 "{}  {:<8} as of {}",
                 hex(&r.hash),
                 kind_label(k),
-                time::format(r.as_of)
+                time::format(Timestamp::from_micros(r.as_of))
             )?;
         }
     }
@@ -327,7 +327,7 @@ fn list(
 pub fn scores_cmd(store: &Store, cmd: ScoresCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let ScoresCommand::Latest { as_of } = cmd;
     let t = as_of.unwrap_or_else(time::now);
-    let Some(r) = store.artifacts().latest(scores::KIND, t)? else {
+    let Some(r) = store.artifacts().latest(scores::KIND, t.micros())? else {
         bail!("no scores as of {}", time::format(t))
     };
     let (_, set) = scores::load_scores(store, &r.hash)?;

@@ -9,14 +9,14 @@ use clap::Args;
 use serde::Serialize;
 
 use cis_core::event::Kind;
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_ops::monitor::quality::{self, DayVolume, Filter, Flag, QualityReport, Rules, RunQuality};
 
 #[derive(Args, Debug)]
 pub struct QualityArgs {
     /// Show runs started, and days, from T on (flags still learn from the earlier history).
     #[arg(long, value_parser = super::parse_time)]
-    since: Option<Micros>,
+    since: Option<Timestamp>,
     /// Only runs and days of this kind.
     #[arg(long, value_parser = super::choice::<Kind>())]
     kind: Option<Kind>,

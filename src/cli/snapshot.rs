@@ -9,7 +9,7 @@ use cis_storage::{hex, Store};
 use clap::Subcommand;
 use indicatif::ProgressBar;
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::snapshot::{self, Provenance, Replay};
 
@@ -19,15 +19,15 @@ pub enum SnapshotCommand {
     Create {
         /// Event-time cut-off T (RFC 3339 or YYYY-MM-DD).
         #[arg(long, value_parser = super::parse_time)]
-        as_of: Micros,
+        as_of: Timestamp,
         /// Knowledge time K (default T): only events recorded by then.
         #[arg(long, value_parser = super::parse_time)]
-        known_at: Option<Micros>,
+        known_at: Option<Timestamp>,
     },
     /// Stored snapshots, oldest first.
     List {
         #[arg(long, value_parser = super::parse_time)]
-        as_of_before: Option<Micros>,
+        as_of_before: Option<Timestamp>,
     },
     /// A snapshot's metadata, or one customer's features.
     Show {
@@ -72,7 +72,7 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
             )?;
         }
         SnapshotCommand::List { as_of_before } => {
-            for (hash, as_of) in snapshot::list(store, as_of_before.unwrap_or(i64::MAX))? {
+            for (hash, as_of) in snapshot::list(store, as_of_before.unwrap_or(Timestamp::MAX))? {
                 writeln!(out, "{}  as of {}", hex(&hash), time::format(as_of))?;
             }
         }
@@ -97,7 +97,11 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
                     writeln!(out, "customers       {}", s.matrix.customers.len())?;
                     writeln!(out, "features        {}", s.features.len())?;
                     writeln!(out, "visible events  {}", s.matrix.visible_events)?;
-                    writeln!(out, "created at      {}", time::format(a.created_at))?;
+                    writeln!(
+                        out,
+                        "created at      {}",
+                        time::format(Timestamp::from_micros(a.created_at))
+                    )?;
                     if let Some(p) = prov {
                         writeln!(out, "read from log   batch {} head {}", p.log_batch, p.log_head)?;
                     }

@@ -2,19 +2,19 @@
 
 use cis_storage::Visibility;
 
-use crate::time::{self, Micros};
+use crate::time::{self, Timestamp};
 
 /// The bitemporal point a read is made at: events that happened by `as_of` (T) and
 /// that the system had recorded by `known_at` (K).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AsOf {
-    pub as_of: Micros,
-    pub known_at: Micros,
+    pub as_of: Timestamp,
+    pub known_at: Timestamp,
 }
 
 impl AsOf {
     /// K defaults to T; T defaults to now.
-    pub fn new(as_of: Option<Micros>, known_at: Option<Micros>) -> AsOf {
+    pub fn new(as_of: Option<Timestamp>, known_at: Option<Timestamp>) -> AsOf {
         let as_of = as_of.unwrap_or_else(time::now);
         AsOf {
             as_of,
@@ -24,8 +24,8 @@ impl AsOf {
 
     pub fn visibility(self) -> Visibility {
         Visibility {
-            event_time_max: self.as_of,
-            recorded_max: self.known_at,
+            event_time_max: self.as_of.micros(),
+            recorded_max: self.known_at.micros(),
         }
     }
 }

@@ -13,7 +13,7 @@ use cis_storage::NewEvent;
 use serde::Serialize;
 
 use crate::money;
-use crate::time::{self, Micros};
+use crate::time::{self, Timestamp};
 
 pub const BODY_SCHEMA: u8 = 1;
 
@@ -99,7 +99,7 @@ pub struct Return {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Customer {
-    pub signup_date: Option<Micros>,
+    pub signup_date: Option<Timestamp>,
     pub country: Option<String>,
     pub attributes: BTreeMap<String, String>,
 }
@@ -129,22 +129,22 @@ impl Payload {
 pub struct Event {
     pub customer_id: String,
     #[serde(serialize_with = "ser_time")]
-    pub event_time: Micros,
+    pub event_time: Timestamp,
     pub payload: Payload,
 }
 
-fn ser_time<S: serde::Serializer>(t: &Micros, s: S) -> Result<S::Ok, S::Error> {
+fn ser_time<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&time::format(*t))
 }
 
 impl Event {
-    pub fn into_new_event(self, recorded_at: Micros) -> NewEvent {
+    pub fn into_new_event(self, recorded_at: Timestamp) -> NewEvent {
         NewEvent {
             kind: self.payload.kind() as u8,
             body: encode_body(&self.payload),
             subject: self.customer_id,
-            event_time: self.event_time,
-            recorded_at,
+            event_time: self.event_time.micros(),
+            recorded_at: recorded_at.micros(),
         }
     }
 }
@@ -207,7 +207,7 @@ pub fn encode_body(p: &Payload) -> Vec<u8> {
             w.opt(&r.reason, |w, s| w.str(s));
         }
         Payload::Customer(c) => {
-            w.opt(&c.signup_date, |w, d| w.i64(*d));
+            w.opt(&c.signup_date, |w, d| w.i64(d.micros()));
             w.opt(&c.country, |w, s| w.str(s));
             w.u32(c.attributes.len() as u32);
             for (k, v) in &c.attributes {
@@ -238,6 +238,10 @@ impl<'a> Reader<'a> {
     }
     fn i64(&mut self) -> Result<i64, String> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().map_err(|_| "i64")?))
+    }
+
+    fn timestamp(&mut self) -> Result<Timestamp, String> {
+        self.i64().map(Timestamp::from_micros)
     }
     fn skip_str(&mut self) -> Result<(), String> {
         let n = self.u32()? as usize;
@@ -270,7 +274,7 @@ pub struct Measures {
     pub amount_micros: i128,
     pub duration_s: u32,
     pub page_views: u32,
-    pub signup_date: Option<Micros>,
+    pub signup_date: Option<Timestamp>,
 }
 
 pub fn measures(kind: Kind, bytes: &[u8]) -> Result<Measures, DecodeError> {
@@ -306,7 +310,7 @@ pub fn measures(kind: Kind, bytes: &[u8]) -> Result<Measures, DecodeError> {
                 let minor = r.i64()?;
                 m.amount_micros = micros(minor, r.take(3)?)?;
             }
-            Kind::Customer => m.signup_date = r.opt(|r| r.i64())?,
+            Kind::Customer => m.signup_date = r.opt(|r| r.timestamp())?,
         }
         Ok(m)
     })()
@@ -344,7 +348,7 @@ pub fn decode_body(kind: Kind, bytes: &[u8]) -> Result<Payload, DecodeError> {
                 reason: r.opt(|r| r.str())?,
             }),
             Kind::Customer => {
-                let signup_date = r.opt(|r| r.i64())?;
+                let signup_date = r.opt(|r| r.timestamp())?;
                 let country = r.opt(|r| r.str())?;
                 let n = r.u32()?;
                 let mut attributes = BTreeMap::new();
@@ -398,7 +402,7 @@ mod tests {
                 reason: Some("damaged".into()),
             }),
             Payload::Customer(Customer {
-                signup_date: Some(0),
+                signup_date: Some(Timestamp::EPOCH),
                 country: Some("DE".into()),
                 attributes: [("plan".to_string(), "pro".to_string())].into_iter().collect(),
             }),
@@ -422,7 +426,7 @@ mod tests {
         assert_eq!(m[0].amount_micros, 12_500_000);
         assert_eq!((m[1].duration_s, m[1].page_views), (60, 0));
         assert_eq!(m[2].amount_micros, 5_000_000);
-        assert_eq!(m[3].signup_date, Some(0));
+        assert_eq!(m[3].signup_date, Some(Timestamp::EPOCH));
         let yen = Payload::Order(Order {
             order_id: "o".into(),
             amount: Money {

@@ -28,7 +28,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_core::Choice;
 use cis_models::scores::{self, ScoreRow, ScoreSet};
 use cis_models::{ModelError, ModelKind};
@@ -103,7 +103,7 @@ impl FromStr for Format {
 #[non_exhaustive]
 pub enum ExportError {
     #[error("no scores as of {}: score a snapshot first (cis score), or export as of a later time", time::format(*.as_of))]
-    NoScores { as_of: Micros },
+    NoScores { as_of: Timestamp },
     #[error("score artifact {0} is tampered: its content no longer hashes to its name (see cis audit)")]
     Tampered(String),
     #[error("cannot write {}: {reason}", .path.display())]
@@ -134,20 +134,20 @@ pub struct ExportSummary {
     /// Size of the written file.
     pub bytes: u64,
     /// The time asked for (now if none was given).
-    pub requested_as_of: Micros,
+    pub requested_as_of: Timestamp,
     /// The as-of of the score run exported (its snapshot's T), ≤ `requested_as_of`.
-    pub as_of: Micros,
+    pub as_of: Timestamp,
     pub score_hash: String,
     pub snapshot_hash: String,
     /// When the score run was generated (its artifact's creation time).
-    pub generated_at: Micros,
+    pub generated_at: Timestamp,
 }
 
 /// The score run an export reads, with its lineage resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreTable {
     pub score_hash: String,
-    pub generated_at: Micros,
+    pub generated_at: Timestamp,
     pub churn_model: Option<String>,
     pub clv_model: Option<String>,
     pub segment_model: Option<String>,
@@ -156,10 +156,10 @@ pub struct ScoreTable {
 
 impl ScoreTable {
     /// The latest score run whose as-of is not after `as_of`.
-    pub fn latest(store: &Store, as_of: Micros) -> Result<ScoreTable, ExportError> {
+    pub fn latest(store: &Store, as_of: Timestamp) -> Result<ScoreTable, ExportError> {
         let r = store
             .artifacts()
-            .latest(scores::KIND, as_of)?
+            .latest(scores::KIND, as_of.micros())?
             .ok_or(ExportError::NoScores { as_of })?;
         let (artifact, set) = scores::load_scores(store, &r.hash)?;
         if artifact.recomputed_hash() != artifact.hash {
@@ -168,7 +168,7 @@ impl ScoreTable {
         let model = |kind: ModelKind| set.models.iter().find(|(k, _)| *k == kind).map(|(_, h)| h.clone());
         Ok(ScoreTable {
             score_hash: hex(&r.hash),
-            generated_at: artifact.created_at,
+            generated_at: Timestamp::from_micros(artifact.created_at),
             churn_model: model(ModelKind::Churn),
             clv_model: model(ModelKind::Clv),
             segment_model: model(ModelKind::Segments),
@@ -180,7 +180,7 @@ impl ScoreTable {
 /// Exports `customer_risk_scores` from the latest score run as of `as_of` (default: now) to `path`.
 pub fn export_scores(
     store: &Store,
-    as_of: Option<Micros>,
+    as_of: Option<Timestamp>,
     format: Format,
     path: &Path,
 ) -> Result<ExportSummary, ExportError> {
@@ -243,7 +243,8 @@ pub fn metadata(table: &ScoreTable) -> Vec<(&'static str, String)> {
 
 fn batch(schema: &SchemaRef, table: &ScoreTable, rows: &[ScoreRow]) -> Result<RecordBatch, ArrowError> {
     let n = rows.len();
-    let ts = |v: Micros| Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) as ArrayRef;
+    let ts =
+        |v: Timestamp| Arc::new(TimestampMicrosecondArray::from(vec![v.micros(); n]).with_timezone("UTC")) as ArrayRef;
     let text = |f: fn(&ScoreRow) -> Option<&str>| Arc::new(rows.iter().map(f).collect::<StringArray>()) as ArrayRef;
     let float = |f: fn(&ScoreRow) -> Option<f64>| Arc::new(rows.iter().map(f).collect::<Float64Array>()) as ArrayRef;
     let constant = |v: &Option<String>| Arc::new(StringArray::from(vec![v.as_deref(); n])) as ArrayRef;
@@ -407,7 +408,9 @@ mod tests {
         fs::write(&path, "old").expect("write");
         let err = atomic_write(&path, |w| {
             io::Write::write_all(w, &[b'x'; 100_000]).expect("half a file");
-            Err(ExportError::NoScores { as_of: 0 })
+            Err(ExportError::NoScores {
+                as_of: Timestamp::EPOCH,
+            })
         })
         .expect_err("fill failed");
         assert!(matches!(err, ExportError::NoScores { .. }));

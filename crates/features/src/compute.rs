@@ -19,7 +19,7 @@ use cis_storage::{EventId, StorageError, Store};
 
 use crate::defs::{definitions, Calc, WINDOWS};
 use cis_core::event::{measures, DecodeError, Kind};
-use cis_core::time::{Micros, MICROS_PER_DAY};
+use cis_core::time::{Timestamp, MICROS_PER_DAY};
 use cis_core::AsOf;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,9 @@ pub struct Acc {
     page_views: [u64; 3],
     /// Bit d set: an activity on the UTC date d days before T's date, inside the window.
     active: [u128; 3],
-    first_event: Option<Micros>,
-    last_order: Option<Micros>,
-    last_session: Option<Micros>,
+    first_event: Option<Timestamp>,
+    last_order: Option<Timestamp>,
+    last_session: Option<Timestamp>,
     lifetime_orders: u64,
     lifetime_gross: i128,
     orders_prev30: u64,
@@ -65,13 +65,13 @@ pub struct Acc {
     sessions_prev30: u64,
     /// The signup date from the latest customer row carrying one, keyed by that row's
     /// (event_time, id) so the choice does not depend on scan order.
-    signup: Option<(Micros, [u8; 32], Micros)>,
+    signup: Option<(Timestamp, [u8; 32], Timestamp)>,
     /// (UTC day number, amount) of every order, for the RFM summary.
     order_days: Vec<(i64, i128)>,
 }
 
-fn day_of(t: Micros) -> i64 {
-    t.div_euclid(MICROS_PER_DAY)
+fn day_of(t: Timestamp) -> i64 {
+    t.day()
 }
 
 /// Adds `v` to the running total `sum` of `what`, refusing to wrap.
@@ -101,9 +101,9 @@ impl Acc {
     /// Folds one visible event (`event_time <= t`) into the totals.
     pub fn add(
         &mut self,
-        t: Micros,
+        t: Timestamp,
         kind: Kind,
-        event_time: Micros,
+        event_time: Timestamp,
         id: &[u8; 32],
         body: &[u8],
     ) -> Result<(), ComputeError> {
@@ -165,7 +165,7 @@ impl Acc {
     }
 
     /// Every feature in definition order.
-    pub fn finish(mut self, t: Micros) -> Result<Vec<f64>, ComputeError> {
+    pub fn finish(mut self, t: Timestamp) -> Result<Vec<f64>, ComputeError> {
         let days = |micros: i64| micros as f64 / MICROS_PER_DAY as f64;
         let money = |micros: i128| micros as f64 / 1e6;
         let count = |n: u64| n as f64;
@@ -198,7 +198,7 @@ impl Acc {
                 (
                     repeats.len() as f64,
                     (last - first) as f64,
-                    days(t - first * MICROS_PER_DAY),
+                    days(t - Timestamp::from_day(first)),
                     monetary,
                 )
             }
@@ -295,11 +295,12 @@ fn accumulate(store: &Store, at: AsOf, buckets: std::ops::Range<u16>) -> Result<
                 Some(a) => a,
                 None => part.accs.entry(e.subject.to_string()).or_default(),
             };
-            acc.add(at.as_of, kind, e.event_time, e.id, e.body).map_err(|err| {
-                let msg = err.to_string();
-                failure = Some(err);
-                StorageError::Corrupt(msg)
-            })
+            acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), e.id, e.body)
+                .map_err(|err| {
+                    let msg = err.to_string();
+                    failure = Some(err);
+                    StorageError::Corrupt(msg)
+                })
         })
         .map_err(|e| failure.take().unwrap_or(ComputeError::Storage(e)))?;
     Ok(part)
@@ -363,7 +364,7 @@ pub fn customer_row(store: &Store, customer: &str, at: AsOf) -> Result<Option<Ve
     for entry in store.log().subject_events(customer, at.visibility())? {
         if let cis_storage::Entry::Live(e) = entry {
             let kind = Kind::from_u8(e.kind).ok_or(ComputeError::UnknownKind(e.kind))?;
-            acc.add(at.as_of, kind, e.event_time, &e.id, &e.body)?;
+            acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), &e.id, &e.body)?;
             seen = true;
         }
     }
@@ -375,7 +376,7 @@ mod tests {
     use super::*;
     use cis_core::event::{encode_body, Money, Order, Payload, Session};
 
-    const T: Micros = 100 * MICROS_PER_DAY;
+    const T: Timestamp = Timestamp::from_day(100);
     const ID: [u8; 32] = [7; 32];
 
     fn order(minor: i64) -> Vec<u8> {

@@ -6,7 +6,7 @@ use cis_storage::{ArtifactHash, StorageError, Store, Visibility};
 
 use crate::snapshot::{self, SnapshotError};
 use cis_core::event::Kind;
-use cis_core::time::{self, Micros, MICROS_PER_DAY};
+use cis_core::time::{self, Timestamp};
 
 pub const DEFAULT_HORIZON_DAYS: u32 = 90;
 
@@ -18,10 +18,10 @@ pub enum LabelError {
         time::format(*cutoff), time::format(*matures), time::format(*known_at)
     )]
     NotMatured {
-        cutoff: Micros,
+        cutoff: Timestamp,
         horizon_days: u32,
-        matures: Micros,
-        known_at: Micros,
+        matures: Timestamp,
+        known_at: Timestamp,
     },
     #[error("the horizon must be at least one day")]
     EmptyHorizon,
@@ -32,8 +32,8 @@ pub enum LabelError {
 }
 
 /// When labels at `cutoff` with `horizon_days` become known.
-pub fn matures_at(cutoff: Micros, horizon_days: u32) -> Micros {
-    cutoff + i64::from(horizon_days) * MICROS_PER_DAY
+pub fn matures_at(cutoff: Timestamp, horizon_days: u32) -> Timestamp {
+    cutoff.plus_days(i64::from(horizon_days))
 }
 
 /// churn = no order with `cutoff < event_time <= cutoff + H`, using only what was recorded
@@ -41,9 +41,9 @@ pub fn matures_at(cutoff: Micros, horizon_days: u32) -> Micros {
 pub fn churn_labels(
     store: &Store,
     customers: &[String],
-    cutoff: Micros,
+    cutoff: Timestamp,
     horizon_days: u32,
-    known_at: Micros,
+    known_at: Timestamp,
 ) -> Result<Vec<bool>, LabelError> {
     if horizon_days == 0 {
         return Err(LabelError::EmptyHorizon);
@@ -60,11 +60,11 @@ pub fn churn_labels(
     let mut ordered: HashSet<String> = HashSet::new();
     store.log().scan(
         Visibility {
-            event_time_max: matures,
-            recorded_max: known_at,
+            event_time_max: matures.micros(),
+            recorded_max: known_at.micros(),
         },
         |e| {
-            if e.kind == Kind::Order as u8 && e.event_time > cutoff && !ordered.contains(e.subject) {
+            if e.kind == Kind::Order as u8 && e.event_time > cutoff.micros() && !ordered.contains(e.subject) {
                 ordered.insert(e.subject.to_string());
             }
             Ok(())
@@ -82,17 +82,17 @@ pub struct TrainingSet {
     pub values: Vec<f64>,
     pub churned: Vec<bool>,
     pub customers: Vec<String>,
-    pub cutoffs: Vec<Micros>,
+    pub cutoffs: Vec<Timestamp>,
     pub snapshots: Vec<ArtifactHash>,
     pub horizon_days: u32,
-    pub known_at: Micros,
+    pub known_at: Timestamp,
 }
 
 pub fn training_set(
     store: &Store,
     snapshots: &[ArtifactHash],
     horizon_days: u32,
-    known_at: Micros,
+    known_at: Timestamp,
 ) -> Result<TrainingSet, LabelError> {
     let mut set = TrainingSet {
         features: Vec::new(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compute::{materialise, ComputeError, Matrix};
 use crate::defs::{definitions, set_hash};
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 
 pub const KIND: &str = "snapshot";
@@ -61,8 +61,8 @@ pub enum DecodeError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    pub as_of: Micros,
-    pub known_at: Micros,
+    pub as_of: Timestamp,
+    pub known_at: Timestamp,
     pub definition_set: [u8; 32],
     pub features: Vec<String>,
     pub matrix: Matrix,
@@ -99,8 +99,8 @@ impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
         let m = &self.matrix;
         let mut out = Vec::with_capacity(96 + m.values.len() * 8 + m.customers.len() * 12);
-        out.extend_from_slice(&self.as_of.to_be_bytes());
-        out.extend_from_slice(&self.known_at.to_be_bytes());
+        out.extend_from_slice(&self.as_of.micros().to_be_bytes());
+        out.extend_from_slice(&self.known_at.micros().to_be_bytes());
         out.extend_from_slice(&self.definition_set);
         out.extend_from_slice(&m.visible_events.to_be_bytes());
         out.extend_from_slice(&m.visible_digest.to_be_bytes());
@@ -157,8 +157,8 @@ impl Snapshot {
             return Err(DecodeError::TrailingBytes);
         }
         Ok(Snapshot {
-            as_of,
-            known_at,
+            as_of: Timestamp::from_micros(as_of),
+            known_at: Timestamp::from_micros(known_at),
             definition_set,
             features,
             matrix: Matrix {
@@ -187,10 +187,10 @@ fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> Result<NewArtifact,
     Ok(NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
-        as_of: snapshot.as_of,
+        as_of: snapshot.as_of.micros(),
         parents: Vec::new(),
         body: snapshot.encode(),
-        created_at: time::now(),
+        created_at: time::now().micros(),
         provenance: serde_json::to_vec(provenance)?,
     })
 }
@@ -465,12 +465,12 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
 }
 
 /// Snapshot artifacts whose as-of is not after `t`, oldest first.
-pub fn list(store: &Store, before: Micros) -> Result<Vec<(ArtifactHash, Micros)>, SnapshotError> {
+pub fn list(store: &Store, before: Timestamp) -> Result<Vec<(ArtifactHash, Timestamp)>, SnapshotError> {
     Ok(store
         .artifacts()
-        .list(KIND, before)?
+        .list(KIND, before.micros())?
         .into_iter()
-        .map(|r| (r.hash, r.as_of))
+        .map(|r| (r.hash, Timestamp::from_micros(r.as_of)))
         .collect())
 }
 
@@ -481,8 +481,8 @@ mod tests {
     #[test]
     fn a_body_decodes_back_and_a_damaged_one_says_how() {
         let snap = Snapshot {
-            as_of: 7,
-            known_at: 9,
+            as_of: Timestamp::from_micros(7),
+            known_at: Timestamp::from_micros(9),
             definition_set: [3; 32],
             features: vec!["f1".into(), "f2".into()],
             matrix: Matrix {

@@ -4,7 +4,7 @@ use cis_storage::{hex, Entry, StorageError, Store};
 use serde::Serialize;
 
 use cis_core::event::{decode_body, Customer, DecodeError, Kind, Payload};
-use cis_core::time;
+use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,8 @@ pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<Ev
                 let kind = Kind::from_u8(ev.kind).ok_or(HistoryError::UnknownKind(ev.kind))?;
                 Ok(EventView {
                     event_id: hex(&ev.id),
-                    event_time: time::format(ev.event_time),
-                    recorded_at: time::format(ev.recorded_at),
+                    event_time: time::format(Timestamp::from_micros(ev.event_time)),
+                    recorded_at: time::format(Timestamp::from_micros(ev.recorded_at)),
                     payload: Some(decode_body(kind, &ev.body)?),
                     erased: false,
                     erasure_request: None,
@@ -57,8 +57,8 @@ pub fn customer_events(store: &Store, customer: &str, at: AsOf) -> Result<Vec<Ev
                 ..
             } => Ok(EventView {
                 event_id: hex(&id),
-                event_time: time::format(event_time),
-                recorded_at: time::format(recorded_at),
+                event_time: time::format(Timestamp::from_micros(event_time)),
+                recorded_at: time::format(Timestamp::from_micros(recorded_at)),
                 payload: None,
                 erased: true,
                 erasure_request: Some(request),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use cis_storage::{hex, BatchRecord, NewEvent, StorageError, Store};
 
 use cis_core::event::Kind;
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use records::{IngestRun, Profile, Quarantined};
 use source::{Format, Item};
 
@@ -65,7 +65,7 @@ pub enum RecordedAt {
     /// A column of the file.
     Column(String),
     /// A fixed time (tests and replays).
-    Fixed(Micros),
+    Fixed(Timestamp),
 }
 
 impl RecordedAt {
@@ -353,7 +353,7 @@ fn commit(
     profile: &mut Profile,
     on_commit: &mut dyn FnMut(Committed<'_>),
 ) -> Result<(), IngestError> {
-    let out = store.log().append(chunk.events, run.run, time::now())?;
+    let out = store.log().append(chunk.events, run.run, time::now().micros())?;
     run.accepted += out.appended;
     run.duplicates += out.duplicates;
     if let Some(b) = &out.batch {
@@ -376,7 +376,7 @@ struct Reading<'a> {
     opts: &'a IngestOptions,
     /// Columns that are not customer attributes (the `--recorded-at` column).
     reserved: &'a [&'a str],
-    now: Micros,
+    now: Timestamp,
     run_id: u64,
 }
 

@@ -18,7 +18,7 @@ use statrs::statistics::{Data, OrderStatistics};
 use crate::source::{Format, Row};
 use crate::{validate, IngestError};
 use cis_core::event::Kind;
-use cis_core::time::{self, MICROS_PER_DAY};
+use cis_core::time::{self, Timestamp};
 
 pub const RUNS: &str = "ingest_runs";
 pub const QUARANTINE: &str = "quarantine";
@@ -118,7 +118,10 @@ impl Profile {
             *m += u64::from(row.get(field).is_none());
         }
         self.lags.push(ev.recorded_at - ev.event_time);
-        *self.days.entry(ev.event_time.div_euclid(MICROS_PER_DAY)).or_default() += 1;
+        *self
+            .days
+            .entry(Timestamp::from_micros(ev.event_time).day())
+            .or_default() += 1;
     }
 
     pub fn merge(&mut self, other: Profile) {
@@ -155,7 +158,7 @@ impl Profile {
 
 /// `YYYY-MM-DD` of a day number.
 pub fn day_label(day: i64) -> String {
-    time::format(day * MICROS_PER_DAY).chars().take(10).collect()
+    time::format(Timestamp::from_day(day)).chars().take(10).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use crate::source::Row;
 use cis_core::event::{Customer, Event, Kind, Money, Order, Payload, Return, Session};
 use cis_core::money;
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 
 /// Why a row was rejected: the field and the reason, for the quarantine record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +82,8 @@ pub const MAX_DURATION_S: u32 = 604_800;
 /// Most page views in one session: a million, more than one a second for a whole week.
 pub const MAX_PAGE_VIEWS: u32 = 1_000_000;
 
-const MIN_TIME: Micros = -2_208_988_800_000_000; // 1900-01-01
-const MAX_TIME: Micros = 7_258_118_400_000_000; // 2200-01-01
+const MIN_TIME: Timestamp = Timestamp::from_micros(-2_208_988_800_000_000); // 1900-01-01
+const MAX_TIME: Timestamp = Timestamp::from_micros(7_258_118_400_000_000); // 2200-01-01
 
 fn id(row: &Row, field: &str) -> Result<String, RowError> {
     let Some(v) = row.get(field) else {
@@ -98,7 +98,7 @@ fn id(row: &Row, field: &str) -> Result<String, RowError> {
     Ok(v.to_string())
 }
 
-pub fn timestamp(row: &Row, field: &str) -> Result<Micros, RowError> {
+pub fn timestamp(row: &Row, field: &str) -> Result<Timestamp, RowError> {
     let Some(v) = row.get(field) else {
         return fail(field, "missing");
     };

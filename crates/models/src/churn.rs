@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{evaluate, Metrics};
 use crate::standardise::Standardiser;
 use crate::{FitError, ModelError, ParamError};
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_features::labels::TrainingSet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,9 +63,9 @@ pub struct ChurnModel {
     /// Coefficients on standardised features, in `features` order.
     pub coefficients: Vec<f64>,
     pub intercept: f64,
-    pub cutoffs: Vec<Micros>,
+    pub cutoffs: Vec<Timestamp>,
     pub horizon_days: u32,
-    pub labels_known_at: Micros,
+    pub labels_known_at: Timestamp,
     pub train: Metrics,
     pub validation: Metrics,
 }
@@ -215,10 +215,10 @@ mod tests {
             values,
             churned,
             customers,
-            cutoffs: vec![0],
+            cutoffs: vec![Timestamp::EPOCH],
             snapshots: Vec::new(),
             horizon_days: 90,
-            known_at: 0,
+            known_at: Timestamp::EPOCH,
         }
     }
 

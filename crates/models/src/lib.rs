@@ -18,7 +18,7 @@ pub mod train;
 use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store, StoredArtifact};
 use serde::{Deserialize, Serialize};
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::labels::LabelError;
 use cis_features::snapshot::SnapshotError;
 
@@ -68,7 +68,7 @@ pub enum ParamError {
     #[error("max_iterations ≥ 1 and silhouette_sample ≥ 10 are required")]
     SegmentSearch,
     #[error("no model to score with: none is given and none was trained as of {}", time::format(*as_of))]
-    NoModel { as_of: Micros },
+    NoModel { as_of: Timestamp },
     #[error("two {0:?} models given; score with one of each kind")]
     TwoOfAKind(ModelKind),
 }
@@ -151,7 +151,7 @@ impl Model {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trained {
     pub model: Model,
-    pub as_of: Micros,
+    pub as_of: Timestamp,
     pub parents: Vec<ArtifactHash>,
 }
 
@@ -160,10 +160,10 @@ impl Trained {
         Ok(NewArtifact {
             kind: self.model.kind().artifact_kind().into(),
             schema: SCHEMA,
-            as_of: self.as_of,
+            as_of: self.as_of.micros(),
             parents: self.parents.clone(),
             body: serde_json::to_vec(&self.model)?,
-            created_at: time::now(),
+            created_at: time::now().micros(),
             provenance: Vec::new(),
         })
     }

@@ -24,7 +24,7 @@ use cis_storage::{hex, ArtifactHash, Ledger, LedgerBroken, LedgerReport, Storage
 use serde::{Deserialize, Serialize};
 
 use crate::{load, ModelError, ModelKind};
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 
 /// The ledger's name in the store.
 pub const LEDGER: &str = "promotions";
@@ -76,7 +76,7 @@ pub struct Promotion {
     pub stage: Stage,
     pub reason: String,
     pub who: String,
-    pub at: Micros,
+    pub at: Timestamp,
 }
 
 /// Who held a stage, since when.
@@ -85,7 +85,7 @@ pub struct Holder {
     pub kind: ModelKind,
     pub stage: Stage,
     pub model: String,
-    pub since: Micros,
+    pub since: Timestamp,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ pub enum PromotionError {
         "time {} is before the last promotion record ({}): the record only grows forward",
         time::format(*at), time::format(*last)
     )]
-    BeforeLast { at: Micros, last: Micros },
+    BeforeLast { at: Timestamp, last: Timestamp },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("promotion record encoding: {0}")]
@@ -124,7 +124,7 @@ pub enum Change {
     AlreadyHeld {
         kind: ModelKind,
         stage: Stage,
-        since: Micros,
+        since: Timestamp,
     },
     Retired {
         seq: u64,
@@ -159,7 +159,7 @@ impl Record {
     }
 
     /// Every stage holder after the records stamped `at ≤ t`, by kind then stage.
-    pub fn holders_at(&self, t: Micros) -> Vec<Holder> {
+    pub fn holders_at(&self, t: Timestamp) -> Vec<Holder> {
         let mut held: Vec<Holder> = Vec::new();
         for (_, p) in self.entries.iter().filter(|(_, p)| p.at <= t) {
             held.retain(|h| {
@@ -179,21 +179,21 @@ impl Record {
     }
 
     /// The model of `kind` holding `stage` at `t`.
-    pub fn holder(&self, kind: ModelKind, stage: Stage, t: Micros) -> Option<Holder> {
+    pub fn holder(&self, kind: ModelKind, stage: Stage, t: Timestamp) -> Option<Holder> {
         self.holders_at(t)
             .into_iter()
             .find(|h| h.kind == kind && h.stage == stage)
     }
 
     /// The stage `model` (hex) held at `t`, if any.
-    pub fn stage_of(&self, model: &str, t: Micros) -> Option<Stage> {
+    pub fn stage_of(&self, model: &str, t: Timestamp) -> Option<Stage> {
         self.holders_at(t)
             .into_iter()
             .find(|h| h.model == model)
             .map(|h| h.stage)
     }
 
-    fn last_at(&self) -> Option<Micros> {
+    fn last_at(&self) -> Option<Timestamp> {
         self.entries.last().map(|(_, p)| p.at)
     }
 }
@@ -226,7 +226,7 @@ impl Promotions {
         store: &Store,
         model: &ArtifactHash,
         reason: &str,
-        at: Micros,
+        at: Timestamp,
     ) -> Result<(ModelKind, String, Record), PromotionError> {
         let (_, m) = load(store, model)?;
         if reason.trim().is_empty() {
@@ -255,7 +255,7 @@ impl Promotions {
         stage: Stage,
         reason: &str,
         who: &str,
-        at: Micros,
+        at: Timestamp,
     ) -> Result<Change, PromotionError> {
         let (kind, model, record) = self.prepare(store, model, reason, at)?;
         let current = record.holder(kind, stage, at);
@@ -292,7 +292,7 @@ impl Promotions {
         model: &ArtifactHash,
         reason: &str,
         who: &str,
-        at: Micros,
+        at: Timestamp,
     ) -> Result<Change, PromotionError> {
         let (kind, model, record) = self.prepare(store, model, reason, at)?;
         let Some(stage) = record.stage_of(&model, at) else {
@@ -315,7 +315,11 @@ impl Promotions {
 mod tests {
     use super::*;
 
-    fn rec(model: &str, kind: ModelKind, action: Action, stage: Stage, at: Micros) -> Promotion {
+    fn t(micros: i64) -> Timestamp {
+        Timestamp::from_micros(micros)
+    }
+
+    fn rec(model: &str, kind: ModelKind, action: Action, stage: Stage, at: i64) -> Promotion {
         Promotion {
             model: model.into(),
             kind,
@@ -323,7 +327,7 @@ mod tests {
             stage,
             reason: "r".into(),
             who: "t".into(),
-            at,
+            at: Timestamp::from_micros(at),
         }
     }
 
@@ -341,20 +345,20 @@ mod tests {
                 (5, rec("b", Churn, Retire, Production, 40)),
             ],
         };
-        assert_eq!(record.holders_at(5), vec![]);
-        assert_eq!(record.stage_of("a", 15), Some(Staging));
+        assert_eq!(record.holders_at(t(5)), vec![]);
+        assert_eq!(record.stage_of("a", t(15)), Some(Staging));
         // a moved to production and left staging.
-        assert_eq!(record.stage_of("a", 20), Some(Production));
-        assert_eq!(record.holder(Churn, Staging, 20), None);
+        assert_eq!(record.stage_of("a", t(20)), Some(Production));
+        assert_eq!(record.holder(Churn, Staging, t(20)), None);
         // b replaced a; c is another kind and replaces nothing.
-        assert_eq!(record.stage_of("a", 30), None);
+        assert_eq!(record.stage_of("a", t(30)), None);
         assert_eq!(
-            record.holder(Churn, Production, 35).map(|h| (h.model, h.since)),
-            Some(("b".into(), 30))
+            record.holder(Churn, Production, t(35)).map(|h| (h.model, h.since)),
+            Some(("b".into(), t(30)))
         );
-        assert_eq!(record.stage_of("c", 35), Some(Production));
+        assert_eq!(record.stage_of("c", t(35)), Some(Production));
         // Retired: production of churn is empty, clv is untouched.
-        assert_eq!(record.holder(Churn, Production, 40), None);
-        assert_eq!(record.holders_at(i64::MAX).len(), 1);
+        assert_eq!(record.holder(Churn, Production, t(40)), None);
+        assert_eq!(record.holders_at(t(i64::MAX)).len(), 1);
     }
 }

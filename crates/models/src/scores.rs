@@ -10,7 +10,7 @@ use crate::lifetime::{rfm_columns, rfm_row};
 use crate::promotion::{Record, Stage};
 use crate::segments::FEATURES as SEGMENT_FEATURES;
 use crate::{columns, load, Model, ModelError, ModelKind, ParamError};
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::{self, Snapshot};
 
 pub const KIND: &str = "scores";
@@ -29,7 +29,7 @@ pub struct ScoreRow {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreSet {
-    pub as_of: Micros,
+    pub as_of: Timestamp,
     pub snapshot: String,
     /// (kind, model hash) of every model used.
     pub models: Vec<(ModelKind, String)>,
@@ -40,7 +40,7 @@ pub struct ScoreSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     /// It held production for its kind at the snapshot's T (promoted at `since`).
-    Production { since: Micros },
+    Production { since: Timestamp },
     /// No model of its kind was in production at T (or the one that was had learned from data
     /// after T, named here): the latest model trained with as-of ≤ T.
     LatestTrained { production_after_t: Option<String> },
@@ -56,14 +56,14 @@ pub struct Chosen {
 /// The models scoring uses when none are named, per kind: the production model at the
 /// snapshot's T (by the promotion record), else the latest model whose as-of is not after T.
 /// Either way a model that learned from data after T is never used: it would leak the future.
-pub fn choose_models(store: &Store, record: &Record, as_of: Micros) -> Result<Vec<Chosen>, ModelError> {
+pub fn choose_models(store: &Store, record: &Record, as_of: Timestamp) -> Result<Vec<Chosen>, ModelError> {
     let mut out = Vec::new();
     for kind in ModelKind::ALL {
         let mut production_after_t = None;
         if let Some(h) = record.holder(kind, Stage::Production, as_of) {
             let hash = snapshot::resolve(store, &h.model)?;
             let a = snapshot::fetch(store, &hash, kind.artifact_kind())?;
-            if a.as_of <= as_of {
+            if a.as_of <= as_of.micros() {
                 out.push(Chosen {
                     kind,
                     hash,
@@ -73,7 +73,7 @@ pub fn choose_models(store: &Store, record: &Record, as_of: Micros) -> Result<Ve
             }
             production_after_t = Some(h.model);
         }
-        if let Some(r) = store.artifacts().latest(kind.artifact_kind(), as_of)? {
+        if let Some(r) = store.artifacts().latest(kind.artifact_kind(), as_of.micros())? {
             out.push(Chosen {
                 kind,
                 hash: r.hash,
@@ -85,7 +85,7 @@ pub fn choose_models(store: &Store, record: &Record, as_of: Micros) -> Result<Ve
 }
 
 /// [`choose_models`]' hashes, with the store's promotion record.
-pub fn default_models(store: &Store, as_of: Micros) -> Result<Vec<ArtifactHash>, ModelError> {
+pub fn default_models(store: &Store, as_of: Timestamp) -> Result<Vec<ArtifactHash>, ModelError> {
     let record = Record::read(store)?;
     Ok(choose_models(store, &record, as_of)?
         .into_iter()
@@ -167,10 +167,10 @@ fn artifact(
     Ok(NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
-        as_of: set.as_of,
+        as_of: set.as_of.micros(),
         parents,
         body: encode(set)?,
-        created_at: time::now(),
+        created_at: time::now().micros(),
         provenance: Vec::new(),
     })
 }

@@ -7,7 +7,7 @@ use crate::churn::ChurnParams;
 use crate::lifetime::ClvParams;
 use crate::segments::SegmentParams;
 use crate::{Model, ModelError, Trained};
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_features::labels::training_set;
 use cis_features::snapshot;
 
@@ -18,7 +18,7 @@ pub fn churn(
     snapshots: &[ArtifactHash],
     params: ChurnParams,
     horizon_days: u32,
-    known_at: Micros,
+    known_at: Timestamp,
 ) -> Result<Trained, ModelError> {
     if snapshots.is_empty() {
         return Err(ModelError::EmptyTrainingSet);

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::erasure;
 use crate::monitor::drift;
-use cis_core::time;
+use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::{self, Erasures, Provenance, Replay, SnapshotError};
 use cis_models::{self as models, scores, train, ModelError, ModelKind};
 
@@ -119,7 +119,7 @@ fn audit_node(store: &Store, hash: &ArtifactHash, seen: &mut HashSet<ArtifactHas
     let mut node = AuditNode {
         hash: hex(hash),
         kind: a.kind.clone(),
-        as_of: time::format(a.as_of),
+        as_of: time::format(Timestamp::from_micros(a.as_of)),
         verdict: Verdict::Identical,
         log: None,
         parents: Vec::new(),

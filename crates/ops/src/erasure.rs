@@ -30,7 +30,7 @@ use std::ops::ControlFlow;
 use cis_storage::{Entry, EventId, Ledger, StorageError, Store, Visibility};
 use serde::{Deserialize, Serialize};
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::compute::digest_term;
 use cis_features::snapshot::{self, SnapshotError};
 use cis_ingest::records::{self, Quarantined};
@@ -66,7 +66,7 @@ enum Step {
         customer: String,
         reason: String,
         by: String,
-        at: Micros,
+        at: Timestamp,
         events: u64,
     },
     /// How many quarantined rows are the customer's, recorded before any is removed: a crash
@@ -74,7 +74,7 @@ enum Step {
     Quarantine { request: u64, rows: u64 },
     Completed {
         request: u64,
-        at: Micros,
+        at: Timestamp,
         artifacts: Vec<String>,
         quarantined_rows: u64,
     },
@@ -109,7 +109,7 @@ pub enum Outcome {
 
 /// Erases `customer` (see the module doc). `by` names who asked; `now` stamps the records.
 /// Unfinished requests are finished first; if one was `customer`'s, that is the outcome.
-pub fn erase(store: &Store, customer: &str, reason: &str, by: &str, now: Micros) -> Result<Outcome, ErasureError> {
+pub fn erase(store: &Store, customer: &str, reason: &str, by: &str, now: Timestamp) -> Result<Outcome, ErasureError> {
     if reason.trim().is_empty() {
         return Err(ErasureError::NoReason);
     }
@@ -168,7 +168,7 @@ fn begin(
     customer: &str,
     reason: &str,
     by: &str,
-    now: Micros,
+    now: Timestamp,
     events: u64,
 ) -> Result<u64, ErasureError> {
     // Requests are numbered 1, 2, 3, … in the order they were made.
@@ -197,7 +197,7 @@ struct Job<'a> {
     ledger: &'a Ledger,
     request: u64,
     customer: &'a str,
-    now: Micros,
+    now: Timestamp,
 }
 
 type Stage = fn(&Job<'_>) -> Result<(), ErasureError>;
@@ -233,7 +233,7 @@ fn erase_events(job: &Job<'_>) -> Result<(), ErasureError> {
 fn redact_artifacts(job: &Job<'_>) -> Result<(), ErasureError> {
     // The events this request erased, the share redacted snapshots lose: read back from the
     // tombstones, as a resumed run no longer sees them live.
-    let events: Vec<(EventId, Micros, Micros)> = job
+    let events: Vec<(EventId, Timestamp, Timestamp)> = job
         .store
         .log()
         .subject_events(job.customer, Visibility::ALL)?
@@ -245,7 +245,11 @@ fn redact_artifacts(job: &Job<'_>) -> Result<(), ErasureError> {
                 recorded_at,
                 request,
                 ..
-            } if request == job.request => Some((id, event_time, recorded_at)),
+            } if request == job.request => Some((
+                id,
+                Timestamp::from_micros(event_time),
+                Timestamp::from_micros(recorded_at),
+            )),
             _ => None,
         })
         .collect();
@@ -417,9 +421,9 @@ pub fn explain(requests: &[u64], customers: &[String]) -> String {
 fn redact_snapshots(
     store: &Store,
     customer: &str,
-    events: &[(EventId, Micros, Micros)],
+    events: &[(EventId, Timestamp, Timestamp)],
     request: u64,
-    now: Micros,
+    now: Timestamp,
 ) -> Result<(), ErasureError> {
     for r in store.artifacts().list(snapshot::KIND, i64::MAX)? {
         let (_, mut snap) = snapshot::load(store, &r.hash)?;
@@ -436,15 +440,19 @@ fn redact_snapshots(
                 m.visible_digest = m.visible_digest.wrapping_sub(digest_term(id));
             }
         }
-        store
-            .artifacts()
-            .redact(&r.hash, snap.encode(), request, vec![customer.to_string()], now)?;
+        store.artifacts().redact(
+            &r.hash,
+            snap.encode(),
+            request,
+            vec![customer.to_string()],
+            now.micros(),
+        )?;
     }
     Ok(())
 }
 
 /// Removes the customer's row from every stored score run holding one.
-fn redact_scores(store: &Store, customer: &str, request: u64, now: Micros) -> Result<(), ErasureError> {
+fn redact_scores(store: &Store, customer: &str, request: u64, now: Timestamp) -> Result<(), ErasureError> {
     for r in store.artifacts().list(scores::KIND, i64::MAX)? {
         let (_, mut set) = scores::load_scores(store, &r.hash)?;
         let before = set.rows.len();
@@ -452,9 +460,13 @@ fn redact_scores(store: &Store, customer: &str, request: u64, now: Micros) -> Re
         if set.rows.len() == before {
             continue;
         }
-        store
-            .artifacts()
-            .redact(&r.hash, scores::encode(&set)?, request, vec![customer.to_string()], now)?;
+        store.artifacts().redact(
+            &r.hash,
+            scores::encode(&set)?,
+            request,
+            vec![customer.to_string()],
+            now.micros(),
+        )?;
     }
     Ok(())
 }
@@ -509,18 +521,19 @@ mod tests {
             customer: "a".into(),
             reason: "r".into(),
             by: "dpo".into(),
-            at: 0,
+            at: Timestamp::EPOCH,
             events: 1,
         };
         ledger
             .append(&serde_json::to_vec(&requested).expect("json"))
             .expect("append");
         drop(ledger);
-        let Outcome::Erased(r) = erase(&store, "a", "again", "dpo", 1).expect("erase") else {
+        let Outcome::Erased(r) = erase(&store, "a", "again", "dpo", Timestamp::from_micros(1)).expect("erase") else {
             panic!("a had an event");
         };
         assert_eq!((r.request, r.reason.as_str(), r.completed_at.is_some()), (1, "r", true));
-        let Outcome::Erased(next) = erase(&store, "b", "another", "dpo", 2).expect("erase") else {
+        let Outcome::Erased(next) = erase(&store, "b", "another", "dpo", Timestamp::from_micros(2)).expect("erase")
+        else {
             panic!("b had an event");
         };
         assert_eq!(next.request, 2);
@@ -574,7 +587,8 @@ mod tests {
     #[test]
     fn a_request_stopped_after_any_stage_ends_as_an_uninterrupted_one() {
         let reference = two_customers();
-        let Outcome::Erased(done) = erase(&reference, "c1", "r", "dpo", 5).expect("erase") else {
+        let Outcome::Erased(done) = erase(&reference, "c1", "r", "dpo", Timestamp::from_micros(5)).expect("erase")
+        else {
             panic!("c1 has events");
         };
         assert_eq!((done.events, done.artifacts.len(), done.quarantined_rows), (2, 2, 1));
@@ -582,13 +596,13 @@ mod tests {
             for rerun in ["c1", "c2"] {
                 let store = two_customers();
                 let ledger = store.ledger(LEDGER).expect("ledger");
-                let request = begin(&ledger, "c1", "r", "dpo", 5, 2).expect("request");
+                let request = begin(&ledger, "c1", "r", "dpo", Timestamp::from_micros(5), 2).expect("request");
                 let job = Job {
                     store: &store,
                     ledger: &ledger,
                     request,
                     customer: "c1",
-                    now: 5,
+                    now: Timestamp::from_micros(5),
                 };
                 for stage in &STAGES[..stopped_after] {
                     stage(&job).expect("stage");
@@ -596,7 +610,7 @@ mod tests {
                 drop(ledger);
                 // Re-running for the customer resumes the request; an erasure of anyone else
                 // finishes it first, then makes its own.
-                let outcome = erase(&store, rerun, "r", "dpo", 5).expect("re-run");
+                let outcome = erase(&store, rerun, "r", "dpo", Timestamp::from_micros(5)).expect("re-run");
                 if rerun == "c1" {
                     assert_eq!(outcome, Outcome::Erased(done.clone()), "after stage {stopped_after}");
                     assert_eq!(end_state(&store), end_state(&reference), "after stage {stopped_after}");

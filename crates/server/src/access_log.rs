@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use cis_storage::{Ledger, LedgerBroken, LedgerReport, StorageError, Store};
 use serde::{Deserialize, Serialize};
 
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 
 /// The ledger's name in the store.
 pub const LEDGER: &str = "access";
@@ -88,7 +88,7 @@ impl Default for AccessLogConfig {
 pub struct AccessRecord {
     /// When the request arrived (RFC 3339 UTC in the ledger).
     #[serde(with = "rfc3339")]
-    pub at: Micros,
+    pub at: Timestamp,
     /// The name of the token that authorised it; null when there was no valid token (401).
     pub token: Option<String>,
     /// The route pattern, e.g. `/artifacts/{hash}`.
@@ -118,11 +118,11 @@ impl AccessRecord {
 mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(t: &cis_core::time::Timestamp, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&cis_core::time::format(*t))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<cis_core::time::Timestamp, D::Error> {
         let text = String::deserialize(d)?;
         cis_core::time::parse_timestamp(&text).map_err(serde::de::Error::custom)
     }
@@ -281,32 +281,36 @@ impl Drop for AccessLog {
 const TICK: Duration = Duration::from_millis(10);
 
 /// A minute in microseconds: refused requests are counted per route, status and minute.
-const MINUTE: Micros = 60_000_000;
+const MINUTE: i64 = 60_000_000;
 
 /// Refused requests counted by (minute start, route pattern, status), for the minutes whose
 /// aggregate is not written yet. Minute first, so closed minutes come out in time order.
 #[derive(Debug, Default)]
-struct Refused(BTreeMap<(Micros, String, u16), u64>);
+struct Refused(BTreeMap<(Timestamp, String, u16), u64>);
 
 impl Refused {
     /// Counts one refused request received at `now`. The writer's clock, not the request's
     /// arrival, picks the minute: a minute it has closed never gets another request, so each
     /// (route, status, minute) is one record.
-    fn add(&mut self, now: Micros, endpoint: String, status: u16) {
+    fn add(&mut self, now: Timestamp, endpoint: String, status: u16) {
         *self
             .0
-            .entry((now.div_euclid(MINUTE) * MINUTE, endpoint, status))
+            .entry((
+                Timestamp::from_micros(now.micros().div_euclid(MINUTE) * MINUTE),
+                endpoint,
+                status,
+            ))
             .or_insert(0) += 1;
     }
 
     /// When the earliest open minute ends.
-    fn next_close(&self) -> Option<Micros> {
-        self.0.keys().next().map(|(minute, ..)| minute.saturating_add(MINUTE))
+    fn next_close(&self) -> Option<Timestamp> {
+        self.0.keys().next().map(|(minute, ..)| *minute + MINUTE)
     }
 
     /// Removes the minutes that have ended by `now` and returns their aggregate records.
-    fn close(&mut self, now: Micros) -> Vec<AccessRecord> {
-        let open = self.0.split_off(&(now.saturating_sub(MINUTE) + 1, String::new(), 0));
+    fn close(&mut self, now: Timestamp) -> Vec<AccessRecord> {
+        let open = self.0.split_off(&(now - MINUTE + 1, String::new(), 0));
         std::mem::replace(&mut self.0, open)
             .into_iter()
             .map(|((at, endpoint, status), count)| AccessRecord {
@@ -362,7 +366,7 @@ impl Writer<'_> {
     }
 
     /// Appends the aggregates of the minutes that have ended by `now`.
-    fn close_minutes(&mut self, now: Micros) -> Result<(), StorageError> {
+    fn close_minutes(&mut self, now: Timestamp) -> Result<(), StorageError> {
         for r in self.refused.close(now) {
             self.append(&r)?;
         }
@@ -371,7 +375,7 @@ impl Writer<'_> {
 
     /// Shutdown: every open minute's aggregate, then a flush.
     fn finish(&mut self) -> Result<(), StorageError> {
-        self.close_minutes(Micros::MAX)?;
+        self.close_minutes(Timestamp::MAX)?;
         self.flush()
     }
 
@@ -415,7 +419,7 @@ fn write_loop(
             let next = match w.refused.next_close() {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(close) => {
-                    let wait = close.saturating_sub(cis_core::time::now()).max(0);
+                    let wait = (close - cis_core::time::now()).max(0);
                     rx.recv_timeout(Duration::from_micros(wait as u64))
                 }
             };
@@ -447,7 +451,7 @@ pub struct Filter {
     pub customer: Option<String>,
     pub token: Option<String>,
     /// Only records of requests that arrived at or after this time.
-    pub since: Option<Micros>,
+    pub since: Option<Timestamp>,
 }
 
 impl Filter {
@@ -598,7 +602,7 @@ mod tests {
 
     fn record(i: i64, token: &str, customer: Option<&str>) -> AccessRecord {
         AccessRecord {
-            at: 1_000_000 * i,
+            at: Timestamp::from_micros(1_000_000 * i),
             token: Some(token.into()),
             endpoint: "/customer/profile".into(),
             path: None,
@@ -640,7 +644,7 @@ mod tests {
         let filter = Filter {
             customer: Some("c0".into()),
             token: Some("bob".into()),
-            since: Some(5_000_000),
+            since: Some(Timestamp::from_micros(5_000_000)),
         };
         let picked: Vec<u64> = list(&store, &filter).expect("list").iter().map(|(s, _)| *s).collect();
         // i = 9 and 15: odd (bob), i % 3 == 0, i ≥ 5; sequence numbers are i + 1.
@@ -704,7 +708,7 @@ mod tests {
     #[test]
     fn refused_requests_are_one_count_per_route_status_and_minute() {
         let mut refused = Refused::default();
-        let minute = 29_000 * MINUTE;
+        let minute = Timestamp::from_micros(29_000 * MINUTE);
         for i in 0..1000 {
             refused.add(minute + i * 59_000, "/customer/profile".into(), 401);
         }
@@ -716,7 +720,7 @@ mod tests {
             "the minute is still open"
         );
         let closed = refused.close(minute + MINUTE);
-        let seen: Vec<(Micros, &str, u16, Option<u64>)> = closed
+        let seen: Vec<(Timestamp, &str, u16, Option<u64>)> = closed
             .iter()
             .map(|r| (r.at, r.endpoint.as_str(), r.status, r.count))
             .collect();
@@ -735,7 +739,7 @@ mod tests {
             Some(minute + 2 * MINUTE),
             "the next minute stays open"
         );
-        assert_eq!(refused.close(Micros::MAX).len(), 1, "shutdown closes every minute");
+        assert_eq!(refused.close(Timestamp::MAX).len(), 1, "shutdown closes every minute");
         assert_eq!(refused.next_close(), None);
     }
 

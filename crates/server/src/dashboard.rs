@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::api::{authorize, bearer, blocking, metrics, AppError, AppState, ExtraRoutes};
 
 use cis_core::event::Kind;
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_ingest::records;
 use cis_models::scores::{self, ScoreSet};
 use cis_models::ModelError;
@@ -53,11 +53,11 @@ pub enum DashboardError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DashboardData {
-    pub as_of: Micros,
+    pub as_of: Timestamp,
     /// The latest score run as of T: (hash, scores).
     pub latest: Option<(String, ScoreSet)>,
     /// (as-of, mean risk) of the score runs up to T, oldest first.
-    pub trend: Vec<(Micros, f64)>,
+    pub trend: Vec<(Timestamp, f64)>,
     /// Every ingest run and event-day, flagged with the default rules.
     pub quality: QualityReport,
     /// PSI per feature between the latest two snapshots as of T.
@@ -81,8 +81,8 @@ fn mean_risk(set: &ScoreSet) -> Option<f64> {
     (!risks.is_empty()).then(|| risks.iter().sum::<f64>() / risks.len() as f64)
 }
 
-pub fn gather(store: &Store, as_of: Micros) -> Result<DashboardData, DashboardError> {
-    let refs = store.artifacts().list(scores::KIND, as_of)?;
+pub fn gather(store: &Store, as_of: Timestamp) -> Result<DashboardData, DashboardError> {
+    let refs = store.artifacts().list(scores::KIND, as_of.micros())?;
     let mut trend = Vec::new();
     let mut latest = None;
     let memo = mean_risk_memo();
@@ -102,7 +102,7 @@ pub fn gather(store: &Store, as_of: Micros) -> Result<DashboardData, DashboardEr
             }
         };
         if let Some(m) = mean {
-            trend.push((r.as_of, m));
+            trend.push((Timestamp::from_micros(r.as_of), m));
         }
     }
     let runs = records::runs(store).map_err(QualityError::from)?;
@@ -275,7 +275,7 @@ fn quality_section(d: &DashboardData) -> String {
     out
 }
 
-fn day_of(t: Micros) -> String {
+fn day_of(t: Timestamp) -> String {
     time::format(t).chars().take(10).collect()
 }
 
@@ -414,7 +414,7 @@ fn psi_chart(r: &DriftReport) -> String {
 
 /// The page. Its forms carry no credentials: the browser's session cookie does.
 pub fn render(d: &DashboardData) -> String {
-    let day = |t: Micros| time::format(t).chars().take(10).collect::<String>();
+    let day = |t: Timestamp| time::format(t).chars().take(10).collect::<String>();
     let mut body = String::new();
     let _ = write!(
         body,
@@ -650,7 +650,7 @@ mod tests {
     #[test]
     fn an_empty_store_renders_every_section_with_an_explanation() {
         let empty = DashboardData {
-            as_of: 0,
+            as_of: Timestamp::EPOCH,
             latest: None,
             trend: vec![],
             quality: quality::build(&[], &quality::Filter::default(), &quality::Rules::default())

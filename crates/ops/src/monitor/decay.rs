@@ -15,7 +15,7 @@
 use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store};
 use serde::{Deserialize, Serialize};
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::labels::{churn_labels, matures_at, LabelError};
 use cis_models::churn::ChurnModel;
 use cis_models::metrics::{evaluate, Metrics};
@@ -34,7 +34,10 @@ pub enum DecayError {
         // No pending run: nothing more to say.
         next.map(|n| format!("; the first pending run matures at {}", time::format(n))).unwrap_or_default()
     )]
-    NothingMatured { known_at: Micros, next: Option<Micros> },
+    NothingMatured {
+        known_at: Timestamp,
+        next: Option<Timestamp>,
+    },
     #[error("no score run was made with churn model {0}")]
     NoRuns(String),
     #[error("model {hash} is a {kind:?} model; decay is measured for churn models")]
@@ -56,10 +59,10 @@ pub enum DecayError {
 pub struct DecayReport {
     pub scores: String,
     pub model: String,
-    pub scored_as_of: Micros,
+    pub scored_as_of: Timestamp,
     pub horizon_days: u32,
-    pub matured_at: Micros,
-    pub labels_known_at: Micros,
+    pub matured_at: Timestamp,
+    pub labels_known_at: Timestamp,
     /// The log prefix the labels were read from.
     pub log_batch: u64,
     pub log_head: String,
@@ -80,8 +83,8 @@ impl DecayReport {
 pub struct Pending {
     pub scores: String,
     pub model: String,
-    pub scored_as_of: Micros,
-    pub matures_at: Micros,
+    pub scored_as_of: Timestamp,
+    pub matures_at: Timestamp,
 }
 
 /// A matured run whose labels cannot measure it (e.g. every customer churned).
@@ -100,19 +103,19 @@ pub struct Stored {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
-    pub known_at: Micros,
+    pub known_at: Timestamp,
     pub reports: Vec<Stored>,
     pub pending: Vec<Pending>,
     pub unmeasurable: Vec<Unmeasurable>,
 }
 
 /// What the store knows: the latest `recorded_at` of any committed event.
-pub fn store_known_at(store: &Store) -> Result<Micros, DecayError> {
+pub fn store_known_at(store: &Store) -> Result<Timestamp, DecayError> {
     store
         .log()
         .batches()?
         .iter()
-        .map(|b| b.max_recorded_at)
+        .map(|b| Timestamp::from_micros(b.max_recorded_at))
         .max()
         .ok_or(DecayError::EmptyLog)
 }
@@ -141,8 +144,8 @@ fn predictions(set: &ScoreSet) -> (Vec<String>, Vec<f64>) {
 pub fn measure(
     store: &Store,
     model: Option<&ArtifactHash>,
-    known_at: Micros,
-    created_at: Micros,
+    known_at: Timestamp,
+    created_at: Timestamp,
 ) -> Result<Outcome, DecayError> {
     let wanted = model.map(|h| churn_model(store, h).map(|_| hex(h))).transpose()?;
     let (log_batch, head) = store.log().head_at(i64::MAX)?;
@@ -212,10 +215,10 @@ pub fn measure(
         let (hash, new) = store.artifacts().put(NewArtifact {
             kind: KIND.into(),
             schema: SCHEMA,
-            as_of: known_at,
+            as_of: known_at.micros(),
             parents: vec![scores_hash, model_hash],
             body: serde_json::to_vec(&report)?,
-            created_at,
+            created_at: created_at.micros(),
             provenance: Vec::new(),
         })?;
         tracing::info!(report = %hex(&hash), scores = %report.scores, auc = report.realised.roc_auc, "decay report");

@@ -28,7 +28,7 @@ use statrs::statistics::{Data, OrderStatistics};
 use statrs::stats_tests::ks_test::{ks_twosample, KSTestError, KSTwoSampleAlternativeMethod};
 use statrs::stats_tests::NaNPolicy;
 
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_features::defs::{definitions, Calc, FeatureDef, WINDOWS};
 use cis_features::snapshot::{self, Snapshot, SnapshotError};
 use cis_models::ModelKind;
@@ -138,8 +138,8 @@ pub struct DriftReport {
     /// Hex hash of snapshot A (the reference).
     pub from: String,
     pub to: String,
-    pub from_as_of: Micros,
-    pub to_as_of: Micros,
+    pub from_as_of: Timestamp,
+    pub to_as_of: Timestamp,
     pub customers_a: usize,
     pub customers_b: usize,
     /// Shared features, in A's column order.
@@ -449,7 +449,7 @@ fn snapshot_hash(s: &Snapshot) -> String {
     hex(&cis_storage::artifacts::content_hash(
         snapshot::KIND,
         snapshot::SCHEMA,
-        s.as_of,
+        s.as_of.micros(),
         &[],
         &s.encode(),
     ))
@@ -465,10 +465,10 @@ fn artifact(a: &ArtifactHash, b: &ArtifactHash, r: &DriftReport) -> Result<NewAr
     Ok(NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
-        as_of: r.from_as_of.max(r.to_as_of),
+        as_of: r.from_as_of.max(r.to_as_of).micros(),
         parents: vec![*a, *b],
         body: serde_json::to_vec(r)?,
-        created_at: time::now(),
+        created_at: time::now().micros(),
         provenance: Vec::new(),
     })
 }
@@ -499,7 +499,7 @@ pub fn build(store: &Store, a: &ArtifactHash, b: &ArtifactHash) -> Result<(NewAr
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingSnapshot {
     pub hash: ArtifactHash,
-    pub as_of: Micros,
+    pub as_of: Timestamp,
     /// How many of the model's parents are snapshots.
     pub of: usize,
 }
@@ -518,7 +518,7 @@ pub fn training_snapshot(store: &Store, model: &ArtifactHash) -> Result<Training
     let mut snapshots = Vec::new();
     for p in &m.parents {
         if let Some(a) = store.artifacts().get(p)?.filter(|a| a.kind == snapshot::KIND) {
-            snapshots.push((a.as_of, a.hash));
+            snapshots.push((Timestamp::from_micros(a.as_of), a.hash));
         }
     }
     let of = snapshots.len();
@@ -535,10 +535,10 @@ fn stored_report(
     store: &Store,
     a: &ArtifactHash,
     b: &ArtifactHash,
-    as_of: Micros,
+    as_of: Timestamp,
 ) -> Result<Option<DriftReport>, DriftError> {
-    for r in store.artifacts().list(KIND, as_of)?.iter().rev() {
-        if r.as_of != as_of {
+    for r in store.artifacts().list(KIND, as_of.micros())?.iter().rev() {
+        if r.as_of != as_of.micros() {
             break;
         }
         let Some(art) = store.artifacts().get(&r.hash)? else {
@@ -553,7 +553,7 @@ fn stored_report(
 
 /// The two most recent snapshots with as-of <= `as_of` (older = A), compared; a stored drift report for
 /// that pair is reused if present, otherwise computed without storing. None if fewer than two snapshots.
-pub fn latest_pair(store: &Store, as_of: Micros) -> Result<Option<DriftReport>, DriftError> {
+pub fn latest_pair(store: &Store, as_of: Timestamp) -> Result<Option<DriftReport>, DriftError> {
     let list = snapshot::list(store, as_of)?;
     let [.., (a, a_as_of), (b, b_as_of)] = list.as_slice() else {
         return Ok(None);

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use statrs::statistics::{Data, OrderStatistics};
 
 use cis_core::event::Kind;
-use cis_core::time::{self, Micros, MICROS_PER_DAY};
+use cis_core::time::{self, Timestamp};
 use cis_ingest::records::{self, day_label, IngestRun, Lag};
 use cis_ingest::IngestError;
 
@@ -100,7 +100,7 @@ impl Rules {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
     /// Runs started and days beginning at or after this time.
-    pub since: Option<Micros>,
+    pub since: Option<Timestamp>,
     pub kind: Option<Kind>,
 }
 
@@ -220,7 +220,7 @@ pub fn build(runs: &[IngestRun], filter: &Filter, rules: &Rules) -> Result<Quali
         if let Some(lag) = r.arrival_lag {
             history.push(lag.p95_us);
         }
-        let started = time::parse_timestamp(&r.started_at).unwrap_or(Micros::MIN);
+        let started = time::parse_timestamp(&r.started_at).unwrap_or(Timestamp::MIN);
         if shown_kind(r.kind) && filter.since.is_none_or(|s| started >= s) {
             out_runs.push(RunQuality {
                 run: r.run,
@@ -262,7 +262,7 @@ fn per_day(runs: &[IngestRun]) -> BTreeMap<Kind, BTreeMap<i64, u64>> {
         for (label, n) in &r.per_day {
             // Labels were written by `day_label`; one that does not parse is skipped, not fatal.
             if let Ok(t) = time::parse_timestamp(label) {
-                *days.entry(t.div_euclid(MICROS_PER_DAY)).or_default() += n;
+                *days.entry(t.day()).or_default() += n;
             }
         }
     }
@@ -270,7 +270,7 @@ fn per_day(runs: &[IngestRun]) -> BTreeMap<Kind, BTreeMap<i64, u64>> {
 }
 
 /// One row per day from the kind's first to its last event-day, with the volume band.
-fn volume_flags(kind: Kind, counts: &BTreeMap<i64, u64>, rules: &Rules, since: Option<Micros>) -> Vec<DayVolume> {
+fn volume_flags(kind: Kind, counts: &BTreeMap<i64, u64>, rules: &Rules, since: Option<Timestamp>) -> Vec<DayVolume> {
     let (Some(&first), Some(&last)) = (counts.keys().next(), counts.keys().next_back()) else {
         return Vec::new();
     };
@@ -280,7 +280,7 @@ fn volume_flags(kind: Kind, counts: &BTreeMap<i64, u64>, rules: &Rules, since: O
     let mut out = Vec::new();
     for (i, &events) in series.iter().enumerate() {
         let day = first + i as i64;
-        if since.is_some_and(|s| (day + 1) * MICROS_PER_DAY <= s) {
+        if since.is_some_and(|s| Timestamp::from_day(day + 1) <= s) {
             continue;
         }
         let window = &series[i.saturating_sub(rules.volume_window_days)..i];
@@ -308,14 +308,14 @@ pub fn store_report(store: &Store, report: &QualityReport) -> Result<(ArtifactHa
         .iter()
         .filter_map(|r| time::parse_timestamp(&r.finished_at).ok())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(Timestamp::EPOCH);
     let artifact = NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
-        as_of,
+        as_of: as_of.micros(),
         parents: Vec::new(),
         body: serde_json::to_vec(report)?,
-        created_at: time::now(),
+        created_at: time::now().micros(),
         provenance: Vec::new(),
     };
     Ok(store.artifacts().put(artifact)?)

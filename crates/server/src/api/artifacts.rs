@@ -13,7 +13,7 @@ use crate::api::error::AppError;
 use crate::api::params::Params;
 use crate::api::scores::snapshot_header;
 use crate::api::{blocking, AppState};
-use cis_core::time;
+use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::{self, Provenance};
 use cis_models::metrics::Metrics;
 use cis_models::{scores, Model, ModelKind};
@@ -129,9 +129,9 @@ fn describe(state: &AppState, text: &str) -> Result<Value, AppError> {
         .parents
         .iter()
         .map(|p| {
-            let (kind, as_of) = index
-                .get(p)
-                .map_or((None, None), |(k, t)| (Some(k.as_str()), Some(time::format(*t))));
+            let (kind, as_of) = index.get(p).map_or((None, None), |(k, t)| {
+                (Some(k.as_str()), Some(time::format(Timestamp::from_micros(*t))))
+            });
             json!({ "hash": hex(p), "kind": kind, "as_of": as_of })
         })
         .collect();
@@ -139,8 +139,8 @@ fn describe(state: &AppState, text: &str) -> Result<Value, AppError> {
         "hash": hex(&a.hash),
         "kind": a.kind,
         "schema": a.schema,
-        "as_of": time::format(a.as_of),
-        "created_at": time::format(a.created_at),
+        "as_of": time::format(Timestamp::from_micros(a.as_of)),
+        "created_at": time::format(Timestamp::from_micros(a.created_at)),
         "body_bytes": a.body.len(),
         "content_matches_hash": a.recomputed_hash() == a.hash,
         "parents": parents,
@@ -166,7 +166,7 @@ pub async fn snapshots(
     let params = Params::parse(q, &["as_of_before"])?;
     let before = params.time("as_of_before")?;
     let list = blocking(&state, move |s| {
-        snapshot::list(&s.store, before.unwrap_or(i64::MAX)).map_err(AppError::internal)
+        snapshot::list(&s.store, before.unwrap_or(Timestamp::MAX)).map_err(AppError::internal)
     })
     .await?;
     Ok(Json(json!({

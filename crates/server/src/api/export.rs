@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::error::AppError;
 use crate::api::params::Params;
 use crate::api::{blocking, AppState};
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_export::{write_table, ExportError, Format, ScoreTable, TABLE};
 
 pub const PARAMS: [&str; 2] = ["as_of", "format"];
@@ -17,7 +17,7 @@ pub const PARAMS: [&str; 2] = ["as_of", "format"];
 pub const SCORE_HASH_HEADER: &str = "x-cis-score-hash";
 
 /// The encoded table and the hash of the score run it holds. Blocking.
-fn encode(state: &AppState, as_of: Micros, format: Format) -> Result<(Vec<u8>, String), AppError> {
+fn encode(state: &AppState, as_of: Timestamp, format: Format) -> Result<(Vec<u8>, String), AppError> {
     let table = ScoreTable::latest(&state.store, as_of).map_err(|e| match e {
         ExportError::NoScores { .. } => AppError::NotFound(e.to_string()),
         e => AppError::internal(e),

@@ -10,7 +10,7 @@ use axum::http::Method;
 use cis_storage::{ArtifactHash, Store};
 
 use crate::api::AppError;
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_features::snapshot;
 use cis_ingest::records;
 use cis_ops::monitor::drift::{self, DriftError, DriftReport};
@@ -177,7 +177,7 @@ pub fn monitor_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
             g
         }
     };
-    if let Some(report) = latest_drift(store, i64::MAX).map_err(AppError::internal)? {
+    if let Some(report) = latest_drift(store, Timestamp::MAX).map_err(AppError::internal)? {
         g.extend(report.features.iter().map(|f| Gauge {
             name: "cis_feature_psi",
             help: "Population stability index of each feature between the latest two snapshots.",
@@ -191,11 +191,11 @@ pub fn monitor_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
 /// The drift report of the latest snapshot pair as of `as_of` ([`drift::latest_pair`]),
 /// memoised by the pair's hashes: comparing two 100k-customer snapshots takes seconds, and
 /// snapshots are immutable. Blocking.
-pub fn latest_drift(store: &Store, as_of: Micros) -> Result<Option<Arc<DriftReport>>, DriftError> {
+pub fn latest_drift(store: &Store, as_of: Timestamp) -> Result<Option<Arc<DriftReport>>, DriftError> {
     type Pairs = Mutex<HashMap<[ArtifactHash; 2], Arc<DriftReport>>>;
     static MEMO: OnceLock<Pairs> = OnceLock::new();
     let memo = MEMO.get_or_init(Default::default);
-    let snaps = store.artifacts().list(snapshot::KIND, as_of)?;
+    let snaps = store.artifacts().list(snapshot::KIND, as_of.micros())?;
     let [.., a, b] = snaps.as_slice() else {
         return Ok(None);
     };

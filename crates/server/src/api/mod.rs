@@ -404,7 +404,7 @@ fn gauges(state: &AppState) -> Result<Vec<Gauge>, AppError> {
             name: "cis_last_ingest_timestamp_seconds",
             help: "When the last ingest run finished (Unix seconds).",
             labels: Vec::new(),
-            value: t as f64 / 1e6,
+            value: t.micros() as f64 / 1e6,
         });
     }
     if let Some(r) = store.artifacts().latest(cis_models::scores::KIND, i64::MAX)? {
@@ -413,13 +413,13 @@ fn gauges(state: &AppState) -> Result<Vec<Gauge>, AppError> {
             name: "cis_latest_scores_as_of_timestamp_seconds",
             help: "As-of T of the latest score set (Unix seconds).",
             labels: Vec::new(),
-            value: slot.meta.as_of as f64 / 1e6,
+            value: slot.meta.as_of.micros() as f64 / 1e6,
         });
         g.push(Gauge {
             name: "cis_latest_scores_created_timestamp_seconds",
             help: "When the latest score set was computed (Unix seconds).",
             labels: Vec::new(),
-            value: slot.meta.created_at as f64 / 1e6,
+            value: slot.meta.created_at.micros() as f64 / 1e6,
         });
     }
     g.extend(metrics::monitor_gauges(store)?);

@@ -4,7 +4,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 
 use crate::api::error::AppError;
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 
 pub struct Params(Vec<(String, String)>);
 
@@ -44,7 +44,7 @@ impl Params {
     }
 
     /// An RFC 3339 timestamp or a YYYY-MM-DD date (midnight UTC), if given.
-    pub fn time(&self, name: &str) -> Result<Option<Micros>, AppError> {
+    pub fn time(&self, name: &str) -> Result<Option<Timestamp>, AppError> {
         self.get(name)
             .map(|v| time::parse_timestamp(v).map_err(|e| AppError::param(name, e.to_string())))
             .transpose()

@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use crate::api::error::AppError;
 use crate::api::params::Params;
 use crate::api::{blocking, AppState};
-use cis_core::time::{self, Micros};
+use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::compute::customer_row;
 use cis_features::defs::{definitions, set_hash};
@@ -33,7 +33,7 @@ pub struct ProfileQuery {
 
 impl ProfileQuery {
     /// Validates the parameters against the wall clock `now`.
-    pub fn parse(p: &Params, now: Micros) -> Result<ProfileQuery, AppError> {
+    pub fn parse(p: &Params, now: Timestamp) -> Result<ProfileQuery, AppError> {
         let customer_id = p.required("customer_id")?;
         if customer_id.len() > MAX_CUSTOMER_ID {
             return Err(AppError::param(

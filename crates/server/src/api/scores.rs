@@ -15,7 +15,7 @@ use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::error::AppError;
-use cis_core::time::Micros;
+use cis_core::time::Timestamp;
 use cis_core::AsOf;
 use cis_features::snapshot::{self, SnapshotError};
 use cis_models::scores::{self, ScoreRow};
@@ -25,16 +25,16 @@ use cis_models::ModelKind;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreMeta {
     pub hash: ArtifactHash,
-    pub as_of: Micros,
-    pub created_at: Micros,
+    pub as_of: Timestamp,
+    pub created_at: Timestamp,
     /// The scored snapshot's hash (hex) and its known-at K.
     pub snapshot: String,
-    pub snapshot_known_at: Micros,
+    pub snapshot_known_at: Timestamp,
     /// (kind, hash hex, as-of) of every model used.
-    pub models: Vec<(ModelKind, String, Micros)>,
+    pub models: Vec<(ModelKind, String, Timestamp)>,
     pub rows: usize,
     /// The latest knowledge the set holds: the snapshot's K or a model's as-of, whichever is later.
-    pub known_at: Micros,
+    pub known_at: Timestamp,
 }
 
 pub type Rows = HashMap<String, ScoreRow>;
@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for Count {
 /// A score set's body without its rows.
 #[derive(Deserialize)]
 struct Head {
-    as_of: Micros,
+    as_of: Timestamp,
     snapshot: String,
     models: Vec<(ModelKind, String)>,
     rows: Count,
@@ -108,8 +108,8 @@ pub fn unhex32(text: &str) -> Option<ArtifactHash> {
 /// does not decode the matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotHeader {
-    pub as_of: Micros,
-    pub known_at: Micros,
+    pub as_of: Timestamp,
+    pub known_at: Timestamp,
     pub definition_set: [u8; 32],
     pub visible_events: u64,
     pub features: usize,
@@ -135,8 +135,8 @@ pub fn snapshot_header(body: &[u8]) -> Option<SnapshotHeader> {
     }
     let customers = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
     Some(SnapshotHeader {
-        as_of,
-        known_at,
+        as_of: Timestamp::from_micros(as_of),
+        known_at: Timestamp::from_micros(known_at),
         definition_set,
         visible_events,
         features,
@@ -160,13 +160,14 @@ fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> 
     for (kind, h) in head.models {
         let bytes = unhex32(&h).ok_or_else(|| AppError::internal(format!("malformed model hash {h}")))?;
         let m = snapshot::fetch(store, &bytes, kind.artifact_kind()).map_err(AppError::internal)?;
-        known_at = known_at.max(m.as_of);
-        models.push((kind, h, m.as_of));
+        let model_as_of = Timestamp::from_micros(m.as_of);
+        known_at = known_at.max(model_as_of);
+        models.push((kind, h, model_as_of));
     }
     Ok(ScoreMeta {
         hash: *hash,
         as_of: head.as_of,
-        created_at: a.created_at,
+        created_at: Timestamp::from_micros(a.created_at),
         snapshot: head.snapshot,
         snapshot_known_at: header.known_at,
         models,
@@ -217,7 +218,7 @@ impl ScoreCache {
     /// The latest score set with as-of ≤ T whose knowledge (snapshot K, model as-ofs) is not
     /// after K: scores never know more than the read they are shown with. A small index scan.
     pub fn select(&self, store: &Store, at: AsOf) -> Result<Option<Arc<Slot>>, AppError> {
-        for r in store.artifacts().list(scores::KIND, at.as_of)?.iter().rev() {
+        for r in store.artifacts().list(scores::KIND, at.as_of.micros())?.iter().rev() {
             let slot = self.slot(store, &r.hash)?;
             if slot.meta.known_at <= at.known_at {
                 return Ok(Some(slot));
