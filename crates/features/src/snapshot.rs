@@ -6,10 +6,10 @@
 //! covers kind, schema, as-of T and the body, so it is a pure function of the visible log
 //! content, T, K and the definition set. Provenance (not hashed): the log prefix read.
 
-use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store, StoredArtifact};
+use cis_storage::{hex, ArtifactHash, EventId, NewArtifact, StorageError, Store, StoredArtifact};
 use serde::{Deserialize, Serialize};
 
-use crate::compute::{materialise, ComputeError, Matrix};
+use crate::compute::{digest_term, materialise, ComputeError, Matrix};
 use crate::defs::{definitions, set_hash};
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
@@ -168,6 +168,37 @@ impl Snapshot {
                 visible_digest,
             },
         })
+    }
+}
+
+/// One event of an erased customer, as much of it as a snapshot's redaction needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErasedEvent {
+    pub id: EventId,
+    pub event_time: Timestamp,
+    pub recorded_at: Timestamp,
+}
+
+impl Snapshot {
+    /// Takes `customer` out: their row goes, and those of their `events` that were visible at
+    /// this snapshot's (T, K) leave the visible-event count and digest, so the body becomes what
+    /// the log computes once the customer is erased (an audit then re-derives it). `false`, and
+    /// nothing changed, when the snapshot has no row for the customer.
+    pub fn redact(&mut self, customer: &str, events: &[ErasedEvent]) -> bool {
+        let m = &mut self.matrix;
+        let Ok(row) = m.customers.binary_search_by(|c| c.as_str().cmp(customer)) else {
+            return false;
+        };
+        let width = self.features.len();
+        m.customers.remove(row);
+        m.values.drain(row * width..(row + 1) * width);
+        for e in events {
+            if e.event_time <= self.as_of && e.recorded_at <= self.known_at {
+                m.visible_events = m.visible_events.saturating_sub(1);
+                m.visible_digest = m.visible_digest.wrapping_sub(digest_term(&e.id));
+            }
+        }
+        true
     }
 }
 
@@ -503,5 +534,54 @@ mod tests {
         bad[80] = 0xff;
         assert_eq!(Snapshot::decode(&bad), Err(DecodeError::NotUtf8));
         assert_eq!(DecodeError::NotUtf8.to_string(), "not UTF-8");
+    }
+    /// A snapshot redacted of a customer equals the one computed from a log that never had them.
+    #[test]
+    fn redacting_a_customer_equals_computing_without_them() {
+        use cis_core::event::{Event, Money, Order, Payload};
+        let order = |customer: &str, id: &str, day: i64, recorded_day: i64| {
+            Event {
+                customer_id: customer.into(),
+                event_time: Timestamp::from_day(day),
+                payload: Payload::Order(Order {
+                    order_id: id.into(),
+                    amount: Money {
+                        minor: 1250,
+                        currency: "USD".into(),
+                    },
+                    quantity: None,
+                    channel: None,
+                }),
+            }
+            .into_new_event(Timestamp::from_day(recorded_day))
+        };
+        let others = vec![order("a", "o1", 1, 1), order("c", "o2", 2, 3)];
+        // b's o4 happened by T but was recorded after K, and o5 happened after T: neither is visible.
+        let b = vec![order("b", "o3", 1, 2), order("b", "o4", 3, 9), order("b", "o5", 6, 6)];
+        let with = Store::in_memory().expect("store");
+        with.log()
+            .append([others.clone(), b.clone()].concat(), 1, 0)
+            .expect("append");
+        let without = Store::in_memory().expect("store");
+        without.log().append(others, 1, 0).expect("append");
+        let at = AsOf::new(Some(Timestamp::from_day(5)), Some(Timestamp::from_day(5)));
+
+        let mut snap = compute(&with, at).expect("snapshot");
+        assert_eq!(snap.matrix.visible_events, 3);
+        let erased: Vec<ErasedEvent> = b
+            .iter()
+            .map(|e| ErasedEvent {
+                id: cis_storage::envelope::event_id(&e.envelope().expect("envelope")),
+                event_time: Timestamp::from_micros(e.event_time),
+                recorded_at: Timestamp::from_micros(e.recorded_at),
+            })
+            .collect();
+        assert!(snap.redact("b", &erased));
+        assert_eq!(snap.encode(), compute(&without, at).expect("snapshot").encode());
+        assert!(
+            !snap.redact("b", &erased),
+            "a second redaction finds no row and changes nothing"
+        );
+        assert_eq!(snap.matrix.visible_events, 2);
     }
 }

@@ -27,12 +27,11 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use cis_storage::{Entry, EventId, Ledger, StorageError, Store, Visibility};
+use cis_storage::{Entry, Ledger, StorageError, Store, Visibility};
 use serde::{Deserialize, Serialize};
 
 use cis_core::time::{self, Timestamp};
-use cis_features::compute::digest_term;
-use cis_features::snapshot::{self, SnapshotError};
+use cis_features::snapshot::{self, ErasedEvent, SnapshotError};
 use cis_ingest::records::{self, Quarantined};
 use cis_models::{scores, ModelError};
 
@@ -233,7 +232,7 @@ fn erase_events(job: &Job<'_>) -> Result<(), ErasureError> {
 fn redact_artifacts(job: &Job<'_>) -> Result<(), ErasureError> {
     // The events this request erased, the share redacted snapshots lose: read back from the
     // tombstones, as a resumed run no longer sees them live.
-    let events: Vec<(EventId, Timestamp, Timestamp)> = job
+    let events: Vec<ErasedEvent> = job
         .store
         .log()
         .subject_events(job.customer, Visibility::ALL)?
@@ -245,11 +244,11 @@ fn redact_artifacts(job: &Job<'_>) -> Result<(), ErasureError> {
                 recorded_at,
                 request,
                 ..
-            } if request == job.request => Some((
+            } if request == job.request => Some(ErasedEvent {
                 id,
-                Timestamp::from_micros(event_time),
-                Timestamp::from_micros(recorded_at),
-            )),
+                event_time: Timestamp::from_micros(event_time),
+                recorded_at: Timestamp::from_micros(recorded_at),
+            }),
             _ => None,
         })
         .collect();
@@ -421,24 +420,14 @@ pub fn explain(requests: &[u64], customers: &[String]) -> String {
 fn redact_snapshots(
     store: &Store,
     customer: &str,
-    events: &[(EventId, Timestamp, Timestamp)],
+    events: &[ErasedEvent],
     request: u64,
     now: Timestamp,
 ) -> Result<(), ErasureError> {
     for r in store.artifacts().list(snapshot::KIND, i64::MAX)? {
         let (_, mut snap) = snapshot::load(store, &r.hash)?;
-        let m = &mut snap.matrix;
-        let Ok(row) = m.customers.binary_search_by(|c| c.as_str().cmp(customer)) else {
+        if !snap.redact(customer, events) {
             continue;
-        };
-        let width = snap.features.len();
-        m.customers.remove(row);
-        m.values.drain(row * width..(row + 1) * width);
-        for (id, event_time, recorded_at) in events {
-            if *event_time <= snap.as_of && *recorded_at <= snap.known_at {
-                m.visible_events = m.visible_events.saturating_sub(1);
-                m.visible_digest = m.visible_digest.wrapping_sub(digest_term(id));
-            }
         }
         store.artifacts().redact(
             &r.hash,
