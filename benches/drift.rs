@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::time::Instant;
 
 use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
@@ -16,35 +15,26 @@ use cis_ops::monitor::drift::{self, Verdict};
 use cis_storage::Store;
 use common::{peak_rss_mib, BenchResult};
 
-const RUNS: usize = 5;
-
 fn main() -> BenchResult {
     let store = Store::open(&common::synthetic_store(common::customers())?)?;
     let at = |d: &str| -> BenchResult<snapshot::Snapshot> {
         Ok(snapshot::compute(&store, AsOf::new(Some(parse_timestamp(d)?), None))?)
     };
     let (a, b) = (at("2025-03-31")?, at("2025-06-30")?);
-    let mut secs = Vec::with_capacity(RUNS);
-    let mut report = None;
-    for _ in 0..RUNS {
-        let start = Instant::now();
+    let runs = common::repeats(5);
+    let (r, secs) = common::repeat(runs, || {
         let r = drift::compare(&a, &b)?;
-        let body = serde_json::to_vec(&r)?;
-        secs.push(start.elapsed().as_secs_f64());
-        std::hint::black_box(body);
-        report = Some(r);
-    }
-    let r = report.ok_or("no run")?;
-    secs.sort_by(f64::total_cmp);
+        std::hint::black_box(serde_json::to_vec(&r)?);
+        Ok(r)
+    })?;
     let cells = (a.matrix.customers.len() + b.matrix.customers.len()) * r.features.len();
-    println!("drift benchmark: 2025-03-31 vs 2025-06-30, {RUNS} runs");
-    println!("| what | best s | median s | values/s | customers A / B | features | significant / moderate / stable | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("drift benchmark: 2025-03-31 vs 2025-06-30, {runs} runs");
+    println!("| what | s min / median / max | values/s (median) | customers A / B | features | significant / moderate / stable | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| drift report (PSI, KS, missing share) | {:.3} | {:.3} | {:.0} | {} / {} | {} | {} / {} / {} | {:.0} |",
-        secs[0],
-        secs[RUNS / 2],
-        cells as f64 / secs[RUNS / 2],
+        "| drift report (PSI, KS, missing share) | {} | {:.0} | {} / {} | {} | {} / {} / {} | {:.0} |",
+        secs.cell(3),
+        cells as f64 / secs.median,
         a.matrix.customers.len(),
         b.matrix.customers.len(),
         r.features.len(),

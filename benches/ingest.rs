@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::Write;
-use std::time::Instant;
 
 use cis_core::event::Kind;
 use cis_ingest::source::Format;
@@ -50,17 +49,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_orders(&csv, rows)?;
     let size_mb = std::fs::metadata(&csv)?.len() as f64 / 1e6;
 
-    let store = Store::open(&dir.path().join("store"))?;
     let opts = IngestOptions {
         recorded_at: RecordedAt::EventTime,
         ..IngestOptions::new(Kind::Order, Format::Csv)
     };
-    let start = Instant::now();
-    let run = ingest_file(&store, &csv, &opts, &mut |_| {})?;
-    let secs = start.elapsed().as_secs_f64();
+    let runs = common::repeats(3);
+    // Each run ingests into a new store: the figure is a first load, never a re-ingest.
+    let mut attempt = 0;
+    let ((run, disk), secs) = common::repeat(runs, || {
+        attempt += 1;
+        let store = Store::open(&dir.path().join(format!("store-{attempt}")))?;
+        let run = ingest_file(&store, &csv, &opts, &mut |_| {})?;
+        Ok((run, store.size_on_disk()? as f64 / 1e6))
+    })?;
     let rss = peak_rss_mib();
-    let disk = store.size_on_disk()? as f64 / 1e6;
-    drop(store);
     assert_eq!(
         run.accepted as usize, rows,
         "every generated order is valid and distinct"
@@ -68,29 +70,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The ceiling: raw sled, one 32-byte random key + 80-byte value per event, flushed
     // every 10,000 keys (measured-facts.md §2 shape).
-    let db = sled::open(dir.path().join("raw"))?;
-    let start = Instant::now();
-    for chunk in 0..rows.div_ceil(10_000) {
-        for i in chunk * 10_000..((chunk + 1) * 10_000).min(rows) {
-            db.insert(blake3::hash(&i.to_le_bytes()).as_bytes(), &[0u8; 80][..])?;
+    let mut attempt = 0;
+    let ((), raw_secs) = common::repeat(runs, || {
+        attempt += 1;
+        let db = sled::open(dir.path().join(format!("raw-{attempt}")))?;
+        for chunk in 0..rows.div_ceil(10_000) {
+            for i in chunk * 10_000..((chunk + 1) * 10_000).min(rows) {
+                db.insert(blake3::hash(&i.to_le_bytes()).as_bytes(), &[0u8; 80][..])?;
+            }
+            db.flush()?;
         }
-        db.flush()?;
-    }
-    let raw_secs = start.elapsed().as_secs_f64();
+        Ok(())
+    })?;
 
     println!(
-        "ingest benchmark ({rows} orders, {size_mb:.0} MB CSV, batches of {})",
+        "ingest benchmark ({rows} orders, {size_mb:.0} MB CSV, batches of {}, {runs} runs each, each into a new store)",
         opts.batch_rows
     );
-    println!("| what | seconds | events/s | peak RSS MiB | store MB |");
+    println!("| what | s min / median / max | events/s (median) | peak RSS MiB | store MB |");
     println!("|---|---:|---:|---:|---:|");
     println!(
-        "| cis ingest (validate, hash, seal, index, flush) | {secs:.2} | {:.0} | {rss:.0} | {disk:.0} |",
-        rows as f64 / secs
+        "| cis ingest (validate, hash, seal, index, flush) | {} | {:.0} | {rss:.0} | {disk:.0} |",
+        secs.cell(2),
+        rows as f64 / secs.median
     );
     println!(
-        "| raw sled insert, 1 key per event (ceiling of that design) | {raw_secs:.2} | {:.0} | | |",
-        rows as f64 / raw_secs
+        "| raw sled insert, 1 key per event (ceiling of that design) | {} | {:.0} | | |",
+        raw_secs.cell(2),
+        rows as f64 / raw_secs.median
     );
     Ok(())
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
 use cis_features::snapshot;
@@ -17,58 +15,63 @@ use cis_models::{train, Model};
 use cis_storage::Store;
 use common::BenchResult;
 
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed().as_secs_f64())
-}
-
 fn main() -> BenchResult {
     let store = Store::open(&common::synthetic_store(common::customers())?)?;
     let t = parse_timestamp("2025-06-30T00:00:00Z")?;
     let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t), None))?;
 
-    let (clv, clv_secs) = timed(|| train::clv(&store, &snap, ClvParams::default()));
-    let Model::Clv(clv) = clv?.model else {
+    let runs = common::repeats(3);
+    let (clv, clv_secs) = common::repeat(runs, || Ok(train::clv(&store, &snap, ClvParams::default())?))?;
+    let Model::Clv(clv) = clv.model else {
         return Err("not a CLV model".into());
     };
     let labels_known = parse_timestamp("2026-01-01T00:00:00Z")?;
-    let (churn, churn_secs) = timed(|| train::churn(&store, &[snap], ChurnParams::default(), 90, labels_known));
-    let Model::Churn(churn) = churn?.model else {
+    let (churn, churn_secs) = common::repeat(runs, || {
+        Ok(train::churn(&store, &[snap], ChurnParams::default(), 90, labels_known)?)
+    })?;
+    let Model::Churn(churn) = churn.model else {
         return Err("not a churn model".into());
     };
     let fixed = SegmentParams {
         k: Some(4),
         ..SegmentParams::default()
     };
-    let (seg, seg_secs) = timed(|| train::segments(&store, &snap, fixed));
-    let Model::Segments(seg) = seg?.model else {
+    let (seg, seg_secs) = common::repeat(runs, || Ok(train::segments(&store, &snap, fixed.clone())?))?;
+    let Model::Segments(seg) = seg.model else {
         return Err("not a segment model".into());
     };
-    let (auto, auto_secs) = timed(|| train::segments(&store, &snap, SegmentParams::default()));
-    let Model::Segments(auto) = auto?.model else {
+    let (auto, auto_secs) = common::repeat(runs, || Ok(train::segments(&store, &snap, SegmentParams::default())?))?;
+    let Model::Segments(auto) = auto.model else {
         return Err("not a segment model".into());
     };
 
     println!(
-        "model benchmark: snapshot as of 2025-06-30 of {} customers",
+        "model benchmark: snapshot as of 2025-06-30 of {} customers, {runs} runs each",
         churn.train.rows + churn.validation.rows
     );
-    println!("| fit | rows | seconds | note |");
+    println!("| fit | rows | s min / median / max | note |");
     println!("|---|---:|---:|---|");
     println!(
-        "| BG/NBD + Gamma-Gamma | {} ({} repeat) | {clv_secs:.2} | r {:.3} alpha {:.3} a {:.3} b {:.3} |",
-        clv.customers_fitted, clv.repeat_customers_fitted, clv.bgnbd.r, clv.bgnbd.alpha, clv.bgnbd.a, clv.bgnbd.b
+        "| BG/NBD + Gamma-Gamma | {} ({} repeat) | {} | r {:.3} alpha {:.3} a {:.3} b {:.3} |",
+        clv.customers_fitted,
+        clv.repeat_customers_fitted,
+        clv_secs.cell(2),
+        clv.bgnbd.r,
+        clv.bgnbd.alpha,
+        clv.bgnbd.a,
+        clv.bgnbd.b
     );
-    println!("| churn logistic regression, {} features | {} train + {} validation | {churn_secs:.2} | validation AUC {:.3} (labels, split and metrics included) |", churn.features.len(), churn.train.rows, churn.validation.rows, churn.validation.roc_auc);
+    println!("| churn logistic regression, {} features | {} train + {} validation | {} | validation AUC {:.3} (labels, split and metrics included) |", churn.features.len(), churn.train.rows, churn.validation.rows, churn_secs.cell(2), churn.validation.roc_auc);
     println!(
-        "| KMeans k = 4 (3 runs) | {} | {seg_secs:.2} | silhouette {:.3} on a 2,000-row sample |",
+        "| KMeans k = 4 (3 runs) | {} | {} | silhouette {:.3} on a 2,000-row sample |",
         seg.segments.iter().map(|s| s.size).sum::<usize>(),
+        seg_secs.cell(2),
         seg.silhouette
     );
     println!(
-        "| KMeans k chosen in 3..=6 by silhouette | {} | {auto_secs:.2} | k = {} |",
+        "| KMeans k chosen in 3..=6 by silhouette | {} | {} | k = {} |",
         auto.segments.iter().map(|s| s.size).sum::<usize>(),
+        auto_secs.cell(2),
         auto.k
     );
     Ok(())

@@ -110,16 +110,15 @@ fn store_dir() -> BenchResult<PathBuf> {
     Ok(store_dir)
 }
 
-/// Median wall time of `reps` calls of `f`, in milliseconds.
-fn median_ms<T>(reps: usize, mut f: impl FnMut() -> BenchResult<T>) -> BenchResult<f64> {
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        std::hint::black_box(f()?);
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+/// Wall times of `reps` calls of `f`, in milliseconds: `min / median / max`.
+fn ms<T>(reps: usize, f: impl FnMut() -> BenchResult<T>) -> BenchResult<String> {
+    let (_, s) = common::repeat(reps, f)?;
+    Ok(common::Spread {
+        min: s.min * 1e3,
+        median: s.median * 1e3,
+        max: s.max * 1e3,
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[reps / 2])
+    .cell(2))
 }
 
 fn main() -> BenchResult {
@@ -127,18 +126,18 @@ fn main() -> BenchResult {
     let runs = records::runs(&store)?;
     let (filter, rules) = (Filter::default(), Rules::default());
     let report = quality::build(&runs, &filter, &rules)?;
-    const REPS: usize = 21;
-    let read = median_ms(REPS, || Ok(records::runs(&store)?))?;
-    let build = median_ms(REPS, || Ok(quality::build(&runs, &filter, &rules)?))?;
-    let whole = median_ms(REPS, || Ok(quality::report(&store, &filter, &rules)?))?;
-    let stored = median_ms(REPS, || Ok(quality::store_report(&store, &report)?))?;
+    let reps = common::repeats(21);
+    let read = ms(reps, || Ok(records::runs(&store)?))?;
+    let build = ms(reps, || Ok(quality::build(&runs, &filter, &rules)?))?;
+    let whole = ms(reps, || Ok(quality::report(&store, &filter, &rules)?))?;
+    let stored = ms(reps, || Ok(quality::store_report(&store, &report)?))?;
     let cold = {
         // A fresh process's first scrape: no memo yet.
         let start = Instant::now();
         cis_server::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?;
         start.elapsed().as_secs_f64() * 1e3
     };
-    let warm = median_ms(REPS, || {
+    let warm = ms(reps, || {
         Ok(cis_server::api::metrics::monitor_gauges(&store).map_err(|e| format!("{e:?}"))?)
     })?;
 
@@ -149,14 +148,14 @@ fn main() -> BenchResult {
         report.days.len(),
         report.flag_counts().values().sum::<usize>()
     );
-    println!("| what | ms (median of {REPS}) |");
+    println!("| what | ms min / median / max of {reps} |");
     println!("|---|---:|");
-    println!("| read and parse the 100 run records | {read:.2} |");
-    println!("| build the report from them (tables, bands, flags) | {build:.2} |");
-    println!("| `quality::report` (both) | {whole:.2} |");
-    println!("| store it as an artifact (already stored: hash + lookup) | {stored:.2} |");
-    println!("| `/metrics` monitor gauges, first scrape | {cold:.2} |");
-    println!("| `/metrics` monitor gauges, memoised | {warm:.2} |");
+    println!("| read and parse the 100 run records | {read} |");
+    println!("| build the report from them (tables, bands, flags) | {build} |");
+    println!("| `quality::report` (both) | {whole} |");
+    println!("| store it as an artifact (already stored: hash + lookup) | {stored} |");
+    println!("| `/metrics` monitor gauges, first scrape (once) | {cold:.2} |");
+    println!("| `/metrics` monitor gauges, memoised | {warm} |");
     println!("peak RSS {:.0} MiB", peak_rss_mib());
     Ok(())
 }

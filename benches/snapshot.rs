@@ -9,7 +9,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
@@ -21,15 +20,15 @@ fn measure(store_dir: &Path) -> BenchResult {
     let store = Store::open(store_dir)?;
     let events = store.log().event_count()?;
     let t = parse_timestamp("2025-06-30T00:00:00Z")?;
-    let start = Instant::now();
-    let snap = snapshot::compute(&store, AsOf::new(Some(t), None))?;
-    let secs = start.elapsed().as_secs_f64();
-    println!("snapshot benchmark: as of 2025-06-30, log of {events} events");
-    println!("| what | seconds | log events/s | visible events | customers x features | peak RSS MiB |");
+    let runs = common::repeats(3);
+    let (snap, secs) = common::repeat(runs, || Ok(snapshot::compute(&store, AsOf::new(Some(t), None))?))?;
+    println!("snapshot benchmark: as of 2025-06-30, log of {events} events, {runs} runs in one process");
+    println!("| what | s min / median / max | log events/s (median) | visible events | customers x features | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
-        "| materialise all features | {secs:.2} | {:.0} | {} | {} x {} | {:.0} |",
-        events as f64 / secs,
+        "| materialise all features | {} | {:.0} | {} | {} x {} | {:.0} |",
+        secs.cell(2),
+        events as f64 / secs.median,
         snap.matrix.visible_events,
         snap.matrix.customers.len(),
         snap.features.len(),

@@ -70,3 +70,59 @@ fn ingest_all(store: &Store, csv: &Path) -> BenchResult {
     }
     Ok(())
 }
+
+/// `CIS_BENCH_REPEATS` or `default`: how many times each measurement is repeated (the machine
+/// is shared and noisy, so one run is not a figure).
+pub fn repeats(default: usize) -> usize {
+    std::env::var("CIS_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(default)
+}
+
+/// Minimum, median and maximum of repeated measurements.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no samples. The median of an even count is the lower middle one (a sample
+    /// that was measured, not an average of two).
+    pub fn of(mut samples: Vec<f64>) -> Option<Spread> {
+        samples.sort_by(f64::total_cmp);
+        Some(Spread {
+            min: *samples.first()?,
+            median: samples[(samples.len() - 1) / 2],
+            max: *samples.last()?,
+        })
+    }
+
+    /// `min / median / max` with `decimals` places, for a table cell.
+    pub fn cell(&self, decimals: usize) -> String {
+        format!(
+            "{:.d$} / {:.d$} / {:.d$}",
+            self.min,
+            self.median,
+            self.max,
+            d = decimals
+        )
+    }
+}
+
+/// Runs `f` `n` times (at least once); its last result and the spread of the wall times in seconds.
+pub fn repeat<T>(n: usize, mut f: impl FnMut() -> BenchResult<T>) -> BenchResult<(T, Spread)> {
+    let mut secs = Vec::with_capacity(n);
+    let mut last = None;
+    for _ in 0..n.max(1) {
+        let start = std::time::Instant::now();
+        let out = std::hint::black_box(f()?);
+        secs.push(start.elapsed().as_secs_f64());
+        last = Some(out);
+    }
+    let spread = Spread::of(secs).ok_or("no run")?;
+    Ok((last.ok_or("no run")?, spread))
+}
