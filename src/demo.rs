@@ -68,7 +68,7 @@ pub struct DemoReport {
 }
 
 fn t(s: &str) -> anyhow::Result<Micros> {
-    parse_timestamp(s).map_err(anyhow::Error::msg)
+    Ok(parse_timestamp(s)?)
 }
 
 struct Steps {
@@ -102,7 +102,7 @@ pub fn run(store: &Store, work_dir: &Path, opts: &DemoOptions) -> anyhow::Result
     let ingest = |path: &Path, kind: Kind, format: Format, recorded_at: RecordedAt| -> anyhow::Result<IngestRun> {
         let o = IngestOptions {
             recorded_at,
-            progress: opts.progress,
+            progress: crate::progress::ingest_bar(opts.progress),
             ..IngestOptions::new(kind, format)
         };
         Ok(ingest_file(store, path, &o, &mut |_| {})?)

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;
-use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
-use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
+use cis_core::time::Micros;
 use cis_export::{self as export, Format};
 use cis_models::scores;
-use cis_core::time::Micros;
+use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
+use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
 use cis_storage::{hex, Store};
 
 use crate::util::{cdnow_models, cis, ingest_cdnow, t};
@@ -20,6 +20,15 @@ use crate::util::{cdnow_models, cis, ingest_cdnow, t};
 async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Vec<u8>) {
     let reply = crate::api::send(app, Method::GET, uri, token).await;
     (reply.status, reply.body)
+}
+
+/// Every record of the log, split into refused-request aggregates (no token) and single reads.
+fn refused_and_reads(store: &Store) -> (Vec<AccessRecord>, Vec<AccessRecord>) {
+    access_log::list(store, &Filter::default())
+        .expect("list")
+        .into_iter()
+        .map(|(_, r)| r)
+        .partition(|r| r.token.is_none())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -95,14 +104,8 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     // Shutdown: the last handle on the writer drains the queue and flushes.
     drop(app);
     drop(state);
-    let records: Vec<AccessRecord> = access_log::list(&store, &Filter::default())
-        .expect("list")
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
     // The two 401s are one count (two, if a minute ended between them), written at shutdown.
-    let (refused, records): (Vec<AccessRecord>, Vec<AccessRecord>) =
-        records.into_iter().partition(|r| r.token.is_none());
+    let (refused, records) = refused_and_reads(&store);
     assert_eq!(refused.iter().map(AccessRecord::requests).sum::<u64>(), 2);
     assert!(refused
         .iter()
@@ -295,13 +298,7 @@ async fn refused_requests_add_one_record_per_route_status_and_minute() {
     drop(app);
     drop(state);
 
-    let records: Vec<AccessRecord> = access_log::list(&store, &Filter::default())
-        .expect("list")
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    let (refused, reads): (Vec<AccessRecord>, Vec<AccessRecord>) =
-        records.iter().cloned().partition(|r| r.token.is_none());
+    let (refused, reads) = refused_and_reads(&store);
     assert_eq!(reads.len(), 1, "the authenticated read is its own record");
     assert_eq!(reads[0].customer.as_deref(), Some("nobody"));
     // One record per (route, status, minute): three routes, and the minutes the run spanned.
@@ -342,5 +339,5 @@ async fn refused_requests_add_one_record_per_route_status_and_minute() {
         "every refused request is counted"
     );
     let report = access_log::verify(&store).expect("read").expect("intact");
-    assert_eq!(report.records as usize, records.len());
+    assert_eq!(report.records as usize, refused.len() + reads.len());
 }

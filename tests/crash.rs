@@ -1,16 +1,27 @@
 //! Crash safety: SIGKILL an ingest mid-way, reopen, and check that every acknowledged
 //! batch survived, the log verifies, and re-running converges on the uninterrupted head.
+//! SIGKILL an erasure at random points, re-run it, and check that the store ends as an
+//! uninterrupted erasure leaves it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
+use cis::demo::DemoOptions;
 use cis_core::event::Kind;
+use cis_features::snapshot;
+use cis_ingest::records::{self, Quarantined};
 use cis_ingest::source::Format;
 use cis_ingest::RecordedAt;
-use cis_storage::{hex, Store};
+use cis_models::scores;
+use cis_ops::erasure::{self, ErasureRequest};
+use cis_storage::{hex, ArtifactHash, Redaction, Store, VerifyReport};
+use rand::{Rng, SeedableRng};
 
-use crate::util::{cis_bin, ingest};
+use crate::erasure::files_containing;
+use crate::util::{cis_bin, fixture, ingest, write};
 
 const ROWS: usize = 400_000;
 
@@ -113,4 +124,186 @@ fn kill_9_mid_ingest_loses_no_acknowledged_batch() {
     let clean = Store::in_memory().expect("store");
     let uninterrupted = ingest(&clean, Kind::Order, Format::Csv, &file, RecordedAt::EventTime);
     assert_eq!(hex(&after.head), uninterrupted.head_after);
+}
+
+/// The customer the erase kill loop erases (a synthetic one: in every snapshot and the scores)
+/// and a value only its rows hold, one of them quarantined.
+const VICTIM: &str = "c000007";
+const MARKER: &str = "MARKER-erase-kill-5e1d";
+
+/// A closed store like the demo's (CDNOW, a synthetic population, snapshots, models, scores)
+/// plus the victim's marked rows: enough work for an erasure to be killed at varied points.
+fn erase_template(dir: &Path) -> PathBuf {
+    let store_dir = dir.join("template");
+    let store = Store::open(&store_dir).expect("store");
+    let rows = write(
+        dir,
+        "victim.csv",
+        &format!(
+            "customer_id,event_time,signup_date,country,plan\n{VICTIM},2024-01-01,2024-01-01,DE,{MARKER}\n\
+             {VICTIM},2024-01-05,not-a-date,DE,{MARKER}\n"
+        ),
+    );
+    let run = ingest(&store, Kind::Customer, Format::Csv, &rows, RecordedAt::EventTime);
+    assert_eq!((run.accepted, run.quarantined), (1, 1));
+    let opts = DemoOptions {
+        customers: 1_000,
+        seed: 42,
+        cdnow: fixture("CDNOW_sample.txt"),
+        progress: false,
+    };
+    let demo = cis::demo::run(&store, &dir.join("demo"), &opts).expect("demo");
+    let (_, set) = scores::load_scores(&store, &demo.scores).expect("scores");
+    assert!(
+        set.rows.iter().any(|r| r.customer_id == VICTIM),
+        "the scores hold the victim"
+    );
+    store_dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let p = entry.expect("entry").path();
+        let dest = to.join(p.file_name().expect("file name"));
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// `cis erase` of the victim, always the same request.
+fn erase_victim(store_dir: &Path) -> Command {
+    let mut c = Command::new(cis_bin());
+    c.arg("--store")
+        .arg(store_dir)
+        .args(["erase", "--customer", VICTIM, "--reason", "request 7", "--by", "dpo"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// What an erasure leaves, without its timestamps.
+#[derive(Debug, PartialEq)]
+struct Erased {
+    verify: VerifyReport,
+    /// Times blanked ("completed" once it is).
+    requests: Vec<ErasureRequest>,
+    /// Per snapshot and score run: its name, what its body hashes to, its redactions (times
+    /// zeroed).
+    artifacts: Vec<(String, ArtifactHash, Vec<Redaction>)>,
+    quarantine: Vec<Quarantined>,
+    /// Files holding the marker, and left-overs of the protocol (a half-done rewrite, a
+    /// rewrite still owed).
+    leftovers: Vec<PathBuf>,
+}
+
+fn erased_state(store_dir: &Path) -> Erased {
+    let mut leftovers = files_containing(store_dir, MARKER.as_bytes());
+    leftovers.extend(
+        ["db.old", "db.compacting", "compaction-owed"]
+            .map(|f| store_dir.join(f))
+            .into_iter()
+            .filter(|p| p.exists()),
+    );
+    let store = Store::open(store_dir).expect("open");
+    let requests = erasure::requests(&store)
+        .expect("requests")
+        .into_iter()
+        .map(|r| ErasureRequest {
+            requested_at: String::new(),
+            completed_at: r.completed_at.as_ref().map(|_| "completed".into()),
+            ..r
+        })
+        .collect();
+    let mut artifacts = Vec::new();
+    for kind in [snapshot::KIND, scores::KIND] {
+        for r in store.artifacts().list(kind, i64::MAX).expect("list") {
+            let a = store.artifacts().get(&r.hash).expect("get").expect("stored");
+            let notes = store.artifacts().redactions(&r.hash).expect("redactions");
+            let notes = notes.into_iter().map(|n| Redaction { at: 0, ..n }).collect();
+            artifacts.push((hex(&r.hash), a.recomputed_hash(), notes));
+        }
+    }
+    Erased {
+        verify: store.log().verify().expect("the log verifies"),
+        requests,
+        artifacts,
+        quarantine: records::quarantined(&store, None).expect("quarantine"),
+        leftovers,
+    }
+}
+
+/// Erasures to kill (`CIS_ERASE_KILLS` for more) and their seed (`CIS_ERASE_KILL_SEED`).
+fn kill_plan() -> (usize, u64) {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    (var("CIS_ERASE_KILLS", 20) as usize, var("CIS_ERASE_KILL_SEED", 8))
+}
+
+#[test]
+fn kill_9_mid_erase_is_finished_by_running_it_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = erase_template(dir.path());
+
+    let reference = dir.path().join("reference");
+    copy_dir(&template, &reference);
+    let started = Instant::now();
+    assert!(erase_victim(&reference).status().expect("erase").success());
+    let reference_took = started.elapsed();
+    let mut took = reference_took;
+    let expected = erased_state(&reference);
+    assert_eq!(expected.requests.len(), 1);
+    let r = &expected.requests[0];
+    assert!(
+        r.completed_at.is_some() && r.events > 1 && r.quarantined_rows == 1,
+        "{r:?}"
+    );
+    assert!(
+        r.artifacts.len() >= 4,
+        "the snapshots and the scores held the victim: {r:?}"
+    );
+    assert_eq!(expected.leftovers, Vec::<PathBuf>::new());
+
+    let (kills, seed) = kill_plan();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut killed, mut runs) = (0, 0);
+    while killed < kills {
+        runs += 1;
+        // A run may finish before its kill lands (it is checked all the same): a few more
+        // runs make up for those, on a loaded machine too.
+        assert!(runs <= 3 * kills, "only {killed} of {runs} runs were killed mid-erase");
+        let store = dir.path().join(format!("killed-{runs}"));
+        copy_dir(&template, &store);
+        // Anywhere from process start to when an uninterrupted run is done.
+        let delay = took.mul_f64(rng.gen_range(0.0..1.0));
+        let mut child = erase_victim(&store).spawn().expect("spawn cis");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        if status.signal() == Some(9) {
+            killed += 1;
+        } else {
+            assert!(status.success(), "an erase not killed failed: {status:?}");
+            // It finished within `delay` (the reference run was slowed by a busy machine):
+            // aim later kills within that.
+            took = delay;
+        }
+        assert!(
+            erase_victim(&store).status().expect("re-run").success(),
+            "re-run after a kill at {delay:?}"
+        );
+        assert_eq!(erased_state(&store), expected, "killed at {delay:?}");
+        std::fs::remove_dir_all(&store).expect("remove");
+    }
+    eprintln!(
+        "erase kill loop: one erase of {} events takes {reference_took:?}; {killed} of {runs} runs killed mid-erase, each finished by a re-run",
+        expected.verify.events
+    );
 }

@@ -251,6 +251,16 @@ fn the_cli_erases_lists_and_refuses_clearly() {
         ok && text.contains("erasure request 2: 1 events of customer 'c2'"),
         "requests are numbered in order: {text}"
     );
+    assert!(
+        store.join("compaction-owed").exists(),
+        "--no-compact leaves the rewrite owed"
+    );
+    let (ok, text) = cis(&["erase", "--customer", "c2", "--reason", "request 43"]);
+    assert!(
+        ok && text.contains("already erased (request 2): database rewritten, which an interrupted erasure still owed"),
+        "the next erase does the rewrite still owed (as after a kill before it): {text}"
+    );
+    assert!(!store.join("compaction-owed").exists());
     let (ok, text) = cis(&["erasures"]);
     assert!(
         ok && text.contains("reason: request 42") && text.contains("2 erasure request(s)"),

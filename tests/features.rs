@@ -2,15 +2,15 @@
 //! random logs, the leakage property, late data, labels, and replay.
 
 use cis_core::event::{measures, Customer, Event, Kind, Money, Order, Payload, Return, Session};
+use cis_core::time::MICROS_PER_DAY;
+use cis_core::AsOf;
 use cis_features::compute::customer_row;
 use cis_features::defs::{definitions, Calc, WINDOWS};
 use cis_features::labels::{churn_labels, training_set, LabelError};
 use cis_features::snapshot::{self, Replay};
-use cis_core::AsOf;
 use cis_ingest::source::Format;
 use cis_ingest::validate::{MAX_AMOUNT, MAX_DURATION_S, MAX_PAGE_VIEWS, MAX_QUANTITY};
 use cis_ingest::RecordedAt;
-use cis_core::time::MICROS_PER_DAY;
 use cis_storage::{envelope, NewEvent, Store};
 use proptest::prelude::*;
 

@@ -312,9 +312,7 @@ fn quarantine_records_keyed_by_line_still_list_and_erase() {
     let listed = cis_ingest::records::quarantined(&store, Some(9)).expect("list");
     assert_eq!((listed.len(), listed[0].line, listed[0].seq), (1, 7, None));
     cis_ingest::records::remove_quarantined(&store, &listed[0]).expect("remove");
-    assert!(cis_ingest::records::quarantined(&store, None)
-        .expect("list")
-        .is_empty());
+    assert!(cis_ingest::records::quarantined(&store, None).expect("list").is_empty());
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod drift;
 mod erasure;
 mod export;
 mod features;
+mod fixture_store;
 mod golden;
 mod ingest;
 mod models;

@@ -2,8 +2,8 @@
 //! with good ones: the good rows must be stored, the bad ones quarantined with their line.
 
 use cis_core::event::Kind;
-use cis_features::snapshot;
 use cis_core::AsOf;
+use cis_features::snapshot;
 use cis_ingest::records::quarantined;
 use cis_ingest::source::Format;
 use cis_ingest::RecordedAt;

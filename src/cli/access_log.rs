@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use cis_storage::{hex, Store};
 use clap::{Args, Subcommand};
 
-use cis_server::access_log::{self, Filter};
 use cis_core::time::Micros;
+use cis_server::access_log::{self, Filter};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]

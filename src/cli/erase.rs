@@ -24,7 +24,8 @@ pub struct EraseArgs {
     #[arg(long)]
     pub by: Option<String>,
     /// Skip rewriting the database afterwards. Without the rewrite, removed rows (scores,
-    /// features, quarantined text) stay in superseded database pages until sled reclaims them.
+    /// features, quarantined text) stay in superseded database pages until sled reclaims them
+    /// or a later `cis erase` does the rewrite, which stays owed.
     #[arg(long)]
     pub no_compact: bool,
 }
@@ -37,7 +38,9 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
     let store = super::open_store(store_dir, super::COMMAND)?;
     let outcome = erasure::erase(&store, &a.customer, &a.reason, &by, time::now())?;
     drop(store);
-    if matches!(outcome, Outcome::Erased(_)) && !a.no_compact {
+    // Owed by this erasure, or by one a crash stopped before or during its rewrite.
+    let compacted = Store::compaction_owed(store_dir) && !a.no_compact;
+    if compacted {
         // The store is closed: rewrite it so no superseded page keeps what was removed.
         let c = Store::compact(store_dir).context("rewriting the store after the erasure")?;
         tracing::info!(
@@ -52,8 +55,13 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
             let list: Vec<String> = requests.iter().map(u64::to_string).collect();
             writeln!(
                 out,
-                "customer '{customer}' was already erased (request {}): nothing to do",
-                list.join(", ")
+                "customer '{customer}' was already erased (request {}): {}",
+                list.join(", "),
+                if compacted {
+                    "database rewritten, which an interrupted erasure still owed"
+                } else {
+                    "nothing to do"
+                }
             )?;
         }
         Outcome::Erased(r) => {
@@ -67,10 +75,10 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
                 "{} stored artifacts redacted, {} quarantined rows removed{}; `cis log verify` checks the log",
                 r.artifacts.len(),
                 r.quarantined_rows,
-                if a.no_compact {
-                    ""
-                } else {
+                if compacted {
                     ", database rewritten without superseded pages"
+                } else {
+                    ""
                 }
             )?;
         }

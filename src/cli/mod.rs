@@ -107,7 +107,7 @@ pub struct IngestArgs {
     pub kind: Kind,
     pub file: PathBuf,
     /// Input format (default: from the file extension; .jsonl/.ndjson → jsonl, else csv).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<Format>())]
     pub format: Option<Format>,
     /// Where recorded_at comes from: `now` (live feeds), `event-time` (backfilling history),
     /// or the name of a column holding it.
@@ -193,7 +193,7 @@ fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
         .try_map(|name| T::from_choice(&name))
 }
 
-fn parse_time(s: &str) -> Result<Micros, String> {
+fn parse_time(s: &str) -> Result<Micros, time::TimeError> {
     time::parse_timestamp(s)
 }
 
@@ -324,7 +324,7 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
     let opts = IngestOptions {
         recorded_at: RecordedAt::parse(&a.recorded_at),
         batch_rows: usize::try_from(a.batch_rows)?,
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::ingest_bar(std::io::stderr().is_terminal()),
         ..IngestOptions::new(a.kind, format)
     };
     let mut ack_err = None;
@@ -371,7 +371,7 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
     if run.rows > 0 && run.accepted == 0 && run.duplicates == 0 {
         eprintln!(
             "error: every row was rejected — is --format right? (read as {})",
-            clap::ValueEnum::to_possible_value(&format).map_or_else(String::new, |v| v.get_name().to_string())
+            format.choice_name()
         );
         return Ok(ExitCode::from(EXIT_ALL_REJECTED));
     }
@@ -438,6 +438,7 @@ fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<
 
 fn describe(p: &cis_core::event::Payload) -> String {
     use cis_core::event::Payload;
+    // An optional field that is absent adds nothing to the line (the `unwrap_or_default`s).
     match p {
         Payload::Order(o) => format!(
             "order {} {}{}{}",

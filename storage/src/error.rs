@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong inside the storage layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     /// No `#[source]`: sled's message already holds its cause's text, and a chain printer would
     /// print it twice.
@@ -22,6 +23,10 @@ pub enum StorageError {
     },
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A thread panicked while holding one of the store's locks (`what` names it): the state it
+    /// guarded may be half-updated, so this process stops using it. The files are not damaged.
+    #[error("{what}: a lock was poisoned by a panicking thread")]
+    Poisoned { what: &'static str },
     #[error("encoding: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("decoding: {0}")]

@@ -115,7 +115,9 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
 }
 
 fn poisoned<T>(_: T) -> StorageError {
-    StorageError::Corrupt("a lock was poisoned by a panicking thread".into())
+    StorageError::Poisoned {
+        what: "key-value store",
+    }
 }
 
 impl Kv for SledKv {

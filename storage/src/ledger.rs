@@ -86,9 +86,7 @@ impl Ledger {
     }
 
     fn locked(&self) -> Result<std::sync::MutexGuard<'_, (u64, Head)>> {
-        self.tail
-            .lock()
-            .map_err(|_| StorageError::Corrupt(format!("ledger {}: lock poisoned", self.name)))
+        self.tail.lock().map_err(|_| StorageError::Poisoned { what: self.name })
     }
 
     /// Appends `body`; returns its sequence number and hash. Not durable until [`Ledger::flush`].

@@ -137,7 +137,7 @@ fn be(seq: u64) -> [u8; 8] {
 }
 
 fn lock_err<T>(_: T) -> StorageError {
-    StorageError::Corrupt("a lock was poisoned by a panicking thread".into())
+    StorageError::Poisoned { what: "event log" }
 }
 
 impl EventLog {

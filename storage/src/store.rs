@@ -1,7 +1,8 @@
 //! A store directory: the event log plus small append-only journals and counters.
 //!
-//! Layout of a store directory: `db/` (sled), `keys.bin` (see [`crate::vault`]) and `lock`
-//! (see [`crate::lock`]).
+//! Layout of a store directory: `db/` (sled), `keys.bin` (see [`crate::vault`]), `lock` (see
+//! [`crate::lock`]) and, while an erasure's rewrite of the database is still to be done,
+//! `compaction-owed` (see [`Store::owe_compaction`]).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -160,6 +161,7 @@ impl Store {
     /// segment, and this removes them now. Steps: copy live values into `db.compacting`
     /// (checked, flushed), rename `db` to `db.old`, `db.compacting` to `db`, delete `db.old`;
     /// [`Store::open`] finishes the renames after a crash. Fails if the store is open.
+    /// Clears the note of [`Store::owe_compaction`] once done.
     pub fn compact(dir: &Path) -> Result<Compacted> {
         let _lock = StoreLock::acquire(dir, "a store compaction")?;
         finish_compaction(dir)?;
@@ -173,13 +175,44 @@ impl Store {
         std::fs::rename(&tmp, &db).map_err(io_err(&tmp))?;
         sync_dir(dir)?;
         std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        let owed = dir.join(COMPACTION_OWED);
+        if owed.exists() {
+            std::fs::remove_file(&owed).map_err(io_err(&owed))?;
+            sync_dir(dir)?;
+        }
         Ok(Compacted {
             keys,
             bytes_before,
             bytes_after: dir_size(&db)?,
         })
     }
+
+    /// Notes durably that the database must be rewritten by [`Store::compact`]: an erasure is
+    /// about to remove data that superseded pages will keep until then. The note outlives a
+    /// crash (the rewrite runs while the store is closed, after the erasure), so whoever opens
+    /// the store next can tell the rewrite is still owed. No-op in memory.
+    pub fn owe_compaction(&self) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let owed = dir.join(COMPACTION_OWED);
+        if !owed.exists() {
+            std::fs::File::create(&owed)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&owed))?;
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the closed store in `dir` owes a [`Store::compact`] (see [`Store::owe_compaction`]).
+    pub fn compaction_owed(dir: &Path) -> bool {
+        dir.join(COMPACTION_OWED).exists()
+    }
 }
+
+/// The file whose presence says a compaction is owed (empty).
+const COMPACTION_OWED: &str = "compaction-owed";
 
 fn compaction_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("db"), dir.join("db.compacting"), dir.join("db.old"))
@@ -294,6 +327,20 @@ mod tests {
             );
         }
         assert!(!dir.path().join("db.old").exists() && !dir.path().join("db.compacting").exists());
+    }
+
+    #[test]
+    fn an_owed_compaction_is_noted_until_one_is_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert!(!Store::compaction_owed(dir.path()));
+        store.owe_compaction().expect("owe");
+        drop(store);
+        // A crash here (or inside the rewrite) keeps the note for the next erasure.
+        drop(Store::open(dir.path()).expect("reopen"));
+        assert!(Store::compaction_owed(dir.path()));
+        Store::compact(dir.path()).expect("compact");
+        assert!(!Store::compaction_owed(dir.path()));
     }
 
     #[test]

@@ -6,8 +6,16 @@ pub type Micros = i64;
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimeError {
+    /// The text (trimmed) is in neither accepted form.
+    #[error("'{0}' is neither RFC 3339 (2024-03-05T14:07:31Z) nor a date (2024-03-05)")]
+    Unrecognised(String),
+}
+
 /// Accepts RFC 3339 (any offset, normalised to UTC) or a plain `YYYY-MM-DD` (midnight UTC).
-pub fn parse_timestamp(s: &str) -> Result<Micros, String> {
+pub fn parse_timestamp(s: &str) -> Result<Micros, TimeError> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Ok(dt.with_timezone(&Utc).timestamp_micros());
@@ -15,9 +23,7 @@ pub fn parse_timestamp(s: &str) -> Result<Micros, String> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(date_micros(d));
     }
-    Err(format!(
-        "'{s}' is neither RFC 3339 (2024-03-05T14:07:31Z) nor a date (2024-03-05)"
-    ))
+    Err(TimeError::Unrecognised(s.to_string()))
 }
 
 pub fn date_micros(d: NaiveDate) -> Micros {
@@ -47,7 +53,10 @@ mod tests {
         assert_eq!(format(b), "2024-03-05T14:07:31Z");
         let d = parse_timestamp("2024-03-05").expect("date");
         assert_eq!(format(d), "2024-03-05T00:00:00Z");
-        assert!(parse_timestamp("05/03/2024").is_err());
+        assert_eq!(
+            parse_timestamp(" 05/03/2024 ").map_err(|e| e.to_string()),
+            Err("'05/03/2024' is neither RFC 3339 (2024-03-05T14:07:31Z) nor a date (2024-03-05)".into())
+        );
         assert!(parse_timestamp("2024-02-30").is_err());
     }
 }

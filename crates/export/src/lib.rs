@@ -100,6 +100,7 @@ impl FromStr for Format {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExportError {
     #[error("no scores as of {}: score a snapshot first (cis score), or export as of a later time", time::format(*.as_of))]
     NoScores { as_of: Micros },
@@ -285,7 +286,8 @@ fn write_parquet(table: &ScoreTable, file: &mut BufWriter<File>) -> Result<(), E
 }
 
 fn float_text(v: Option<f64>) -> String {
-    // `Display` for f64 is the shortest text that parses back to the same value.
+    // `Display` for f64 is the shortest text that parses back to the same value; a missing
+    // value is an empty cell, as CSV has no null.
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
@@ -294,6 +296,7 @@ fn write_csv(table: &ScoreTable, file: &mut BufWriter<File>) -> Result<(), Expor
     w.write_record(COLUMNS)?;
     let as_of = time::format(table.set.as_of);
     let generated_at = time::format(table.generated_at);
+    // A missing value is an empty cell, as CSV has no null.
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     for r in &table.set.rows {
         w.write_record([

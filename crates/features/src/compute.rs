@@ -23,6 +23,7 @@ use cis_core::time::{Micros, MICROS_PER_DAY};
 use cis_core::AsOf;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ComputeError {
     #[error(transparent)]
     Storage(#[from] StorageError),

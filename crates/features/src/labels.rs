@@ -11,6 +11,7 @@ use cis_core::time::{self, Micros, MICROS_PER_DAY};
 pub const DEFAULT_HORIZON_DAYS: u32 = 90;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LabelError {
     #[error(
         "labels at cutoff {} with a {horizon_days}-day horizon mature at {}, after the knowledge time {}: they do not exist yet",
@@ -108,9 +109,7 @@ pub fn training_set(
         if set.features.is_empty() {
             set.features = snap.features.clone();
         } else if set.features != snap.features {
-            return Err(
-                SnapshotError::Malformed(cis_storage::hex(hash), "built from another feature set".into()).into(),
-            );
+            return Err(SnapshotError::OtherFeatureSet(cis_storage::hex(hash)).into());
         }
         let labels = churn_labels(store, &snap.matrix.customers, snap.as_of, horizon_days, known_at)?;
         set.churned.extend(labels);

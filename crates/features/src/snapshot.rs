@@ -18,6 +18,7 @@ pub const KIND: &str = "snapshot";
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     #[error(transparent)]
     Compute(#[from] ComputeError),
@@ -36,9 +37,26 @@ pub enum SnapshotError {
         expected: &'static str,
     },
     #[error("snapshot {0} is malformed: {1}")]
-    Malformed(String, String),
+    Malformed(String, #[source] DecodeError),
+    /// A set of snapshots must share one feature list; this one's differs from the first's.
+    #[error("snapshot {0} is malformed: built from another feature set")]
+    OtherFeatureSet(String),
     #[error("customer '{0}' is not in the snapshot")]
     UnknownCustomer(String),
+    #[error("snapshot provenance: {0}")]
+    Provenance(#[from] serde_json::Error),
+}
+
+/// Why a snapshot body does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("ends early")]
+    EndsEarly,
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("trailing bytes")]
+    TrailingBytes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,21 +118,24 @@ impl Snapshot {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         let mut r = Reader { bytes, pos: 0 };
         let h = Header::read(&mut r)?;
         let mut customers = Vec::with_capacity(h.customers.min(1 << 20));
         for _ in 0..h.customers {
             customers.push(r.string()?);
         }
-        let cells = customers.len().checked_mul(h.features.len()).ok_or(EARLY)?;
-        let raw = r.take(cells.checked_mul(8).ok_or(EARLY)?)?;
+        let cells = customers
+            .len()
+            .checked_mul(h.features.len())
+            .ok_or(DecodeError::EndsEarly)?;
+        let raw = r.take(cells.checked_mul(8).ok_or(DecodeError::EndsEarly)?)?;
         let values = raw
             .chunks_exact(8)
-            .map(|c| f64::from_bits(u64::from_be_bytes(c.try_into().unwrap_or_default())))
-            .collect();
+            .map(|c| array(c).map(|b| f64::from_bits(u64::from_be_bytes(b))))
+            .collect::<Result<_, _>>()?;
         if r.pos != bytes.len() {
-            return Err("trailing bytes".into());
+            return Err(DecodeError::TrailingBytes);
         }
         Ok(Snapshot {
             as_of: h.as_of,
@@ -144,43 +165,47 @@ pub struct Header {
     pub customers: usize,
 }
 
-const EARLY: &str = "ends early";
-
 /// A body read front to back.
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
+/// A slice as an array; every caller passes exactly N bytes (`take(N)`, `chunks_exact(8)`), so
+/// the error is never taken.
+fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], DecodeError> {
+    b.try_into().map_err(|_| DecodeError::EndsEarly)
+}
+
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).ok_or(EARLY)?;
-        let s = self.bytes.get(self.pos..end).ok_or(EARLY)?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::EndsEarly)?;
+        let s = self.bytes.get(self.pos..end).ok_or(DecodeError::EndsEarly)?;
         self.pos = end;
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        self.take(N)?.try_into().map_err(|_| EARLY.to_string())
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        array(self.take(N)?)
     }
 
-    fn len(&mut self) -> Result<usize, String> {
+    fn len(&mut self) -> Result<usize, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?) as usize)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, DecodeError> {
         let len = self.len()?;
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "not UTF-8".to_string())
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError::NotUtf8)
     }
 }
 
 impl Header {
     /// The header of a snapshot body; the rest of the body is not looked at.
-    pub fn decode(body: &[u8]) -> Result<Header, String> {
+    pub fn decode(body: &[u8]) -> Result<Header, DecodeError> {
         Header::read(&mut Reader { bytes: body, pos: 0 })
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Header, String> {
+    fn read(r: &mut Reader<'_>) -> Result<Header, DecodeError> {
         let as_of = i64::from_be_bytes(r.array()?);
         let known_at = i64::from_be_bytes(r.array()?);
         let definition_set = r.array()?;
@@ -215,16 +240,16 @@ pub fn compute(store: &Store, at: AsOf) -> Result<Snapshot, SnapshotError> {
     })
 }
 
-fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> NewArtifact {
-    NewArtifact {
+fn artifact(snapshot: &Snapshot, provenance: &Provenance) -> Result<NewArtifact, SnapshotError> {
+    Ok(NewArtifact {
         kind: KIND.into(),
         schema: SCHEMA,
         as_of: snapshot.as_of,
         parents: Vec::new(),
         body: snapshot.encode(),
         created_at: time::now(),
-        provenance: serde_json::to_vec(provenance).unwrap_or_default(),
-    }
+        provenance: serde_json::to_vec(provenance)?,
+    })
 }
 
 /// Materialises and stores the snapshot at (T, K); returns its hash and whether it was new.
@@ -235,7 +260,7 @@ pub fn create(store: &Store, at: AsOf) -> Result<(ArtifactHash, bool, Snapshot),
         log_head: hex(&store.log().head()?),
     };
     let snapshot = compute(store, at)?;
-    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance))?;
+    let (hash, new) = store.artifacts().put(artifact(&snapshot, &provenance)?)?;
     Ok((hash, new, snapshot))
 }
 
@@ -324,7 +349,7 @@ pub fn replay(store: &Store, hash: &ArtifactHash) -> Result<Replay, SnapshotErro
             log_batch: 0,
             log_head: String::new(),
         },
-    )
+    )?
     .hash();
     if recomputed == stored_artifact.hash && stored_artifact.recomputed_hash() == stored_artifact.hash {
         return Ok(Replay::Identical);
@@ -542,10 +567,37 @@ mod tests {
         // The header ends before the customer ids: a body cut after it still has a header.
         let cut = 8 + 8 + 32 + 8 + 16 + 4 + (4 + 12) + (4 + 9) + 4;
         assert_eq!(Header::decode(&body[..cut]), Ok(h));
-        assert_eq!(Header::decode(&body[..cut - 1]), Err(EARLY.to_string()));
-        assert_eq!(Snapshot::decode(&body[..cut]), Err(EARLY.to_string()));
+        assert_eq!(Header::decode(&body[..cut - 1]), Err(DecodeError::EndsEarly));
+        assert_eq!(Snapshot::decode(&body[..cut]), Err(DecodeError::EndsEarly));
         let mut long = body.clone();
         long.push(0);
-        assert_eq!(Snapshot::decode(&long), Err("trailing bytes".to_string()));
+        assert_eq!(Snapshot::decode(&long), Err(DecodeError::TrailingBytes));
+    }
+
+    #[test]
+    fn a_body_decodes_back_and_a_damaged_one_says_how() {
+        let snap = Snapshot {
+            as_of: 7,
+            known_at: 9,
+            definition_set: [3; 32],
+            features: vec!["f1".into(), "f2".into()],
+            matrix: Matrix {
+                customers: vec!["a".into()],
+                values: vec![1.5, -2.0],
+                visible_events: 4,
+                visible_digest: 5,
+            },
+        };
+        let body = snap.encode();
+        assert_eq!(Snapshot::decode(&body), Ok(snap));
+        assert_eq!(Snapshot::decode(&body[..body.len() - 1]), Err(DecodeError::EndsEarly));
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(Snapshot::decode(&longer), Err(DecodeError::TrailingBytes));
+        // The first feature name's first byte, after the 72-byte header and two lengths.
+        let mut bad = body;
+        bad[80] = 0xff;
+        assert_eq!(Snapshot::decode(&bad), Err(DecodeError::NotUtf8));
+        assert_eq!(DecodeError::NotUtf8.to_string(), "not UTF-8");
     }
 }

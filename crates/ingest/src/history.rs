@@ -8,6 +8,7 @@ use cis_core::time;
 use cis_core::AsOf;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HistoryError {
     #[error(transparent)]
     Storage(#[from] StorageError),

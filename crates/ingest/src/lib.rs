@@ -14,9 +14,9 @@ pub mod validate;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use cis_storage::{hex, BatchRecord, NewEvent, StorageError, Store};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use cis_core::event::Kind;
 use cis_core::time::{self, Micros};
@@ -24,6 +24,7 @@ use records::{IngestRun, Profile, Quarantined};
 use source::{Format, Item};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IngestError {
     #[error("{file}: cannot open: {source}")]
     Open {
@@ -86,6 +87,35 @@ impl RecordedAt {
     }
 }
 
+/// Told how far an ingest has read, so a caller can draw a progress bar: the library draws
+/// nothing itself. Called from the reading thread, hence `Send + Sync`.
+pub trait Progress: Send + Sync {
+    /// Before the first byte: the input's size in bytes (0 if unknown).
+    fn start(&self, total_bytes: u64);
+    /// `bytes` more of the input were read.
+    fn advance(&self, bytes: u64);
+    /// The reading is over, whichever way the run ends (called once, also on an early error).
+    fn finish(&self);
+}
+
+/// Calls [`Progress::finish`] when dropped, so no return path leaves a bar on the screen.
+struct Finish<'a>(Option<&'a dyn Progress>);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            p.finish();
+        }
+    }
+}
+
+// So that `IngestOptions` stays `Debug`: a progress sink has nothing worth printing.
+impl std::fmt::Debug for dyn Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
     pub kind: Kind,
@@ -93,7 +123,8 @@ pub struct IngestOptions {
     pub recorded_at: RecordedAt,
     /// Events per batch: the unit of durability and acknowledgement.
     pub batch_rows: usize,
-    pub progress: bool,
+    /// Where to report how far the reading has got (none: nobody is watching).
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl IngestOptions {
@@ -103,7 +134,7 @@ impl IngestOptions {
             format,
             recorded_at: RecordedAt::EventTime,
             batch_rows: 100_000,
-            progress: false,
+            progress: None,
         }
     }
 }
@@ -119,14 +150,16 @@ pub struct Committed<'a> {
 struct Tap<'a, R> {
     inner: R,
     hasher: &'a mut blake3::Hasher,
-    bar: &'a ProgressBar,
+    progress: Option<&'a dyn Progress>,
 }
 
 impl<R: Read> Read for Tap<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.bar.inc(n as u64);
+        if let Some(p) = self.progress {
+            p.advance(n as u64);
+        }
         Ok(n)
     }
 }
@@ -147,7 +180,7 @@ pub fn ingest_file(
 }
 
 /// [`ingest_file`] on any byte stream, named `file_name` in records and errors; `len` (bytes,
-/// 0 if unknown) only sizes the progress bar.
+/// 0 if unknown) only goes to [`Progress::start`].
 pub fn ingest_reader(
     store: &Store,
     input: impl Read + Send,
@@ -160,21 +193,16 @@ pub fn ingest_reader(
     if opts.format == Format::Cdnow && opts.kind != Kind::Order {
         return Err(IngestError::CdnowKind(opts.kind.name()));
     }
-    // A bar only for files of more than a few thousand rows; indicatif hides it off a terminal.
-    let bar = if opts.progress && len > 256 * 1024 {
-        ProgressBar::new(len)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = opts.progress.as_deref();
+    if let Some(p) = progress {
+        p.start(len);
+    }
+    let finish = Finish(progress);
     let mut hasher = blake3::Hasher::new();
     let reader = Tap {
         inner: std::io::BufReader::with_capacity(1 << 20, input),
         hasher: &mut hasher,
-        bar: &bar,
+        progress,
     };
     let src = source::open(opts.format, Box::new(reader), &file_name)?;
 
@@ -259,7 +287,7 @@ pub fn ingest_reader(
         });
         (parsed, appended.and(read))
     });
-    bar.finish_and_clear();
+    drop(finish);
     run.lines = parsed.lines.read;
     run.blank = parsed.lines.blank;
     run.rows = parsed.rows;
@@ -280,7 +308,11 @@ pub fn ingest_reader(
             return Ok(run);
         }
         (Err(cause), head) => {
-            run.head_after = head.map(|h| hex(&h)).unwrap_or_default();
+            // The run's record still matters more than its last head: note why it is blank.
+            run.head_after = head.map(|h| hex(&h)).unwrap_or_else(|e| {
+                tracing::warn!(run = run.run, error = %e, "the log head after a stopped run could not be read");
+                String::new()
+            });
             cause
         }
         (Ok(()), Err(e)) => e.into(),

@@ -11,7 +11,7 @@ use std::io::{BufRead, Read};
 
 use crate::IngestError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Csv,
@@ -21,6 +21,19 @@ pub enum Format {
     /// (customer id, YYYYMMDD, quantity, dollar value) under the header
     /// `customer_id date number_of_cds dollar_value`.
     Cdnow,
+}
+
+impl cis_core::Choice for Format {
+    const CHOICES: &'static [Format] = &[Format::Csv, Format::Jsonl, Format::Cdnow];
+
+    /// The same lower-case names as the serialised form (`#[serde(rename_all)]` above).
+    fn choice_name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Cdnow => "cdnow",
+        }
+    }
 }
 
 /// Column names that carry personal data: never read, never stored, never quarantined.
@@ -361,7 +374,7 @@ impl<R: BufRead> Source for CsvSource<R> {
             if let Err(e) = self.parse_line() {
                 return Ok(Some(self.bad(format!("unreadable CSV: {e}"), None)));
             }
-            // The line is valid UTF-8, so every field is.
+            // The line is valid UTF-8, so every field is: the empty default is never taken.
             let values: Vec<&str> = self
                 .record
                 .iter()

@@ -102,7 +102,7 @@ pub fn timestamp(row: &Row, field: &str) -> Result<Micros, RowError> {
     let Some(v) = row.get(field) else {
         return fail(field, "missing");
     };
-    let t = time::parse_timestamp(v).or_else(|e| fail(field, e))?;
+    let t = time::parse_timestamp(v).or_else(|e| fail(field, e.to_string()))?;
     if !(MIN_TIME..MAX_TIME).contains(&t) {
         return fail(field, format!("'{v}' is outside 1900-01-01 .. 2200-01-01"));
     }

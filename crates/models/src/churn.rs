@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{evaluate, Metrics};
 use crate::standardise::Standardiser;
-use crate::ModelError;
+use crate::{FitError, ModelError, ParamError};
 use cis_core::time::Micros;
 use cis_features::labels::TrainingSet;
 
@@ -42,19 +42,13 @@ pub struct ValidChurnParams(ChurnParams);
 impl ChurnParams {
     pub fn validate(self) -> Result<ValidChurnParams, ModelError> {
         if !(self.validation_share > 0.0 && self.validation_share < 1.0) {
-            return Err(ModelError::Param(format!(
-                "validation share {} is not in (0, 1)",
-                self.validation_share
-            )));
+            return Err(ParamError::ValidationShare(self.validation_share).into());
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            return Err(ModelError::Param(format!(
-                "l2 penalty {} must be finite and ≥ 0",
-                self.l2
-            )));
+            return Err(ParamError::L2Penalty(self.l2).into());
         }
         if self.max_iterations == 0 {
-            return Err(ModelError::Param("max_iterations must be at least 1".into()));
+            return Err(ParamError::MaxIterations.into());
         }
         Ok(ValidChurnParams(self))
     }
@@ -82,7 +76,10 @@ fn held_out(seed: u64, customer: &str, share: f64) -> bool {
     h.update(&seed.to_be_bytes());
     h.update(customer.as_bytes());
     let b = h.finalize();
-    let x = u64::from_be_bytes(b.as_bytes()[..8].try_into().unwrap_or_default());
+    // The first 8 of the hash's 32 bytes.
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&b.as_bytes()[..8]);
+    let x = u64::from_be_bytes(first);
     (x as f64 / u64::MAX as f64) < share
 }
 
@@ -124,7 +121,7 @@ impl ValidChurnParams {
                 .chunks_exact(width)
                 .flat_map(|r| standardiser.apply(r).collect::<Vec<_>>())
                 .collect();
-            Array2::from_shape_vec((flat.len() / width, width), z).map_err(|e| ModelError::Fit(e.to_string()))
+            Array2::from_shape_vec((flat.len() / width, width), z).map_err(|e| FitError::from(e).into())
         };
         let x_train = matrix(&train_raw)?;
         let y_train: Array1<bool> = train.iter().map(|&i| set.churned[i]).collect();
@@ -132,7 +129,7 @@ impl ValidChurnParams {
             .alpha(p.l2)
             .max_iterations(p.max_iterations)
             .fit(&Dataset::new(x_train.clone(), y_train.clone()))
-            .map_err(|e| ModelError::Fit(e.to_string()))?;
+            .map_err(FitError::from)?;
         // linfa-logistic's probabilities are those of the *larger* class (its positive label),
         // which is "not churned" whenever churn is the minority: orient the fit towards churn.
         let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };

@@ -50,6 +50,7 @@ pub const WEEKS_PER_MONTH: f64 = DAYS_PER_MONTH / 7.0;
 
 /// Errors from validating hyperparameters or fitting a model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClvError {
     #[error("no customers to fit on")]
     EmptyData,

@@ -23,15 +23,16 @@ use cis_features::labels::LabelError;
 use cis_features::snapshot::SnapshotError;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     #[error("invalid hyperparameter: {0}")]
-    Param(String),
+    Param(#[from] ParamError),
     #[error("the training set is empty")]
     EmptyTrainingSet,
     #[error("the {side} set ({rows} rows) holds only one class: churn cannot be learned or measured")]
     OneClass { side: &'static str, rows: usize },
     #[error("fitting failed: {0}")]
-    Fit(String),
+    Fit(#[from] FitError),
     #[error("artifact {hash} is a {kind}, not a model")]
     NotAModel { hash: String, kind: String },
     #[error("the snapshot lacks feature {0} that this model needs")]
@@ -48,6 +49,46 @@ pub enum ModelError {
     Storage(#[from] StorageError),
     #[error("model encoding: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// A hyperparameter or argument out of its range, with the value given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    #[error("validation share {0} is not in (0, 1)")]
+    ValidationShare(f64),
+    #[error("l2 penalty {0} must be finite and ≥ 0")]
+    L2Penalty(f64),
+    #[error("max_iterations must be at least 1")]
+    MaxIterations,
+    #[error("monthly discount {0} must be finite and > -1")]
+    MonthlyDiscount(f64),
+    #[error("k must be within 2..=20 (got {lo}..={hi})")]
+    SegmentCount { lo: usize, hi: usize },
+    #[error("max_iterations ≥ 1 and silhouette_sample ≥ 10 are required")]
+    SegmentSearch,
+    #[error("no model to score with: none is given and none was trained as of {}", time::format(*as_of))]
+    NoModel { as_of: Micros },
+    #[error("two {0:?} models given; score with one of each kind")]
+    TwoOfAKind(ModelKind),
+}
+
+/// Why a fit did not produce a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FitError {
+    #[error("{customers} customers are too few for {segments} segments")]
+    TooFewCustomers { customers: usize, segments: usize },
+    #[error("no k was tried")]
+    NoSegmentCount,
+    #[error(transparent)]
+    Shape(#[from] ndarray::ShapeError),
+    #[error(transparent)]
+    KMeans(#[from] linfa_clustering::KMeansError),
+    #[error(transparent)]
+    Linfa(#[from] linfa::Error),
+    #[error(transparent)]
+    Logistic(#[from] linfa_logistic::error::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

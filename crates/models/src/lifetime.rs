@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clv::{clv, BgNbd, BgNbdParams, GammaGamma, GammaGammaParams, RfmRow, WEEKS_PER_MONTH};
-use crate::{columns, ModelError};
+use crate::{columns, ModelError, ParamError};
 use cis_features::snapshot::Snapshot;
 
 pub const RFM: [&str; 5] = [
@@ -75,10 +75,7 @@ pub fn rfm_columns(snapshot: &Snapshot) -> Result<Vec<usize>, ModelError> {
 impl ClvParams {
     pub fn fit(&self, snapshot: &Snapshot) -> Result<ClvModel, ModelError> {
         if !(self.monthly_discount.is_finite() && self.monthly_discount > -1.0) {
-            return Err(ModelError::Param(format!(
-                "monthly discount {} must be finite and > -1",
-                self.monthly_discount
-            )));
+            return Err(ParamError::MonthlyDiscount(self.monthly_discount).into());
         }
         let cols = rfm_columns(snapshot)?;
         let rows: Vec<RfmRow> = (0..snapshot.matrix.customers.len())

@@ -27,6 +27,7 @@ pub struct Metrics {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetricsError {
     #[error("metrics need predictions and outcomes of the same, non-zero length")]
     Shape,

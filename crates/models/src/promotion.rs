@@ -89,6 +89,7 @@ pub struct Holder {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PromotionError {
     #[error(transparent)]
     Model(#[from] ModelError),

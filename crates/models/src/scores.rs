@@ -9,7 +9,7 @@ use crate::churn::band;
 use crate::lifetime::{rfm_columns, rfm_row};
 use crate::promotion::{Record, Stage};
 use crate::segments::FEATURES as SEGMENT_FEATURES;
-use crate::{columns, load, Model, ModelError, ModelKind};
+use crate::{columns, load, Model, ModelError, ModelKind, ParamError};
 use cis_core::time::{self, Micros};
 use cis_core::AsOf;
 use cis_features::snapshot::{self, Snapshot};
@@ -197,10 +197,7 @@ pub fn build(
 ) -> Result<(NewArtifact, ScoreSet), ModelError> {
     let (_, snap) = snapshot::load(store, snapshot_hash)?;
     if model_hashes.is_empty() {
-        return Err(ModelError::Param(format!(
-            "no model to score with: none is given and none was trained as of {}",
-            time::format(snap.as_of)
-        )));
+        return Err(ParamError::NoModel { as_of: snap.as_of }.into());
     }
     let mut models = Vec::new();
     for h in model_hashes {
@@ -209,10 +206,7 @@ pub fn build(
             .iter()
             .any(|(_, other): &(ArtifactHash, Model)| other.kind() == m.kind())
         {
-            return Err(ModelError::Param(format!(
-                "two {:?} models given; score with one of each kind",
-                m.kind()
-            )));
+            return Err(ParamError::TwoOfAKind(m.kind()).into());
         }
         models.push((*h, m));
     }

@@ -15,7 +15,7 @@ use rand_xoshiro::Xoshiro256Plus;
 use serde::{Deserialize, Serialize};
 
 use crate::standardise::Standardiser;
-use crate::{columns, ModelError};
+use crate::{columns, FitError, ModelError, ParamError};
 use cis_features::snapshot::Snapshot;
 
 /// The features segments are built on, in this order; the first six are log-transformed.
@@ -90,12 +90,10 @@ impl SegmentParams {
     pub fn validate(&self) -> Result<(), ModelError> {
         let (lo, hi) = self.k.map_or(self.k_range, |k| (k, k));
         if lo < 2 || hi < lo || hi > 20 {
-            return Err(ModelError::Param(format!("k must be within 2..=20 (got {lo}..={hi})")));
+            return Err(ParamError::SegmentCount { lo, hi }.into());
         }
         if self.max_iterations == 0 || self.silhouette_sample < 10 {
-            return Err(ModelError::Param(
-                "max_iterations ≥ 1 and silhouette_sample ≥ 10 are required".into(),
-            ));
+            return Err(ParamError::SegmentSearch.into());
         }
         Ok(())
     }
@@ -110,10 +108,11 @@ impl SegmentParams {
             .collect();
         let (lo, hi) = self.k.map_or(self.k_range, |k| (k, k));
         if raw.len() < hi.max(2) * 2 {
-            return Err(ModelError::Fit(format!(
-                "{} customers are too few for {hi} segments",
-                raw.len()
-            )));
+            return Err(FitError::TooFewCustomers {
+                customers: raw.len(),
+                segments: hi,
+            }
+            .into());
         }
         let flat: Vec<f64> = raw.iter().flat_map(|r| transform(r)).collect();
         let standardiser = Standardiser::fit(&flat, FEATURES.len());
@@ -121,7 +120,7 @@ impl SegmentParams {
             .chunks_exact(FEATURES.len())
             .flat_map(|r| standardiser.apply(r).collect::<Vec<_>>())
             .collect();
-        let x = Array2::from_shape_vec((raw.len(), FEATURES.len()), z).map_err(|e| ModelError::Fit(e.to_string()))?;
+        let x = Array2::from_shape_vec((raw.len(), FEATURES.len()), z).map_err(FitError::from)?;
         let mut rng = Xoshiro256Plus::seed_from_u64(self.seed);
         let sample_rows = sample(&mut rng, raw.len(), self.silhouette_sample.min(raw.len())).into_vec();
         let x_sample = x.select(ndarray::Axis(0), &sample_rows);
@@ -133,17 +132,17 @@ impl SegmentParams {
                 .max_n_iterations(self.max_iterations)
                 .n_runs(3)
                 .fit(&DatasetBase::from(x.clone()))
-                .map_err(|e| ModelError::Fit(e.to_string()))?;
+                .map_err(FitError::from)?;
             let labels: Array1<usize> = model.predict(&x_sample);
             let score = DatasetBase::new(x_sample.clone(), labels)
                 .silhouette_score()
-                .map_err(|e| ModelError::Fit(e.to_string()))?;
+                .map_err(FitError::from)?;
             silhouette_by_k.push((k, score));
             if best.as_ref().is_none_or(|b| score > b.0) {
                 best = Some((score, k, model.centroids().clone()));
             }
         }
-        let (silhouette, k, centroids) = best.ok_or_else(|| ModelError::Fit("no k was tried".into()))?;
+        let (silhouette, k, centroids) = best.ok_or(FitError::NoSegmentCount)?;
         let centroid_rows: Vec<Vec<f64>> = centroids.outer_iter().map(|r| r.to_vec()).collect();
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
         for (i, row) in x.outer_iter().enumerate() {

@@ -17,6 +17,7 @@ use cis_features::snapshot::{self, Erasures, Provenance, Replay, SnapshotError};
 use cis_models::{self as models, scores, train, ModelError, ModelKind};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -145,6 +146,7 @@ fn audit_node(store: &Store, hash: &ArtifactHash, seen: &mut HashSet<ArtifactHas
 
 /// The erasures recorded on `a` and on every artifact it derives from (requests, customers).
 fn lineage_erasures(store: &Store, a: &StoredArtifact) -> Result<Erasures, AuditError> {
+    // `None`: no erasure explains this artifact's content, so none is in its lineage from it.
     let mut all = snapshot::erased_by(store, a)?.unwrap_or_default();
     for p in &a.parents {
         if let Some(parent) = store.artifacts().get(p)? {

@@ -47,6 +47,7 @@ use cis_core::time::Micros;
 pub const LEDGER: &str = "access";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AccessLogError {
     #[error("the access log writer has stopped; reads are refused until the server is restarted")]
     Stopped,

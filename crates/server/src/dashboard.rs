@@ -36,6 +36,7 @@ const QUALITY_RUNS: usize = 20;
 const VOLUME_DAYS: usize = 90;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DashboardError {
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -45,6 +46,9 @@ pub enum DashboardError {
     Drift(#[from] DriftError),
     #[error(transparent)]
     Storage(#[from] cis_storage::StorageError),
+    /// A thread panicked while it held the memo of mean risks.
+    #[error("dashboard memo poisoned")]
+    Poisoned,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,19 +88,13 @@ pub fn gather(store: &Store, as_of: Micros) -> Result<DashboardData, DashboardEr
     let memo = mean_risk_memo();
     for (i, r) in refs.iter().enumerate().skip(refs.len().saturating_sub(TREND_RUNS)) {
         let is_latest = i + 1 == refs.len();
-        let known = memo
-            .lock()
-            .map_err(|_| ModelError::Fit("dashboard memo poisoned".into()))?
-            .get(&r.hash)
-            .copied();
+        let known = memo.lock().map_err(|_| DashboardError::Poisoned)?.get(&r.hash).copied();
         let mean = match (known, is_latest) {
             (Some(mean), false) => mean,
             _ => {
                 let (_, set) = scores::load_scores(store, &r.hash)?;
                 let mean = mean_risk(&set);
-                memo.lock()
-                    .map_err(|_| ModelError::Fit("dashboard memo poisoned".into()))?
-                    .insert(r.hash, mean);
+                memo.lock().map_err(|_| DashboardError::Poisoned)?.insert(r.hash, mean);
                 if is_latest {
                     latest = Some((hex(&r.hash), set));
                 }
@@ -633,7 +631,7 @@ async fn page(
         return Ok(refused);
     }
     let as_of = match q.as_of.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => time::parse_timestamp(s).map_err(|e| AppError::param("as_of", e))?,
+        Some(s) => time::parse_timestamp(s).map_err(|e| AppError::param("as_of", e.to_string()))?,
         None => time::now(),
     };
     let data = blocking(&state, move |s| gather(&s.store, as_of).map_err(AppError::internal)).await?;

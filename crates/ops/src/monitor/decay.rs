@@ -26,10 +26,12 @@ pub const KIND: &str = "decay-report";
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecayError {
     #[error(
         "no churn score run has matured labels as known at {}{}",
         time::format(*known_at),
+        // No pending run: nothing more to say.
         next.map(|n| format!("; the first pending run matures at {}", time::format(n))).unwrap_or_default()
     )]
     NothingMatured { known_at: Micros, next: Option<Micros> },

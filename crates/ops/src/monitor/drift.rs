@@ -45,6 +45,7 @@ pub const PSI_SIGNIFICANT: f64 = 0.25;
 pub const KS_MODERATE: f64 = 0.1;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DriftError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -188,6 +189,7 @@ fn name_of(calc: Calc) -> String {
         .map_or_else(String::new, |d| d.name.clone())
 }
 
+// Called with the windows of `defs` only (30 days is one); index 0 for another is never taken.
 fn window_index(days: u32) -> usize {
     WINDOWS.iter().position(|&w| w == days).unwrap_or_default()
 }
@@ -380,6 +382,7 @@ fn check(s: &Snapshot, name: &str) -> Result<(), DriftError> {
     if let Some(j) = s.matrix.values.iter().position(|v| !v.is_finite()) {
         return Err(DriftError::NotFinite {
             snapshot: name.to_string(),
+            // A value exists, so a feature does: the empty name is never taken.
             feature: s.features.get(j % s.features.len().max(1)).cloned().unwrap_or_default(),
         });
     }

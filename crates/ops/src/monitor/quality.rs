@@ -39,6 +39,7 @@ pub const SCHEMA: u32 = 1;
 const LAG_RUNS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QualityError {
     #[error("invalid rule: {0}")]
     Rule(String),

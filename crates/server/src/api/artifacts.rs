@@ -83,7 +83,7 @@ pub fn model_summary(model: &Model) -> Value {
 fn summary(state: &AppState, a: &StoredArtifact) -> Result<Value, AppError> {
     if a.kind == snapshot::KIND {
         let h = snapshot_header(&a.body)
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("snapshot {} is malformed", hex(&a.hash))))?;
+            .ok_or_else(|| AppError::internal(format!("snapshot {} is malformed", hex(&a.hash))))?;
         let provenance: Option<Provenance> = serde_json::from_slice(&a.provenance).ok();
         return Ok(json!({
             "as_of": time::format(h.as_of),

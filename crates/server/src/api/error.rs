@@ -13,6 +13,7 @@ use cis_features::snapshot::SnapshotError;
 use cis_models::ModelError;
 
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum AppError {
     /// A query or path parameter is missing, malformed or out of range.
     BadParam {
@@ -25,7 +26,8 @@ pub enum AppError {
     MethodNotAllowed,
     UriTooLong(String),
     PayloadTooLarge(u64),
-    Internal(anyhow::Error),
+    /// Anything the client cannot fix: logged with its causes, answered as a bare 500.
+    Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl AppError {
@@ -36,7 +38,8 @@ impl AppError {
         }
     }
 
-    pub fn internal(e: impl Into<anyhow::Error>) -> AppError {
+    /// An error (or a message) the client cannot fix.
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AppError {
         AppError::Internal(e.into())
     }
 
@@ -67,7 +70,13 @@ impl IntoResponse for AppError {
             AppError::UriTooLong(what) => json!({ "error": what }),
             AppError::PayloadTooLarge(limit) => json!({ "error": format!("request body over {limit} bytes") }),
             AppError::Internal(e) => {
-                tracing::error!(error = format!("{e:#}"), "internal error answering a request");
+                let mut error = e.to_string();
+                let mut cause = e.source();
+                while let Some(c) = cause {
+                    error = format!("{error}: {c}");
+                    cause = c.source();
+                }
+                tracing::error!(error, "internal error answering a request");
                 json!({ "error": "internal error" })
             }
         };

@@ -352,11 +352,14 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn openapi_handler() -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        openapi::json_bytes(),
-    )
-        .into_response()
+    match openapi::json_bytes() {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => AppError::internal(e).into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {

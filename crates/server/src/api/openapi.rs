@@ -294,10 +294,12 @@ pub fn spec() -> Value {
     })
 }
 
-/// The document, serialised once.
-pub fn json_bytes() -> Vec<u8> {
+/// The document, serialised once (a failure is returned, not cached, and not an empty body).
+pub fn json_bytes() -> Result<Vec<u8>, serde_json::Error> {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES
-        .get_or_init(|| serde_json::to_vec_pretty(&spec()).unwrap_or_default())
-        .clone()
+    if let Some(b) = BYTES.get() {
+        return Ok(b.clone());
+    }
+    let bytes = serde_json::to_vec_pretty(&spec())?;
+    Ok(BYTES.get_or_init(|| bytes).clone())
 }

@@ -46,7 +46,7 @@ impl Params {
     /// An RFC 3339 timestamp or a YYYY-MM-DD date (midnight UTC), if given.
     pub fn time(&self, name: &str) -> Result<Option<Micros>, AppError> {
         self.get(name)
-            .map(|v| time::parse_timestamp(v).map_err(|e| AppError::param(name, e)))
+            .map(|v| time::parse_timestamp(v).map_err(|e| AppError::param(name, e.to_string())))
             .transpose()
     }
 }

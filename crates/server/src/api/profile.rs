@@ -165,6 +165,7 @@ pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> 
             feature_definitions: hex(&set_hash()),
             scores: meta.map(|m| hex(&m.hash)),
             snapshot: meta.map(|m| m.snapshot.clone()),
+            // No score run yet: no models and no stages, not a failure.
             models: meta
                 .map(|m| m.models.iter().map(|(k, h, _)| (kind_name(*k), h.clone())).collect())
                 .unwrap_or_default(),

@@ -147,20 +147,18 @@ pub fn snapshot_header(body: &[u8]) -> Option<SnapshotHeader> {
 fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> {
     let a = snapshot::fetch(store, hash, scores::KIND).map_err(AppError::internal)?;
     let head: Head = serde_json::from_slice(&a.body).map_err(AppError::internal)?;
-    let snap_hash = unhex32(&head.snapshot)
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("score set names a malformed snapshot hash")))?;
+    let snap_hash =
+        unhex32(&head.snapshot).ok_or_else(|| AppError::internal("score set names a malformed snapshot hash"))?;
     let snap = snapshot::fetch(store, &snap_hash, snapshot::KIND).map_err(|e| match e {
-        SnapshotError::NotFound(_) => {
-            AppError::internal(anyhow::anyhow!("score set's snapshot {} is missing", head.snapshot))
-        }
+        SnapshotError::NotFound(_) => AppError::internal(format!("score set's snapshot {} is missing", head.snapshot)),
         other => AppError::internal(other),
     })?;
     let header = snapshot_header(&snap.body)
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("snapshot {} is malformed", head.snapshot)))?;
+        .ok_or_else(|| AppError::internal(format!("snapshot {} is malformed", head.snapshot)))?;
     let mut models = Vec::new();
     let mut known_at = header.known_at;
     for (kind, h) in head.models {
-        let bytes = unhex32(&h).ok_or_else(|| AppError::internal(anyhow::anyhow!("malformed model hash {h}")))?;
+        let bytes = unhex32(&h).ok_or_else(|| AppError::internal(format!("malformed model hash {h}")))?;
         let m = snapshot::fetch(store, &bytes, kind.artifact_kind()).map_err(AppError::internal)?;
         known_at = known_at.max(m.as_of);
         models.push((kind, h, m.as_of));

@@ -38,6 +38,7 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 static WRITER: Mutex<()> = Mutex::new(());
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     #[error("token name '{0}' is not allowed: use 1 to 64 of A-Z a-z 0-9 . _ -")]
     BadName(String),
