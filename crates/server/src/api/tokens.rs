@@ -18,11 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cis_storage::{hex, StorageError, Store};
+use cis_storage::{hex, unhex32, StorageError, Store};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::api::scores::unhex32;
 use cis_core::time;
 
 pub const JOURNAL: &str = "api_tokens";
