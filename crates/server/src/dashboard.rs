@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -69,12 +69,12 @@ fn risk(r: &scores::ScoreRow) -> Option<f64> {
     r.churn_probability.or(r.p_alive.map(|p| 1.0 - p))
 }
 
-/// Mean risk of each score run, by artifact hash. Artifacts are immutable, so an entry never
-/// goes stale; without it every page load re-parsed up to [`TREND_RUNS`] whole score sets.
-fn mean_risk_memo() -> &'static Mutex<HashMap<ArtifactHash, Option<f64>>> {
-    static MEMO: OnceLock<Mutex<HashMap<ArtifactHash, Option<f64>>>> = OnceLock::new();
-    MEMO.get_or_init(Default::default)
-}
+/// Mean risk of each score run of a store, by artifact hash (a store companion: a hash names
+/// one content only within its store). Artifacts are immutable while a server holds the store,
+/// so an entry never goes stale; without it every page load re-parsed up to [`TREND_RUNS`]
+/// whole score sets.
+#[derive(Default)]
+struct MeanRisks(Mutex<HashMap<ArtifactHash, Option<f64>>>);
 
 fn mean_risk(set: &ScoreSet) -> Option<f64> {
     let risks: Vec<f64> = set.rows.iter().filter_map(risk).collect();
@@ -85,7 +85,7 @@ pub fn gather(store: &Store, as_of: Micros) -> Result<DashboardData, DashboardEr
     let refs = store.artifacts().list(scores::KIND, as_of)?;
     let mut trend = Vec::new();
     let mut latest = None;
-    let memo = mean_risk_memo();
+    let memo = &store.companion::<MeanRisks>().0;
     for (i, r) in refs.iter().enumerate().skip(refs.len().saturating_sub(TREND_RUNS)) {
         let is_latest = i + 1 == refs.len();
         let known = memo.lock().map_err(|_| DashboardError::Poisoned)?.get(&r.hash).copied();
