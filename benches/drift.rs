@@ -7,7 +7,6 @@
 
 mod common;
 
-
 use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
 use cis_features::snapshot;

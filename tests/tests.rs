@@ -21,4 +21,5 @@ mod promotion;
 mod quality;
 mod store_lock;
 mod time_travel;
+mod two_servers;
 mod validation;

@@ -106,6 +106,7 @@ pub fn from_sortable_i64(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
+/// Lower-case hex digits of `bytes`; [`unhex`] reads them back.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
@@ -114,9 +115,47 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// The bytes of an even number of hex digits (either case); `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            let pair = text.get(i..i + 2)?;
+            // `from_str_radix` alone would accept a leading '+'.
+            pair.bytes()
+                .all(|b| b.is_ascii_hexdigit())
+                .then(|| u8::from_str_radix(pair, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// A 64-digit hex hash (an artifact's, a token's) as its 32 bytes.
+pub fn unhex32(text: &str) -> Option<[u8; 32]> {
+    unhex(text)?.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unhex_reads_what_hex_writes_and_nothing_else() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&bytes)), Some(bytes));
+        assert_eq!(unhex("00FFaB"), Some(vec![0, 255, 171]));
+        assert_eq!(unhex(""), Some(Vec::new()));
+        for bad in ["0", "abc", "+1", "0g", "é0", "éé"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
+        let h = [7u8; 32];
+        assert_eq!(unhex32(&hex(&h)), Some(h));
+        assert_eq!(unhex32(&hex(&h[..31])), None, "31 bytes is not a hash");
+        assert_eq!(unhex32(&format!("{}00", hex(&h))), None, "33 bytes is not a hash");
+    }
 
     #[test]
     fn envelope_round_trips() {

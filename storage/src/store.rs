@@ -4,9 +4,11 @@
 //! [`crate::lock`]) and, while an erasure's rewrite of the database is still to be done,
 //! `compaction-owed` (see [`Store::owe_compaction`]).
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
@@ -20,6 +22,8 @@ pub struct Store {
     kv: Arc<dyn Kv>,
     log: EventLog,
     dir: Option<PathBuf>,
+    /// See [`Store::companion`].
+    companions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     /// Declared last: released after the database is closed.
     _lock: Option<StoreLock>,
 }
@@ -44,6 +48,7 @@ impl Store {
             kv,
             log,
             dir: Some(dir.to_path_buf()),
+            companions: Mutex::default(),
             _lock: Some(lock),
         })
     }
@@ -56,6 +61,7 @@ impl Store {
             kv,
             log,
             dir: None,
+            companions: Mutex::default(),
             _lock: None,
         })
     }
@@ -123,6 +129,21 @@ impl Store {
 
     pub fn flush(&self) -> Result<()> {
         self.kv.flush()
+    }
+
+    /// The in-memory state a layer above keeps about this store (one value per type, made on
+    /// first use and kept as long as the store): what must be one per store and not one per
+    /// process, such as the API's token-cache generation or the access log's one writer. Two
+    /// stores in one process share none of it. Use a type private to its module as the key.
+    pub fn companion<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut map = self.companions.lock().unwrap_or_else(|p| p.into_inner());
+        let id = TypeId::of::<T>();
+        if let Some(t) = map.get(&id).cloned().and_then(|any| any.downcast::<T>().ok()) {
+            return t;
+        }
+        let t = Arc::new(T::default());
+        map.insert(id, t.clone());
+        t
     }
 }
 
@@ -249,6 +270,21 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn companions_are_one_per_type_per_store() {
+        #[derive(Default)]
+        struct Count(std::sync::atomic::AtomicU64);
+        #[derive(Default)]
+        struct Other(std::sync::atomic::AtomicU64);
+        let bump = |c: &Count| c.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let (a, b) = (Store::in_memory().expect("a"), Store::in_memory().expect("b"));
+        assert_eq!(bump(&a.companion::<Count>()), 1);
+        assert_eq!(bump(&a.companion::<Count>()), 2, "the same value on the same store");
+        assert_eq!(bump(&b.companion::<Count>()), 1, "another store has its own");
+        assert_eq!(a.companion::<Other>().0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(Arc::ptr_eq(&a.companion::<Count>(), &a.companion::<Count>()));
+    }
 
     #[test]
     fn prefix_end_bounds_the_prefix() {

@@ -6,7 +6,7 @@
 //! covers kind, schema, as-of T and the body, so it is a pure function of the visible log
 //! content, T, K and the definition set. Provenance (not hashed): the log prefix read.
 
-use cis_storage::{hex, ArtifactHash, EventId, NewArtifact, StorageError, Store, StoredArtifact};
+use cis_storage::{hex, unhex, ArtifactHash, EventId, NewArtifact, StorageError, Store, StoredArtifact};
 use serde::{Deserialize, Serialize};
 
 use crate::compute::{digest_term, materialise, ComputeError, Matrix};
@@ -119,53 +119,34 @@ impl Snapshot {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
-        let mut pos = 0usize;
-        // Takes exactly N bytes, so the array conversions below cannot fail.
-        let mut take = |n: usize| -> Result<&[u8], DecodeError> {
-            let s = bytes.get(pos..pos + n).ok_or(DecodeError::EndsEarly)?;
-            pos += n;
-            Ok(s)
-        };
-        fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], DecodeError> {
-            b.try_into().map_err(|_| DecodeError::EndsEarly)
+        let mut r = Reader { bytes, pos: 0 };
+        let h = Header::read(&mut r)?;
+        let mut customers = Vec::with_capacity(h.customers.min(1 << 20));
+        for _ in 0..h.customers {
+            customers.push(r.string()?);
         }
-        let as_of = i64::from_be_bytes(array(take(8)?)?);
-        let known_at = i64::from_be_bytes(array(take(8)?)?);
-        let definition_set: [u8; 32] = array(take(32)?)?;
-        let visible_events = u64::from_be_bytes(array(take(8)?)?);
-        let visible_digest = u128::from_be_bytes(array(take(16)?)?);
-        let mut lists = Vec::new();
-        for _ in 0..2 {
-            let n = u32::from_be_bytes(array(take(4)?)?) as usize;
-            let mut list = Vec::with_capacity(n.min(1 << 20));
-            for _ in 0..n {
-                let len = u32::from_be_bytes(array(take(4)?)?) as usize;
-                list.push(String::from_utf8(take(len)?.to_vec()).map_err(|_| DecodeError::NotUtf8)?);
-            }
-            lists.push(list);
-        }
-        // The loop above pushed exactly two lists, so these defaults are never taken.
-        let customers = lists.pop().unwrap_or_default();
-        let features = lists.pop().unwrap_or_default();
-        let cells = customers.len() * features.len();
-        let raw = take(cells * 8)?;
+        let cells = customers
+            .len()
+            .checked_mul(h.features.len())
+            .ok_or(DecodeError::EndsEarly)?;
+        let raw = r.take(cells.checked_mul(8).ok_or(DecodeError::EndsEarly)?)?;
         let values = raw
             .chunks_exact(8)
             .map(|c| array(c).map(|b| f64::from_bits(u64::from_be_bytes(b))))
             .collect::<Result<_, _>>()?;
-        if pos != bytes.len() {
+        if r.pos != bytes.len() {
             return Err(DecodeError::TrailingBytes);
         }
         Ok(Snapshot {
-            as_of: Timestamp::from_micros(as_of),
-            known_at: Timestamp::from_micros(known_at),
-            definition_set,
-            features,
+            as_of: h.as_of,
+            known_at: h.known_at,
+            definition_set: h.definition_set,
+            features: h.features,
             matrix: Matrix {
                 customers,
                 values,
-                visible_events,
-                visible_digest,
+                visible_events: h.visible_events,
+                visible_digest: h.visible_digest,
             },
         })
     }
@@ -199,6 +180,82 @@ impl Snapshot {
             }
         }
         true
+    }
+}
+
+/// The start of a snapshot body, up to the customer count: what a listing shows, read without
+/// the customer ids or the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub as_of: Timestamp,
+    pub known_at: Timestamp,
+    pub definition_set: [u8; 32],
+    pub visible_events: u64,
+    pub visible_digest: u128,
+    pub features: Vec<String>,
+    pub customers: usize,
+}
+
+/// A body read front to back.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+/// A slice as an array; every caller passes exactly N bytes (`take(N)`, `chunks_exact(8)`), so
+/// the error is never taken.
+fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], DecodeError> {
+    b.try_into().map_err(|_| DecodeError::EndsEarly)
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::EndsEarly)?;
+        let s = self.bytes.get(self.pos..end).ok_or(DecodeError::EndsEarly)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        array(self.take(N)?)
+    }
+
+    fn len(&mut self) -> Result<usize, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?) as usize)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let len = self.len()?;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError::NotUtf8)
+    }
+}
+
+impl Header {
+    /// The header of a snapshot body; the rest of the body is not looked at.
+    pub fn decode(body: &[u8]) -> Result<Header, DecodeError> {
+        Header::read(&mut Reader { bytes: body, pos: 0 })
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Header, DecodeError> {
+        let as_of = Timestamp::from_micros(i64::from_be_bytes(r.array()?));
+        let known_at = Timestamp::from_micros(i64::from_be_bytes(r.array()?));
+        let definition_set = r.array()?;
+        let visible_events = u64::from_be_bytes(r.array()?);
+        let visible_digest = u128::from_be_bytes(r.array()?);
+        let n = r.len()?;
+        let mut features = Vec::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            features.push(r.string()?);
+        }
+        Ok(Header {
+            as_of,
+            known_at,
+            definition_set,
+            visible_events,
+            visible_digest,
+            features,
+            customers: r.len()?,
+        })
     }
 }
 
@@ -245,11 +302,7 @@ pub fn resolve(store: &Store, text: &str) -> Result<ArtifactHash, SnapshotError>
         return Err(bad());
     }
     let even = &text[..text.len() / 2 * 2];
-    let prefix: Vec<u8> = (0..even.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&even[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
+    let prefix = unhex(even).ok_or_else(bad)?;
     let matches: Vec<ArtifactHash> = store
         .artifacts()
         .find_prefix(&prefix, 64)?
@@ -508,6 +561,49 @@ pub fn list(store: &Store, before: Timestamp) -> Result<Vec<(ArtifactHash, Times
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn two_by_two() -> Snapshot {
+        Snapshot {
+            as_of: Timestamp::from_micros(875_577_600_000_000),
+            known_at: Timestamp::from_micros(875_664_000_000_000),
+            definition_set: [9; 32],
+            features: vec!["recency_days".into(), "frequency".into()],
+            matrix: Matrix {
+                customers: vec!["a".into(), "b".into()],
+                values: vec![1.0, 2.0, -0.5, 4.0],
+                visible_events: 12,
+                visible_digest: 0xfeed,
+            },
+        }
+    }
+
+    #[test]
+    fn the_header_is_the_start_of_what_decode_reads() {
+        let s = two_by_two();
+        let body = s.encode();
+        assert_eq!(Snapshot::decode(&body), Ok(s.clone()));
+        let h = Header::decode(&body).expect("header");
+        assert_eq!(
+            h,
+            Header {
+                as_of: s.as_of,
+                known_at: s.known_at,
+                definition_set: s.definition_set,
+                visible_events: 12,
+                visible_digest: 0xfeed,
+                features: s.features.clone(),
+                customers: 2,
+            }
+        );
+        // The header ends before the customer ids: a body cut after it still has a header.
+        let cut = 8 + 8 + 32 + 8 + 16 + 4 + (4 + 12) + (4 + 9) + 4;
+        assert_eq!(Header::decode(&body[..cut]), Ok(h));
+        assert_eq!(Header::decode(&body[..cut - 1]), Err(DecodeError::EndsEarly));
+        assert_eq!(Snapshot::decode(&body[..cut]), Err(DecodeError::EndsEarly));
+        let mut long = body.clone();
+        long.push(0);
+        assert_eq!(Snapshot::decode(&long), Err(DecodeError::TrailingBytes));
+    }
 
     #[test]
     fn a_body_decodes_back_and_a_damaged_one_says_how() {

@@ -11,6 +11,7 @@ use crate::promotion::{Record, Stage};
 use crate::segments::FEATURES as SEGMENT_FEATURES;
 use crate::{columns, load, Model, ModelError, ModelKind, ParamError};
 use cis_core::time::{self, Timestamp};
+use cis_core::AsOf;
 use cis_features::snapshot::{self, Snapshot};
 
 pub const KIND: &str = "scores";
@@ -34,6 +35,19 @@ pub struct ScoreSet {
     /// (kind, model hash) of every model used.
     pub models: Vec<(ModelKind, String)>,
     pub rows: Vec<ScoreRow>,
+}
+
+/// The latest knowledge a score set holds: its snapshot's known-at K or a model's as-of (a
+/// model knows everything up to the T it was fitted at), whichever is later.
+pub fn known_at(snapshot_known_at: Timestamp, model_as_ofs: impl IntoIterator<Item = Timestamp>) -> Timestamp {
+    model_as_ofs.into_iter().fold(snapshot_known_at, Timestamp::max)
+}
+
+/// The (T, K) rule: a score set as of `as_of` holding knowledge up to `known_at` (see
+/// [`known_at`]) may be shown with a read at `at` only if it is not after T and nothing it was
+/// built from is later than K. Scores never know more than the read they are shown with.
+pub fn usable_at(as_of: Timestamp, known_at: Timestamp, at: AsOf) -> bool {
+    as_of <= at.as_of && known_at <= at.known_at
 }
 
 /// Why a default model was chosen.
@@ -215,4 +229,23 @@ pub fn load_scores(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact
     let a = snapshot::fetch(store, hash, KIND)?;
     let set = serde_json::from_slice(&a.body)?;
     Ok((a, set))
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+
+    #[test]
+    fn a_score_set_is_used_only_when_nothing_it_holds_is_after_k() {
+        let u = Timestamp::from_micros;
+        // Snapshot K = 10; models fitted at 8 and 14: the set knows up to 14.
+        let k = known_at(u(10), [u(8), u(14)]);
+        assert_eq!(k, u(14));
+        assert_eq!(known_at(u(10), []), u(10), "no model: the snapshot's K");
+        let at = |t, k| AsOf::new(Some(u(t)), Some(u(k)));
+        assert!(usable_at(u(5), k, at(5, 14)), "K equal to what it knows");
+        assert!(usable_at(u(5), k, at(20, 30)), "a later read");
+        assert!(!usable_at(u(5), k, at(5, 13)), "a model knows 14, the read only 13");
+        assert!(!usable_at(u(5), k, at(4, 30)), "the set is as of a T after the read's");
+    }
 }

@@ -25,8 +25,9 @@
 //! drains the queue, flushes and joins the writer (graceful shutdown).
 //!
 //! One ledger handle per store per process: two would fork the chain. [`AccessLog::shared`]
-//! hands every API state on the same store the same writer, and a new writer waits until the
-//! previous one for that store has finished.
+//! hands every API state on the same store the same writer (kept beside the store, see
+//! `Store::companion`), and a new writer waits until the previous one for that store has
+//! finished. Two stores in one process have two writers.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -150,32 +151,28 @@ pub struct AccessLog {
     waits: AtomicU64,
 }
 
-/// Per store (by address, held by a `Weak` so that it is not reused): the writer in use, and
-/// the turn a writer holds while it owns the ledger.
-type Registry = Vec<(Weak<Store>, Weak<AccessLog>, Arc<Mutex<()>>)>;
-static REGISTRY: Mutex<Registry> = Mutex::new(Vec::new());
+/// One store's writers, as a store companion: the one in use (weak, so that dropping its
+/// last handle still shuts it down) and the turn a writer holds while it owns the ledger.
+#[derive(Default)]
+struct Writers {
+    running: Mutex<Weak<AccessLog>>,
+    turn: Mutex<()>,
+}
 
 impl AccessLog {
     /// The running writer of `store`'s access log, started if there is none.
     pub fn shared(store: &Arc<Store>, config: AccessLogConfig) -> Arc<AccessLog> {
-        let mut registry = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-        registry.retain(|(s, _, _)| s.strong_count() > 0);
-        let me = Arc::as_ptr(store);
-        if let Some((_, log, turn)) = registry.iter_mut().find(|(s, _, _)| s.as_ptr() == me) {
-            if let Some(running) = log.upgrade() {
-                return running;
-            }
-            let started = Arc::new(AccessLog::start(store.clone(), turn.clone(), config));
-            *log = Arc::downgrade(&started);
-            return started;
+        let writers = store.companion::<Writers>();
+        let mut running = writers.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(log) = running.upgrade() {
+            return log;
         }
-        let turn = Arc::new(Mutex::new(()));
-        let started = Arc::new(AccessLog::start(store.clone(), turn.clone(), config));
-        registry.push((Arc::downgrade(store), Arc::downgrade(&started), turn));
+        let started = Arc::new(AccessLog::start(store.clone(), writers.clone(), config));
+        *running = Arc::downgrade(&started);
         started
     }
 
-    fn start(store: Arc<Store>, turn: Arc<Mutex<()>>, config: AccessLogConfig) -> AccessLog {
+    fn start(store: Arc<Store>, writers: Arc<Writers>, config: AccessLogConfig) -> AccessLog {
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let durable = Arc::new(AtomicU64::new(0));
         let counter = durable.clone();
@@ -183,7 +180,7 @@ impl AccessLog {
             .name("cis-access-log".into())
             .spawn(move || {
                 // Wait for a previous writer of this store to drain: one ledger handle at a time.
-                let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+                let _turn = writers.turn.lock().unwrap_or_else(|p| p.into_inner());
                 let result = store
                     .ledger(LEDGER)
                     .and_then(|ledger| write_loop(&ledger, &rx, config, &counter));

@@ -11,10 +11,9 @@ use serde_json::{json, Value};
 
 use crate::api::error::AppError;
 use crate::api::params::Params;
-use crate::api::scores::snapshot_header;
 use crate::api::{blocking, AppState};
 use cis_core::time::{self, Timestamp};
-use cis_features::snapshot::{self, Provenance};
+use cis_features::snapshot::{self, Header, Provenance, SnapshotError};
 use cis_models::metrics::Metrics;
 use cis_models::{scores, Model, ModelKind};
 
@@ -82,14 +81,13 @@ pub fn model_summary(model: &Model) -> Value {
 
 fn summary(state: &AppState, a: &StoredArtifact) -> Result<Value, AppError> {
     if a.kind == snapshot::KIND {
-        let h = snapshot_header(&a.body)
-            .ok_or_else(|| AppError::internal(format!("snapshot {} is malformed", hex(&a.hash))))?;
+        let h = Header::decode(&a.body).map_err(|e| AppError::internal(SnapshotError::Malformed(hex(&a.hash), e)))?;
         let provenance: Option<Provenance> = serde_json::from_slice(&a.provenance).ok();
         return Ok(json!({
             "as_of": time::format(h.as_of),
             "known_at": time::format(h.known_at),
             "customers": h.customers,
-            "features": h.features,
+            "features": h.features.len(),
             "visible_events": h.visible_events,
             "feature_definitions": hex(&h.definition_set),
             "read_from_log": provenance.map(|p| json!({ "log_batch": p.log_batch, "log_head": p.log_head })),

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::http::Method;
@@ -154,16 +154,22 @@ impl Metrics {
     }
 }
 
+/// The store's run-journal digest and the quality gauges derived from it (a store companion).
+#[derive(Default)]
+struct QualityMemo(Mutex<Option<([u8; 32], Vec<Gauge>)>>);
+
+/// The drift reports of the store's snapshot pairs, by the pair's hashes (a store companion:
+/// a hash names one content only within its store, erasure redacts a snapshot in place).
+#[derive(Default)]
+struct DriftMemo(Mutex<HashMap<[ArtifactHash; 2], Arc<DriftReport>>>);
+
 /// Data quality (latest run and latest event-day of each kind, flag counts over the whole
 /// history) and PSI per feature for the latest snapshot pair. A scrape reads the run journal
 /// and the snapshot index; the report is rebuilt only when a run was recorded (a digest of the
-/// journal keys the memo; one slot serves every store in the process) and the drift comparison
-/// only for a new pair ([`latest_drift`]). Blocking.
+/// journal keys the store's memo) and the drift comparison only for a new pair
+/// ([`latest_drift`]). Blocking.
 pub fn monitor_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
-    /// The run-journal digest and the gauges derived from it.
-    type Memo = Mutex<Option<([u8; 32], Vec<Gauge>)>>;
-    static QUALITY: OnceLock<Memo> = OnceLock::new();
-    let memo = QUALITY.get_or_init(Default::default);
+    let memo = &store.companion::<QualityMemo>().0;
     let digest = records::runs_digest(store).map_err(AppError::internal)?;
     let known = match memo.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         Some((d, g)) if *d == digest => Some(g.clone()),
@@ -192,9 +198,7 @@ pub fn monitor_gauges(store: &Store) -> Result<Vec<Gauge>, AppError> {
 /// memoised by the pair's hashes: comparing two 100k-customer snapshots takes seconds, and
 /// snapshots are immutable. Blocking.
 pub fn latest_drift(store: &Store, as_of: Timestamp) -> Result<Option<Arc<DriftReport>>, DriftError> {
-    type Pairs = Mutex<HashMap<[ArtifactHash; 2], Arc<DriftReport>>>;
-    static MEMO: OnceLock<Pairs> = OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
+    let memo = &store.companion::<DriftMemo>().0;
     let snaps = store.artifacts().list(snapshot::KIND, as_of.micros())?;
     let [.., a, b] = snaps.as_slice() else {
         return Ok(None);

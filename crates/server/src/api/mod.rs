@@ -245,7 +245,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 }
 
 tokio::task_local! {
-    /// The token name [`authorize`] accepted for the request [`access`] is logging.
+    /// The token name [`authorize`] accepted for the request [`access`] is logging. Per
+    /// request (scoped by [`access`] to its future), so never shared between stores.
     static CALLER: RefCell<Option<String>>;
 }
 
@@ -336,7 +337,7 @@ pub async fn authorize(state: &AppState, token: &str) -> Result<String, AppError
 
 /// [`authorize`] by the token's hash: what a dashboard session holds.
 pub async fn authorize_hash(state: &AppState, hash: [u8; 32]) -> Result<String, AppError> {
-    let name = match state.tokens.lookup(&hash) {
+    let name = match state.tokens.lookup(&state.store, &hash) {
         Lookup::Valid(name) => Some(name),
         Lookup::Invalid => None,
         Lookup::Stale => blocking(state, move |s| Ok(s.tokens.check_hash(&s.store, &hash)?)).await?,

@@ -296,6 +296,8 @@ pub fn spec() -> Value {
 
 /// The document, serialised once (a failure is returned, not cached, and not an empty body).
 pub fn json_bytes() -> Result<Vec<u8>, serde_json::Error> {
+    // Process-wide, not per store: the document is a constant of this build (routes, limits),
+    // the same for every store a process serves.
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     if let Some(b) = BYTES.get() {
         return Ok(b.clone());

@@ -10,14 +10,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cis_storage::{ArtifactHash, Store};
+use cis_storage::{unhex32, ArtifactHash, Store};
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::error::AppError;
 use cis_core::time::Timestamp;
 use cis_core::AsOf;
-use cis_features::snapshot::{self, SnapshotError};
+use cis_features::snapshot::{self, Header, SnapshotError};
 use cis_models::scores::{self, ScoreRow};
 use cis_models::ModelKind;
 
@@ -33,7 +33,7 @@ pub struct ScoreMeta {
     /// (kind, hash hex, as-of) of every model used.
     pub models: Vec<(ModelKind, String, Timestamp)>,
     pub rows: usize,
-    /// The latest knowledge the set holds: the snapshot's K or a model's as-of, whichever is later.
+    /// The latest knowledge the set holds ([`scores::known_at`]).
     pub known_at: Timestamp,
 }
 
@@ -91,59 +91,6 @@ struct Head {
     rows: Count,
 }
 
-/// A 64-digit hex hash as bytes.
-pub fn unhex32(text: &str) -> Option<ArtifactHash> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut h = [0u8; 32];
-    for (i, b) in h.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(h)
-}
-
-/// The fixed-size start of a snapshot body: T, K, definition set, visible events, and the
-/// number of features and customers (see `features::snapshot` for the layout). Reading it
-/// does not decode the matrix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotHeader {
-    pub as_of: Timestamp,
-    pub known_at: Timestamp,
-    pub definition_set: [u8; 32],
-    pub visible_events: u64,
-    pub features: usize,
-    pub customers: usize,
-}
-
-pub fn snapshot_header(body: &[u8]) -> Option<SnapshotHeader> {
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = body.get(pos..pos.checked_add(n)?)?;
-        pos += n;
-        Some(s)
-    };
-    let as_of = i64::from_be_bytes(take(8)?.try_into().ok()?);
-    let known_at = i64::from_be_bytes(take(8)?.try_into().ok()?);
-    let definition_set: [u8; 32] = take(32)?.try_into().ok()?;
-    let visible_events = u64::from_be_bytes(take(8)?.try_into().ok()?);
-    take(16)?;
-    let features = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-    for _ in 0..features {
-        let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        take(len)?;
-    }
-    let customers = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-    Some(SnapshotHeader {
-        as_of: Timestamp::from_micros(as_of),
-        known_at: Timestamp::from_micros(known_at),
-        definition_set,
-        visible_events,
-        features,
-        customers,
-    })
-}
-
 fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> {
     let a = snapshot::fetch(store, hash, scores::KIND).map_err(AppError::internal)?;
     let head: Head = serde_json::from_slice(&a.body).map_err(AppError::internal)?;
@@ -153,17 +100,15 @@ fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> 
         SnapshotError::NotFound(_) => AppError::internal(format!("score set's snapshot {} is missing", head.snapshot)),
         other => AppError::internal(other),
     })?;
-    let header = snapshot_header(&snap.body)
-        .ok_or_else(|| AppError::internal(format!("snapshot {} is malformed", head.snapshot)))?;
+    let header = Header::decode(&snap.body)
+        .map_err(|e| AppError::internal(SnapshotError::Malformed(head.snapshot.clone(), e)))?;
     let mut models = Vec::new();
-    let mut known_at = header.known_at;
     for (kind, h) in head.models {
         let bytes = unhex32(&h).ok_or_else(|| AppError::internal(format!("malformed model hash {h}")))?;
         let m = snapshot::fetch(store, &bytes, kind.artifact_kind()).map_err(AppError::internal)?;
-        let model_as_of = Timestamp::from_micros(m.as_of);
-        known_at = known_at.max(model_as_of);
-        models.push((kind, h, model_as_of));
+        models.push((kind, h, Timestamp::from_micros(m.as_of)));
     }
+    let known_at = scores::known_at(header.known_at, models.iter().map(|m| m.2));
     Ok(ScoreMeta {
         hash: *hash,
         as_of: head.as_of,
@@ -215,12 +160,12 @@ impl ScoreCache {
         Ok(slot)
     }
 
-    /// The latest score set with as-of ≤ T whose knowledge (snapshot K, model as-ofs) is not
-    /// after K: scores never know more than the read they are shown with. A small index scan.
+    /// The latest score set usable at (T, K) ([`scores::usable_at`]). A small index scan of the
+    /// sets as of T or before.
     pub fn select(&self, store: &Store, at: AsOf) -> Result<Option<Arc<Slot>>, AppError> {
         for r in store.artifacts().list(scores::KIND, at.as_of.micros())?.iter().rev() {
             let slot = self.slot(store, &r.hash)?;
-            if slot.meta.known_at <= at.known_at {
+            if scores::usable_at(slot.meta.as_of, slot.meta.known_at, at) {
                 return Ok(Some(slot));
             }
         }

@@ -7,10 +7,10 @@
 //! a name, once used, cannot be created again.
 //!
 //! The server checks a request's token against [`TokenCache`]: a blake3 hash and a map lookup.
-//! The cache is rebuilt from the journal when this process created or revoked a token since it
-//! was built (a process-wide generation counter), and on a miss at most once a second. No other
-//! process can write the journal while the server runs: the store directory is locked by its
-//! one opener.
+//! The cache is rebuilt from the journal when this process created or revoked a token on the
+//! same store since it was built (a generation counter kept beside the store, see
+//! [`Store::companion`]), and on a miss at most once a second. No other process can write the
+//! journal while the server runs: the store directory is locked by its one opener.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -18,11 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cis_storage::{hex, StorageError, Store};
+use cis_storage::{hex, unhex32, StorageError, Store};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::api::scores::unhex32;
 use cis_core::time;
 
 pub const JOURNAL: &str = "api_tokens";
@@ -32,10 +31,19 @@ const REVOKED: u8 = 1;
 /// Longest bearer token considered at all (a real one is 68 bytes).
 pub const MAX_TOKEN_LEN: usize = 256;
 
-/// Bumped after every create or revoke in this process: caches built before are stale.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-/// Serialises create/revoke within the process (check-then-write on the journal).
-static WRITER: Mutex<()> = Mutex::new(());
+/// What this process knows of one store's token journal: kept beside the store, so two stores
+/// in one process never see each other's writes.
+#[derive(Default)]
+struct Journal {
+    /// Bumped after every create or revoke on the store: caches built before are stale.
+    generation: AtomicU64,
+    /// Serialises create/revoke on the store (check-then-write on the journal).
+    writer: Mutex<()>,
+}
+
+fn generation(store: &Store) -> u64 {
+    store.companion::<Journal>().generation.load(Ordering::SeqCst)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -161,7 +169,7 @@ fn put(store: &Store, k: &[u8], record: &TokenRecord) -> Result<(), TokenError> 
     let bytes = serde_json::to_vec(record).map_err(|e| TokenError::Record(e.to_string()))?;
     store.journal_put(JOURNAL, k, &bytes)?;
     store.flush()?;
-    GENERATION.fetch_add(1, Ordering::SeqCst);
+    store.companion::<Journal>().generation.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -169,7 +177,8 @@ fn put(store: &Store, k: &[u8], record: &TokenRecord) -> Result<(), TokenError> 
 /// Only its blake3 hash is stored. Durable on return.
 pub fn create(store: &Store, name: &str) -> Result<String, TokenError> {
     check_name(name)?;
-    let _guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let journal = store.companion::<Journal>();
+    let _guard = journal.writer.lock().unwrap_or_else(|p| p.into_inner());
     if find(store, name)?.is_some() {
         return Err(TokenError::Exists(name.to_string()));
     }
@@ -190,7 +199,8 @@ pub fn create(store: &Store, name: &str) -> Result<String, TokenError> {
 /// Revokes the token named `name` (an appended record). Durable on return.
 pub fn revoke(store: &Store, name: &str) -> Result<(), TokenError> {
     check_name(name)?;
-    let _guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let journal = store.companion::<Journal>();
+    let _guard = journal.writer.lock().unwrap_or_else(|p| p.into_inner());
     let info = find(store, name)?.ok_or_else(|| TokenError::Unknown(name.to_string()))?;
     if !info.active() {
         return Err(TokenError::AlreadyRevoked(name.to_string()));
@@ -239,10 +249,10 @@ impl Default for TokenCache {
 }
 
 impl TokenCache {
-    /// Answers from memory only: no store access.
-    pub fn lookup(&self, hash: &[u8; 32]) -> Lookup {
+    /// Answers from memory only: `store` is asked for its journal's generation, not read.
+    pub fn lookup(&self, store: &Store, hash: &[u8; 32]) -> Lookup {
         let v = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        if v.generation != GENERATION.load(Ordering::SeqCst) {
+        if v.generation != generation(store) {
             return Lookup::Stale;
         }
         match v.by_hash.get(hash) {
@@ -254,7 +264,7 @@ impl TokenCache {
 
     /// Rebuilds the cache from the journal (a scan of a few records).
     pub fn refresh(&self, store: &Store) -> Result<(), TokenError> {
-        let generation = GENERATION.load(Ordering::SeqCst);
+        let generation = generation(store);
         let mut by_hash = HashMap::new();
         for t in list(store)?.into_iter().filter(TokenInfo::active) {
             let h = unhex32(&t.token_blake3)
@@ -279,13 +289,13 @@ impl TokenCache {
     pub fn check_hash(&self, store: &Store, h: &[u8; 32]) -> Result<Option<String>, TokenError> {
         // A second pass only when a token was created or revoked during the first refresh.
         for _ in 0..2 {
-            match self.lookup(h) {
+            match self.lookup(store, h) {
                 Lookup::Valid(name) => return Ok(Some(name)),
                 Lookup::Invalid => return Ok(None),
                 Lookup::Stale => self.refresh(store)?,
             }
         }
-        Ok(match self.lookup(h) {
+        Ok(match self.lookup(store, h) {
             Lookup::Valid(name) => Some(name),
             Lookup::Invalid | Lookup::Stale => None,
         })

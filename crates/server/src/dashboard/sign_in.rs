@@ -9,7 +9,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::{document, esc};
 use crate::api::sessions;
 use crate::api::{authorize, authorize_hash, tokens, AppError, AppState};
 
@@ -30,14 +29,7 @@ pub struct SignInForm {
 
 /// The sign-in page, with `notice` above the form; sessions last `ttl`.
 pub fn page(notice: Option<&str>, ttl: Duration) -> String {
-    let notice = notice.map_or_else(String::new, |n| {
-        format!(r#"<p class="notice" role="alert">{}</p>"#, esc(n))
-    });
-    let body = format!(
-        r#"<main class="sign-in"><h1>Customer Health Overview</h1>{notice}<form id="sign-in" method="post" action="{SIGN_IN}"><label>API token<input type="password" name="token" autocomplete="current-password" required></label><button type="submit">Sign in</button></form><p class="meta">A token from <code>cis token create --name NAME</code>. The browser keeps only a session cookie; the session ends after {}, on sign-out, when the token is revoked, or when the server restarts.</p></main>"#,
-        human(ttl)
-    );
-    document(&body, "cis")
+    super::render::sign_in_page(notice, &human(ttl))
 }
 
 /// "8 h", "90 min", "30 s".
