@@ -40,6 +40,27 @@ impl TreeName {
 /// Visitor over a key range; return `ControlFlow::Break` to stop early.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
 
+/// [`Kv::visit`] with a visitor that fails with the caller's own error type `E`: the visit is
+/// `dyn` (storage errors only), so the caller's error is parked, the visit stopped, and the
+/// error returned once it has.
+pub(crate) fn visit_typed<E: From<StorageError>>(
+    kv: &dyn Kv,
+    tree: TreeName,
+    start: &[u8],
+    end: Option<&[u8]>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, E>,
+) -> Result<(), E> {
+    let mut parked = None;
+    kv.visit(tree, start, end, &mut |k, v| match f(k, v) {
+        Ok(flow) => Ok(flow),
+        Err(e) => {
+            parked = Some(e);
+            Ok(ControlFlow::Break(()))
+        }
+    })?;
+    parked.map_or(Ok(()), Err)
+}
+
 /// A small ordered key-value interface: what the log needs from sled and nothing more.
 pub trait Kv: Send + Sync {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>>;

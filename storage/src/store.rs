@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
-use crate::kv::{Kv, MemKv, SledKv, TreeName};
+use crate::kv::{self, Kv, MemKv, SledKv, TreeName};
 use crate::ledger::Ledger;
 use crate::lock::StoreLock;
 use crate::log::EventLog;
@@ -103,16 +103,16 @@ impl Store {
         self.kv.remove(TreeName::Journal(journal), key)
     }
 
-    /// Visits a journal's records whose key starts with `prefix`, in key order.
-    pub fn journal_visit(
+    /// Visits a journal's records whose key starts with `prefix`, in key order. The visit stops
+    /// at `f`'s first error, which is returned as it is (of the caller's type `E`).
+    pub fn journal_visit<E: From<StorageError>>(
         &self,
         journal: &'static str,
         prefix: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
         let end = prefix_end(prefix);
-        self.kv
-            .visit(TreeName::Journal(journal), prefix, end.as_deref(), &mut f)
+        kv::visit_typed(self.kv.as_ref(), TreeName::Journal(journal), prefix, end.as_deref(), f)
     }
 
     /// A hash-chained ledger (see [`crate::ledger`]). Keep one handle per ledger per process:
@@ -277,7 +277,7 @@ mod tests {
         store
             .journal_visit("test", &[], |k, v| {
                 kept.push((k.to_vec(), v.to_vec()));
-                Ok(ControlFlow::Continue(()))
+                Ok::<_, StorageError>(ControlFlow::Continue(()))
             })
             .expect("visit");
         assert_eq!(kept, vec![(b"keep".to_vec(), b"live".to_vec())]);
