@@ -3,7 +3,7 @@
 //! Trees (all keys big-endian):
 //! - `blocks`: (bucket, batch) → block of sealed events (see [`crate::block`]).
 //! - `chain`: batch → the batch's event ids (32 bytes each) in append order.
-//! - `batches`: batch → [`BatchRecord`] (bincode): the commit record.
+//! - `batches`: batch → [`BatchRecord`] (versioned bincode, see [`crate::format`]): the commit record.
 //! - `by_recorded`: (min recorded_at, batch) → max recorded_at: the recorded-time index.
 //! - `meta`: `format`, and `pending` (the batch being written, for crash recovery).
 //!
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::{self, Record};
 use crate::envelope::{self, EventId, NewEvent};
 use crate::error::{Result, StorageError};
+use crate::format::{self, RecordKind};
 use crate::idset::{prefix, IdSet};
 use crate::kv::{self, Kv, TreeName};
 use crate::vault::{apply_cipher, Vault};
@@ -28,7 +29,6 @@ use crate::vault::{apply_cipher, Vault};
 pub type Head = [u8; 32];
 /// The head of the empty log.
 pub const GENESIS: Head = [0; 32];
-const STORE_FORMAT: u32 = 1;
 
 /// What one committed batch appended: the unit of acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,29 +142,10 @@ fn lock_err<T>(_: T) -> StorageError {
 
 impl EventLog {
     pub fn open(kv: Arc<dyn Kv>, vault: Vault) -> Result<Self> {
-        match kv.get(TreeName::Meta, b"format")? {
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_slice()
-                        .try_into()
-                        .map_err(|_| StorageError::Corrupt("format marker".into()))?,
-                );
-                if found != STORE_FORMAT {
-                    return Err(StorageError::Version {
-                        found,
-                        supported: STORE_FORMAT,
-                    });
-                }
-            }
-            None => {
-                kv.insert(TreeName::Meta, b"format", &STORE_FORMAT.to_be_bytes())?;
-                kv.flush()?;
-            }
-        }
+        format::ensure(kv.as_ref())?;
         let mut batches = Vec::new();
         kv.visit(TreeName::Batches, &[], None, &mut |_, v| {
-            let (rec, _): (BatchRecord, usize) = bincode::serde::decode_from_slice(v, bincode::config::standard())?;
-            batches.push(rec);
+            batches.push(format::decode::<BatchRecord>(RecordKind::Batch, v)?);
             Ok(ControlFlow::Continue(()))
         })?;
         for (i, b) in batches.iter().enumerate() {
@@ -397,7 +378,7 @@ impl EventLog {
             min_event_time: min_t,
             max_event_time: max_t,
         };
-        let bytes = bincode::serde::encode_to_vec(&record, bincode::config::standard())?;
+        let bytes = format::encode(RecordKind::Batch, &record)?;
         self.kv.insert(TreeName::Batches, &be(seq), &bytes)?;
         self.kv
             .insert(TreeName::ByRecorded, &by_recorded_key(min_r, seq), &max_r.to_be_bytes())?;
