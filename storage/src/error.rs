@@ -49,6 +49,9 @@ pub enum StorageError {
     Verify { seq: u64, reason: String },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// The in-memory twin was told to fail from this write on (`MemKv::fail_writes_after`).
+    #[error("simulated crash at write {write} of the in-memory store")]
+    SimulatedCrash { write: u64 },
 }
 
 impl From<sled::Error> for StorageError {

@@ -206,6 +206,7 @@ mod tests {
 
     use super::*;
     use crate::artifacts::{Artifacts, NewArtifact, Redaction};
+    use crate::kv::MemKv;
     use crate::log::EventLog;
     use crate::vault::Vault;
     use crate::NewEvent;
@@ -241,8 +242,8 @@ mod tests {
 
     /// A store as format 1 left it: a committed batch, two artifacts (one whose hash starts with
     /// the versioned records' tag byte) and a redaction note, all stored bare.
-    fn format_1_store() -> (Arc<dyn Kv>, crate::Head, Vec<crate::ArtifactHash>) {
-        let kv: Arc<dyn Kv> = Arc::new(crate::kv::MemKv::default());
+    fn format_1_store() -> (Arc<MemKv>, crate::Head, Vec<crate::ArtifactHash>) {
+        let kv = Arc::new(MemKv::default());
         let log = EventLog::open(kv.clone(), Vault::in_memory()).expect("open");
         let events = (0..20)
             .map(|i| NewEvent {
@@ -269,10 +270,11 @@ mod tests {
         }
         kv.insert(TreeName::Meta, FORMAT_KEY, &UNVERSIONED.to_be_bytes())
             .expect("format 1");
+        kv.flush().expect("flush");
         (kv, head, vec![a, b])
     }
 
-    fn assert_migrated(kv: &Arc<dyn Kv>, head: crate::Head, hashes: &[crate::ArtifactHash]) {
+    fn assert_migrated(kv: &Arc<MemKv>, head: crate::Head, hashes: &[crate::ArtifactHash]) {
         assert_eq!(meta_format(kv.as_ref()), Some(STORE_FORMAT.to_be_bytes().to_vec()));
         assert_eq!(kv.get(TreeName::Meta, UPGRADING_KEY).expect("get"), None);
         let all = records(kv.as_ref());
@@ -384,8 +386,25 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_killed_at_any_write_is_finished_by_the_next_open() {
+        let mut crashes = 0;
+        for n in 0.. {
+            let (kv, head, hashes) = format_1_store();
+            kv.fail_writes_after(n).expect("limit");
+            if ensure(kv.as_ref()).is_ok() {
+                assert!(crashes >= 4, "the migration took only {crashes} writes");
+                break;
+            }
+            crashes += 1;
+            kv.crash().expect("crash");
+            EventLog::open(kv.clone(), Vault::in_memory()).expect("open after the crash");
+            assert_migrated(&kv, head, &hashes);
+        }
+    }
+
+    #[test]
     fn an_unknown_store_format_is_refused() {
-        let kv = crate::kv::MemKv::default();
+        let kv = MemKv::default();
         kv.insert(TreeName::Meta, FORMAT_KEY, &3u32.to_be_bytes())
             .expect("format 3");
         assert!(matches!(

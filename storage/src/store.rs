@@ -50,8 +50,13 @@ impl Store {
 
     /// A store that lives only in memory: for tests and dry runs.
     pub fn in_memory() -> Result<Self> {
-        let kv: Arc<dyn Kv> = Arc::new(MemKv::default());
-        let log = EventLog::open(kv.clone(), Vault::in_memory())?;
+        Store::from_kv(Arc::new(MemKv::default()), Vault::in_memory())
+    }
+
+    /// A store over `kv` and `vault` with no directory (no lock, no compaction): reopening a
+    /// [`MemKv`] after [`MemKv::crash`] runs the same recovery a directory's store runs on open.
+    pub fn from_kv(kv: Arc<dyn Kv>, vault: Vault) -> Result<Self> {
+        let log = EventLog::open(kv.clone(), vault)?;
         Ok(Store {
             kv,
             log,
