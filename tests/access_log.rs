@@ -13,7 +13,7 @@ use cis_export::{self as export, Format};
 use cis_models::scores;
 use cis_server::access_log::{self, AccessLogConfig, AccessRecord, Filter, LEDGER};
 use cis_server::api::{app_with, tokens, AppState, ExtraRoutes};
-use cis_storage::{hex, Store};
+use cis_storage::{hex, StorageError, Store};
 
 use crate::util::{cdnow_models, cis, ingest_cdnow, t};
 
@@ -150,7 +150,7 @@ async fn reads_are_logged_chained_and_tampering_is_named() {
     store
         .journal_visit(LEDGER, &key, |_, v| {
             raw = v.to_vec();
-            Ok(ControlFlow::Break(()))
+            Ok::<_, StorageError>(ControlFlow::Break(()))
         })
         .expect("read record 2");
     let status = b"\"status\":404";

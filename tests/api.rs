@@ -21,7 +21,7 @@ use cis_server::api::listen::Limits;
 use cis_server::api::openapi::ROUTES;
 use cis_server::api::tokens::{self, TokenError};
 use cis_server::api::{app, AppState};
-use cis_storage::{hex, ArtifactHash, Store};
+use cis_storage::{hex, ArtifactHash, StorageError, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -375,7 +375,7 @@ fn tokens_are_stored_hashed_named_once_and_revoked_by_record() {
     store
         .journal_visit(tokens::JOURNAL, &[], |k, v| {
             records.push((k.to_vec(), String::from_utf8_lossy(v).into_owned()));
-            Ok(ControlFlow::Continue(()))
+            Ok::<_, StorageError>(ControlFlow::Continue(()))
         })
         .expect("journal");
     assert_eq!(records.len(), 2);
@@ -407,7 +407,7 @@ fn tokens_are_stored_hashed_named_once_and_revoked_by_record() {
     store
         .journal_visit(tokens::JOURNAL, b"ci-reader\0", |_, _| {
             n += 1;
-            Ok(ControlFlow::Continue(()))
+            Ok::<_, StorageError>(ControlFlow::Continue(()))
         })
         .expect("journal");
     assert_eq!(n, 2);

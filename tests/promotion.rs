@@ -15,7 +15,7 @@ use cis_models::promotion::{Change, PromotionError, Promotions, Record, Stage, L
 use cis_models::scores::{self, Rule};
 use cis_models::{train, ModelError, ModelKind};
 use cis_server::api::{app, tokens, AppState};
-use cis_storage::{hex, ArtifactHash, Store};
+use cis_storage::{hex, ArtifactHash, StorageError, Store};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -161,7 +161,7 @@ fn the_record_verifies_and_a_tampered_record_is_named() {
     store
         .journal_visit(LEDGER, &2u64.to_be_bytes(), |_, v| {
             raw = Some(v.to_vec());
-            Ok(ControlFlow::Break(()))
+            Ok::<_, StorageError>(ControlFlow::Break(()))
         })
         .expect("visit");
     let raw = raw.expect("record 2");

@@ -10,6 +10,7 @@ mod decay;
 mod demo;
 mod drift;
 mod erasure;
+mod erasure_steps;
 mod export;
 mod features;
 mod fixture_store;

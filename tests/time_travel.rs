@@ -2,7 +2,7 @@
 
 use cis_core::event::{Event, Money, Order, Payload, Session};
 use cis_core::time::{Timestamp, MICROS_PER_DAY};
-use cis_storage::{envelope, Entry, NewEvent, Store, Visibility};
+use cis_storage::{envelope, Entry, NewEvent, StorageError, Store, Visibility};
 use proptest::prelude::*;
 
 use crate::util::visible;
@@ -52,7 +52,7 @@ fn scan(store: &Store, vis: Visibility) -> Vec<([u8; 32], i64, i64)> {
         .log()
         .scan(vis, |e| {
             out.push((*e.id, e.event_time, e.recorded_at));
-            Ok(())
+            Ok::<_, StorageError>(())
         })
         .expect("scan");
     out.sort();

@@ -8,7 +8,7 @@
 //! log prefix a snapshot was read from) are kept beside it, outside the hash: recreating
 //! the same content later gives the same name and stores nothing new.
 //!
-//! Trees: `artifacts`: hash → bincode [`StoredArtifact`]; `artifact_index`:
+//! Trees: `artifacts`: hash → versioned bincode [`StoredArtifact`] (see [`crate::format`]); `artifact_index`:
 //! `u16 len ‖ kind ‖ sortable(as_of) ‖ hash` → nothing.
 
 use std::ops::ControlFlow;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::sortable_i64;
 use crate::error::{Result, StorageError};
+use crate::format::{self, RecordKind};
 use crate::kv::{Kv, TreeName};
 
 pub type ArtifactHash = [u8; 32];
@@ -75,7 +76,7 @@ pub fn content_hash(kind: &str, schema: u32, as_of: i64, parents: &[ArtifactHash
 }
 
 /// What an erasure changed in a stored artifact (tree `journal/redactions`, key `hash ‖
-/// be64(request)`, bincode).
+/// be64(request)`, versioned bincode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redaction {
     pub request: u64,
@@ -87,7 +88,7 @@ pub struct Redaction {
     pub at: i64,
 }
 
-const REDACTIONS: &str = "redactions";
+pub(crate) const REDACTIONS: &str = "redactions";
 
 /// Index entry without the body: what listings return.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +137,7 @@ impl Artifacts<'_> {
             created_at: a.created_at,
             provenance: a.provenance,
         };
-        let bytes = bincode::serde::encode_to_vec(&stored, bincode::config::standard())?;
+        let bytes = format::encode(RecordKind::Artifact, &stored)?;
         self.kv.insert(TreeName::Artifacts, &hash, &bytes)?;
         self.kv.insert(
             TreeName::ArtifactIndex,
@@ -150,16 +151,14 @@ impl Artifacts<'_> {
     pub fn get(&self, hash: &ArtifactHash) -> Result<Option<StoredArtifact>> {
         match self.kv.get(TreeName::Artifacts, hash)? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(
-                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())?.0,
-            )),
+            Some(bytes) => Ok(Some(format::decode(RecordKind::Artifact, &bytes)?)),
         }
     }
 
     /// Replaces a stored artifact's bytes (tests use it to simulate tampering; erasure uses it
     /// to remove a customer's rows). The index is unchanged.
     pub fn overwrite(&self, a: &StoredArtifact) -> Result<()> {
-        let bytes = bincode::serde::encode_to_vec(a, bincode::config::standard())?;
+        let bytes = format::encode(RecordKind::Artifact, a)?;
         self.kv.insert(TreeName::Artifacts, &a.hash, &bytes)?;
         self.kv.flush()
     }
@@ -188,7 +187,7 @@ impl Artifacts<'_> {
         };
         let mut key = hash.to_vec();
         key.extend_from_slice(&request.to_be_bytes());
-        let note = bincode::serde::encode_to_vec(&note, bincode::config::standard())?;
+        let note = format::encode(RecordKind::Redaction, &note)?;
         self.kv.insert(TreeName::Journal(REDACTIONS), &key, &note)?;
         self.overwrite(&a)
     }
@@ -200,7 +199,7 @@ impl Artifacts<'_> {
         let mut out = Vec::new();
         self.kv
             .visit(TreeName::Journal(REDACTIONS), hash, Some(&end), &mut |_, v| {
-                out.push(bincode::serde::decode_from_slice(v, bincode::config::standard())?.0);
+                out.push(format::decode(RecordKind::Redaction, v)?);
                 Ok(ControlFlow::Continue(()))
             })?;
         Ok(out)

@@ -102,16 +102,20 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
     let mut out = Vec::new();
     for_each(bytes, |r| {
         out.push(r);
-        Ok(())
+        Ok::<_, StorageError>(())
     })?;
     Ok(out)
 }
 
-/// Calls `f` on each record in order without collecting them.
-pub fn for_each<'a>(bytes: &'a [u8], mut f: impl FnMut(Record<'a>) -> Result<()>) -> Result<()> {
+/// Calls `f` on each record in order without collecting them; stops at `f`'s first error
+/// (of the caller's type `E`).
+pub fn for_each<'a, E: From<StorageError>>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(Record<'a>) -> Result<(), E>,
+) -> Result<(), E> {
     let bad = |why: &str| StorageError::Corrupt(format!("block: {why}"));
     if bytes.len() < 5 || bytes[0] != BLOCK_FORMAT {
-        return Err(bad("missing or unknown header"));
+        return Err(bad("missing or unknown header").into());
     }
     let count = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
     let mut pos = 5;
@@ -137,7 +141,7 @@ pub fn for_each<'a>(bytes: &'a [u8], mut f: impl FnMut(Record<'a>) -> Result<()>
         pos += REC_HEADER + n;
     }
     if pos != bytes.len() {
-        return Err(bad("trailing bytes after the last record"));
+        return Err(bad("trailing bytes after the last record").into());
     }
     Ok(())
 }

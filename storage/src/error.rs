@@ -37,10 +37,21 @@ pub enum StorageError {
     Random(String),
     #[error("store format version {found} is not supported (this build reads {supported})")]
     Version { found: u32, supported: u32 },
+    /// A stored record of kind `record` carries a version this build cannot read (written by a
+    /// newer build, or damaged): refused rather than decoded with the wrong layout.
+    #[error("{record} version {found} is not supported (this build reads version {supported})")]
+    RecordVersion {
+        record: &'static str,
+        found: u8,
+        supported: u8,
+    },
     #[error("log verification failed at event sequence number {seq}: {reason}")]
     Verify { seq: u64, reason: String },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// The in-memory twin was told to fail from this write on (`MemKv::fail_writes_after`).
+    #[error("simulated crash at write {write} of the in-memory store")]
+    SimulatedCrash { write: u64 },
 }
 
 impl From<sled::Error> for StorageError {

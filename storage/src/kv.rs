@@ -40,6 +40,27 @@ impl TreeName {
 /// Visitor over a key range; return `ControlFlow::Break` to stop early.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
 
+/// [`Kv::visit`] with a visitor that fails with the caller's own error type `E`: the visit is
+/// `dyn` (storage errors only), so the caller's error is parked, the visit stopped, and the
+/// error returned once it has.
+pub(crate) fn visit_typed<E: From<StorageError>>(
+    kv: &dyn Kv,
+    tree: TreeName,
+    start: &[u8],
+    end: Option<&[u8]>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, E>,
+) -> Result<(), E> {
+    let mut parked = None;
+    kv.visit(tree, start, end, &mut |k, v| match f(k, v) {
+        Ok(flow) => Ok(flow),
+        Err(e) => {
+            parked = Some(e);
+            Ok(ControlFlow::Break(()))
+        }
+    })?;
+    parked.map_or(Ok(()), Err)
+}
+
 /// A small ordered key-value interface: what the log needs from sled and nothing more.
 pub trait Kv: Send + Sync {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -158,41 +179,93 @@ impl Kv for SledKv {
     }
 }
 
-/// The in-memory twin: same semantics, no durability, no disk.
+/// The in-memory twin: same semantics, no disk. Durability is modelled: the state as of the
+/// last `flush` is what survives [`MemKv::crash`], so a test can stop a protocol at any write
+/// ([`MemKv::fail_writes_after`]), crash, and reopen what a real crash would have left.
 type MemTree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Default)]
 pub struct MemKv {
-    trees: RwLock<HashMap<TreeName, MemTree>>,
+    state: RwLock<MemState>,
+}
+
+#[derive(Default)]
+struct MemState {
+    trees: HashMap<TreeName, MemTree>,
+    /// What each write since the last flush replaced (`None`: the key was absent), oldest
+    /// first: a crash puts them back, newest first.
+    unflushed: Vec<(TreeName, Vec<u8>, Option<Vec<u8>>)>,
+    /// Writes so far (inserts and removes).
+    writes: u64,
+    /// Writes past this count fail, as if the process died at that write.
+    write_limit: Option<u64>,
+    /// A write was refused: flushes fail too until the crash, so nothing after it is durable.
+    dead: bool,
+}
+
+impl MemKv {
+    /// From now on, `n` more writes succeed and every later one fails with
+    /// [`StorageError::SimulatedCrash`], as do flushes after that: the protocol under test
+    /// stops at its write `n + 1`. Lifted by [`MemKv::crash`].
+    pub fn fail_writes_after(&self, n: u64) -> Result<()> {
+        let mut s = self.state.write().map_err(poisoned)?;
+        s.write_limit = Some(s.writes + n);
+        Ok(())
+    }
+
+    /// The process died: every write since the last flush is undone, and writes work again
+    /// (the next opener's).
+    pub fn crash(&self) -> Result<()> {
+        let mut s = self.state.write().map_err(poisoned)?;
+        while let Some((tree, key, old)) = s.unflushed.pop() {
+            let t = s.trees.entry(tree).or_default();
+            match old {
+                Some(v) => t.insert(key, v),
+                None => t.remove(&key),
+            };
+        }
+        s.write_limit = None;
+        s.dead = false;
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) `key`, remembering what it replaced until a flush.
+    fn write(&self, tree: TreeName, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let mut s = self.state.write().map_err(poisoned)?;
+        if s.write_limit.is_some_and(|limit| s.writes >= limit) {
+            s.dead = true;
+            return Err(StorageError::SimulatedCrash { write: s.writes + 1 });
+        }
+        s.writes += 1;
+        let t = s.trees.entry(tree).or_default();
+        let old = match value {
+            Some(v) => t.insert(key.to_vec(), v.to_vec()),
+            None => t.remove(key),
+        };
+        s.unflushed.push((tree, key.to_vec(), old));
+        Ok(())
+    }
 }
 
 impl Kv for MemKv {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .trees
+            .state
             .read()
             .map_err(poisoned)?
+            .trees
             .get(&tree)
             .and_then(|t| t.get(key).cloned()))
     }
     fn insert(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<()> {
-        self.trees
-            .write()
-            .map_err(poisoned)?
-            .entry(tree)
-            .or_default()
-            .insert(key.to_vec(), value.to_vec());
-        Ok(())
+        self.write(tree, key, Some(value))
     }
     fn remove(&self, tree: TreeName, key: &[u8]) -> Result<()> {
-        if let Some(t) = self.trees.write().map_err(poisoned)?.get_mut(&tree) {
-            t.remove(key);
-        }
-        Ok(())
+        self.write(tree, key, None)
     }
     fn visit(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut Visit) -> Result<()> {
-        let trees = self.trees.read().map_err(poisoned)?;
-        let Some(t) = trees.get(&tree) else { return Ok(()) };
+        let state = self.state.read().map_err(poisoned)?;
+        let Some(t) = state.trees.get(&tree) else { return Ok(()) };
         let upper = match end {
             Some(end) => std::ops::Bound::Excluded(end.to_vec()),
             None => std::ops::Bound::Unbounded,
@@ -205,16 +278,69 @@ impl Kv for MemKv {
         Ok(())
     }
     fn last(&self, tree: TreeName) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let trees = self.trees.read().map_err(poisoned)?;
-        Ok(trees
+        let state = self.state.read().map_err(poisoned)?;
+        Ok(state
+            .trees
             .get(&tree)
             .and_then(|t| t.last_key_value())
             .map(|(k, v)| (k.clone(), v.clone())))
     }
     fn flush(&self) -> Result<()> {
+        let mut s = self.state.write().map_err(poisoned)?;
+        if s.dead {
+            return Err(StorageError::SimulatedCrash { write: s.writes + 1 });
+        }
+        s.unflushed.clear();
         Ok(())
     }
     fn size_on_disk(&self) -> Result<u64> {
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: TreeName = TreeName::Journal("t");
+
+    #[test]
+    fn a_crash_keeps_what_was_flushed_and_drops_the_rest() {
+        let kv = MemKv::default();
+        kv.insert(T, b"a", b"1").expect("insert");
+        kv.insert(T, b"b", b"1").expect("insert");
+        kv.flush().expect("flush");
+        kv.insert(T, b"a", b"2").expect("overwrite");
+        kv.remove(T, b"b").expect("remove");
+        kv.insert(T, b"c", b"2").expect("insert");
+        kv.crash().expect("crash");
+        let mut seen = Vec::new();
+        kv.visit(T, &[], None, &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })
+        .expect("visit");
+        assert_eq!(seen, [(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"1".to_vec())]);
+    }
+
+    #[test]
+    fn writes_past_the_limit_fail_and_nothing_after_is_durable() {
+        let kv = MemKv::default();
+        kv.fail_writes_after(2).expect("limit");
+        kv.insert(T, b"a", b"1").expect("write 1");
+        kv.flush().expect("flush");
+        kv.insert(T, b"b", b"1").expect("write 2");
+        assert!(matches!(
+            kv.insert(T, b"c", b"1"),
+            Err(StorageError::SimulatedCrash { write: 3 })
+        ));
+        assert!(
+            kv.flush().is_err(),
+            "a flush after the failed write made write 2 durable"
+        );
+        kv.crash().expect("crash");
+        assert_eq!(kv.get(T, b"a").expect("get"), Some(b"1".to_vec()));
+        assert_eq!(kv.get(T, b"b").expect("get"), None);
+        kv.insert(T, b"c", b"1").expect("writes work again after the crash");
     }
 }

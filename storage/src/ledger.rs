@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, StorageError};
-use crate::kv::{Kv, TreeName};
+use crate::kv::{self, Kv, TreeName};
 use crate::log::{Head, GENESIS};
 
 const DOMAIN: &[u8] = b"cis-ledger-v1";
@@ -113,18 +113,28 @@ impl Ledger {
         Ok(*self.locked()?)
     }
 
-    /// Visits records from `from_seq` on, in order, without checking the chain.
-    pub fn visit(&self, from_seq: u64, mut f: impl FnMut(LedgerRecord) -> Result<ControlFlow<()>>) -> Result<()> {
+    /// Visits records from `from_seq` on, in order, without checking the chain. The visit stops
+    /// at `f`'s first error, which is returned as it is (of the caller's type `E`).
+    pub fn visit<E: From<StorageError>>(
+        &self,
+        from_seq: u64,
+        mut f: impl FnMut(LedgerRecord) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
         let name = self.name;
-        self.kv
-            .visit(TreeName::Journal(name), &from_seq.to_be_bytes(), None, &mut |k, v| {
+        kv::visit_typed(
+            self.kv.as_ref(),
+            TreeName::Journal(name),
+            &from_seq.to_be_bytes(),
+            None,
+            |k, v| {
                 let (seq, _, hash) = split(name, k, v)?;
                 f(LedgerRecord {
                     seq,
                     hash,
                     body: v[HEADER..].to_vec(),
                 })
-            })
+            },
+        )
     }
 
     /// Recomputes the chain from the first record; `Ok(Err(_))` names the first broken record.
@@ -195,7 +205,7 @@ mod tests {
         again
             .visit(2, |r| {
                 bodies.push(r.body);
-                Ok(ControlFlow::Continue(()))
+                Ok::<_, StorageError>(ControlFlow::Continue(()))
             })
             .expect("visit");
         assert_eq!(bodies, vec![b"bb".to_vec(), b"ccc".to_vec(), b"d".to_vec()]);

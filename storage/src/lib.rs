@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod block;
 pub mod envelope;
 mod error;
+mod format;
 mod idset;
 pub mod kv;
 pub mod ledger;

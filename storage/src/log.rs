@@ -3,7 +3,7 @@
 //! Trees (all keys big-endian):
 //! - `blocks`: (bucket, batch) → block of sealed events (see [`crate::block`]).
 //! - `chain`: batch → the batch's event ids (32 bytes each) in append order.
-//! - `batches`: batch → [`BatchRecord`] (bincode): the commit record.
+//! - `batches`: batch → [`BatchRecord`] (versioned bincode, see [`crate::format`]): the commit record.
 //! - `by_recorded`: (min recorded_at, batch) → max recorded_at: the recorded-time index.
 //! - `meta`: `format`, and `pending` (the batch being written, for crash recovery).
 //!
@@ -21,14 +21,14 @@ use serde::{Deserialize, Serialize};
 use crate::block::{self, Record};
 use crate::envelope::{self, EventId, NewEvent};
 use crate::error::{Result, StorageError};
+use crate::format::{self, RecordKind};
 use crate::idset::{prefix, IdSet};
-use crate::kv::{Kv, TreeName};
+use crate::kv::{self, Kv, TreeName};
 use crate::vault::{apply_cipher, Vault};
 
 pub type Head = [u8; 32];
 /// The head of the empty log.
 pub const GENESIS: Head = [0; 32];
-const STORE_FORMAT: u32 = 1;
 
 /// What one committed batch appended: the unit of acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,29 +142,10 @@ fn lock_err<T>(_: T) -> StorageError {
 
 impl EventLog {
     pub fn open(kv: Arc<dyn Kv>, vault: Vault) -> Result<Self> {
-        match kv.get(TreeName::Meta, b"format")? {
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_slice()
-                        .try_into()
-                        .map_err(|_| StorageError::Corrupt("format marker".into()))?,
-                );
-                if found != STORE_FORMAT {
-                    return Err(StorageError::Version {
-                        found,
-                        supported: STORE_FORMAT,
-                    });
-                }
-            }
-            None => {
-                kv.insert(TreeName::Meta, b"format", &STORE_FORMAT.to_be_bytes())?;
-                kv.flush()?;
-            }
-        }
+        format::ensure(kv.as_ref())?;
         let mut batches = Vec::new();
         kv.visit(TreeName::Batches, &[], None, &mut |_, v| {
-            let (rec, _): (BatchRecord, usize) = bincode::serde::decode_from_slice(v, bincode::config::standard())?;
-            batches.push(rec);
+            batches.push(format::decode::<BatchRecord>(RecordKind::Batch, v)?);
             Ok(ControlFlow::Continue(()))
         })?;
         for (i, b) in batches.iter().enumerate() {
@@ -397,7 +378,7 @@ impl EventLog {
             min_event_time: min_t,
             max_event_time: max_t,
         };
-        let bytes = bincode::serde::encode_to_vec(&record, bincode::config::standard())?;
+        let bytes = format::encode(RecordKind::Batch, &record)?;
         self.kv.insert(TreeName::Batches, &be(seq), &bytes)?;
         self.kv
             .insert(TreeName::ByRecorded, &by_recorded_key(min_r, seq), &max_r.to_be_bytes())?;
@@ -441,7 +422,7 @@ impl EventLog {
             if !admitted.get(batch as usize).copied().unwrap_or(false) {
                 return Ok(ControlFlow::Continue(()));
             }
-            block::for_each(v, |r| {
+            block::for_each::<StorageError>(v, |r| {
                 if r.handle != handle || !vis.admits(&r) {
                     return Ok(());
                 }
@@ -479,20 +460,25 @@ impl EventLog {
     }
 
     /// Calls `f` on every live event visible under `vis`, in storage order (by customer
-    /// bucket, then batch). Reads blocks sequentially: the cost is the log size.
-    pub fn scan(&self, vis: Visibility, f: impl FnMut(EventRef<'_>) -> Result<()>) -> Result<()> {
+    /// bucket, then batch). Reads blocks sequentially: the cost is the log size. The scan stops
+    /// at `f`'s first error, which is returned as it is (of the caller's type `E`).
+    pub fn scan<E: From<StorageError>>(
+        &self,
+        vis: Visibility,
+        f: impl FnMut(EventRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.scan_buckets(vis, 0..block::BUCKETS, f)
     }
 
     /// [`EventLog::scan`] restricted to a range of customer buckets. A customer's events all
     /// live in one bucket, so disjoint ranges can be scanned in parallel and their
     /// per-customer results simply concatenated.
-    pub fn scan_buckets(
+    pub fn scan_buckets<E: From<StorageError>>(
         &self,
         vis: Visibility,
         buckets: std::ops::Range<u16>,
-        mut f: impl FnMut(EventRef<'_>) -> Result<()>,
-    ) -> Result<()> {
+        mut f: impl FnMut(EventRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let admitted = self.batches_recorded_by(vis.recorded_max)?;
         let vault = self.vault.read().map_err(lock_err)?;
         let mut buf = Vec::new();
@@ -500,8 +486,12 @@ impl EventLog {
         let mut key: Option<(u128, crate::vault::Key)> = None;
         let start = block::block_key(buckets.start, 0);
         let end = (buckets.end < block::BUCKETS).then(|| block::block_key(buckets.end, 0));
-        self.kv
-            .visit(TreeName::Blocks, &start, end.as_ref().map(|e| &e[..]), &mut |k, v| {
+        kv::visit_typed(
+            self.kv.as_ref(),
+            TreeName::Blocks,
+            &start,
+            end.as_ref().map(|e| &e[..]),
+            |k, v| {
                 let (_, batch) = block::split_block_key(k)?;
                 if !admitted.get(batch as usize).copied().unwrap_or(false) {
                     return Ok(ControlFlow::Continue(()));
@@ -534,7 +524,8 @@ impl EventLog {
                     })
                 })?;
                 Ok(ControlFlow::Continue(()))
-            })
+            },
+        )
     }
 
     /// Walks the whole log: recomputes the hash chain over every event id, and the hash of
@@ -800,10 +791,39 @@ mod tests {
         log.scan(vis, |e| {
             assert!(e.event_time <= 30 && e.recorded_at <= 35);
             scanned += 1;
-            Ok(())
+            Ok::<_, StorageError>(())
         })
         .expect("scan");
         assert_eq!(scanned, 26);
+    }
+
+    /// A caller's own error, not a storage one: what a scan's visitor may fail with.
+    #[derive(Debug, PartialEq)]
+    enum Caller {
+        Stop(u64),
+        Storage(String),
+    }
+
+    impl From<StorageError> for Caller {
+        fn from(e: StorageError) -> Self {
+            Caller::Storage(e.to_string())
+        }
+    }
+
+    #[test]
+    fn a_visitors_own_error_stops_the_scan_and_comes_back_unchanged() {
+        let (_, log) = mem_log();
+        log.append(sample(), 1, 0).expect("append");
+        let mut seen = 0u64;
+        let got = log.scan(Visibility::ALL, |_| {
+            seen += 1;
+            if seen == 3 {
+                return Err(Caller::Stop(seen));
+            }
+            Ok(())
+        });
+        assert_eq!(got, Err(Caller::Stop(3)));
+        assert_eq!(seen, 3, "the scan went on after the visitor failed");
     }
 
     fn tamper_block(kv: &MemKv, f: impl Fn(&mut Vec<u8>)) {
@@ -897,7 +917,7 @@ mod tests {
         log.scan(Visibility::ALL, |e| {
             assert_ne!(e.subject, "c3");
             others += 1;
-            Ok(())
+            Ok::<_, StorageError>(())
         })
         .expect("scan");
         assert_eq!(others, 43);

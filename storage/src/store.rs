@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
-use crate::kv::{Kv, MemKv, SledKv, TreeName};
+use crate::kv::{self, Kv, MemKv, SledKv, TreeName};
 use crate::ledger::Ledger;
 use crate::lock::StoreLock;
 use crate::log::EventLog;
@@ -55,8 +55,13 @@ impl Store {
 
     /// A store that lives only in memory: for tests and dry runs.
     pub fn in_memory() -> Result<Self> {
-        let kv: Arc<dyn Kv> = Arc::new(MemKv::default());
-        let log = EventLog::open(kv.clone(), Vault::in_memory())?;
+        Store::from_kv(Arc::new(MemKv::default()), Vault::in_memory())
+    }
+
+    /// A store over `kv` and `vault` with no directory (no lock, no compaction): reopening a
+    /// [`MemKv`] after [`MemKv::crash`] runs the same recovery a directory's store runs on open.
+    pub fn from_kv(kv: Arc<dyn Kv>, vault: Vault) -> Result<Self> {
+        let log = EventLog::open(kv.clone(), vault)?;
         Ok(Store {
             kv,
             log,
@@ -109,16 +114,16 @@ impl Store {
         self.kv.remove(TreeName::Journal(journal), key)
     }
 
-    /// Visits a journal's records whose key starts with `prefix`, in key order.
-    pub fn journal_visit(
+    /// Visits a journal's records whose key starts with `prefix`, in key order. The visit stops
+    /// at `f`'s first error, which is returned as it is (of the caller's type `E`).
+    pub fn journal_visit<E: From<StorageError>>(
         &self,
         journal: &'static str,
         prefix: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
         let end = prefix_end(prefix);
-        self.kv
-            .visit(TreeName::Journal(journal), prefix, end.as_deref(), &mut f)
+        kv::visit_typed(self.kv.as_ref(), TreeName::Journal(journal), prefix, end.as_deref(), f)
     }
 
     /// A hash-chained ledger (see [`crate::ledger`]). Keep one handle per ledger per process:
@@ -313,7 +318,7 @@ mod tests {
         store
             .journal_visit("test", &[], |k, v| {
                 kept.push((k.to_vec(), v.to_vec()));
-                Ok(ControlFlow::Continue(()))
+                Ok::<_, StorageError>(ControlFlow::Continue(()))
             })
             .expect("visit");
         assert_eq!(kept, vec![(b"keep".to_vec(), b"live".to_vec())]);

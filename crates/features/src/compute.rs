@@ -281,28 +281,16 @@ pub fn digest_term(id: &EventId) -> u128 {
 
 fn accumulate(store: &Store, at: AsOf, buckets: std::ops::Range<u16>) -> Result<Partial, ComputeError> {
     let mut part = Partial::default();
-    let mut failure = None;
-    store
-        .log()
-        .scan_buckets(at.visibility(), buckets, |e| {
-            let Some(kind) = Kind::from_u8(e.kind) else {
-                failure = Some(ComputeError::UnknownKind(e.kind));
-                return Err(StorageError::Corrupt("unknown event kind".into()));
-            };
-            part.visible_events += 1;
-            part.digest = part.digest.wrapping_add(digest_term(e.id));
-            let acc = match part.accs.get_mut(e.subject) {
-                Some(a) => a,
-                None => part.accs.entry(e.subject.to_string()).or_default(),
-            };
-            acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), e.id, e.body)
-                .map_err(|err| {
-                    let msg = err.to_string();
-                    failure = Some(err);
-                    StorageError::Corrupt(msg)
-                })
-        })
-        .map_err(|e| failure.take().unwrap_or(ComputeError::Storage(e)))?;
+    store.log().scan_buckets(at.visibility(), buckets, |e| {
+        let kind = Kind::from_u8(e.kind).ok_or(ComputeError::UnknownKind(e.kind))?;
+        part.visible_events += 1;
+        part.digest = part.digest.wrapping_add(digest_term(e.id));
+        let acc = match part.accs.get_mut(e.subject) {
+            Some(a) => a,
+            None => part.accs.entry(e.subject.to_string()).or_default(),
+        };
+        acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), e.id, e.body)
+    })?;
     Ok(part)
 }
 
@@ -450,6 +438,29 @@ mod tests {
             overflow(acc.add(T, Kind::Session, T, &ID, &session(0, 1))),
             "page views"
         );
+    }
+
+    /// Failures inside the scan's visitor come back as the computation's own errors, not as
+    /// a storage error: an unknown kind, and a body its kind cannot decode.
+    #[test]
+    fn a_visitor_failure_is_a_compute_error() {
+        let materialised = |kind: u8, body: Vec<u8>| {
+            let store = Store::in_memory().expect("store");
+            let event = cis_storage::NewEvent {
+                kind,
+                subject: "c1".into(),
+                event_time: T.micros() - 1,
+                recorded_at: T.micros() - 1,
+                body,
+            };
+            store.log().append(vec![event], 1, 0).expect("append");
+            materialise(&store, AsOf::new(Some(T), None))
+        };
+        assert!(matches!(materialised(9, order(1)), Err(ComputeError::UnknownKind(9))));
+        assert!(matches!(
+            materialised(Kind::Order as u8, b"not an order".to_vec()),
+            Err(ComputeError::Decode(_))
+        ));
     }
 
     #[test]

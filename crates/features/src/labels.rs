@@ -67,7 +67,7 @@ pub fn churn_labels(
             if e.kind == Kind::Order as u8 && e.event_time > cutoff.micros() && !ordered.contains(e.subject) {
                 ordered.insert(e.subject.to_string());
             }
-            Ok(())
+            Ok::<_, LabelError>(())
         },
     )?;
     Ok(customers.iter().map(|c| !ordered.contains(c)).collect())

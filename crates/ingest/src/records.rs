@@ -198,18 +198,11 @@ fn list<T: for<'de> Deserialize<'de>>(
     prefix: &[u8],
 ) -> Result<Vec<T>, IngestError> {
     let mut out = Vec::new();
-    let mut bad = None;
     store.journal_visit(journal, prefix, |_, v| {
-        match serde_json::from_slice(v) {
-            Ok(r) => out.push(r),
-            Err(e) => bad = Some(e.to_string()),
-        }
-        Ok(ControlFlow::Continue(()))
+        out.push(serde_json::from_slice(v).map_err(|e| IngestError::Record(e.to_string()))?);
+        Ok::<_, IngestError>(ControlFlow::Continue(()))
     })?;
-    match bad {
-        Some(e) => Err(IngestError::Record(e)),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// Written with the batch it belongs to, so it is durable when the batch is.
@@ -240,7 +233,7 @@ pub fn runs_digest(store: &Store) -> Result<[u8; 32], IngestError> {
         h.update(k);
         h.update(&(v.len() as u64).to_be_bytes());
         h.update(v);
-        Ok(ControlFlow::Continue(()))
+        Ok::<_, IngestError>(ControlFlow::Continue(()))
     })?;
     Ok(*h.finalize().as_bytes())
 }

@@ -49,6 +49,8 @@ pub enum ModelError {
     Storage(#[from] StorageError),
     #[error("model encoding: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("promotion record {seq} is malformed: {reason}")]
+    PromotionRecord { seq: u64, reason: String },
 }
 
 /// A hyperparameter or argument out of its range, with the value given.

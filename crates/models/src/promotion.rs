@@ -144,10 +144,12 @@ impl Record {
     pub fn load(ledger: &Ledger) -> Result<Record, ModelError> {
         let mut entries = Vec::new();
         ledger.visit(1, |r| {
-            let p: Promotion = serde_json::from_slice(&r.body)
-                .map_err(|e| StorageError::Corrupt(format!("promotion record {}: {e}", r.seq)))?;
+            let p: Promotion = serde_json::from_slice(&r.body).map_err(|e| ModelError::PromotionRecord {
+                seq: r.seq,
+                reason: e.to_string(),
+            })?;
             entries.push((r.seq, p));
-            Ok(ControlFlow::Continue(()))
+            Ok::<_, ModelError>(ControlFlow::Continue(()))
         })?;
         Ok(Record { entries })
     }

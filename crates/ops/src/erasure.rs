@@ -54,6 +54,9 @@ pub enum ErasureError {
     Ingest(#[from] cis_ingest::IngestError),
     #[error("erasure ledger record: {0}")]
     Record(#[from] serde_json::Error),
+    /// The ledger lacks a step this process wrote or must have written before (`what`).
+    #[error("erasure ledger is inconsistent: request {request} {what}")]
+    Inconsistent { request: u64, what: &'static str },
 }
 
 /// One step of a request, as recorded in the ledger (JSON).
@@ -282,11 +285,9 @@ fn remove_quarantined(job: &Job<'_>) -> Result<(), ErasureError> {
 
 /// Stage 5: the completion, listing every artifact redacted for this request (by any run).
 fn complete(job: &Job<'_>) -> Result<(), ErasureError> {
-    let quarantined_rows = quarantine_count(job)?.ok_or_else(|| {
-        StorageError::Corrupt(format!(
-            "erasure request {}: completing without a quarantine count",
-            job.request
-        ))
+    let quarantined_rows = quarantine_count(job)?.ok_or(ErasureError::Inconsistent {
+        request: job.request,
+        what: "is completing without a quarantine count",
     })?;
     let mut artifacts = Vec::new();
     for kind in [snapshot::KIND, scores::KIND] {
@@ -330,7 +331,10 @@ fn listed(store: &Store, request: u64) -> Result<ErasureRequest, ErasureError> {
     requests(store)?
         .into_iter()
         .find(|r| r.request == request)
-        .ok_or_else(|| ErasureError::Storage(StorageError::Corrupt(format!("erasure request {request} not recorded"))))
+        .ok_or(ErasureError::Inconsistent {
+            request,
+            what: "is not recorded",
+        })
 }
 
 /// Requests that were recorded but never completed, oldest first: (request, customer).
@@ -348,18 +352,11 @@ fn unfinished(steps: &[Step]) -> Vec<(u64, String)> {
 
 fn steps(ledger: &Ledger) -> Result<Vec<Step>, ErasureError> {
     let mut out = Vec::new();
-    let mut bad = None;
     ledger.visit(1, |r| {
-        match serde_json::from_slice(&r.body) {
-            Ok(s) => out.push(s),
-            Err(e) => bad = Some(e),
-        }
-        Ok(ControlFlow::Continue(()))
+        out.push(serde_json::from_slice(&r.body).map_err(ErasureError::Record)?);
+        Ok::<_, ErasureError>(ControlFlow::Continue(()))
     })?;
-    match bad {
-        Some(e) => Err(e.into()),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// Every recorded request, oldest first.

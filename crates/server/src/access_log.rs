@@ -56,6 +56,8 @@ pub enum AccessLogError {
     Flush(String),
     #[error("access log record {seq} is malformed: {reason}")]
     Record { seq: u64, reason: String },
+    #[error("encoding an access log record: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -183,6 +185,7 @@ impl AccessLog {
                 let _turn = writers.turn.lock().unwrap_or_else(|p| p.into_inner());
                 let result = store
                     .ledger(LEDGER)
+                    .map_err(AccessLogError::from)
                     .and_then(|ledger| write_loop(&ledger, &rx, config, &counter));
                 if let Err(e) = result {
                     tracing::error!(error = %e, "access log writer stopped: data reads are refused");
@@ -336,7 +339,7 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn take(&mut self, msg: Msg) -> Result<(), StorageError> {
+    fn take(&mut self, msg: Msg) -> Result<(), AccessLogError> {
         match msg {
             Msg::Record(r) => self.append(&r),
             Msg::Refused { endpoint, status } => {
@@ -346,13 +349,13 @@ impl Writer<'_> {
             Msg::Flush(ack) => {
                 let result = self.flush();
                 let _ = ack.send(result.as_ref().map_err(|e| e.to_string()).copied());
-                result
+                Ok(result?)
             }
         }
     }
 
-    fn append(&mut self, r: &AccessRecord) -> Result<(), StorageError> {
-        let body = serde_json::to_vec(r).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    fn append(&mut self, r: &AccessRecord) -> Result<(), AccessLogError> {
+        let body = serde_json::to_vec(r)?;
         self.ledger.append(&body)?;
         self.unflushed += 1;
         self.oldest.get_or_insert_with(Instant::now);
@@ -363,7 +366,7 @@ impl Writer<'_> {
     }
 
     /// Appends the aggregates of the minutes that have ended by `now`.
-    fn close_minutes(&mut self, now: Timestamp) -> Result<(), StorageError> {
+    fn close_minutes(&mut self, now: Timestamp) -> Result<(), AccessLogError> {
         for r in self.refused.close(now) {
             self.append(&r)?;
         }
@@ -371,9 +374,9 @@ impl Writer<'_> {
     }
 
     /// Shutdown: every open minute's aggregate, then a flush.
-    fn finish(&mut self) -> Result<(), StorageError> {
+    fn finish(&mut self) -> Result<(), AccessLogError> {
         self.close_minutes(Timestamp::MAX)?;
-        self.flush()
+        Ok(self.flush()?)
     }
 
     /// Would the oldest unflushed record be older than the interval after one more tick?
@@ -401,7 +404,7 @@ fn write_loop(
     rx: &Receiver<Msg>,
     config: AccessLogConfig,
     durable: &AtomicU64,
-) -> Result<(), StorageError> {
+) -> Result<(), AccessLogError> {
     let tick = TICK.min(config.flush_interval);
     let mut w = Writer {
         ledger,
@@ -463,25 +466,17 @@ impl Filter {
 /// store directly: run it while no server holds the store (sled allows one process).
 pub fn list(store: &Store, filter: &Filter) -> Result<Vec<(u64, AccessRecord)>, AccessLogError> {
     let mut out = Vec::new();
-    let mut bad = None;
     store.ledger(LEDGER)?.visit(1, |rec| {
-        match serde_json::from_slice::<AccessRecord>(&rec.body) {
-            Ok(r) if filter.keeps(&r) => out.push((rec.seq, r)),
-            Ok(_) => {}
-            Err(e) => {
-                bad = Some(AccessLogError::Record {
-                    seq: rec.seq,
-                    reason: e.to_string(),
-                });
-                return Ok(ControlFlow::Break(()));
-            }
+        let r = serde_json::from_slice::<AccessRecord>(&rec.body).map_err(|e| AccessLogError::Record {
+            seq: rec.seq,
+            reason: e.to_string(),
+        })?;
+        if filter.keeps(&r) {
+            out.push((rec.seq, r));
         }
-        Ok(ControlFlow::Continue(()))
+        Ok::<_, AccessLogError>(ControlFlow::Continue(()))
     })?;
-    match bad {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// Recomputes the chain; `Ok(Err(_))` names the first broken record.

@@ -125,14 +125,13 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 pub fn list(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
     let mut by_name: BTreeMap<String, TokenInfo> = BTreeMap::new();
     let mut revoked: Vec<(String, String)> = Vec::new();
-    let mut bad = None;
     store.journal_visit(JOURNAL, &[], |_, v| {
-        match serde_json::from_slice::<TokenRecord>(v) {
-            Ok(TokenRecord::Created {
+        match serde_json::from_slice::<TokenRecord>(v).map_err(|e| TokenError::Record(e.to_string()))? {
+            TokenRecord::Created {
                 name,
                 token_blake3,
                 created_at,
-            }) => {
+            } => {
                 by_name.insert(
                     name.clone(),
                     TokenInfo {
@@ -143,16 +142,10 @@ pub fn list(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
                     },
                 );
             }
-            Ok(TokenRecord::Revoked { name, revoked_at }) => revoked.push((name, revoked_at)),
-            Err(e) => {
-                bad.get_or_insert(e.to_string());
-            }
+            TokenRecord::Revoked { name, revoked_at } => revoked.push((name, revoked_at)),
         }
-        Ok(ControlFlow::Continue(()))
+        Ok::<_, TokenError>(ControlFlow::Continue(()))
     })?;
-    if let Some(e) = bad {
-        return Err(TokenError::Record(e));
-    }
     for (name, at) in revoked {
         if let Some(t) = by_name.get_mut(&name) {
             t.revoked_at = Some(at);
