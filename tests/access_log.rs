@@ -18,7 +18,7 @@ use cis_storage::{hex, StorageError, Store};
 use crate::util::{cdnow_models, cis, ingest_cdnow, t};
 
 async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Vec<u8>) {
-    let reply = crate::api::send(app, Method::GET, uri, token).await;
+    let reply = crate::http::send(app, Method::GET, uri, token).await;
     (reply.status, reply.body)
 }
 

@@ -5,62 +5,24 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
-use cis_core::time::Timestamp;
 use cis_core::AsOf;
 use cis_export::{export_scores, ExportError, Format, COLUMNS, SCHEMA_VERSION, TABLE};
 use cis_features::snapshot;
 use cis_models::lifetime::ClvParams;
-use cis_models::scores::{self, ScoreRow, ScoreSet};
+use cis_models::scores::{self, ScoreSet};
 use cis_models::train;
-use cis_storage::{hex, ArtifactHash, Store};
+use cis_storage::{hex, Store};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, LogicalType, TimeUnit as ParquetTimeUnit};
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::util::{cdnow_models, cdnow_store, cis_bin, ingest_cdnow, t};
-
-const CUSTOMERS: usize = 2_357;
-
-struct Scored {
-    store: Store,
-    /// The scores as stored in (and loaded from) the artifact: what an export reads.
-    set: ScoreSet,
-    /// The scores as computed before they were stored.
-    computed: ScoreSet,
-    hash: ArtifactHash,
-    generated_at: Timestamp,
-}
-
-/// CDNOW as of 1997-09-30, scored by a CLV and a segment model (no churn model), built once.
-fn scored() -> &'static Scored {
-    static SCORED: OnceLock<Scored> = OnceLock::new();
-    SCORED.get_or_init(|| {
-        let store = cdnow_store();
-        let (snap, clv, seg) = cdnow_models(&store);
-        let (hash, _, computed) = scores::score(&store, &snap, &[clv, seg]).expect("score");
-        let (artifact, set) = scores::load_scores(&store, &hash).expect("load scores");
-        let generated_at = Timestamp::from_micros(artifact.created_at);
-        Scored {
-            store,
-            set,
-            computed,
-            hash,
-            generated_at,
-        }
-    })
-}
-
-fn row<'a>(set: &'a ScoreSet, id: &str) -> &'a ScoreRow {
-    set.rows
-        .iter()
-        .find(|r| r.customer_id == id)
-        .expect("customer in the scores")
-}
+use crate::scored::{row, scored, CUSTOMERS};
+use crate::util::{cis_bin, ingest_cdnow, t};
 
 fn model(set: &ScoreSet, kind: cis_models::ModelKind) -> String {
     set.models
@@ -300,125 +262,6 @@ fn the_same_scores_export_to_the_same_bytes() {
         assert_eq!(fs::read(&path).expect("read"), first, "{format}");
     }
     assert_eq!(files_in(dir.path()), ["a.csv", "a.parquet"]);
-}
-
-/// The Python script DuckDB and pandas read the Parquet file with; prints one JSON object.
-/// Floats are printed with `repr` (shortest round-trip text) as strings, so they compare exactly.
-const PYTHON: &str = r#"
-import json, sys
-import duckdb, pandas as pd, pyarrow.parquet as pq
-path = sys.argv[1]
-src = "read_parquet('" + path.replace("'", "''") + "')"
-con = duckdb.connect()
-n, churn, clv = con.execute(f"SELECT count(*), count(churn_probability), count(clv_12m) FROM {src}").fetchone()
-cols = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
-p_alive, clv_12m, as_of, gen = con.execute(
-    f"SELECT p_alive, clv_12m, epoch_us(as_of), epoch_us(generated_at) FROM {src} WHERE customer_id = '0001'"
-).fetchone()
-kv = con.execute(f"SELECT key, value FROM parquet_kv_metadata('" + path.replace("'", "''") + "')").fetchall()
-kv = {bytes(k).decode(): bytes(v).decode() for k, v in kv if bytes(k).decode().startswith("cis.")}
-duck = {
-    "rows": n, "churn_non_null": churn, "clv_non_null": clv,
-    "columns": [c[0] for c in cols], "types": [c[1] for c in cols],
-    "p_alive_0001": repr(p_alive), "clv_12m_0001": repr(clv_12m),
-    "as_of_us": as_of, "generated_at_us": gen, "metadata": kv,
-}
-df = pd.read_parquet(path)
-c1 = df[df["customer_id"] == "0001"].iloc[0]
-panda = {
-    "rows": len(df), "columns": list(df.columns),
-    "dtypes": {c: str(df[c].dtype) for c in ["as_of", "generated_at", "p_alive", "churn_probability"]},
-    "churn_null": int(df["churn_probability"].isna().sum()),
-    "p_alive_0001": repr(float(c1["p_alive"])), "clv_12m_0001": repr(float(c1["clv_12m"])),
-    "as_of_0001": c1["as_of"].isoformat(),
-    "segments": int(df["segment"].nunique()),
-}
-meta = pq.read_metadata(path).metadata
-arrow = {
-    "schema": [f"{f.name}: {f.type}" for f in pq.read_schema(path)],
-    "table": meta[b"cis.table"].decode(), "schema_version": meta[b"cis.schema_version"].decode(),
-}
-print(json.dumps({"duckdb": duck, "pandas": panda, "pyarrow": arrow}))
-"#;
-
-#[test]
-fn duckdb_and_pandas_read_the_parquet_file() {
-    if std::env::var_os("CIS_SKIP_PYTHON_TESTS").is_some() {
-        eprintln!("CIS_SKIP_PYTHON_TESTS is set: not reading the export with DuckDB and pandas");
-        return;
-    }
-    let s = scored();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("customer_risk_scores.parquet");
-    let summary = export_scores(&s.store, None, Format::Parquet, &path).expect("export");
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON)
-        .arg(&path)
-        .output()
-        .expect("python3 runs (the CI script installs it with duckdb, pandas and pyarrow)");
-    assert!(
-        out.status.success(),
-        "python failed (pip install duckdb pandas pyarrow; or set CIS_SKIP_PYTHON_TESTS=1):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
-    let c1 = row(&s.set, "0001");
-    let repr = |x: Option<f64>| x.expect("a value").to_string();
-    let as_f64 = |v: &serde_json::Value| v.as_str().expect("float text").parse::<f64>().expect("a float");
-    let columns: Vec<&str> = COLUMNS.to_vec();
-
-    let duck = &v["duckdb"];
-    assert_eq!(duck["rows"], CUSTOMERS);
-    assert_eq!(duck["churn_non_null"], 0);
-    assert_eq!(duck["clv_non_null"], CUSTOMERS);
-    assert_eq!(duck["columns"], serde_json::json!(columns));
-    assert_eq!(duck["types"][1], "TIMESTAMP WITH TIME ZONE");
-    assert_eq!(duck["types"][12], "TIMESTAMP WITH TIME ZONE");
-    assert_eq!(duck["types"][5], "DOUBLE");
-    assert_eq!(duck["types"][0], "VARCHAR");
-    assert_eq!(
-        as_f64(&duck["p_alive_0001"]),
-        c1.p_alive.expect("p_alive"),
-        "{}",
-        repr(c1.p_alive)
-    );
-    assert_eq!(
-        as_f64(&duck["clv_12m_0001"]),
-        c1.clv_12m.expect("clv"),
-        "{}",
-        repr(c1.clv_12m)
-    );
-    assert_eq!(duck["as_of_us"], t("1997-09-30").micros());
-    assert_eq!(duck["generated_at_us"], s.generated_at.micros());
-    assert_eq!(duck["metadata"]["cis.table"], "customer_risk_scores");
-    assert_eq!(duck["metadata"]["cis.schema_version"], "1");
-    assert_eq!(duck["metadata"]["cis.score_hash"], summary.score_hash);
-    assert_eq!(duck["metadata"]["cis.snapshot_hash"], s.set.snapshot);
-    assert_eq!(
-        duck["metadata"]["cis.generated_at"],
-        cis_core::time::format(s.generated_at)
-    );
-
-    let pd = &v["pandas"];
-    assert_eq!(pd["rows"], CUSTOMERS);
-    assert_eq!(pd["columns"], serde_json::json!(columns));
-    assert_eq!(pd["dtypes"]["as_of"], "datetime64[us, UTC]");
-    assert_eq!(pd["dtypes"]["generated_at"], "datetime64[us, UTC]");
-    assert_eq!(pd["dtypes"]["p_alive"], "float64");
-    assert_eq!(pd["churn_null"], CUSTOMERS);
-    assert_eq!(as_f64(&pd["p_alive_0001"]), c1.p_alive.expect("p_alive"));
-    assert_eq!(as_f64(&pd["clv_12m_0001"]), c1.clv_12m.expect("clv"));
-    assert_eq!(pd["as_of_0001"], "1997-09-30T00:00:00+00:00");
-    assert!(pd["segments"].as_u64().expect("count") >= 2);
-
-    let pa = &v["pyarrow"];
-    assert_eq!(pa["schema"][1], "as_of: timestamp[us, tz=UTC]");
-    assert_eq!(pa["schema"][5], "p_alive: double");
-    assert_eq!(pa["table"], "customer_risk_scores");
-    assert_eq!(pa["schema_version"], "1");
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! cis integration tests, one binary, modules by theme.
 
+mod http;
+mod scored;
 mod util;
 
 mod access_log;

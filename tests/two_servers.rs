@@ -21,7 +21,7 @@ use cis_server::api::{app_with, AppState};
 use cis_server::dashboard;
 use cis_storage::{ArtifactHash, Store};
 
-use crate::api::send;
+use crate::http::send;
 use crate::util::{cdnow_models, cdnow_store, t};
 
 /// CDNOW with snapshots at 1997-09-30 and 1997-12-31, a CLV and a segment model, and a score

@@ -1,0 +1,15 @@
+//! The tests that drive programs outside Rust, in a binary of their own (`cargo test --test
+//! external`): the dashboard in Debian's headless Chromium through chromedriver, and the export
+//! read back by DuckDB, pandas and pyarrow. `.ci/run` installs both; `CIS_SKIP_PYTHON_TESTS=1`
+//! skips the Python one.
+
+// These helper modules are shared with the integration binary, which uses what this one does not.
+#[allow(dead_code)]
+mod http;
+#[allow(dead_code)]
+mod scored;
+#[allow(dead_code)]
+mod util;
+
+mod browser;
+mod readback;
