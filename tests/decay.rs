@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use cis_core::artifact::ArtifactError;
 use cis_core::AsOf;
 use cis_features::snapshot::{self, SnapshotError};
 use cis_models::churn::ChurnParams;
@@ -130,7 +131,9 @@ fn unmatured_runs_wait_and_bad_requests_store_nothing() {
     assert!(
         matches!(
             r,
-            Err(DecayError::Model(ModelError::Snapshot(SnapshotError::NotFound(_))))
+            Err(DecayError::Model(ModelError::Snapshot(SnapshotError::Artifact(
+                ArtifactError::NotFound(_)
+            ))))
         ),
         "{r:?}"
     );

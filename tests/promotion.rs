@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use cis_core::artifact::ArtifactError;
 use cis_core::AsOf;
 use cis_features::snapshot::{self, SnapshotError};
 use cis_models::lifetime::ClvParams;
@@ -197,7 +198,9 @@ fn only_models_can_be_promoted_and_refusals_append_nothing() {
     assert!(
         matches!(
             r,
-            Err(PromotionError::Model(ModelError::Snapshot(SnapshotError::NotFound(_))))
+            Err(PromotionError::Model(ModelError::Snapshot(SnapshotError::Artifact(
+                ArtifactError::NotFound(_)
+            ))))
         ),
         "{r:?}"
     );

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use cis_storage::Store;
 use clap::Args;
 
+use cis_core::artifact::resolve;
 use cis_core::time::{self, Timestamp};
-use cis_features::snapshot::resolve;
 use cis_models::metrics::Metrics;
 use cis_ops::monitor::decay::{measure, store_known_at, Outcome};
 

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use cis_storage::{hex, Store};
 use clap::Args;
 
+use cis_core::artifact;
 use cis_core::time;
-use cis_features::snapshot;
 use cis_ops::monitor::drift::{self, DriftReport, Verdict};
 
 #[derive(Args, Debug)]
@@ -30,9 +30,9 @@ pub struct DriftArgs {
 
 pub fn run(store: &Store, a: DriftArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let from = match (&a.from, &a.model) {
-        (Some(f), _) => snapshot::resolve(store, f)?,
+        (Some(f), _) => artifact::resolve(store, f)?,
         (None, Some(m)) => {
-            let model = snapshot::resolve(store, m)?;
+            let model = artifact::resolve(store, m)?;
             let training = drift::training_snapshot(store, &model)?;
             if !a.json {
                 writeln!(
@@ -48,7 +48,7 @@ pub fn run(store: &Store, a: DriftArgs, out: &mut impl Write) -> anyhow::Result<
         }
         (None, None) => anyhow::bail!("give --from SNAPSHOT or --model HASH"),
     };
-    let to = snapshot::resolve(store, &a.to)?;
+    let to = artifact::resolve(store, &a.to)?;
     let (hash, new, report) = drift::create(store, &from, &to)?;
     if a.json {
         let doc = serde_json::json!({ "hash": hex(&hash), "new": new, "report": report });

@@ -7,9 +7,10 @@ use anyhow::bail;
 use cis_storage::{hex, ArtifactHash, Store};
 use clap::{Args, Subcommand};
 
+use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_features::labels::DEFAULT_HORIZON_DAYS;
-use cis_features::snapshot::{self, resolve};
+use cis_features::snapshot;
 use cis_models::churn::ChurnParams;
 use cis_models::lifetime::ClvParams;
 use cis_models::promotion::{Change, Promotions, Record, Stage};
@@ -93,7 +94,7 @@ pub enum ScoresCommand {
 }
 
 fn hashes(store: &Store, texts: &[String]) -> anyhow::Result<Vec<ArtifactHash>> {
-    texts.iter().map(|t| Ok(resolve(store, t)?)).collect()
+    texts.iter().map(|t| Ok(artifact::resolve(store, t)?)).collect()
 }
 
 pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -151,9 +152,9 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
 }
 
 pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let snap = resolve(store, &a.snapshot)?;
+    let snap = artifact::resolve(store, &a.snapshot)?;
     let (models, chosen) = if a.models.is_empty() {
-        let as_of = snapshot::fetch(store, &snap, snapshot::KIND)?.as_of;
+        let as_of = artifact::fetch(store, &snap, snapshot::KIND)?.as_of;
         let chosen = scores::choose_models(store, &Record::read(store)?, Timestamp::from_micros(as_of))?;
         (chosen.iter().map(|c| c.hash).collect(), chosen)
     } else {
@@ -194,12 +195,12 @@ pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow
     match cmd {
         ModelsCommand::List { kind, as_of_before } => list(store, kind, as_of_before, out),
         ModelsCommand::Promote { hash, stage, reason } => {
-            let model = resolve(store, &hash)?;
+            let model = artifact::resolve(store, &hash)?;
             let change = Promotions::open(store)?.promote(store, &model, stage, &reason, &who, time::now())?;
             report_change(&hex(&model), &change, out)
         }
         ModelsCommand::Retire { hash, reason } => {
-            let model = resolve(store, &hash)?;
+            let model = artifact::resolve(store, &hash)?;
             let change = Promotions::open(store)?.retire(store, &model, &reason, &who, time::now())?;
             report_change(&hex(&model), &change, out)
         }
@@ -358,7 +359,7 @@ pub fn scores_cmd(store: &Store, cmd: ScoresCommand, out: &mut impl Write) -> an
 }
 
 pub fn audit_cmd(store: &Store, hash: &str, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let h = resolve(store, hash)?;
+    let h = artifact::resolve(store, hash)?;
     let tree = audit::audit(store, &h)?;
     let mut text = String::new();
     tree.render(0, &mut text);

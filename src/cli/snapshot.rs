@@ -9,6 +9,7 @@ use cis_storage::{hex, Store};
 use clap::Subcommand;
 use indicatif::ProgressBar;
 
+use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::snapshot::{self, Provenance, Replay};
@@ -77,7 +78,7 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
             }
         }
         SnapshotCommand::Show { hash, customer } => {
-            let h = snapshot::resolve(store, &hash)?;
+            let h = artifact::resolve(store, &hash)?;
             let (a, s) = snapshot::load(store, &h)?;
             match customer {
                 Some(c) => {
@@ -109,8 +110,8 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
             }
         }
         SnapshotCommand::Diff { a, b } => {
-            let (_, sa) = snapshot::load(store, &snapshot::resolve(store, &a)?)?;
-            let (_, sb) = snapshot::load(store, &snapshot::resolve(store, &b)?)?;
+            let (_, sa) = snapshot::load(store, &artifact::resolve(store, &a)?)?;
+            let (_, sb) = snapshot::load(store, &artifact::resolve(store, &b)?)?;
             let d = snapshot::diff(&sa, &sb);
             writeln!(
                 out,
@@ -136,7 +137,7 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
             }
         }
         SnapshotCommand::Replay { hash } => {
-            let h = snapshot::resolve(store, &hash)?;
+            let h = artifact::resolve(store, &hash)?;
             let bar = spinner("recomputing from the log");
             let result = snapshot::replay(store, &h)?;
             bar.finish_and_clear();

@@ -6,11 +6,12 @@
 //! covers kind, schema, as-of T and the body, so it is a pure function of the visible log
 //! content, T, K and the definition set. Provenance (not hashed): the log prefix read.
 
-use cis_storage::{hex, unhex, ArtifactHash, EventId, NewArtifact, StorageError, Store, StoredArtifact};
+use cis_storage::{hex, ArtifactHash, EventId, NewArtifact, StorageError, Store, StoredArtifact};
 use serde::{Deserialize, Serialize};
 
 use crate::compute::{digest_term, materialise, ComputeError, Matrix};
 use crate::defs::{definitions, set_hash};
+use cis_core::artifact::{self, ArtifactError};
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 
@@ -24,18 +25,8 @@ pub enum SnapshotError {
     Compute(#[from] ComputeError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("no artifact {0}")]
-    NotFound(String),
-    #[error("'{0}' names more than one artifact; give more hex digits")]
-    Ambiguous(String),
-    #[error("'{0}' is not a hash (hex, at least 8 digits)")]
-    BadHash(String),
-    #[error("artifact {hash} is a {kind}, not a {expected}")]
-    WrongKind {
-        hash: String,
-        kind: String,
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     #[error("snapshot {0} is malformed: {1}")]
     Malformed(String, #[source] DecodeError),
     /// A set of snapshots must share one feature list; this one's differs from the first's.
@@ -295,45 +286,8 @@ pub fn create(store: &Store, at: AsOf) -> Result<(ArtifactHash, bool, Snapshot),
     Ok((hash, new, snapshot))
 }
 
-/// Turns a full or abbreviated (≥ 8 hex digits) hash into a stored artifact's hash.
-pub fn resolve(store: &Store, text: &str) -> Result<ArtifactHash, SnapshotError> {
-    let bad = || SnapshotError::BadHash(text.to_string());
-    if text.len() < 8 || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let even = &text[..text.len() / 2 * 2];
-    let prefix = unhex(even).ok_or_else(bad)?;
-    let matches: Vec<ArtifactHash> = store
-        .artifacts()
-        .find_prefix(&prefix, 64)?
-        .into_iter()
-        .filter(|h| hex(h).starts_with(&text.to_ascii_lowercase()))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(SnapshotError::NotFound(text.to_string())),
-        _ => Err(SnapshotError::Ambiguous(text.to_string())),
-    }
-}
-
-/// The stored artifact `hash`, which must be of `kind`.
-pub fn fetch(store: &Store, hash: &ArtifactHash, kind: &'static str) -> Result<StoredArtifact, SnapshotError> {
-    let a = store
-        .artifacts()
-        .get(hash)?
-        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
-    if a.kind != kind {
-        return Err(SnapshotError::WrongKind {
-            hash: hex(hash),
-            kind: a.kind,
-            expected: kind,
-        });
-    }
-    Ok(a)
-}
-
 pub fn load(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, Snapshot), SnapshotError> {
-    let a = fetch(store, hash, KIND)?;
+    let a = artifact::fetch(store, hash, KIND)?;
     let s = Snapshot::decode(&a.body).map_err(|e| SnapshotError::Malformed(hex(hash), e))?;
     Ok((a, s))
 }

@@ -18,6 +18,7 @@ pub mod train;
 use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store, StoredArtifact};
 use serde::{Deserialize, Serialize};
 
+use cis_core::artifact::ArtifactError;
 use cis_core::time::{self, Timestamp};
 use cis_features::labels::LabelError;
 use cis_features::snapshot::SnapshotError;
@@ -51,6 +52,14 @@ pub enum ModelError {
     Json(#[from] serde_json::Error),
     #[error("promotion record {seq} is malformed: {reason}")]
     PromotionRecord { seq: u64, reason: String },
+}
+
+/// An artifact that cannot be named or fetched is reported as the snapshot layer reports it, so a
+/// missing model reads the same whichever layer looked it up.
+impl From<ArtifactError> for ModelError {
+    fn from(e: ArtifactError) -> Self {
+        ModelError::Snapshot(SnapshotError::Artifact(e))
+    }
 }
 
 /// A hyperparameter or argument out of its range, with the value given.
@@ -180,7 +189,7 @@ pub fn load(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, Model
     let a = store
         .artifacts()
         .get(hash)?
-        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
+        .ok_or_else(|| SnapshotError::Artifact(ArtifactError::NotFound(hex(hash))))?;
     if ModelKind::of_artifact(&a.kind).is_none() {
         return Err(ModelError::NotAModel {
             hash: hex(hash),

@@ -10,6 +10,7 @@ use crate::lifetime::{rfm_columns, rfm_row};
 use crate::promotion::{Record, Stage};
 use crate::segments::FEATURES as SEGMENT_FEATURES;
 use crate::{columns, load, Model, ModelError, ModelKind, ParamError};
+use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::snapshot::{self, Snapshot};
@@ -75,8 +76,8 @@ pub fn choose_models(store: &Store, record: &Record, as_of: Timestamp) -> Result
     for kind in ModelKind::ALL {
         let mut production_after_t = None;
         if let Some(h) = record.holder(kind, Stage::Production, as_of) {
-            let hash = snapshot::resolve(store, &h.model)?;
-            let a = snapshot::fetch(store, &hash, kind.artifact_kind())?;
+            let hash = artifact::resolve(store, &h.model)?;
+            let a = artifact::fetch(store, &hash, kind.artifact_kind())?;
             if a.as_of <= as_of.micros() {
                 out.push(Chosen {
                     kind,
@@ -226,7 +227,7 @@ pub fn score(
 }
 
 pub fn load_scores(store: &Store, hash: &ArtifactHash) -> Result<(StoredArtifact, ScoreSet), ModelError> {
-    let a = snapshot::fetch(store, hash, KIND)?;
+    let a = artifact::fetch(store, hash, KIND)?;
     let set = serde_json::from_slice(&a.body)?;
     Ok((a, set))
 }

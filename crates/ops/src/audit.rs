@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::erasure;
 use crate::monitor::drift;
+use cis_core::artifact::ArtifactError;
 use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::{self, Erasures, Provenance, Replay, SnapshotError};
 use cis_models::{self as models, scores, train, ModelError, ModelKind};
@@ -115,7 +116,7 @@ fn audit_node(store: &Store, hash: &ArtifactHash, seen: &mut HashSet<ArtifactHas
     let a = store
         .artifacts()
         .get(hash)?
-        .ok_or_else(|| SnapshotError::NotFound(hex(hash)))?;
+        .ok_or_else(|| SnapshotError::Artifact(ArtifactError::NotFound(hex(hash))))?;
     let mut node = AuditNode {
         hash: hex(hash),
         kind: a.kind.clone(),

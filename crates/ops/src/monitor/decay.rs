@@ -162,7 +162,7 @@ pub fn measure(
             continue;
         }
         seen = true;
-        let model_hash = cis_features::snapshot::resolve(store, model_hex).map_err(ModelError::from)?;
+        let model_hash = cis_core::artifact::resolve(store, model_hex).map_err(ModelError::from)?;
         let m = churn_model(store, &model_hash)?;
         let matures = matures_at(set.as_of, m.horizon_days);
         if matures > known_at {

@@ -28,6 +28,7 @@ use statrs::statistics::{Data, OrderStatistics};
 use statrs::stats_tests::ks_test::{ks_twosample, KSTestError, KSTwoSampleAlternativeMethod};
 use statrs::stats_tests::NaNPolicy;
 
+use cis_core::artifact::ArtifactError;
 use cis_core::time::{self, Timestamp};
 use cis_features::defs::{definitions, Calc, FeatureDef, WINDOWS};
 use cis_features::snapshot::{self, Snapshot, SnapshotError};
@@ -508,7 +509,7 @@ pub fn training_snapshot(store: &Store, model: &ArtifactHash) -> Result<Training
     let m = store
         .artifacts()
         .get(model)?
-        .ok_or_else(|| SnapshotError::NotFound(hex(model)))?;
+        .ok_or_else(|| SnapshotError::Artifact(ArtifactError::NotFound(hex(model))))?;
     if ModelKind::of_artifact(&m.kind).is_none() {
         return Err(DriftError::NotAModel {
             hash: hex(model),

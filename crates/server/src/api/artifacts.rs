@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::api::error::AppError;
 use crate::api::params::Params;
 use crate::api::{blocking, AppState};
+use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::{self, Header, Provenance, SnapshotError};
 use cis_models::metrics::Metrics;
@@ -117,7 +118,7 @@ fn summary(state: &AppState, a: &StoredArtifact) -> Result<Value, AppError> {
 
 fn describe(state: &AppState, text: &str) -> Result<Value, AppError> {
     let store = &state.store;
-    let hash = snapshot::resolve(store, text)?;
+    let hash = artifact::resolve(store, text)?;
     let a = store
         .artifacts()
         .get(&hash)?

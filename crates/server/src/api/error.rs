@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::api::tokens::TokenError;
+use cis_core::artifact::ArtifactError;
 use cis_features::compute::ComputeError;
 use cis_features::snapshot::SnapshotError;
 use cis_models::ModelError;
@@ -120,12 +121,21 @@ impl From<TokenError> for AppError {
     }
 }
 
-impl From<SnapshotError> for AppError {
+impl From<ArtifactError> for AppError {
     /// For a hash given by the client: not found → 404, ambiguous or malformed → 400.
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::NotFound(h) => AppError::NotFound(format!("no artifact {h}")),
+            ArtifactError::BadHash(_) | ArtifactError::Ambiguous(_) => AppError::param("hash", e.to_string()),
+            other => AppError::internal(other),
+        }
+    }
+}
+
+impl From<SnapshotError> for AppError {
     fn from(e: SnapshotError) -> Self {
         match e {
-            SnapshotError::NotFound(h) => AppError::NotFound(format!("no artifact {h}")),
-            SnapshotError::BadHash(_) | SnapshotError::Ambiguous(_) => AppError::param("hash", e.to_string()),
+            SnapshotError::Artifact(e) => e.into(),
             other => AppError::internal(other),
         }
     }

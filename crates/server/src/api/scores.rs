@@ -15,6 +15,7 @@ use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::error::AppError;
+use cis_core::artifact::{self, ArtifactError};
 use cis_core::time::Timestamp;
 use cis_core::AsOf;
 use cis_features::snapshot::{self, Header, SnapshotError};
@@ -92,12 +93,12 @@ struct Head {
 }
 
 fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> {
-    let a = snapshot::fetch(store, hash, scores::KIND).map_err(AppError::internal)?;
+    let a = artifact::fetch(store, hash, scores::KIND).map_err(AppError::internal)?;
     let head: Head = serde_json::from_slice(&a.body).map_err(AppError::internal)?;
     let snap_hash =
         unhex32(&head.snapshot).ok_or_else(|| AppError::internal("score set names a malformed snapshot hash"))?;
-    let snap = snapshot::fetch(store, &snap_hash, snapshot::KIND).map_err(|e| match e {
-        SnapshotError::NotFound(_) => AppError::internal(format!("score set's snapshot {} is missing", head.snapshot)),
+    let snap = artifact::fetch(store, &snap_hash, snapshot::KIND).map_err(|e| match e {
+        ArtifactError::NotFound(_) => AppError::internal(format!("score set's snapshot {} is missing", head.snapshot)),
         other => AppError::internal(other),
     })?;
     let header = Header::decode(&snap.body)
@@ -105,7 +106,7 @@ fn load_meta(store: &Store, hash: &ArtifactHash) -> Result<ScoreMeta, AppError> 
     let mut models = Vec::new();
     for (kind, h) in head.models {
         let bytes = unhex32(&h).ok_or_else(|| AppError::internal(format!("malformed model hash {h}")))?;
-        let m = snapshot::fetch(store, &bytes, kind.artifact_kind()).map_err(AppError::internal)?;
+        let m = artifact::fetch(store, &bytes, kind.artifact_kind()).map_err(AppError::internal)?;
         models.push((kind, h, Timestamp::from_micros(m.as_of)));
     }
     let known_at = scores::known_at(header.known_at, models.iter().map(|m| m.2));
