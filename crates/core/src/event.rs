@@ -128,13 +128,9 @@ impl Payload {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     pub customer_id: String,
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "time::rfc3339::serialize")]
     pub event_time: Timestamp,
     pub payload: Payload,
-}
-
-fn ser_time<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&time::format(*t))
 }
 
 impl Event {

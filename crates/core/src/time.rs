@@ -84,6 +84,23 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// `#[serde(with = "cis_core::time::rfc3339")]`: a `Timestamp` as RFC 3339 text, for records
+/// people read (JSON output, the access log). Hashed encodings keep the bare integer.
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{format, parse_timestamp, Timestamp};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_timestamp(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TimeError {

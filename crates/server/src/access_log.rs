@@ -90,7 +90,7 @@ impl Default for AccessLogConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRecord {
     /// When the request arrived (RFC 3339 UTC in the ledger).
-    #[serde(with = "rfc3339")]
+    #[serde(with = "cis_core::time::rfc3339")]
     pub at: Timestamp,
     /// The name of the token that authorised it; null when there was no valid token (401).
     pub token: Option<String>,
@@ -115,19 +115,6 @@ impl AccessRecord {
     /// How many requests the record stands for.
     pub fn requests(&self) -> u64 {
         self.count.unwrap_or(1)
-    }
-}
-
-mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &cis_core::time::Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&cis_core::time::format(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<cis_core::time::Timestamp, D::Error> {
-        let text = String::deserialize(d)?;
-        cis_core::time::parse_timestamp(&text).map_err(serde::de::Error::custom)
     }
 }
 
