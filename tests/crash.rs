@@ -295,9 +295,11 @@ fn kill_9_mid_erase_is_finished_by_running_it_again() {
             // aim later kills within that.
             took = delay;
         }
+        let rerun = erase_victim(&store).stderr(Stdio::piped()).output().expect("re-run");
         assert!(
-            erase_victim(&store).status().expect("re-run").success(),
-            "re-run after a kill at {delay:?}"
+            rerun.status.success(),
+            "re-run after a kill at {delay:?}: {}",
+            String::from_utf8_lossy(&rerun.stderr)
         );
         assert_eq!(erased_state(&store), expected, "killed at {delay:?}");
         std::fs::remove_dir_all(&store).expect("remove");

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
-use crate::error::{Result, StorageError};
+use crate::error::{io_err, Result, StorageError};
 
 /// Names of the trees the store uses; fixed, so a typo cannot open a new tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,12 +128,62 @@ impl SledKv {
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db> {
-    Ok(sled::Config::new()
+    let config = sled::Config::new()
         .path(dir)
         .cache_capacity(128 * 1024 * 1024)
         // We flush explicitly at every commit point; background flushes only add IO.
-        .flush_every_ms(None)
-        .open()?)
+        .flush_every_ms(None);
+    remove_unfinished_snapshots(dir)?;
+    open_waiting(&config, SLED_LOCK_WAIT)
+}
+
+/// sled 0.34 writes a snapshot of its page table to `snap.<lsn>.generating` and commits it by
+/// renaming it to `snap.<lsn>`, but on opening it reads the newest file of either name: a
+/// process killed mid-write leaves an empty or torn `.generating` file that makes every later
+/// open fail as corrupt (spacejam/sled#1387, #1527). Such a file was never committed, and the
+/// previous snapshot is only removed after a commit, so removing it leaves sled to recover
+/// from the last committed snapshot and its log, as if the kill had come a moment earlier.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_err(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %path.display(), "removing a snapshot file a crash left unfinished");
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// How long [`open_db`] waits for sled's file lock; a closing handle lets go within
+/// milliseconds, even on a loaded machine.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens `config`, waiting up to `wait` while its file lock is held. sled 0.34 lets go of that
+/// lock only when the last background job of a dropped `Db` ends, a moment after the drop
+/// (spacejam/sled#1234), so reopening a database this process has just closed (the rewrite
+/// after an erasure, a migration) can find it still held. Other processes are kept out by the
+/// store lock before sled is opened, so a held sled lock is a handle of ours on its way out.
+fn open_waiting(config: &sled::Config, wait: Duration) -> Result<sled::Db> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if lock_held(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
+/// sled reports a held lock as `ErrorKind::Other` with this message (config.rs), nothing finer.
+fn lock_held(e: &std::io::Error) -> bool {
+    e.to_string().starts_with("could not acquire lock")
 }
 
 fn poisoned<T>(_: T) -> StorageError {
@@ -303,6 +354,38 @@ mod tests {
     use super::*;
 
     const T: TreeName = TreeName::Journal("t");
+
+    #[test]
+    fn a_snapshot_a_kill_left_unfinished_does_not_stop_the_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = SledKv::open(dir.path()).expect("open");
+        kv.insert(T, b"k", b"v").expect("insert");
+        kv.flush().expect("flush");
+        drop(kv);
+        // What a kill during sled's snapshot write leaves: the file, created, still empty.
+        std::fs::write(dir.path().join("snap.00000000FFFFFFFF.generating"), b"").expect("write");
+        let kv = SledKv::open(dir.path()).expect("opens all the same");
+        assert_eq!(kv.get(T, b"k").expect("get"), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn reopening_waits_for_a_closing_handle_and_gives_up_on_a_held_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = sled::Config::new().path(dir.path()).flush_every_ms(None);
+        let held = config.open().expect("first open");
+        let refused = open_waiting(&config, Duration::from_millis(50));
+        let Err(StorageError::Sled(sled::Error::Io(e))) = refused else {
+            panic!("a held lock is refused after the wait: {refused:?}");
+        };
+        assert!(lock_held(&e), "{e}");
+        let closing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let reopened = open_waiting(&config, Duration::from_secs(10)).expect("waits for the drop");
+        closing.join().expect("join");
+        drop(reopened);
+    }
 
     #[test]
     fn a_crash_keeps_what_was_flushed_and_drops_the_rest() {
