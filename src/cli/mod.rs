@@ -11,6 +11,7 @@ mod monitor;
 mod quality;
 mod serve;
 mod snapshot;
+mod store;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -95,6 +96,9 @@ pub enum Command {
     AccessLog(access_log::AccessLogArgs),
     /// Erase one customer's data (a data-subject request), keeping the log verifiable.
     Erase(erase::EraseArgs),
+    /// The store's upkeep: compact.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Recorded erasure requests.
     Erasures,
     /// Write a seeded synthetic population (orders, sessions, returns, customers) as CSV.
@@ -218,6 +222,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::AccessLog(a) => access_log::run(&open()?, a, &mut out),
         Command::Erase(a) => erase::run(&store_dir, a, &mut out),
         Command::Erasures => erase::list(&open()?, &mut out),
+        Command::Store(cmd) => store::run(&open()?, cmd, &mut out),
         Command::Log(LogCommand::Verify) => {
             let store = open()?;
             match store.log().verify() {

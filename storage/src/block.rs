@@ -1,10 +1,12 @@
-//! A block: the events of one customer bucket appended by one batch.
+//! A block: the events of one customer bucket, appended by one batch or merged from several.
 //!
-//! Key: bucket (u16, big-endian) ++ batch sequence (u64, big-endian), so one customer's
-//! events across all batches are one prefix range scan.
+//! Key: bucket (u16, big-endian) ++ the first batch it holds (u64, big-endian), so one
+//! customer's events across all batches are one prefix range scan.
 //!
-//! Value (format 1), integers big-endian:
-//! `[u8 format = 1][u32 count]` then `count` records, sorted by (handle, event_time, id):
+//! Value, integers big-endian, records sorted by (handle, event_time, id):
+//! - format 1, one batch's events (the batch is the key's): `[u8 1][u32 count]` then records;
+//! - format 2, a segment merged from the blocks of batches `first..=last` (see `compaction`):
+//!   `[u8 2][u32 count][u64 first][u64 last]` then records, each followed by its batch (u64).
 //!
 //! | size | field |
 //! |---|---|
@@ -16,11 +18,13 @@
 //! | 32 | event id |
 //! | 4 | length `n` (u32) of what follows |
 //! | n | live: the sealed envelope (ChaCha20 under the subject's key); erased: the tombstone, the erasure request number (u64, n = 8) |
+//! | 8 | format 2 only: the batch that appended the event |
 
 use crate::envelope::{EventId, Handle};
 use crate::error::{Result, StorageError};
 
-pub const BLOCK_FORMAT: u8 = 1;
+const BATCH_BLOCK: u8 = 1;
+const SEGMENT: u8 = 2;
 /// Buckets customers are spread over (the top 12 bits of the handle).
 pub const BUCKETS: u16 = 4096;
 pub const FLAG_ERASED: u8 = 1;
@@ -57,6 +61,8 @@ pub struct Record<'a> {
     pub flags: u8,
     pub id: EventId,
     pub sealed: &'a [u8],
+    /// The batch that appended it.
+    pub batch: u64,
 }
 
 impl Record<'_> {
@@ -77,12 +83,42 @@ impl Record<'_> {
     }
 }
 
-pub fn encode(records: &[Record<'_>]) -> Result<Vec<u8>> {
-    let size: usize = 5 + records.iter().map(|r| REC_HEADER + r.sealed.len()).sum::<usize>();
+/// The batches a block holds: `first..=last` (one batch: `first == last`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Span {
+    pub fn batch(batch: u64) -> Span {
+        Span {
+            first: batch,
+            last: batch,
+        }
+    }
+}
+
+/// Encodes the records of `span`, keyed `(bucket, span.first)`: format 1 for one batch,
+/// a segment (format 2) for more. Every record must carry a batch of the span.
+pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
+    let segment = span.first != span.last;
+    if let Some(r) = records.iter().find(|r| r.batch < span.first || r.batch > span.last) {
+        return Err(StorageError::Corrupt(format!(
+            "block: a record of batch {} in a block of batches {}..={}",
+            r.batch, span.first, span.last
+        )));
+    }
+    let per_record = REC_HEADER + if segment { 8 } else { 0 };
+    let size: usize = 21 + records.iter().map(|r| per_record + r.sealed.len()).sum::<usize>();
     let mut out = Vec::with_capacity(size);
-    out.push(BLOCK_FORMAT);
+    out.push(if segment { SEGMENT } else { BATCH_BLOCK });
     let count = u32::try_from(records.len()).map_err(|_| StorageError::InvalidEvent("block too large".into()))?;
     out.extend_from_slice(&count.to_be_bytes());
+    if segment {
+        out.extend_from_slice(&span.first.to_be_bytes());
+        out.extend_from_slice(&span.last.to_be_bytes());
+    }
     for r in records {
         out.extend_from_slice(&r.handle.to_be_bytes());
         out.extend_from_slice(&r.event_time.to_be_bytes());
@@ -93,32 +129,59 @@ pub fn encode(records: &[Record<'_>]) -> Result<Vec<u8>> {
         let n = u32::try_from(r.sealed.len()).map_err(|_| StorageError::InvalidEvent("payload too large".into()))?;
         out.extend_from_slice(&n.to_be_bytes());
         out.extend_from_slice(r.sealed);
+        if segment {
+            out.extend_from_slice(&r.batch.to_be_bytes());
+        }
     }
     Ok(out)
+}
+
+/// The batches the block stored under key batch `key_batch` holds, from its header alone.
+pub fn span(key_batch: u64, bytes: &[u8]) -> Result<Span> {
+    let bad = || StorageError::Corrupt("block: missing or unknown header".into());
+    match bytes.first() {
+        Some(&BATCH_BLOCK) if bytes.len() >= 5 => Ok(Span::batch(key_batch)),
+        Some(&SEGMENT) if bytes.len() >= 21 => {
+            let word =
+                |at: usize| -> Result<u64> { Ok(u64::from_be_bytes(bytes[at..at + 8].try_into().map_err(|_| bad())?)) };
+            let span = Span {
+                first: word(5)?,
+                last: word(13)?,
+            };
+            if span.first != key_batch || span.last <= span.first {
+                return Err(StorageError::Corrupt(format!(
+                    "block: segment of batches {}..={} stored under batch {key_batch}",
+                    span.first, span.last
+                )));
+            }
+            Ok(span)
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// Decodes every record; a malformed block is an error, never a panic.
-pub fn decode(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
+pub fn decode(key_batch: u64, bytes: &[u8]) -> Result<(Span, Vec<Record<'_>>)> {
     let mut out = Vec::new();
-    for_each(bytes, |r| {
+    let span = for_each(key_batch, bytes, |r| {
         out.push(r);
         Ok::<_, StorageError>(())
     })?;
-    Ok(out)
+    Ok((span, out))
 }
 
 /// Calls `f` on each record in order without collecting them; stops at `f`'s first error
-/// (of the caller's type `E`).
+/// (of the caller's type `E`). Returns the block's span.
 pub fn for_each<'a, E: From<StorageError>>(
+    key_batch: u64,
     bytes: &'a [u8],
     mut f: impl FnMut(Record<'a>) -> Result<(), E>,
-) -> Result<(), E> {
+) -> Result<Span, E> {
     let bad = |why: &str| StorageError::Corrupt(format!("block: {why}"));
-    if bytes.len() < 5 || bytes[0] != BLOCK_FORMAT {
-        return Err(bad("missing or unknown header").into());
-    }
+    let span = span(key_batch, bytes)?;
+    let segment = span.first != span.last;
     let count = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-    let mut pos = 5;
+    let mut pos = if segment { 21 } else { 5 };
     for _ in 0..count {
         let h = bytes
             .get(pos..pos + REC_HEADER)
@@ -127,6 +190,14 @@ pub fn for_each<'a, E: From<StorageError>>(
         let sealed = bytes
             .get(pos + REC_HEADER..pos + REC_HEADER + n)
             .ok_or_else(|| bad("payload runs past the end"))?;
+        pos += REC_HEADER + n;
+        let batch = if segment {
+            let b = bytes.get(pos..pos + 8).ok_or_else(|| bad("batch runs past the end"))?;
+            pos += 8;
+            u64::from_be_bytes(b.try_into().map_err(|_| bad("batch"))?)
+        } else {
+            key_batch
+        };
         let mut id = [0u8; 32];
         id.copy_from_slice(&h[34..66]);
         f(Record {
@@ -137,13 +208,13 @@ pub fn for_each<'a, E: From<StorageError>>(
             flags: h[33],
             id,
             sealed,
+            batch,
         })?;
-        pos += REC_HEADER + n;
     }
     if pos != bytes.len() {
         return Err(bad("trailing bytes after the last record").into());
     }
-    Ok(())
+    Ok(span)
 }
 
 #[cfg(test)]
@@ -161,6 +232,7 @@ mod tests {
                 flags: 0,
                 id: [7; 32],
                 sealed: b"abc",
+                batch: 3,
             },
             Record {
                 handle: 9,
@@ -170,11 +242,12 @@ mod tests {
                 flags: FLAG_ERASED,
                 id: [8; 32],
                 sealed: &42u64.to_be_bytes(),
+                batch: 3,
             },
         ];
-        let bytes = encode(&recs).expect("encodes");
-        let back = decode(&bytes).expect("decodes");
-        assert_eq!(back.len(), 2);
+        let bytes = encode(Span::batch(3), &recs).expect("encodes");
+        let (span, back) = decode(3, &bytes).expect("decodes");
+        assert_eq!((span, back.len()), (Span::batch(3), 2));
         assert_eq!(
             (back[0].handle, back[0].event_time, back[0].sealed),
             (1, -3, &b"abc"[..])
@@ -183,7 +256,31 @@ mod tests {
         assert_eq!(back[1].erasure_request().expect("tombstone"), Some(42));
         assert_eq!(back[0].erasure_request().expect("live"), None);
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(decode(3, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_segment_keeps_each_records_batch_and_checks_its_span() {
+        let rec = |batch, id| Record {
+            handle: 5,
+            event_time: 1,
+            recorded_at: 2,
+            kind: 1,
+            flags: 0,
+            id: [id; 32],
+            sealed: b"xyz",
+            batch,
+        };
+        let span = Span { first: 2, last: 9 };
+        let bytes = encode(span, &[rec(2, 1), rec(9, 2), rec(4, 3)]).expect("encodes");
+        let (back_span, back) = decode(2, &bytes).expect("decodes");
+        assert_eq!(back_span, span);
+        assert_eq!(back.iter().map(|r| r.batch).collect::<Vec<_>>(), [2, 9, 4]);
+        assert!(decode(3, &bytes).is_err(), "a segment under another key is corrupt");
+        assert!(encode(span, &[rec(10, 1)]).is_err(), "a record outside the span");
+        for cut in 0..bytes.len() {
+            assert!(decode(2, &bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 

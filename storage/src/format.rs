@@ -6,6 +6,8 @@
 //! (migrated) instead of being misread as the new layout, and a record written by a newer
 //! build is refused by name. Format 1 stored the bincode bodies bare (they are the bodies of
 //! version 1 of each record); opening such a store rewrites them once (see [`ensure`]).
+//! Format 3 adds the `block_ids` tree (the duplicate check's index, see `log`); opening a
+//! format-1 or -2 store builds it from the blocks.
 
 use std::ops::ControlFlow;
 
@@ -16,9 +18,11 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 2;
+pub(crate) const STORE_FORMAT: u32 = 3;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
+/// The format without `block_ids`, migrated on open.
+const UNINDEXED: u32 = 2;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -27,8 +31,8 @@ const TAG: u8 = 0xff;
 const FORMAT_KEY: &[u8] = b"format";
 /// The version of every record kind in format 1, where the bodies were stored bare.
 const FORMAT_1_VERSION: u8 = 1;
-/// Meta key present while format-1 records are being rewritten (the store is already marked
-/// format 2, so an older build refuses it rather than reading half-migrated records).
+/// Meta key present while a migration is under way (the store is already marked with the
+/// new format, so an older build refuses it rather than reading a half-migrated store).
 const UPGRADING_KEY: &[u8] = b"upgrading";
 
 /// The kinds of bincode record, each versioned on its own.
@@ -125,8 +129,8 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     };
     let upgrading = kv.get(TreeName::Meta, UPGRADING_KEY)?.is_some();
     match found {
-        UNVERSIONED => upgrade(kv),
-        STORE_FORMAT if upgrading => upgrade(kv),
+        UNVERSIONED | UNINDEXED => upgrade(kv, found),
+        STORE_FORMAT if upgrading => upgrade(kv, found),
         STORE_FORMAT => Ok(()),
         _ => Err(StorageError::Version {
             found,
@@ -135,12 +139,13 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1 → 2: every bare record gets its version. Steps, each flushed: `upgrading` set;
-/// `format = 2`; every record still bare rewritten in place (one insert each, so a record is
-/// bare or versioned, never torn); `upgrading` removed. Run again after a crash at any point,
-/// it skips the records already rewritten and ends where one uninterrupted run ends.
-fn upgrade(kv: &dyn Kv) -> Result<()> {
-    tracing::info!(from = UNVERSIONED, to = STORE_FORMAT, "migrating the store format");
+/// Format 1 or 2 → 3: every bare record gets its version (format 1), and every block its
+/// `block_ids` entry. Steps, each flushed: `upgrading` set; `format = 3`; every record still
+/// bare rewritten in place (one insert each, so a record is bare or versioned, never torn);
+/// every block without an ids entry given one; `upgrading` removed. Run again after a crash
+/// at any point, it skips what is done and ends where one uninterrupted run ends.
+fn upgrade(kv: &dyn Kv, from: u32) -> Result<()> {
+    tracing::info!(from, to = STORE_FORMAT, "migrating the store format");
     kv.insert(TreeName::Meta, UPGRADING_KEY, &[])?;
     kv.flush()?;
     kv.insert(TreeName::Meta, FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
@@ -149,6 +154,8 @@ fn upgrade(kv: &dyn Kv) -> Result<()> {
         let rewritten = rewrite_unversioned(kv, kind)?;
         tracing::info!(record = kind.name(), rewritten, "records given their version");
     }
+    let indexed = crate::log::index_block_ids(kv)?;
+    tracing::info!(blocks = indexed, "blocks given their ids entry");
     kv.flush()?;
     kv.remove(TreeName::Meta, UPGRADING_KEY)?;
     kv.flush()
@@ -240,12 +247,8 @@ mod tests {
         }
     }
 
-    /// A store as format 1 left it: a committed batch, two artifacts (one whose hash starts with
-    /// the versioned records' tag byte) and a redaction note, all stored bare.
-    fn format_1_store() -> (Arc<MemKv>, crate::Head, Vec<crate::ArtifactHash>) {
-        let kv = Arc::new(MemKv::default());
-        let log = EventLog::open(kv.clone(), Vault::in_memory()).expect("open");
-        let events = (0..20)
+    fn events() -> Vec<NewEvent> {
+        (0..20)
             .map(|i| NewEvent {
                 kind: 1,
                 subject: format!("c{}", i % 3),
@@ -253,8 +256,15 @@ mod tests {
                 recorded_at: i,
                 body: vec![i as u8],
             })
-            .collect();
-        let head = log.append(events, 1, 0).expect("append").head;
+            .collect()
+    }
+
+    /// A store as format 1 left it: a committed batch, two artifacts (one whose hash starts with
+    /// the versioned records' tag byte) and a redaction note, all stored bare.
+    fn format_1_store() -> (Arc<MemKv>, crate::Head, Vec<crate::ArtifactHash>) {
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::in_memory()).expect("open");
+        let head = log.append(events(), 1, 0).expect("append").head;
         let store = Artifacts { kv: kv.as_ref() };
         let tagged = (0u32..)
             .map(|i| artifact(i.to_be_bytes().to_vec()))
@@ -267,6 +277,17 @@ mod tests {
             .expect("redact");
         for (kind, k, v) in records(kv.as_ref()) {
             kv.insert(kind.tree(), &k, &v[2..]).expect("strip the version");
+        }
+        // Nor had it the duplicate check's index.
+        let mut indexed = Vec::new();
+        kv.visit(TreeName::BlockIds, &[], None, &mut |k, _| {
+            indexed.push(k.to_vec());
+            Ok(ControlFlow::Continue(()))
+        })
+        .expect("visit");
+        assert!(!indexed.is_empty());
+        for k in indexed {
+            kv.remove(TreeName::BlockIds, &k).expect("remove");
         }
         kv.insert(TreeName::Meta, FORMAT_KEY, &UNVERSIONED.to_be_bytes())
             .expect("format 1");
@@ -284,6 +305,9 @@ mod tests {
             .all(|(kind, k, v)| v[..2] == [TAG, 1] && !kind.is_unversioned(k, v)));
         let log = EventLog::open(kv.clone(), Vault::in_memory()).expect("reopen");
         assert_eq!(log.head().expect("head"), head);
+        // Every event is in the rebuilt index, so re-appending adds nothing.
+        let again = log.append(events(), 2, 0).expect("append again");
+        assert_eq!((again.appended, again.duplicates), (0, 20));
         let store = Artifacts { kv: kv.as_ref() };
         for h in hashes {
             let a = store.get(h).expect("get").expect("stored");
@@ -375,7 +399,7 @@ mod tests {
         // A crash after the batch record and one artifact were rewritten.
         kv.insert(TreeName::Meta, UPGRADING_KEY, &[]).expect("marker");
         kv.insert(TreeName::Meta, FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
-            .expect("format 2");
+            .expect("format 3");
         for (kind, k, v) in records(kv.as_ref()).into_iter().take(2) {
             let mut versioned = vec![TAG, 1];
             versioned.extend_from_slice(&v);
@@ -403,11 +427,11 @@ mod tests {
     #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &3u32.to_be_bytes())
-            .expect("format 3");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &4u32.to_be_bytes())
+            .expect("format 4");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 3, supported: 2 })
+            Err(StorageError::Version { found: 4, supported: 3 })
         ));
     }
 }

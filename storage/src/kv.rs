@@ -15,6 +15,7 @@ use crate::error::{io_err, Result, StorageError};
 pub enum TreeName {
     Meta,
     Blocks,
+    BlockIds,
     Chain,
     Batches,
     ByRecorded,
@@ -28,6 +29,7 @@ impl TreeName {
         match self {
             TreeName::Meta => "meta".into(),
             TreeName::Blocks => "blocks".into(),
+            TreeName::BlockIds => "block_ids".into(),
             TreeName::Chain => "chain".into(),
             TreeName::Batches => "batches".into(),
             TreeName::ByRecorded => "by_recorded".into(),
@@ -267,14 +269,25 @@ impl MemKv {
     /// The process died: every write since the last flush is undone, and writes work again
     /// (the next opener's).
     pub fn crash(&self) -> Result<()> {
+        self.crash_keeping(0)
+    }
+
+    /// The process died after the first `kept` writes since the last flush reached the disk
+    /// (sled writes in the background too, in order): the later ones are undone.
+    pub fn crash_keeping(&self, kept: usize) -> Result<()> {
         let mut s = self.state.write().map_err(poisoned)?;
-        while let Some((tree, key, old)) = s.unflushed.pop() {
+        while s.unflushed.len() > kept {
+            let Some((tree, key, old)) = s.unflushed.pop() else {
+                break;
+            };
             let t = s.trees.entry(tree).or_default();
             match old {
                 Some(v) => t.insert(key, v),
                 None => t.remove(&key),
             };
         }
+        // What was kept is on disk now: a later crash does not undo it.
+        s.unflushed.clear();
         s.write_limit = None;
         s.dead = false;
         Ok(())

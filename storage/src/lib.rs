@@ -21,6 +21,7 @@ pub use envelope::{hex, unhex, unhex32, EventId, NewEvent};
 pub use error::{Result, StorageError};
 pub use ledger::{Ledger, LedgerBroken, LedgerRecord, LedgerReport};
 pub use log::{
-    AppendOutcome, BatchRecord, Entry, EventLog, EventRef, Head, StoredEvent, VerifyReport, Visibility, GENESIS,
+    AppendOutcome, BatchRecord, Compaction, CompactionReport, Entry, EventLog, EventRef, Head, StoredEvent,
+    VerifyReport, Visibility, GENESIS,
 };
 pub use store::{Compacted, Store};

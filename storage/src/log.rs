@@ -2,6 +2,10 @@
 //!
 //! Trees (all keys big-endian):
 //! - `blocks`: (bucket, batch) → block of sealed events (see [`crate::block`]).
+//! - `block_ids`: the same keys as `blocks` → the ids of that block's events (see
+//!   [`crate::idset::encode_ids`]): the duplicate check of an append reads the buckets it
+//!   touches, never the whole log. Every stored id is in it; it may name more (a merge
+//!   interrupted before removing its inputs' entries), which costs nothing but a lookup.
 //! - `chain`: batch → the batch's event ids (32 bytes each) in append order.
 //! - `batches`: batch → [`BatchRecord`] (versioned bincode, see [`crate::format`]): the commit record.
 //! - `by_recorded`: (min recorded_at, batch) → max recorded_at: the recorded-time index.
@@ -12,19 +16,22 @@
 //! batch acknowledged. A batch without a record is invisible to readers and is removed
 //! when the store is next opened.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::{self, Record};
+use crate::block::{self, Record, Span};
 use crate::envelope::{self, EventId, NewEvent};
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordKind};
-use crate::idset::{prefix, IdSet};
+use crate::idset::{self, prefix, IdSet};
 use crate::kv::{self, Kv, TreeName};
 use crate::vault::{apply_cipher, Vault};
+
+mod compaction;
+pub use compaction::{Compaction, CompactionReport};
 
 pub type Head = [u8; 32];
 /// The head of the empty log.
@@ -128,8 +135,26 @@ pub struct EventLog {
     kv: Arc<dyn Kv>,
     vault: RwLock<Vault>,
     batches: RwLock<Vec<BatchRecord>>,
-    /// Ids already stored; loaded on the first append only (reads never need it).
-    appender: Mutex<Option<IdSet>>,
+    /// Held by appends, erasures and compactions: one writer of blocks at a time.
+    appender: Mutex<AppendState>,
+    /// Readers of blocks hold it shared; a merge holds it while it swaps a bucket's blocks
+    /// for their segment, so no read sees some of a bucket's blocks before the swap and the
+    /// rest after it.
+    layout: RwLock<()>,
+}
+
+/// What appends keep between calls.
+#[derive(Default)]
+struct AppendState {
+    /// The run whose ids `known` holds.
+    run: Option<u64>,
+    /// Bucket → the ids stored there (from `block_ids`) and those this run appended, loaded
+    /// when the run first touches the bucket: a run's memory grows with what it touches, not
+    /// with the log.
+    known: HashMap<u16, IdSet>,
+    /// Buckets appended to since the last compaction, and how many events.
+    touched: BTreeSet<u16>,
+    appended: u64,
 }
 
 fn be(seq: u64) -> [u8; 8] {
@@ -160,7 +185,8 @@ impl EventLog {
             kv,
             vault: RwLock::new(vault),
             batches: RwLock::new(batches),
-            appender: Mutex::new(None),
+            appender: Mutex::new(AppendState::default()),
+            layout: RwLock::new(()),
         };
         log.recover()?;
         log.recover_erasure()?;
@@ -184,7 +210,9 @@ impl EventLog {
                 "removing an uncommitted batch left by an interrupted append"
             );
             for bucket in 0..block::BUCKETS {
-                self.kv.remove(TreeName::Blocks, &block::block_key(bucket, pending))?;
+                let key = block::block_key(bucket, pending);
+                self.kv.remove(TreeName::Blocks, &key)?;
+                self.kv.remove(TreeName::BlockIds, &key)?;
             }
             self.kv.remove(TreeName::Chain, &be(pending))?;
         }
@@ -238,51 +266,67 @@ impl EventLog {
             .map_or(0, |b| b.first_event + b.events))
     }
 
-    fn load_ids(&self) -> Result<IdSet> {
+    /// The ids stored in `bucket`, from its `block_ids` entries.
+    fn stored_ids(&self, bucket: u16) -> Result<IdSet> {
         let mut ids = IdSet::default();
-        self.kv.visit(TreeName::Chain, &[], None, &mut |_, v| {
-            for id in v.chunks_exact(32) {
-                let id: &EventId = id.try_into().map_err(|_| StorageError::Corrupt("chain entry".into()))?;
-                ids.insert(prefix(id));
-            }
+        let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
+        self.kv.visit(TreeName::BlockIds, &start, Some(&end), &mut |_, v| {
+            ids.extend(idset::decode_ids(v)?.1);
             Ok(ControlFlow::Continue(()))
         })?;
         Ok(ids)
     }
 
+    /// Every `block_ids` entry, by bucket: what [`EventLog::verify`] checks the blocks against.
+    fn indexed_ids(&self) -> Result<HashMap<u16, IdSet>> {
+        let mut out: HashMap<u16, IdSet> = HashMap::new();
+        self.kv.visit(TreeName::BlockIds, &[], None, &mut |k, v| {
+            let (bucket, _) = block::split_block_key(k)?;
+            out.entry(bucket).or_default().extend(idset::decode_ids(v)?.1);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
     /// Appends the events that are not already in the log, as one batch, and returns
-    /// only once that batch is durable. `committed_at` is the caller's wall clock.
+    /// only once that batch is durable. `committed_at` is the caller's wall clock; `run` is
+    /// the caller's run, whose appends share what they learnt of the stored ids.
     pub fn append(&self, events: Vec<NewEvent>, run: u64, committed_at: i64) -> Result<AppendOutcome> {
-        let mut guard = self.appender.lock().map_err(lock_err)?;
-        if guard.is_none() {
-            *guard = Some(self.load_ids()?);
+        let mut state = self.appender.lock().map_err(lock_err)?;
+        if state.run != Some(run) {
+            state.run = Some(run);
+            state.known.clear();
         }
-        let result = self.append_locked(&mut guard, events, run, committed_at);
+        let result = self.append_locked(&mut state, events, run, committed_at);
         if result.is_err() {
-            // The id set may now name events that were never committed: reload next time.
-            *guard = None;
+            // The id sets may now name events that were never committed: reload next time.
+            state.run = None;
+            state.known.clear();
         }
         result
     }
 
     fn append_locked(
         &self,
-        ids: &mut Option<IdSet>,
+        state: &mut AppendState,
         events: Vec<NewEvent>,
         run: u64,
         committed_at: i64,
     ) -> Result<AppendOutcome> {
-        let ids = ids
-            .as_mut()
-            .ok_or_else(|| StorageError::Corrupt("id set not loaded".into()))?;
         let head_before = self.head()?;
         let mut fresh = Vec::with_capacity(events.len());
         let mut duplicates = 0u64;
         for ev in events {
             let env = ev.envelope()?;
             let id = envelope::event_id(&env);
-            if ids.insert(prefix(&id)) {
-                fresh.push((id, envelope::subject_handle(&ev.subject), ev, env));
+            let handle = envelope::subject_handle(&ev.subject);
+            let bucket = block::bucket_of(handle);
+            let known = match state.known.entry(bucket) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.stored_ids(bucket)?),
+            };
+            if known.insert(prefix(&id)) {
+                fresh.push((id, handle, ev, env));
             } else {
                 duplicates += 1;
             }
@@ -345,14 +389,17 @@ impl EventLog {
                         flags: 0,
                         id: *id,
                         sealed,
+                        batch: seq,
                     }
                 })
                 .collect();
-            self.kv.insert(
-                TreeName::Blocks,
-                &block::block_key(bucket, seq),
-                &block::encode(&records)?,
-            )?;
+            let key = block::block_key(bucket, seq);
+            let mut ids: Vec<u128> = order[start..end].iter().map(|o| o.2).collect();
+            self.kv
+                .insert(TreeName::BlockIds, &key, &idset::encode_ids(seq, &mut ids))?;
+            self.kv
+                .insert(TreeName::Blocks, &key, &block::encode(Span::batch(seq), &records)?)?;
+            state.touched.insert(bucket);
             start = end;
         }
         self.kv.flush()?;
@@ -384,6 +431,7 @@ impl EventLog {
             .insert(TreeName::ByRecorded, &by_recorded_key(min_r, seq), &max_r.to_be_bytes())?;
         self.kv.flush()?;
         self.batches.write().map_err(lock_err)?.push(record.clone());
+        state.appended += record.events;
         Ok(AppendOutcome {
             appended: record.events,
             batch: Some(record),
@@ -407,6 +455,28 @@ impl EventLog {
         Ok(admitted)
     }
 
+    /// Visits the blocks from `start` to `end` in key order as (bucket, span, bytes), under
+    /// the layout lock, skipping every block a segment before it covers: the inputs a merge
+    /// was interrupted before removing, whose records the segment holds (see `compaction`).
+    fn visit_blocks<E: From<StorageError>>(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        mut f: impl FnMut(u16, Span, &[u8]) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        let _layout = self.layout.read().map_err(lock_err)?;
+        let mut covered: Option<(u16, u64)> = None;
+        kv::visit_typed(self.kv.as_ref(), TreeName::Blocks, start, end, |k, v| {
+            let (bucket, first) = block::split_block_key(k)?;
+            if matches!(covered, Some((b, last)) if b == bucket && first <= last) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let span = block::span(first, v)?;
+            covered = Some((bucket, span.last));
+            f(bucket, span, v)
+        })
+    }
+
     /// One customer's events visible under `vis`, ordered by (event_time, id), erasure
     /// marks included. A prefix range scan over the customer's bucket.
     pub fn subject_events(&self, subject: &str, vis: Visibility) -> Result<Vec<Entry>> {
@@ -417,13 +487,12 @@ impl EventLog {
         let mut out = Vec::new();
         let start = block::block_key(bucket, 0);
         let end = block::block_key(bucket, u64::MAX);
-        self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
-            let (_, batch) = block::split_block_key(k)?;
-            if !admitted.get(batch as usize).copied().unwrap_or(false) {
+        self.visit_blocks::<StorageError>(&start, Some(&end), |_, span, v| {
+            if !admits_span(&admitted, span) {
                 return Ok(ControlFlow::Continue(()));
             }
-            block::for_each::<StorageError>(v, |r| {
-                if r.handle != handle || !vis.admits(&r) {
+            block::for_each::<StorageError>(span.first, v, |r| {
+                if r.handle != handle || !admits(&admitted, vis, &r) {
                     return Ok(());
                 }
                 out.push(if let Some(request) = r.erasure_request()? {
@@ -432,7 +501,7 @@ impl EventLog {
                         kind: r.kind,
                         event_time: r.event_time,
                         recorded_at: r.recorded_at,
-                        batch,
+                        batch: r.batch,
                         request,
                     }
                 } else {
@@ -445,7 +514,7 @@ impl EventLog {
                         event_time: r.event_time,
                         recorded_at: r.recorded_at,
                         body: e.body.to_vec(),
-                        batch,
+                        batch: r.batch,
                     })
                 });
                 Ok(())
@@ -486,46 +555,39 @@ impl EventLog {
         let mut key: Option<(u128, crate::vault::Key)> = None;
         let start = block::block_key(buckets.start, 0);
         let end = (buckets.end < block::BUCKETS).then(|| block::block_key(buckets.end, 0));
-        kv::visit_typed(
-            self.kv.as_ref(),
-            TreeName::Blocks,
-            &start,
-            end.as_ref().map(|e| &e[..]),
-            |k, v| {
-                let (_, batch) = block::split_block_key(k)?;
-                if !admitted.get(batch as usize).copied().unwrap_or(false) {
-                    return Ok(ControlFlow::Continue(()));
+        self.visit_blocks(&start, end.as_ref().map(|e| &e[..]), |_, span, v| {
+            if !admits_span(&admitted, span) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            block::for_each(span.first, v, |r| {
+                if r.erased() || !admits(&admitted, vis, &r) {
+                    return Ok(());
                 }
-                block::for_each(v, |r| {
-                    if r.erased() || !vis.admits(&r) {
-                        return Ok(());
+                let k = match key {
+                    Some((h, k)) if h == r.handle => k,
+                    _ => {
+                        let k = *vault
+                            .get(r.handle)
+                            .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
+                        key = Some((r.handle, k));
+                        k
                     }
-                    let k = match key {
-                        Some((h, k)) if h == r.handle => k,
-                        _ => {
-                            let k = *vault
-                                .get(r.handle)
-                                .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
-                            key = Some((r.handle, k));
-                            k
-                        }
-                    };
-                    buf.clear();
-                    buf.extend_from_slice(r.sealed);
-                    apply_cipher(&k, &r.id, &mut buf);
-                    let e = envelope::decode(&buf)?;
-                    f(EventRef {
-                        id: &r.id,
-                        kind: r.kind,
-                        subject: e.subject,
-                        event_time: r.event_time,
-                        recorded_at: r.recorded_at,
-                        body: e.body,
-                    })
-                })?;
-                Ok(ControlFlow::Continue(()))
-            },
-        )
+                };
+                buf.clear();
+                buf.extend_from_slice(r.sealed);
+                apply_cipher(&k, &r.id, &mut buf);
+                let e = envelope::decode(&buf)?;
+                f(EventRef {
+                    id: &r.id,
+                    kind: r.kind,
+                    subject: e.subject,
+                    event_time: r.event_time,
+                    recorded_at: r.recorded_at,
+                    body: e.body,
+                })
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })
     }
 
     /// Walks the whole log: recomputes the hash chain over every event id, and the hash of
@@ -533,7 +595,7 @@ impl EventLog {
     pub fn verify(&self) -> Result<VerifyReport> {
         let batches = self.batches()?;
         // Global sequence number of every id, to name the first event that fails.
-        let mut seq_of: HashMap<EventId, u64> = HashMap::new();
+        let mut seq_of: HashMap<EventId, (u64, u64)> = HashMap::new();
         let mut head = GENESIS;
         let mut next_event = 0u64;
         for b in &batches {
@@ -550,7 +612,7 @@ impl EventLog {
             for (i, id) in chain.chunks_exact(32).enumerate() {
                 let id: EventId = id.try_into().map_err(|_| StorageError::Corrupt("chain entry".into()))?;
                 head = extend_head(&head, &id);
-                seq_of.insert(id, b.first_event + i as u64);
+                seq_of.insert(id, (b.first_event + i as u64, b.seq));
             }
             if head != b.head_after {
                 return Err(StorageError::Verify {
@@ -565,16 +627,19 @@ impl EventLog {
         let mut erasures = std::collections::BTreeMap::new();
         let vault = self.vault.read().map_err(lock_err)?;
         let committed = batches.len() as u64;
-        self.kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
-            let (bucket, batch) = block::split_block_key(k)?;
-            if batch > committed {
-                return Ok(ControlFlow::Continue(()));
-            }
-            block::for_each(v, |r| {
-                let seq = *seq_of.get(&r.id).ok_or_else(|| StorageError::Verify {
-                    seq: batches[batch as usize - 1].first_event,
+        let indexed = self.indexed_ids()?;
+        self.visit_blocks::<StorageError>(&[], None, |bucket, span, v| {
+            block::for_each(span.first, v, |r| {
+                if r.batch > committed {
+                    // Being appended now: not part of the log yet.
+                    return Ok(());
+                }
+                let first_event = |batch: u64| batches.get(batch as usize - 1).map_or(0, |b| b.first_event);
+                let (seq, batch) = *seq_of.get(&r.id).ok_or_else(|| StorageError::Verify {
+                    seq: first_event(r.batch),
                     reason: format!(
-                        "block ({bucket}, {batch}) holds event {} that is not in the chain",
+                        "block ({bucket}, {}) holds event {} that is not in the chain",
+                        span.first,
                         envelope::hex(&r.id)
                     ),
                 })?;
@@ -584,6 +649,15 @@ impl EventLog {
                 }
                 if block::bucket_of(r.handle) != bucket {
                     return Err(fail("event stored under the wrong bucket".into()));
+                }
+                if r.batch != batch {
+                    return Err(fail(format!(
+                        "stored as of batch {} but chained in batch {batch}",
+                        r.batch
+                    )));
+                }
+                if !indexed.get(&bucket).is_some_and(|ids| ids.contains(&prefix(&r.id))) {
+                    return Err(fail("event missing from the duplicate-check index (block_ids)".into()));
                 }
                 if let Some(request) = r.erasure_request().map_err(|e| fail(e.to_string()))? {
                     erased += 1;
@@ -640,8 +714,10 @@ impl EventLog {
         let mut rewrites = Vec::new();
         let mut erased = 0u64;
         let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
+        // Every block, covered ones too: what a merge left behind is erased like the rest.
         self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
-            let mut records = block::decode(v)?;
+            let (_, first) = block::split_block_key(k)?;
+            let (span, mut records) = block::decode(first, v)?;
             let mut changed = false;
             for r in records.iter_mut().filter(|r| r.handle == handle && !r.erased()) {
                 r.flags |= block::FLAG_ERASED;
@@ -650,7 +726,7 @@ impl EventLog {
                 erased += 1;
             }
             if changed {
-                rewrites.push((k.to_vec(), block::encode(&records)?));
+                rewrites.push((k.to_vec(), block::encode(span, &records)?));
             }
             Ok(ControlFlow::Continue(()))
         })?;
@@ -675,6 +751,53 @@ impl EventLog {
         tracing::warn!(request, "finishing an erasure interrupted by a crash");
         self.finish_erasure(handle, request).map(|_| ())
     }
+}
+
+/// Gives every block without a `block_ids` entry its entry (the migration to store format 3),
+/// in chunks, since a visitor may not write. Returns how many were given one.
+pub(crate) fn index_block_ids(kv: &dyn Kv) -> Result<u64> {
+    const CHUNK: usize = 4096;
+    let mut indexed = 0;
+    let mut start = Vec::new();
+    loop {
+        let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut next = None;
+        kv.visit(TreeName::Blocks, &start, None, &mut |k, v| {
+            if chunk.len() >= CHUNK {
+                next = Some(k.to_vec());
+                return Ok(ControlFlow::Break(()));
+            }
+            let (_, first) = block::split_block_key(k)?;
+            let mut ids = Vec::new();
+            let span = block::for_each::<StorageError>(first, v, |r| {
+                ids.push(prefix(&r.id));
+                Ok(())
+            })?;
+            chunk.push((k.to_vec(), idset::encode_ids(span.last, &mut ids)));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        for (k, v) in &chunk {
+            if kv.get(TreeName::BlockIds, k)?.is_none() {
+                kv.insert(TreeName::BlockIds, k, v)?;
+                indexed += 1;
+            }
+        }
+        match next {
+            Some(k) => start = k,
+            None => return Ok(indexed),
+        }
+    }
+}
+
+/// Whether any batch of `span` may hold a visible event (see [`EventLog::batches_recorded_by`]).
+fn admits_span(admitted: &[bool], span: Span) -> bool {
+    let last = span.last.min(admitted.len().saturating_sub(1) as u64);
+    (span.first..=last).any(|b| admitted[b as usize])
+}
+
+/// Whether a read under `vis` sees `r`: committed, and within both times.
+fn admits(admitted: &[bool], vis: Visibility, r: &Record<'_>) -> bool {
+    admitted.get(r.batch as usize).copied().unwrap_or(false) && vis.admits(r)
 }
 
 /// Meta key of an erasure in progress: handle (16) ‖ request (8).

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use cis_storage::{hex, BatchRecord, NewEvent, StorageError, Store};
+use cis_storage::{hex, BatchRecord, Compaction, NewEvent, StorageError, Store};
 
 use cis_core::event::Kind;
 use cis_core::time::{self, Timestamp};
@@ -305,6 +305,7 @@ pub fn ingest_reader(
         (Ok(()), Ok(head)) => {
             run.head_after = hex(&head);
             records::record_run(store, &run)?;
+            compact_after(store, &run);
             return Ok(run);
         }
         (Err(cause), head) => {
@@ -326,6 +327,28 @@ pub fn ingest_reader(
         run: Box::new(run),
         cause: Box::new(cause),
     })
+}
+
+/// Merges the blocks the run appended into segments, so reads stay as fast however many
+/// runs came before (see `cis_storage::log`'s compaction). The run is committed and recorded
+/// already, and a compaction changes no read: a failure is logged, not the run's.
+fn compact_after(store: &Store, run: &IngestRun) {
+    if run.batches.is_empty() {
+        return;
+    }
+    match store.log().compact(Compaction::AfterAppends) {
+        Ok(c) => tracing::info!(
+            run = run.run,
+            merges = c.merges,
+            records = c.records_rewritten,
+            deferred = c.deferred,
+            most_blocks = c.most_blocks,
+            "compacted the buckets the run appended to"
+        ),
+        Err(e) => {
+            tracing::error!(run = run.run, error = %e, "compaction after the run failed (`cis store compact` retries it)")
+        }
+    }
 }
 
 /// A batch of validated events and the input lines it came from.

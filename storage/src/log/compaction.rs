@@ -1,0 +1,237 @@
+//! Compaction: a bucket's blocks are merged into segments, so the number of blocks a read of
+//! one customer (or a scan) visits stays small however many batches were appended.
+//!
+//! Policy (size tiers by record count): the newest blocks of a bucket are merged while the
+//! block before them holds no more records than they do together. Over equal batches that is
+//! a binary counter: a bucket written by `n` batches keeps at most about log2(n) + 1 blocks,
+//! and a record is rewritten about log2(n) times in its life. After appends, only the buckets
+//! they touched are looked at, and a run's merges rewrite at most [`Budget`] records; a bucket
+//! whose merge does not fit merges its two newest blocks instead (so it does not grow) and is
+//! looked at again after the next appends. [`Compaction::Full`] merges every bucket into one
+//! segment.
+//!
+//! Protocol for one merge of the blocks keyed `(bucket, first..=last)`: the merged ids entry,
+//! then the segment, go under the first input's key (each one insert, which replaces that
+//! input whole); then, under the layout lock, the other inputs' blocks and entries are
+//! removed. Everything is flushed once at the end. Killed anywhere in between, a reader skips
+//! the inputs the segment's span covers, the duplicate check finds every id (the ids entries
+//! are never fewer than the blocks hold), and the next merge of the bucket removes the rest.
+//! A segment keeps each record's batch and `recorded_at`, so a read as of (T, K) is the same
+//! before and after; ids, the chain and the batch records are untouched.
+
+use std::ops::ControlFlow;
+
+use super::{lock_err, EventLog};
+use crate::block::{self, Record, Span};
+use crate::error::Result;
+use crate::idset::{self, prefix};
+use crate::kv::TreeName;
+
+/// What to compact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    /// The buckets appended to since the last compaction, by the tiered policy, within the
+    /// budget (what ingest runs after each run).
+    AfterAppends,
+    /// Every bucket merged into one segment (`cis store compact`).
+    Full,
+}
+
+/// Records a compaction after appends may rewrite: four times what was appended, and never
+/// less than this (so small runs still catch up on deferred merges).
+const MIN_BUDGET: u64 = 1 << 18;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub buckets_looked_at: u64,
+    pub merges: u64,
+    /// Blocks replaced by the segments written (inputs, covered left-overs included).
+    pub blocks_merged: u64,
+    pub records_rewritten: u64,
+    /// Buckets whose full merge did not fit the budget (looked at again next time).
+    pub deferred: u64,
+    /// The most blocks left in one of the buckets looked at.
+    pub most_blocks: u64,
+}
+
+/// A bucket's blocks as its `block_ids` entries describe them: (first batch, last batch,
+/// records), in key order, the ones a segment covers left out.
+fn layout(entries: &[(u64, u64, u64)]) -> Vec<(u64, u64, u64)> {
+    let mut live: Vec<(u64, u64, u64)> = Vec::new();
+    for &e in entries {
+        if live.last().is_some_and(|l| e.0 <= l.1) {
+            continue;
+        }
+        live.push(e);
+    }
+    live
+}
+
+/// Where the tiered merge of blocks with these record counts (oldest first) starts, if any.
+fn tiered(counts: &[u64]) -> Option<usize> {
+    let n = counts.len();
+    if n < 2 {
+        return None;
+    }
+    let (mut from, mut merged) = (n - 1, counts[n - 1]);
+    while from > 0 && counts[from - 1] <= merged {
+        from -= 1;
+        merged += counts[from];
+    }
+    (from < n - 1).then_some(from)
+}
+
+impl EventLog {
+    /// Merges blocks into segments (see the module documentation); durable on return.
+    /// Appends and erasures wait meanwhile; reads go on, except while a bucket is swapped.
+    pub fn compact(&self, what: Compaction) -> Result<CompactionReport> {
+        let mut state = self.appender.lock().map_err(lock_err)?;
+        let (buckets, mut budget): (Vec<u16>, u64) = match what {
+            Compaction::AfterAppends => (
+                std::mem::take(&mut state.touched).into_iter().collect(),
+                state.appended.saturating_mul(4).max(MIN_BUDGET),
+            ),
+            Compaction::Full => ((0..block::BUCKETS).collect(), u64::MAX),
+        };
+        state.appended = 0;
+        let mut report = CompactionReport::default();
+        for bucket in buckets {
+            report.buckets_looked_at += 1;
+            let entries = self.ids_entries(bucket)?;
+            let live = layout(&entries);
+            let counts: Vec<u64> = live.iter().map(|e| e.2).collect();
+            let from = match what {
+                Compaction::Full => (entries.len() > 1).then_some(0),
+                Compaction::AfterAppends => tiered(&counts),
+            };
+            let mut blocks_left = live.len();
+            if let Some(mut from) = from {
+                if counts[from..].iter().sum::<u64>() > budget {
+                    // `tiered` only picks from two blocks up, so there are two to merge.
+                    report.deferred += 1;
+                    state.touched.insert(bucket);
+                    from = live.len().saturating_sub(2);
+                }
+                let cost: u64 = counts[from..].iter().sum();
+                if cost <= budget {
+                    let last = entries.iter().map(|e| e.1).max().unwrap_or(live[from].1);
+                    let (replaced, written) = self.merge(bucket, live[from].0, last)?;
+                    budget -= cost;
+                    report.merges += 1;
+                    report.blocks_merged += replaced;
+                    report.records_rewritten += written;
+                    blocks_left = from + 1;
+                }
+            }
+            report.most_blocks = report.most_blocks.max(blocks_left as u64);
+        }
+        self.kv.flush()?;
+        Ok(report)
+    }
+
+    /// The bucket's `block_ids` entries as (first batch, last batch, records), in key order.
+    fn ids_entries(&self, bucket: u16) -> Result<Vec<(u64, u64, u64)>> {
+        let mut out = Vec::new();
+        let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
+        self.kv.visit(TreeName::BlockIds, &start, Some(&end), &mut |k, v| {
+            let (_, first) = block::split_block_key(k)?;
+            let (last, ids) = idset::decode_ids(v)?;
+            out.push((first, last, ids.count() as u64));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    /// Merges the blocks keyed `(bucket, first..=last)` into one segment under
+    /// `(bucket, first)`. Returns (blocks replaced, records written).
+    fn merge(&self, bucket: u16, first: u64, last: u64) -> Result<(u64, u64)> {
+        let start = block::block_key(bucket, first);
+        let end = block::block_key(bucket, last.saturating_add(1));
+        let mut inputs: Vec<(u64, Vec<u8>)> = Vec::new();
+        self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
+            inputs.push((block::split_block_key(k)?.1, v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let mut stale_ids = Vec::new();
+        self.kv.visit(TreeName::BlockIds, &start, Some(&end), &mut |k, _| {
+            if k != start {
+                stale_ids.push(k.to_vec());
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let mut records: Vec<Record<'_>> = Vec::new();
+        let mut span = Span::batch(first);
+        let mut covered_to = 0;
+        for (key_batch, bytes) in &inputs {
+            let s = block::span(*key_batch, bytes)?;
+            // A block a segment before it covers holds copies of that segment's records.
+            if *key_batch <= covered_to {
+                continue;
+            }
+            covered_to = s.last;
+            span.last = span.last.max(s.last);
+            block::for_each::<crate::StorageError>(*key_batch, bytes, |r| {
+                records.push(r);
+                Ok(())
+            })?;
+        }
+        records.sort_unstable_by_key(|r| (r.handle, r.event_time, r.id));
+        let mut ids: Vec<u128> = records.iter().map(|r| prefix(&r.id)).collect();
+        self.kv
+            .insert(TreeName::BlockIds, &start, &idset::encode_ids(span.last, &mut ids))?;
+        let segment = block::encode(span, &records)?;
+        let _swap = self.layout.write().map_err(lock_err)?;
+        self.kv.insert(TreeName::Blocks, &start, &segment)?;
+        for (key_batch, _) in inputs.iter().filter(|(b, _)| *b != first) {
+            self.kv
+                .remove(TreeName::Blocks, &block::block_key(bucket, *key_batch))?;
+        }
+        for k in &stale_ids {
+            self.kv.remove(TreeName::BlockIds, k)?;
+        }
+        Ok((inputs.len() as u64, records.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiered policy over `batches` equal appends: (most blocks ever, records rewritten).
+    fn simulate(batches: usize, per_batch: u64) -> (usize, u64) {
+        let (mut blocks, mut most, mut rewritten) = (Vec::new(), 0, 0);
+        for _ in 0..batches {
+            blocks.push(per_batch);
+            if let Some(from) = tiered(&blocks) {
+                let merged: u64 = blocks.drain(from..).sum();
+                rewritten += merged;
+                blocks.push(merged);
+            }
+            most = most.max(blocks.len());
+        }
+        (most, rewritten)
+    }
+
+    #[test]
+    fn tiers_keep_blocks_logarithmic_in_the_batches() {
+        for n in [2usize, 10, 52, 730, 8760] {
+            let (most, rewritten) = simulate(n, 7);
+            let log2 = (n as f64).log2().ceil() as usize;
+            assert!(most <= log2 + 1, "{n} batches: {most} blocks at most");
+            assert!(
+                rewritten <= 7 * n as u64 * (log2 as u64 + 1),
+                "{n} batches: {rewritten} rewritten"
+            );
+        }
+        assert_eq!(tiered(&[5]), None);
+        assert_eq!(tiered(&[4, 1]), None, "a small new block waits for more");
+        assert_eq!(tiered(&[4, 2, 1, 1]), Some(0), "a cascade merges all");
+    }
+
+    #[test]
+    fn covered_entries_are_not_part_of_the_layout() {
+        // A merge of 1..=12 killed before it removed the entries of 11 and 12.
+        let entries = [(1, 12, 30), (11, 11, 2), (12, 12, 3), (13, 13, 1)];
+        assert_eq!(layout(&entries), vec![(1, 12, 30), (13, 13, 1)]);
+    }
+}
