@@ -272,3 +272,60 @@ fn the_cli_erases_lists_and_refuses_clearly() {
         "{text}"
     );
 }
+
+#[test]
+fn a_file_of_customers_is_one_request_each_and_one_rewrite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let orders = write(
+        dir.path(),
+        "orders.csv",
+        "order_id,customer_id,event_time,amount,currency\n\
+         o1,c1,2024-02-01,10.00,EUR\no2,c2,2024-02-02,12.50,EUR\no3,c2,2024-02-03,1.00,EUR\no4,c3,2024-02-04,2.00,EUR\n",
+    );
+    let list = write(dir.path(), "requests.txt", "# ticket 99\nc1\n\nnobody\n  c2  \n");
+    let store = dir.path().join("store");
+    let cis = |args: &[&str]| {
+        let out = crate::util::cis(&store, args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    assert!(
+        cis(&[
+            "ingest",
+            "orders",
+            orders.to_str().expect("utf-8"),
+            "--recorded-at",
+            "event-time"
+        ])
+        .0
+    );
+    let (ok, text) = cis(&[
+        "erase",
+        "--customers",
+        list.to_str().expect("utf-8"),
+        "--reason",
+        "ticket 99",
+    ]);
+    assert!(!ok, "an unknown id in the file fails the command: {text}");
+    assert!(
+        text.contains("no customer 'nobody'") && text.contains("1 of 3 customers not found"),
+        "{text}"
+    );
+    assert!(
+        text.contains("erasure request 1: 1 events of customer 'c1'")
+            && text.contains("erasure request 2: 2 events of customer 'c2'"),
+        "the others are erased all the same, each its own request: {text}"
+    );
+    assert!(text.contains("database rewritten"), "{text}");
+    assert!(!store.join("compaction-owed").exists(), "the one rewrite is done");
+    let (ok, text) = cis(&["log", "verify"]);
+    assert!(
+        ok && text.contains("4 events in 1 batches (3 erased by requests 1, 2)"),
+        "{text}"
+    );
+    let (ok, text) = cis(&["events", "--customer", "c3"]);
+    assert!(ok && text.contains("o4"), "c3 was not in the file: {text}");
+    let empty = write(dir.path(), "empty.txt", "# none\n");
+    let (ok, text) = cis(&["erase", "--customers", empty.to_str().expect("utf-8"), "--reason", "x"]);
+    assert!(!ok && text.contains("no customer ids in it"), "{text}");
+}

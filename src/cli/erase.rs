@@ -1,7 +1,7 @@
 //! `cis erase` and `cis erasures`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,8 +15,13 @@ use cis_ops::erasure::{self, ErasureRequest, Outcome};
 #[derive(Args, Debug)]
 pub struct EraseArgs {
     /// The customer whose data is erased.
-    #[arg(long)]
-    pub customer: String,
+    #[arg(long, required_unless_present = "customers", conflicts_with = "customers")]
+    pub customer: Option<String>,
+    /// A file of customers to erase, one id per line (blank lines and `#` comments skipped):
+    /// each is its own request with the same reason, carried out in this one process, and the
+    /// database is rewritten once at the end instead of once per customer.
+    #[arg(long, value_name = "FILE")]
+    pub customers: Option<PathBuf>,
     /// Why: the data-subject request this answers (recorded with the erasure).
     #[arg(long)]
     pub reason: String,
@@ -35,10 +40,27 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".into());
+    let customers = match (&a.customer, &a.customers) {
+        (Some(c), _) => vec![c.clone()],
+        (None, Some(file)) => read_customers(file)?,
+        (None, None) => anyhow::bail!("name the customer (--customer) or a file of them (--customers)"),
+    };
     let store = super::open_store(store_dir, super::COMMAND)?;
-    let outcome = erasure::erase(&store, &a.customer, &a.reason, &by, time::now())?;
+    let mut outcomes = Vec::with_capacity(customers.len());
+    let mut failed = 0usize;
+    for customer in &customers {
+        match erasure::erase(&store, customer, &a.reason, &by, time::now()) {
+            Ok(outcome) => outcomes.push(outcome),
+            // One unknown id in a batch of requests must not hold up the others.
+            Err(e @ erasure::ErasureError::UnknownCustomer(_)) if customers.len() > 1 => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     drop(store);
-    // Owed by this erasure, or by one a crash stopped before or during its rewrite.
+    // Owed by these erasures, or by one a crash stopped before or during its rewrite.
     let compacted = Store::compaction_owed(store_dir) && !a.no_compact;
     if compacted {
         // The store is closed: rewrite it so no superseded page keeps what was removed.
@@ -50,6 +72,36 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
             "store rewritten"
         );
     }
+    for outcome in outcomes {
+        report(outcome, compacted, out)?;
+    }
+    if failed > 0 {
+        writeln!(
+            out,
+            "{failed} of {} customers not found: nothing erased for them",
+            customers.len()
+        )?;
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The ids in a `--customers` file.
+fn read_customers(file: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let ids: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        anyhow::bail!("{}: no customer ids in it", file.display());
+    }
+    Ok(ids)
+}
+
+fn report(outcome: Outcome, compacted: bool, out: &mut impl Write) -> anyhow::Result<()> {
     match outcome {
         Outcome::AlreadyErased { customer, requests } => {
             let list: Vec<String> = requests.iter().map(u64::to_string).collect();
@@ -83,7 +135,7 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
             )?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn list(store: &Store, out: &mut impl Write) -> anyhow::Result<ExitCode> {
