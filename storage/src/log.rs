@@ -31,7 +31,7 @@ use crate::kv::{self, Kv, TreeName};
 use crate::vault::{apply_cipher, Vault};
 
 mod compaction;
-pub use compaction::{Compaction, CompactionReport};
+pub use compaction::{Compaction, CompactionReport, MERGE_ABOVE};
 
 pub type Head = [u8; 32];
 /// The head of the empty log.
@@ -634,7 +634,10 @@ impl EventLog {
                     // Being appended now: not part of the log yet.
                     return Ok(());
                 }
-                let first_event = |batch: u64| batches.get(batch as usize - 1).map_or(0, |b| b.first_event);
+                let first_event = |batch: u64| {
+                    let i = batch.checked_sub(1).and_then(|i| usize::try_from(i).ok());
+                    i.and_then(|i| batches.get(i)).map_or(0, |b| b.first_event)
+                };
                 let (seq, batch) = *seq_of.get(&r.id).ok_or_else(|| StorageError::Verify {
                     seq: first_event(r.batch),
                     reason: format!(
@@ -977,6 +980,35 @@ mod tests {
                 assert!(reason.contains("hash") || reason.contains("envelope"), "{reason}");
             }
             other => panic!("expected a verification failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_catches_a_segment_record_moved_to_another_batch_or_out_of_the_index() {
+        for tamper in ["batch", "index"] {
+            let (kv, log) = mem_log();
+            log.append(sample(), 1, 0).expect("append");
+            // Every customer again, so every bucket's two blocks merge into a segment.
+            let later = (0..7).map(|i| ev(&format!("c{i}"), 99, 99, b"later")).collect();
+            log.append(later, 1, 0).expect("append");
+            log.compact(Compaction::Full).expect("compact");
+            assert!(log.verify().is_ok());
+            match tamper {
+                // The last 8 bytes of a segment: its last record's batch.
+                "batch" => tamper_block(&kv, |v| {
+                    let n = v.len();
+                    v[n - 8..].copy_from_slice(&0u64.to_be_bytes());
+                }),
+                _ => {
+                    let (k, v) = kv.last(TreeName::BlockIds).expect("last").expect("an entry");
+                    kv.insert(TreeName::BlockIds, &k, &v[..v.len() - 16]).expect("insert");
+                }
+            }
+            let Err(StorageError::Verify { reason, .. }) = log.verify() else {
+                panic!("{tamper}: the tampering verifies");
+            };
+            let expected = if tamper == "batch" { "chained in batch" } else { "duplicate-check index" };
+            assert!(reason.contains(expected), "{tamper}: {reason}");
         }
     }
 

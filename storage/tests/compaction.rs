@@ -10,6 +10,7 @@ use cis_storage::block::bucket_of;
 use cis_storage::envelope::subject_handle;
 use cis_storage::kv::{Kv, MemKv, TreeName};
 use cis_storage::vault::Vault;
+use cis_storage::log::MERGE_ABOVE;
 use cis_storage::{Compaction, NewEvent, StorageError, Store, Visibility};
 
 /// Customers: several that share one bucket (so segments hold more than one customer's run),
@@ -44,7 +45,7 @@ fn batch(b: i64, customers: &[String]) -> Vec<NewEvent> {
         .collect()
 }
 
-const BATCHES: i64 = 40;
+const BATCHES: i64 = 150;
 
 fn visibilities() -> Vec<Visibility> {
     let mut out = vec![Visibility::ALL];
@@ -129,11 +130,11 @@ fn compaction_changes_no_read_and_keeps_the_blocks_per_bucket_few() {
     assert_eq!(reads(&store, &customers), reads(&reference, &customers));
     let tiered = most_blocks(&kv);
     assert!(
-        tiered <= 7,
-        "{tiered} blocks in a bucket after {BATCHES} batches (about log2 + 1 expected)"
+        tiered <= MERGE_ABOVE + 1,
+        "{tiered} blocks in a bucket after {BATCHES} batches (merged once above {MERGE_ABOVE})"
     );
     assert!(
-        most_blocks_of(&reference) >= BATCHES as usize / 2,
+        most_blocks_of(&reference) > MERGE_ABOVE + 20,
         "the reference is not compacted"
     );
 
