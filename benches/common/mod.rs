@@ -1,6 +1,9 @@
-//! Shared by the benchmarks: peak memory, and the synthetic store built once.
+//! Shared by the benchmarks: peak memory, repeats, the synthetic store built once, and the
+//! profile load generator (`load`).
 // Each benchmark binary compiles this module and uses only part of it.
 #![allow(dead_code)]
+
+pub mod load;
 
 use std::path::{Path, PathBuf};
 
