@@ -1007,7 +1007,11 @@ mod tests {
             let Err(StorageError::Verify { reason, .. }) = log.verify() else {
                 panic!("{tamper}: the tampering verifies");
             };
-            let expected = if tamper == "batch" { "chained in batch" } else { "duplicate-check index" };
+            let expected = if tamper == "batch" {
+                "chained in batch"
+            } else {
+                "duplicate-check index"
+            };
             assert!(reason.contains(expected), "{tamper}: {reason}");
         }
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use cis_storage::block::bucket_of;
 use cis_storage::envelope::subject_handle;
 use cis_storage::kv::{Kv, MemKv, TreeName};
-use cis_storage::vault::Vault;
 use cis_storage::log::MERGE_ABOVE;
+use cis_storage::vault::Vault;
 use cis_storage::{Compaction, NewEvent, StorageError, Store, Visibility};
 
 /// Customers: several that share one bucket (so segments hold more than one customer's run),
