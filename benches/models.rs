@@ -1,19 +1,65 @@
 //! Model fitting on 100,000 synthetic customers: BG/NBD + Gamma-Gamma, churn logistic
 //! regression on every feature, KMeans. Uses the store `benches/snapshot.rs` builds.
+//! The churn solver alone is also timed on every labelled row, standardised, beside
+//! scikit-learn's `newton-cholesky` on the same matrix (Python with numpy and scikit-learn; both
+//! timed in-process around the fit call only, the matrix already in memory).
 //!
 //! Run: `cargo bench --bench models` (env `CIS_BENCH_CUSTOMERS` to change the size).
 
 mod common;
 
 use cis_core::time::parse_timestamp;
+use std::process::Command;
+
 use cis_core::AsOf;
-use cis_features::snapshot;
+use cis_features::{labels, snapshot};
 use cis_models::churn::ChurnParams;
 use cis_models::lifetime::ClvParams;
+use cis_models::logistic;
 use cis_models::segments::SegmentParams;
+use cis_models::standardise::Standardiser;
 use cis_models::{train, Model};
 use cis_storage::Store;
-use common::BenchResult;
+use common::{BenchResult, Spread};
+
+/// Fits scikit-learn `runs` times on the matrix in `x_path` (f64 little-endian, row-major) and
+/// labels in `y_path` (one byte each); prints the seconds of each fit as a JSON list.
+const SKLEARN: &str = r#"
+import json, sys, time
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+x_path, y_path, width, c, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+X = np.fromfile(x_path, dtype="<f8").reshape(-1, width)
+y = np.fromfile(y_path, dtype=np.uint8)
+secs = []
+for _ in range(runs):
+    start = time.perf_counter()
+    LogisticRegression(C=c, solver="newton-cholesky", max_iter=1000).fit(X, y)
+    secs.append(time.perf_counter() - start)
+print(json.dumps(secs))
+"#;
+
+/// scikit-learn's fit times on the same matrix, or why there are none.
+fn sklearn(x: &[f64], width: usize, y: &[bool], c: f64, runs: usize) -> BenchResult<Spread> {
+    let dir = tempfile::tempdir()?;
+    let (x_path, y_path) = (dir.path().join("x.f64"), dir.path().join("y.u8"));
+    std::fs::write(&x_path, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())?;
+    std::fs::write(&y_path, y.iter().map(|&y| u8::from(y)).collect::<Vec<_>>())?;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SKLEARN)
+        .arg(&x_path)
+        .arg(&y_path)
+        .arg(width.to_string())
+        .arg(c.to_string())
+        .arg(runs.to_string())
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string().into());
+    }
+    let secs: Vec<f64> = serde_json::from_slice(&out.stdout)?;
+    Ok(Spread::of(secs).ok_or("no run")?)
+}
 
 fn main() -> BenchResult {
     let store = Store::open(&common::synthetic_store(common::customers())?)?;
@@ -32,6 +78,20 @@ fn main() -> BenchResult {
     let Model::Churn(churn) = churn.model else {
         return Err("not a churn model".into());
     };
+    // The solver alone on every labelled row (train and validation), standardised.
+    let set = labels::training_set(&store, &[snap], 90, labels_known)?;
+    let width = set.features.len();
+    let standardiser = Standardiser::fit(&set.values, width);
+    let x: Vec<f64> = set
+        .values
+        .chunks_exact(width)
+        .flat_map(|r| standardiser.apply(r).collect::<Vec<_>>())
+        .collect();
+    let p = ChurnParams::default();
+    let (newton, newton_secs) = common::repeat(runs, || {
+        Ok(logistic::fit(&x, width, &set.churned, p.l2, p.max_iterations)?)
+    })?;
+    let sklearn_secs = sklearn(&x, width, &set.churned, 1.0 / p.l2, runs);
     let fixed = SegmentParams {
         k: Some(4),
         ..SegmentParams::default()
@@ -62,6 +122,22 @@ fn main() -> BenchResult {
         clv.bgnbd.b
     );
     println!("| churn logistic regression, {} features | {} train + {} validation | {} | validation AUC {:.3} (labels, split and metrics included) |", churn.features.len(), churn.train.rows, churn.validation.rows, churn_secs.cell(2), churn.validation.roc_auc);
+    println!(
+        "| churn solver: Newton's method, fit only | {} × {width} | {} | {} steps, objective (C · Σ log loss + ½‖w‖²) {:.6} |",
+        set.churned.len(),
+        newton_secs.cell(3),
+        newton.iterations,
+        newton.objective / p.l2
+    );
+    match sklearn_secs {
+        Ok(s) => println!(
+            "| scikit-learn newton-cholesky, fit only | {} × {width} | {} | same matrix, C = {} |",
+            set.churned.len(),
+            s.cell(3),
+            1.0 / p.l2
+        ),
+        Err(e) => println!("| scikit-learn newton-cholesky | – | not run | {e} |"),
+    }
     println!(
         "| KMeans k = 4 (3 runs) | {} | {} | silhouette {:.3} on a 2,000-row sample |",
         seg.segments.iter().map(|s| s.size).sum::<usize>(),

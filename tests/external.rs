@@ -1,7 +1,7 @@
 //! The tests that drive programs outside Rust, in a binary of their own (`cargo test --test
 //! external`): the dashboard in Debian's headless Chromium through chromedriver, and the export
-//! read back by DuckDB, pandas and pyarrow. `.ci/run` installs both; `CIS_SKIP_PYTHON_TESTS=1`
-//! skips the Python one.
+//! read back by DuckDB, pandas and pyarrow, and the churn fit against scikit-learn's. `.ci/run`
+//! installs them; `CIS_SKIP_PYTHON_TESTS=1` skips the Python ones.
 
 // These helper modules are shared with the integration binary, which uses what this one does not.
 #[allow(dead_code)]
@@ -13,3 +13,4 @@ mod util;
 
 mod browser;
 mod readback;
+mod sklearn;

@@ -1,4 +1,5 @@
-//! Churn: logistic regression (linfa-logistic) on standardised snapshot features.
+//! Churn: L2-penalised logistic regression on standardised snapshot features, fitted by Newton's
+//! method ([`crate::logistic`]), the optimum scikit-learn's `newton-cholesky` reaches.
 //!
 //! Rows come from one or more cutoffs with matured labels ([`cis_features::labels`]);
 //! validation is a customer-disjoint split decided by a seeded hash of the customer id, so
@@ -9,20 +10,51 @@ use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use crate::logistic;
 use crate::metrics::{evaluate, Metrics};
 use crate::standardise::Standardiser;
 use crate::{FitError, ModelError, ParamError};
 use cis_core::time::Timestamp;
 use cis_features::labels::TrainingSet;
 
+/// The solver a churn model was fitted with; part of its parameters, so retraining (and so an
+/// audit) runs the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChurnSolver {
+    /// linfa-logistic's L-BFGS (gradient tolerance 1e-4, so short of the optimum). Models stored
+    /// before Newton's method name no solver and were fitted with this one: it is kept so they
+    /// still re-derive to their hashes, and is written as no `solver` field, as they were.
+    Lbfgs,
+    /// Newton's method to the optimum ([`crate::logistic`]); what `cis train churn` uses.
+    Newton,
+}
+
+impl ChurnSolver {
+    fn of_models_before_newton() -> ChurnSolver {
+        ChurnSolver::Lbfgs
+    }
+
+    fn is_lbfgs(&self) -> bool {
+        *self == ChurnSolver::Lbfgs
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChurnParams {
     pub seed: u64,
     /// Share of customers held out for validation.
     pub validation_share: f64,
-    /// L2 penalty (linfa's `alpha`).
+    /// L2 penalty λ on the coefficients: the fit minimises `Σ log loss + (λ/2)‖w‖²`, which is
+    /// scikit-learn's `C · Σ log loss + ½‖w‖²` with `C = 1/λ`, divided by C (linfa's `alpha`).
     pub l2: f64,
+    /// Newton steps (L-BFGS iterations for [`ChurnSolver::Lbfgs`]) before the fit gives up.
     pub max_iterations: u64,
+    #[serde(
+        default = "ChurnSolver::of_models_before_newton",
+        skip_serializing_if = "ChurnSolver::is_lbfgs"
+    )]
+    pub solver: ChurnSolver,
 }
 
 impl Default for ChurnParams {
@@ -32,6 +64,7 @@ impl Default for ChurnParams {
             validation_share: 0.2,
             l2: 1.0,
             max_iterations: 200,
+            solver: ChurnSolver::Newton,
         }
     }
 }
@@ -83,12 +116,27 @@ fn held_out(seed: u64, customer: &str, share: f64) -> bool {
     (x as f64 / u64::MAX as f64) < share
 }
 
+/// The rows a churn model learns from and is validated on, standardised by the training rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    pub width: usize,
+    pub standardiser: Standardiser,
+    /// Standardised training rows, row-major, `width` columns.
+    pub x_train: Vec<f64>,
+    /// Churned, per training row.
+    pub y_train: Vec<bool>,
+    pub x_valid: Vec<f64>,
+    pub y_valid: Vec<bool>,
+}
+
 impl ValidChurnParams {
     pub fn params(&self) -> &ChurnParams {
         &self.0
     }
 
-    pub fn fit(&self, set: &TrainingSet, definition_set: String) -> Result<ChurnModel, ModelError> {
+    /// The customer-disjoint split of `set`, standardised with the training rows' means and
+    /// standard deviations; each side must hold both classes.
+    pub fn design(&self, set: &TrainingSet) -> Result<Design, ModelError> {
         let p = &self.0;
         let width = set.features.len();
         if set.churned.is_empty() || width == 0 {
@@ -116,35 +164,62 @@ impl ValidChurnParams {
         };
         let train_raw = raw(&train);
         let standardiser = Standardiser::fit(&train_raw, width);
-        let matrix = |flat: &[f64]| -> Result<Array2<f64>, ModelError> {
-            let z: Vec<f64> = flat
-                .chunks_exact(width)
+        let standardised = |flat: &[f64]| -> Vec<f64> {
+            flat.chunks_exact(width)
                 .flat_map(|r| standardiser.apply(r).collect::<Vec<_>>())
-                .collect();
-            Array2::from_shape_vec((flat.len() / width, width), z).map_err(|e| FitError::from(e).into())
+                .collect()
         };
-        let x_train = matrix(&train_raw)?;
-        let y_train: Array1<bool> = train.iter().map(|&i| set.churned[i]).collect();
-        let fitted = LogisticRegression::default()
-            .alpha(p.l2)
-            .max_iterations(p.max_iterations)
-            .fit(&Dataset::new(x_train.clone(), y_train.clone()))
-            .map_err(FitError::from)?;
-        // linfa-logistic's probabilities are those of the *larger* class (its positive label),
-        // which is "not churned" whenever churn is the minority: orient the fit towards churn.
-        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-        let coefficients: Array1<f64> = fitted.params().mapv(|c| sign * c);
-        let intercept = sign * fitted.intercept();
+        let labels = |rows: &[usize]| -> Vec<bool> { rows.iter().map(|&i| set.churned[i]).collect() };
+        Ok(Design {
+            width,
+            x_train: standardised(&train_raw),
+            y_train: labels(&train),
+            x_valid: standardised(&raw(&valid)),
+            y_valid: labels(&valid),
+            standardiser,
+        })
+    }
+
+    pub fn fit(&self, set: &TrainingSet, definition_set: String) -> Result<ChurnModel, ModelError> {
+        let p = &self.0;
+        let d = self.design(set)?;
+        let matrix = |z: &[f64]| -> Result<Array2<f64>, ModelError> {
+            Array2::from_shape_vec((z.len() / d.width, d.width), z.to_vec()).map_err(|e| FitError::from(e).into())
+        };
+        let x_train = matrix(&d.x_train)?;
+        let (coefficients, intercept) = match p.solver {
+            ChurnSolver::Newton => {
+                let fit =
+                    logistic::fit(&d.x_train, d.width, &d.y_train, p.l2, p.max_iterations).map_err(FitError::from)?;
+                tracing::debug!(
+                    iterations = fit.iterations,
+                    objective = fit.objective,
+                    "churn fitted by Newton's method"
+                );
+                (Array1::from(fit.coefficients), fit.intercept)
+            }
+            ChurnSolver::Lbfgs => {
+                let y: Array1<bool> = d.y_train.iter().copied().collect();
+                let fitted = LogisticRegression::default()
+                    .alpha(p.l2)
+                    .max_iterations(p.max_iterations)
+                    .fit(&Dataset::new(x_train.clone(), y))
+                    .map_err(FitError::from)?;
+                // linfa-logistic's probabilities are those of the *larger* class (its positive
+                // label), which is "not churned" whenever churn is the minority: orient the fit
+                // towards churn.
+                let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+                (fitted.params().mapv(|c| sign * c), sign * fitted.intercept())
+            }
+        };
         let p_churn = |x: &Array2<f64>| -> Vec<f64> {
             (x.dot(&coefficients) + intercept)
                 .iter()
                 .map(|z| 1.0 / (1.0 + (-z).exp()))
                 .collect()
         };
-        let x_valid = matrix(&raw(&valid))?;
-        let y_valid: Vec<bool> = valid.iter().map(|&i| set.churned[i]).collect();
-        let train_metrics = evaluate(&p_churn(&x_train), &y_train.to_vec())?;
-        let validation = evaluate(&p_churn(&x_valid), &y_valid)?;
+        let train_metrics = evaluate(&p_churn(&x_train), &d.y_train)?;
+        let validation = evaluate(&p_churn(&matrix(&d.x_valid)?), &d.y_valid)?;
         let mut cutoffs = set.cutoffs.clone();
         cutoffs.sort_unstable();
         cutoffs.dedup();
@@ -152,7 +227,7 @@ impl ValidChurnParams {
             params: p.clone(),
             features: set.features.clone(),
             definition_set,
-            standardiser,
+            standardiser: d.standardiser,
             coefficients: coefficients.to_vec(),
             intercept,
             cutoffs,
@@ -234,5 +309,29 @@ mod tests {
             );
             assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
         }
+    }
+
+    #[test]
+    fn models_stored_before_newton_keep_their_solver_and_their_bytes() {
+        let old = r#"{"seed":42,"validation_share":0.2,"l2":1.0,"max_iterations":200}"#;
+        let p: ChurnParams = serde_json::from_str(old).expect("old params");
+        assert_eq!(p.solver, ChurnSolver::Lbfgs);
+        assert_eq!(serde_json::to_string(&p).expect("json"), old);
+        let new = serde_json::to_string(&ChurnParams::default()).expect("json");
+        assert!(new.ends_with(r#""solver":"newton"}"#), "{new}");
+        let set = set(0.2);
+        let [newton, lbfgs] = [ChurnSolver::Newton, ChurnSolver::Lbfgs].map(|solver| {
+            ChurnParams {
+                solver,
+                ..ChurnParams::default()
+            }
+            .validate()
+            .expect("valid")
+            .fit(&set, String::new())
+            .expect("fit")
+        });
+        // L-BFGS stops at a gradient of 1e-4, short of the optimum Newton reaches.
+        assert_ne!(newton.coefficients, lbfgs.coefficients);
+        assert!((newton.coefficients[0] - lbfgs.coefficients[0]).abs() < 1e-2);
     }
 }

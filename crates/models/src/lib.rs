@@ -8,6 +8,7 @@
 pub mod churn;
 pub mod clv;
 pub mod lifetime;
+pub mod logistic;
 pub mod metrics;
 pub mod promotion;
 pub mod scores;
@@ -100,6 +101,8 @@ pub enum FitError {
     Linfa(#[from] linfa::Error),
     #[error(transparent)]
     Logistic(#[from] linfa_logistic::error::Error),
+    #[error(transparent)]
+    Newton(#[from] logistic::NewtonError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
