@@ -41,6 +41,11 @@ pub fn block_key(bucket: u16, batch: u64) -> [u8; 10] {
     k
 }
 
+/// The keys of every block of `bucket`: `start..end`.
+pub fn bucket_range(bucket: u16) -> ([u8; 10], [u8; 10]) {
+    (block_key(bucket, 0), block_key(bucket, u64::MAX))
+}
+
 pub fn split_block_key(key: &[u8]) -> Result<(u16, u64)> {
     if key.len() != 10 {
         return Err(StorageError::Corrupt(format!("block key of {} bytes", key.len())));

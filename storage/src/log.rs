@@ -266,25 +266,37 @@ impl EventLog {
             .map_or(0, |b| b.first_event + b.events))
     }
 
+    /// Visits the `block_ids` entries of `bucket` (of every bucket: `None`) in key order as
+    /// (bucket, first batch, last batch, ids).
+    fn visit_ids(
+        &self,
+        bucket: Option<u16>,
+        mut f: impl FnMut(u16, u64, u64, &mut dyn Iterator<Item = u128>),
+    ) -> Result<()> {
+        let range = bucket.map(block::bucket_range);
+        let (start, end) = match &range {
+            Some((start, end)) => (&start[..], Some(&end[..])),
+            None => (&[][..], None),
+        };
+        self.kv.visit(TreeName::BlockIds, start, end, &mut |k, v| {
+            let (bucket, first) = block::split_block_key(k)?;
+            let (last, mut ids) = idset::decode_ids(v)?;
+            f(bucket, first, last, &mut ids);
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
     /// The ids stored in `bucket`, from its `block_ids` entries.
     fn stored_ids(&self, bucket: u16) -> Result<IdSet> {
         let mut ids = IdSet::default();
-        let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
-        self.kv.visit(TreeName::BlockIds, &start, Some(&end), &mut |_, v| {
-            ids.extend(idset::decode_ids(v)?.1);
-            Ok(ControlFlow::Continue(()))
-        })?;
+        self.visit_ids(Some(bucket), |_, _, _, entry| ids.extend(entry))?;
         Ok(ids)
     }
 
     /// Every `block_ids` entry, by bucket: what [`EventLog::verify`] checks the blocks against.
     fn indexed_ids(&self) -> Result<HashMap<u16, IdSet>> {
         let mut out: HashMap<u16, IdSet> = HashMap::new();
-        self.kv.visit(TreeName::BlockIds, &[], None, &mut |k, v| {
-            let (bucket, _) = block::split_block_key(k)?;
-            out.entry(bucket).or_default().extend(idset::decode_ids(v)?.1);
-            Ok(ControlFlow::Continue(()))
-        })?;
+        self.visit_ids(None, |bucket, _, _, entry| out.entry(bucket).or_default().extend(entry))?;
         Ok(out)
     }
 
@@ -485,8 +497,7 @@ impl EventLog {
         let admitted = self.batches_recorded_by(vis.recorded_max)?;
         let vault = self.vault.read().map_err(lock_err)?;
         let mut out = Vec::new();
-        let start = block::block_key(bucket, 0);
-        let end = block::block_key(bucket, u64::MAX);
+        let (start, end) = block::bucket_range(bucket);
         self.visit_blocks::<StorageError>(&start, Some(&end), |_, span, v| {
             if !admits_span(&admitted, span) {
                 return Ok(ControlFlow::Continue(()));
@@ -716,7 +727,7 @@ impl EventLog {
         let tombstone = request.to_be_bytes();
         let mut rewrites = Vec::new();
         let mut erased = 0u64;
-        let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
+        let (start, end) = block::bucket_range(bucket);
         // Every block, covered ones too: what a merge left behind is erased like the rest.
         self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
             let (_, first) = block::split_block_key(k)?;

@@ -138,12 +138,8 @@ impl EventLog {
     /// The bucket's `block_ids` entries as (first batch, last batch, records), in key order.
     fn ids_entries(&self, bucket: u16) -> Result<Vec<(u64, u64, u64)>> {
         let mut out = Vec::new();
-        let (start, end) = (block::block_key(bucket, 0), block::block_key(bucket, u64::MAX));
-        self.kv.visit(TreeName::BlockIds, &start, Some(&end), &mut |k, v| {
-            let (_, first) = block::split_block_key(k)?;
-            let (last, ids) = idset::decode_ids(v)?;
-            out.push((first, last, ids.count() as u64));
-            Ok(ControlFlow::Continue(()))
+        self.visit_ids(Some(bucket), |_, first, last, ids| {
+            out.push((first, last, ids.count() as u64))
         })?;
         Ok(out)
     }
