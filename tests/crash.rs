@@ -21,7 +21,7 @@ use cis_storage::{hex, ArtifactHash, Redaction, Store, VerifyReport};
 use rand::{Rng, SeedableRng};
 
 use crate::erasure::files_containing;
-use crate::util::{cis_bin, fixture, ingest, write};
+use crate::util::{cis_bin, copy_dir, fixture, ingest, write};
 
 const ROWS: usize = 400_000;
 
@@ -159,19 +159,6 @@ fn erase_template(dir: &Path) -> PathBuf {
         "the scores hold the victim"
     );
     store_dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let p = entry.expect("entry").path();
-        let dest = to.join(p.file_name().expect("file name"));
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).expect("copy");
-        }
-    }
 }
 
 /// `cis erase` of the victim, always the same request.

@@ -12,5 +12,6 @@ mod scored;
 mod util;
 
 mod browser;
+mod python;
 mod readback;
 mod sklearn;

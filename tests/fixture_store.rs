@@ -5,13 +5,11 @@
 //! test green through a migration (format 2 gave the bincode records versions: opening the copy
 //! migrates it, and it opens again as format 2).
 
-use std::path::Path;
-
 use cis_models::promotion::Promotions;
 use cis_ops::{audit, erasure};
 use cis_storage::{hex, Store};
 
-use crate::util::fixture;
+use crate::util::{copy_dir, fixture};
 
 const HEAD: &str = "8df9ac8de18f11cc664e55965eb4824133fcc68a91b7fa3309d64a88c4a1d52f";
 
@@ -42,19 +40,6 @@ const ARTIFACTS: &[(&str, &str)] = &[
         "f67a85be23408fdc7d6f97fae4ad534ab2829b9d5b1b476d19ad6dde09a31573",
     ),
 ];
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy fixture file");
-        }
-    }
-}
 
 #[test]
 fn the_format_1_store_verifies_and_re_derives_every_artifact_hash() {

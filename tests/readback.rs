@@ -1,9 +1,8 @@
 //! The exported Parquet file read back by DuckDB, pandas and pyarrow (Python).
 
-use std::process::Command;
-
 use cis_export::{export_scores, Format, COLUMNS};
 
+use crate::python::{python_json, python_skipped};
 use crate::scored::{row, scored, CUSTOMERS};
 use crate::util::t;
 
@@ -48,28 +47,14 @@ print(json.dumps({"duckdb": duck, "pandas": panda, "pyarrow": arrow}))
 
 #[test]
 fn duckdb_and_pandas_read_the_parquet_file() {
-    if std::env::var_os("CIS_SKIP_PYTHON_TESTS").is_some() {
-        eprintln!("CIS_SKIP_PYTHON_TESTS is set: not reading the export with DuckDB and pandas");
+    if python_skipped("reading the export with DuckDB and pandas") {
         return;
     }
     let s = scored();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("customer_risk_scores.parquet");
     let summary = export_scores(&s.store, None, Format::Parquet, &path).expect("export");
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON)
-        .arg(&path)
-        .output()
-        .expect("python3 runs (the CI script installs it with duckdb, pandas and pyarrow)");
-    assert!(
-        out.status.success(),
-        "python failed (pip install duckdb pandas pyarrow; or set CIS_SKIP_PYTHON_TESTS=1):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let v = python_json(PYTHON, &[path.as_os_str()], "duckdb pandas pyarrow");
     let c1 = row(&s.set, "0001");
     let repr = |x: Option<f64>| x.expect("a value").to_string();
     let as_f64 = |v: &serde_json::Value| v.as_str().expect("float text").parse::<f64>().expect("a float");

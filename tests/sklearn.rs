@@ -2,13 +2,12 @@
 //! by `LogisticRegression(solver="newton-cholesky")`, reaches the same optimum of
 //! `C · Σ log loss + ½‖w‖²` (intercept unpenalised) as cis's Newton's method.
 
-use std::process::Command;
-
 use cis_core::AsOf;
 use cis_features::{labels, snapshot};
 use cis_models::churn::ChurnParams;
 use cis_models::logistic;
 
+use crate::python::{python_json, python_skipped};
 use crate::util::{cdnow_store, t};
 
 /// Reads the matrix (f64, little-endian, row-major) and labels (one byte each), fits scikit-learn
@@ -36,8 +35,7 @@ print(json.dumps({
 
 #[test]
 fn churn_reaches_scikit_learns_optimum_on_the_same_matrix() {
-    if std::env::var_os("CIS_SKIP_PYTHON_TESTS").is_some() {
-        eprintln!("CIS_SKIP_PYTHON_TESTS is set: not fitting scikit-learn");
+    if python_skipped("fitting scikit-learn") {
         return;
     }
     let store = cdnow_store();
@@ -62,25 +60,16 @@ fn churn_reaches_scikit_learns_optimum_on_the_same_matrix() {
     std::fs::write(&y_path, design.y_train.iter().map(|&y| u8::from(y)).collect::<Vec<_>>()).expect("write labels");
     let c = 1.0 / l2;
     let ours = serde_json::json!({ "coefficients": fit.coefficients, "intercept": fit.intercept });
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON)
-        .arg(&x_path)
-        .arg(&y_path)
-        .arg(design.width.to_string())
-        .arg(c.to_string())
-        .arg(ours.to_string())
-        .output()
-        .expect("python3 runs (the CI script installs scikit-learn)");
-    assert!(
-        out.status.success(),
-        "python failed (pip install scikit-learn; or set CIS_SKIP_PYTHON_TESTS=1):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
+    let (width, c_text, ours) = (design.width.to_string(), c.to_string(), ours.to_string());
+    let args = [
+        x_path.as_os_str(),
+        y_path.as_os_str(),
+        width.as_ref(),
+        c_text.as_ref(),
+        ours.as_ref(),
+    ];
+    let v = python_json(PYTHON, &args, "scikit-learn");
     println!("cis: {} Newton steps, objective {}", fit.iterations, fit.objective * c);
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
     let float = |v: &serde_json::Value| v.as_str().expect("float text").parse::<f64>().expect("a float");
 
     assert_eq!(v["rows"], design.y_train.len());
