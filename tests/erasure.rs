@@ -214,6 +214,13 @@ fn audits_after_erasure_say_erasure_and_still_catch_tampering() {
     assert!(matches!(tree.verdict, Verdict::Tampered { .. }), "{tree:#?}");
 }
 
+/// Runs `cis` on the store: whether it succeeded, and its stdout then stderr.
+fn cis_text(store: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = crate::util::cis(store, args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 #[test]
 fn the_cli_erases_lists_and_refuses_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -223,11 +230,7 @@ fn the_cli_erases_lists_and_refuses_clearly() {
         "order_id,customer_id,event_time,amount,currency\no1,c1,2024-02-01,10.00,EUR\no2,c2,2024-02-02,12.50,EUR\n",
     );
     let store = dir.path().join("store");
-    let cis = |args: &[&str]| {
-        let out = crate::util::cis(&store, args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let cis = |args: &[&str]| cis_text(&store, args);
     let file = orders.to_str().expect("utf-8 path");
     assert!(cis(&["ingest", "orders", file, "--recorded-at", "event-time"]).0);
     let (ok, text) = cis(&["erase", "--customer", "nobody", "--reason", "x"]);
@@ -284,11 +287,7 @@ fn a_file_of_customers_is_one_request_each_and_one_rewrite() {
     );
     let list = write(dir.path(), "requests.txt", "# ticket 99\nc1\n\nnobody\n  c2  \n");
     let store = dir.path().join("store");
-    let cis = |args: &[&str]| {
-        let out = crate::util::cis(&store, args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let cis = |args: &[&str]| cis_text(&store, args);
     assert!(
         cis(&[
             "ingest",
