@@ -190,7 +190,7 @@ struct Erased {
 fn erased_state(store_dir: &Path) -> Erased {
     let mut leftovers = files_containing(store_dir, MARKER.as_bytes());
     leftovers.extend(
-        ["db.old", "db.compacting", "compaction-owed"]
+        ["records.old", "records.compacting", "compaction-owed"]
             .map(|f| store_dir.join(f))
             .into_iter()
             .filter(|p| p.exists()),

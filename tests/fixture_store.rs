@@ -47,6 +47,10 @@ fn the_format_1_store_verifies_and_re_derives_every_artifact_hash() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture("store-v1"), dir.path());
     let store = Store::open(dir.path()).expect("today's code opens the format-1 store");
+    assert!(
+        dir.path().join("records").is_dir() && dir.path().join("db").is_dir(),
+        "its one database was split into the log's and the records'"
+    );
 
     let log = store.log().verify().expect("the log verifies");
     assert_eq!(hex(&log.head), HEAD);

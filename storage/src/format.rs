@@ -7,7 +7,10 @@
 //! build is refused by name. Format 1 stored the bincode bodies bare (they are the bodies of
 //! version 1 of each record); opening such a store rewrites them once (see [`ensure`]).
 //! Format 3 adds the `block_ids` tree (the duplicate check's index, see `log`); opening a
-//! format-1 or -2 store builds it from the blocks.
+//! format-1 or -2 store builds it from the blocks. Format 4 keeps the records' trees
+//! (artifacts, journals, ledgers) in a database of their own; the split is made on the
+//! directory before the store is opened (see `layout`), so at this level it changes nothing
+//! but the number, which keeps builds that know one database out.
 
 use std::ops::ControlFlow;
 
@@ -18,11 +21,13 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 3;
+pub(crate) const STORE_FORMAT: u32 = 4;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
 const UNINDEXED: u32 = 2;
+/// The format with one database, migrated on open.
+const UNSPLIT: u32 = 3;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -32,7 +37,9 @@ const FORMAT_KEY: &[u8] = b"format";
 /// The version of every record kind in format 1, where the bodies were stored bare.
 const FORMAT_1_VERSION: u8 = 1;
 /// Meta key present while a migration is under way (the store is already marked with the
-/// new format, so an older build refuses it rather than reading a half-migrated store).
+/// new format, so an older build refuses it rather than reading a half-migrated store). Its
+/// value is the format migrated from (u32); empty when written by a format-3 build, which
+/// migrated from format 1 or 2 and so redoes every step.
 const UPGRADING_KEY: &[u8] = b"upgrading";
 
 /// The kinds of bincode record, each versioned on its own.
@@ -127,11 +134,17 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
                 .map_err(|_| StorageError::Corrupt("format marker".into()))?,
         ),
     };
-    let upgrading = kv.get(TreeName::Meta, UPGRADING_KEY)?.is_some();
-    match found {
-        UNVERSIONED | UNINDEXED => upgrade(kv, found),
-        STORE_FORMAT if upgrading => upgrade(kv, found),
-        STORE_FORMAT => Ok(()),
+    let upgrading = kv
+        .get(TreeName::Meta, UPGRADING_KEY)?
+        .map(|from| match from.as_slice().try_into() {
+            Ok(from) => u32::from_be_bytes(from),
+            Err(_) => UNVERSIONED,
+        });
+    match (found, upgrading) {
+        (STORE_FORMAT, None) => Ok(()),
+        (UNVERSIONED..=UNSPLIT, None) => upgrade(kv, found),
+        // An unfinished migration, this build's or a format-3 build's (to 3, from 1 or 2).
+        (UNVERSIONED..=STORE_FORMAT, Some(from)) => upgrade(kv, from.min(found)),
         _ => Err(StorageError::Version {
             found,
             supported: STORE_FORMAT,
@@ -139,23 +152,28 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1 or 2 → 3: every bare record gets its version (format 1), and every block its
-/// `block_ids` entry. Steps, each flushed: `upgrading` set; `format = 3`; every record still
-/// bare rewritten in place (one insert each, so a record is bare or versioned, never torn);
-/// every block without an ids entry given one; `upgrading` removed. Run again after a crash
-/// at any point, it skips what is done and ends where one uninterrupted run ends.
+/// Format 1, 2 or 3 → 4: every bare record gets its version (from format 1), and every block
+/// its `block_ids` entry (from format 1 or 2). Steps, each flushed: `upgrading` set to the
+/// format migrated from; `format = 4`; every record still bare rewritten in place (one insert
+/// each, so a record is bare or versioned, never torn); every block without an ids entry
+/// given one; `upgrading` removed. Run again after a crash at any point, it skips what is
+/// done and ends where one uninterrupted run ends.
 fn upgrade(kv: &dyn Kv, from: u32) -> Result<()> {
     tracing::info!(from, to = STORE_FORMAT, "migrating the store format");
-    kv.insert(TreeName::Meta, UPGRADING_KEY, &[])?;
+    kv.insert(TreeName::Meta, UPGRADING_KEY, &from.to_be_bytes())?;
     kv.flush()?;
     kv.insert(TreeName::Meta, FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
     kv.flush()?;
-    for kind in RecordKind::ALL {
-        let rewritten = rewrite_unversioned(kv, kind)?;
-        tracing::info!(record = kind.name(), rewritten, "records given their version");
+    if from <= UNVERSIONED {
+        for kind in RecordKind::ALL {
+            let rewritten = rewrite_unversioned(kv, kind)?;
+            tracing::info!(record = kind.name(), rewritten, "records given their version");
+        }
     }
-    let indexed = crate::log::index_block_ids(kv)?;
-    tracing::info!(blocks = indexed, "blocks given their ids entry");
+    if from <= UNINDEXED {
+        let indexed = crate::log::index_block_ids(kv)?;
+        tracing::info!(blocks = indexed, "blocks given their ids entry");
+    }
     kv.flush()?;
     kv.remove(TreeName::Meta, UPGRADING_KEY)?;
     kv.flush()
@@ -396,9 +414,10 @@ mod tests {
     #[test]
     fn a_migration_interrupted_midway_is_finished_on_open() {
         let (kv, head, hashes) = format_1_store();
-        // A crash after the batch record and one artifact were rewritten.
+        // A format-3 build's crash after the batch record and one artifact were rewritten: its
+        // marker does not say where it migrated from.
         kv.insert(TreeName::Meta, UPGRADING_KEY, &[]).expect("marker");
-        kv.insert(TreeName::Meta, FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
+        kv.insert(TreeName::Meta, FORMAT_KEY, &UNSPLIT.to_be_bytes())
             .expect("format 3");
         for (kind, k, v) in records(kv.as_ref()).into_iter().take(2) {
             let mut versioned = vec![TAG, 1];
@@ -427,11 +446,11 @@ mod tests {
     #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &4u32.to_be_bytes())
-            .expect("format 4");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &5u32.to_be_bytes())
+            .expect("format 5");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 4, supported: 3 })
+            Err(StorageError::Version { found: 5, supported: 4 })
         ));
     }
 }

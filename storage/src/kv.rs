@@ -1,6 +1,11 @@
 //! The key-value layer under the log: sled on disk, a `BTreeMap` twin in memory.
 //!
 //! Everything above this module talks to [`Kv`] only, so most tests run without a disk.
+//! On disk a store is two sled databases behind one [`Kv`] ([`SplitKv`]): the log's trees,
+//! which hold event payloads only sealed under their customer's key, and the records' trees
+//! (artifacts, journals, ledgers), which hold plaintext rows. An erasure then rewrites the
+//! records database to drop superseded copies, and never the log's, whose old pages are
+//! unreadable once the key is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -38,6 +43,20 @@ impl TreeName {
             TreeName::Journal(name) => format!("journal/{name}"),
         }
     }
+
+    /// Whether the tree lives in the records database (see [`SplitKv`]).
+    fn in_records(self) -> bool {
+        matches!(
+            self,
+            TreeName::Artifacts | TreeName::ArtifactIndex | TreeName::Journal(_)
+        )
+    }
+}
+
+/// [`TreeName::in_records`] by the name sled knows the tree by: what splits a database that
+/// holds every tree (a store of format 3 or earlier) in two.
+pub(crate) fn is_records_tree(name: &[u8]) -> bool {
+    name == b"artifacts" || name == b"artifact_index" || name.starts_with(b"journal/")
 }
 
 /// Visitor over a key range; return `ControlFlow::Break` to stop early.
@@ -93,29 +112,31 @@ impl SledKv {
         })
     }
 
-    /// Copies every tree of the database in `from` into a new database in `to`, which then holds
-    /// only live values: none of the superseded pages `from` has not yet reclaimed. Checks the
-    /// copy against the original's checksum; durable on return. Returns the keys copied.
-    pub fn copy_live(from: &Path, to: &Path) -> Result<u64> {
+    /// Copies the trees of the database in `from` whose name `keep` accepts into a new database
+    /// in `to`, which then holds only live values: none of the superseded pages `from` has not
+    /// yet reclaimed. Checks each copied tree against the original's checksum; durable on
+    /// return. Returns the keys copied.
+    pub fn copy_live(from: &Path, to: &Path, keep: impl Fn(&[u8]) -> bool) -> Result<u64> {
         let old = open_db(from)?;
         let new = open_db(to)?;
         let mut keys = 0u64;
-        for name in old.tree_names() {
+        for name in old.tree_names().into_iter().filter(|n| keep(n)) {
             let (src, dst) = (old.open_tree(&name)?, new.open_tree(&name)?);
             for item in src.iter() {
                 let (k, v) = item?;
                 dst.insert(k, v)?;
                 keys += 1;
             }
+            if dst.checksum()? != src.checksum()? {
+                return Err(StorageError::Corrupt(format!(
+                    "the copy of tree {} of {} into {} does not match it",
+                    String::from_utf8_lossy(&name),
+                    from.display(),
+                    to.display()
+                )));
+            }
         }
         new.flush()?;
-        if new.checksum()? != old.checksum()? {
-            return Err(StorageError::Corrupt(format!(
-                "the copy of {} into {} does not match it",
-                from.display(),
-                to.display()
-            )));
-        }
         Ok(keys)
     }
 
@@ -229,6 +250,62 @@ impl Kv for SledKv {
     }
     fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// A store's two sled databases behind one [`Kv`]: each tree goes to the database
+/// [`TreeName::in_records`] names. A flush makes both durable (records first), but sled
+/// orders writes within a database only: after a crash, what reached the disk is a prefix of
+/// each database's writes since the last flush, not of their interleaving. No protocol relies
+/// on more: each stage that spans both databases (an erasure's) flushes before the next, and
+/// an ingest run's quarantined rows and run record are acknowledged with its batches' flush.
+pub struct SplitKv {
+    log: SledKv,
+    records: SledKv,
+}
+
+impl SplitKv {
+    /// Opens (creating if needed) the records database first: a store directory that has
+    /// `log_dir` but not `records_dir` was written by a build that kept one database.
+    pub fn open(log_dir: &Path, records_dir: &Path) -> Result<Self> {
+        let records = SledKv::open(records_dir)?;
+        Ok(SplitKv {
+            log: SledKv::open(log_dir)?,
+            records,
+        })
+    }
+
+    fn of(&self, tree: TreeName) -> &SledKv {
+        if tree.in_records() {
+            &self.records
+        } else {
+            &self.log
+        }
+    }
+}
+
+impl Kv for SplitKv {
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.of(tree).get(tree, key)
+    }
+    fn insert(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<()> {
+        self.of(tree).insert(tree, key, value)
+    }
+    fn remove(&self, tree: TreeName, key: &[u8]) -> Result<()> {
+        self.of(tree).remove(tree, key)
+    }
+    fn visit(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut Visit) -> Result<()> {
+        self.of(tree).visit(tree, start, end, f)
+    }
+    fn last(&self, tree: TreeName) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.of(tree).last(tree)
+    }
+    fn flush(&self) -> Result<()> {
+        self.records.flush()?;
+        self.log.flush()
+    }
+    fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.log.size_on_disk()? + self.records.size_on_disk()?)
     }
 }
 
@@ -438,5 +515,49 @@ mod tests {
         assert_eq!(kv.get(T, b"a").expect("get"), Some(b"1".to_vec()));
         assert_eq!(kv.get(T, b"b").expect("get"), None);
         kv.insert(T, b"c", b"1").expect("writes work again after the crash");
+    }
+
+    /// Every tree name the store uses, one of each kind.
+    const ALL: [TreeName; 9] = [
+        TreeName::Meta,
+        TreeName::Blocks,
+        TreeName::BlockIds,
+        TreeName::Chain,
+        TreeName::Batches,
+        TreeName::ByRecorded,
+        TreeName::Artifacts,
+        TreeName::ArtifactIndex,
+        TreeName::Journal("quarantine"),
+    ];
+
+    #[test]
+    fn the_split_by_name_agrees_with_the_split_by_tree() {
+        for tree in ALL {
+            assert_eq!(is_records_tree(tree.as_str().as_bytes()), tree.in_records(), "{tree:?}");
+        }
+        assert!(
+            !is_records_tree(b"__sled__default"),
+            "sled's default tree stays with the log"
+        );
+    }
+
+    #[test]
+    fn a_split_store_keeps_each_tree_in_its_own_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, records) = (dir.path().join("log"), dir.path().join("records"));
+        let kv = SplitKv::open(&log, &records).expect("open");
+        for tree in ALL {
+            kv.insert(tree, b"key", tree.as_str().as_bytes()).expect("insert");
+        }
+        kv.flush().expect("flush");
+        drop(kv);
+        for (path, want_records) in [(&log, false), (&records, true)] {
+            let db = SledKv::open(path).expect("reopen one");
+            for tree in ALL {
+                let held = db.get(tree, b"key").expect("get");
+                let want = want_records.eq(&tree.in_records()).then(|| tree.as_str().into_bytes());
+                assert_eq!(held, want, "{tree:?} in {}", path.display());
+            }
+        }
     }
 }

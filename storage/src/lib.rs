@@ -10,6 +10,7 @@ mod error;
 mod format;
 mod idset;
 pub mod kv;
+mod layout;
 pub mod ledger;
 mod lock;
 pub mod log;
@@ -19,9 +20,10 @@ pub mod vault;
 pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, Redaction, StoredArtifact};
 pub use envelope::{hex, unhex, unhex32, EventId, NewEvent};
 pub use error::{Result, StorageError};
+pub use layout::Compacted;
 pub use ledger::{Ledger, LedgerBroken, LedgerRecord, LedgerReport};
 pub use log::{
     AppendOutcome, BatchRecord, Compaction, CompactionReport, Entry, EventLog, EventRef, Head, StoredEvent,
     VerifyReport, Visibility, GENESIS,
 };
-pub use store::{Compacted, Store};
+pub use store::Store;

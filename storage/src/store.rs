@@ -1,8 +1,9 @@
 //! A store directory: the event log plus small append-only journals and counters.
 //!
-//! Layout of a store directory: `db/` (sled), `keys.bin` (see [`crate::vault`]), `lock` (see
-//! [`crate::lock`]) and, while an erasure's rewrite of the database is still to be done,
-//! `compaction-owed` (see [`Store::owe_compaction`]).
+//! Layout of a store directory: `db/` (sled: the log), `records/` (sled: artifacts, journals
+//! and ledgers; see [`crate::layout`]), `keys.bin` (see [`crate::vault`]), `lock` (see
+//! [`crate::lock`]) and, while an erasure's rewrite of the records database is still to be
+//! done, `compaction-owed` (see [`Store::owe_compaction`]).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::artifacts::Artifacts;
 use crate::error::{io_err, Result, StorageError};
-use crate::kv::{self, Kv, MemKv, SledKv, TreeName};
+use crate::kv::{self, Kv, MemKv, SplitKv, TreeName};
+use crate::layout::{self, Compacted, LOG_DB, RECORDS_DB};
 use crate::ledger::Ledger;
 use crate::lock::StoreLock;
 use crate::log::EventLog;
@@ -40,8 +42,8 @@ impl Store {
     pub fn open_as(dir: &Path, holder: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = StoreLock::acquire(dir, holder)?;
-        finish_compaction(dir)?;
-        let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&dir.join("db"))?);
+        layout::prepare(dir)?;
+        let kv: Arc<dyn Kv> = Arc::new(SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB))?);
         let vault = Vault::open(&dir.join("keys.bin"))?;
         let log = EventLog::open(kv.clone(), vault)?;
         Ok(Store {
@@ -152,48 +154,25 @@ impl Store {
     }
 }
 
-/// Bytes of a store's database before and after [`Store::compact`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compacted {
-    pub keys: u64,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
 impl Store {
-    /// Rewrites the closed store in `dir` so its database files hold only live values: sled
-    /// keeps superseded pages (for instance rows an erasure removed) until it reclaims their
-    /// segment, and this removes them now. Steps: copy live values into `db.compacting`
-    /// (checked, flushed), rename `db` to `db.old`, `db.compacting` to `db`, delete `db.old`;
-    /// [`Store::open`] finishes the renames after a crash. Fails if the store is open.
+    /// Rewrites the records database of the closed store in `dir` so its files hold only live
+    /// values (see [`layout`]); the log's database is not touched: its superseded pages hold
+    /// event payloads sealed under keys an erasure destroyed. Fails if the store is open.
     /// Clears the note of [`Store::owe_compaction`] once done.
     pub fn compact(dir: &Path) -> Result<Compacted> {
         let _lock = StoreLock::acquire(dir, "a store compaction")?;
-        finish_compaction(dir)?;
-        let (db, tmp, old) = compaction_paths(dir);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-        }
-        let bytes_before = dir_size(&db)?;
-        let keys = SledKv::copy_live(&db, &tmp)?;
-        std::fs::rename(&db, &old).map_err(io_err(&db))?;
-        std::fs::rename(&tmp, &db).map_err(io_err(&tmp))?;
-        sync_dir(dir)?;
-        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        layout::prepare(dir)?;
+        let compacted = layout::rewrite_records(dir)?;
         let owed = dir.join(COMPACTION_OWED);
         if owed.exists() {
             std::fs::remove_file(&owed).map_err(io_err(&owed))?;
-            sync_dir(dir)?;
+            layout::sync_dir(dir)?;
         }
-        Ok(Compacted {
-            keys,
-            bytes_before,
-            bytes_after: dir_size(&db)?,
-        })
+        Ok(compacted)
     }
 
-    /// Notes durably that the database must be rewritten by [`Store::compact`]: an erasure is
-    /// about to remove data that superseded pages will keep until then. The note outlives a
+    /// Notes durably that the records database must be rewritten by [`Store::compact`]: an
+    /// erasure is about to remove rows that superseded pages will keep until then. The note outlives a
     /// crash (the rewrite runs while the store is closed, after the erasure), so whoever opens
     /// the store next can tell the rewrite is still owed. No-op in memory.
     pub fn owe_compaction(&self) -> Result<()> {
@@ -205,7 +184,7 @@ impl Store {
             std::fs::File::create(&owed)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err(&owed))?;
-            sync_dir(dir)?;
+            layout::sync_dir(dir)?;
         }
         Ok(())
     }
@@ -218,47 +197,6 @@ impl Store {
 
 /// The file whose presence says a compaction is owed (empty).
 const COMPACTION_OWED: &str = "compaction-owed";
-
-fn compaction_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (dir.join("db"), dir.join("db.compacting"), dir.join("db.old"))
-}
-
-/// Completes or undoes a compaction a crash interrupted. A `db.compacting` beside `db` is an
-/// unfinished copy (removed); `db.old` without `db` means the copy was complete and renamed
-/// halfway (finished); `db.old` beside `db` is left over (removed); `db.old` alone is restored.
-fn finish_compaction(dir: &Path) -> Result<()> {
-    let (db, tmp, old) = compaction_paths(dir);
-    if old.exists() && !db.exists() {
-        // Never open an empty database over a store's only copy.
-        let whole = if tmp.exists() { &tmp } else { &old };
-        std::fs::rename(whole, &db).map_err(io_err(whole))?;
-        sync_dir(dir)?;
-    }
-    for leftover in [tmp, old] {
-        if leftover.exists() && db.exists() {
-            std::fs::remove_dir_all(&leftover).map_err(io_err(&leftover))?;
-        }
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
-}
-
-fn dir_size(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let meta = entry.metadata().map_err(io_err(entry.path()))?;
-        total += if meta.is_dir() {
-            dir_size(&entry.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(total)
-}
 
 /// The smallest key greater than every key starting with `prefix` (`None`: unbounded).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -312,7 +250,10 @@ mod tests {
             store.flush().expect("flush");
         }
         let report = Store::compact(dir.path()).expect("compact");
-        assert!(report.keys >= 2, "{report:?}");
+        assert_eq!(
+            report.keys, 1,
+            "only the live journal value is in the records database: {report:?}"
+        );
         let store = Store::open(dir.path()).expect("reopen");
         let mut kept = Vec::new();
         store
@@ -323,7 +264,7 @@ mod tests {
             .expect("visit");
         assert_eq!(kept, vec![(b"keep".to_vec(), b"live".to_vec())]);
         drop(store);
-        for f in walk(&dir.path().join("db")) {
+        for f in walk(dir.path()) {
             let bytes = std::fs::read(&f).expect("read");
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret),
@@ -331,7 +272,7 @@ mod tests {
                 f.display()
             );
         }
-        assert!(!dir.path().join("db.old").exists() && !dir.path().join("db.compacting").exists());
+        assert!(!dir.path().join("records.old").exists() && !dir.path().join("records.compacting").exists());
     }
 
     #[test]
@@ -346,22 +287,6 @@ mod tests {
         assert!(Store::compaction_owed(dir.path()));
         Store::compact(dir.path()).expect("compact");
         assert!(!Store::compaction_owed(dir.path()));
-    }
-
-    #[test]
-    fn an_interrupted_compaction_is_finished_or_undone_on_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        drop(Store::open(dir.path()).expect("open"));
-        let (db, tmp, old) = compaction_paths(dir.path());
-        // Crashed between the two renames: the complete copy becomes the database.
-        std::fs::rename(&db, &old).expect("rename");
-        std::fs::create_dir(&tmp).expect("copy dir");
-        finish_compaction(dir.path()).expect("finish");
-        assert!(db.exists() && !old.exists() && !tmp.exists());
-        // Only the old database is left: it is restored, never replaced by an empty one.
-        std::fs::rename(&db, &old).expect("rename");
-        finish_compaction(dir.path()).expect("finish");
-        assert!(db.exists() && !old.exists());
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
