@@ -260,7 +260,9 @@ fn the_cli_erases_lists_and_refuses_clearly() {
     );
     let (ok, text) = cis(&["erase", "--customer", "c2", "--reason", "request 43"]);
     assert!(
-        ok && text.contains("already erased (request 2): database rewritten, which an interrupted erasure still owed"),
+        ok && text.contains(
+            "already erased (request 2): records database rewritten, which an interrupted erasure still owed"
+        ),
         "the next erase does the rewrite still owed (as after a kill before it): {text}"
     );
     assert!(!store.join("compaction-owed").exists());

@@ -18,8 +18,9 @@ pub struct EraseArgs {
     #[arg(long, required_unless_present = "customers", conflicts_with = "customers")]
     pub customer: Option<String>,
     /// A file of customers to erase, one id per line (blank lines and `#` comments skipped):
-    /// each is its own request with the same reason, carried out in this one process, and the
-    /// database is rewritten once at the end instead of once per customer.
+    /// each is its own request with the same reason, carried out together in this one process
+    /// (each stored artifact is rewritten once for all of them), and the records database is
+    /// rewritten once at the end instead of once per customer.
     #[arg(long, value_name = "FILE")]
     pub customers: Option<PathBuf>,
     /// Why: the data-subject request this answers (recorded with the erasure).
@@ -28,9 +29,11 @@ pub struct EraseArgs {
     /// Who asks (recorded; default: $USER).
     #[arg(long)]
     pub by: Option<String>,
-    /// Skip rewriting the database afterwards. Without the rewrite, removed rows (scores,
-    /// features, quarantined text) stay in superseded database pages until sled reclaims them
-    /// or a later `cis erase` does the rewrite, which stays owed.
+    /// Skip rewriting the records database (artifacts, journals, ledgers) afterwards. Without
+    /// the rewrite, removed rows (scores, features, quarantined text) stay in superseded pages
+    /// until sled reclaims them or a later `cis erase` does the rewrite, which stays owed. The
+    /// log's database is never rewritten: its old pages hold only payloads sealed under the
+    /// destroyed key.
     #[arg(long)]
     pub no_compact: bool,
 }
@@ -48,8 +51,8 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
     let store = super::open_store(store_dir, super::COMMAND)?;
     let mut outcomes = Vec::with_capacity(customers.len());
     let mut failed = 0usize;
-    for customer in &customers {
-        match erasure::erase(&store, customer, &a.reason, &by, time::now()) {
+    for result in erasure::erase_all(&store, &customers, &a.reason, &by, time::now())? {
+        match result {
             Ok(outcome) => outcomes.push(outcome),
             // One unknown id in a batch of requests must not hold up the others.
             Err(e @ erasure::ErasureError::UnknownCustomer(_)) if customers.len() > 1 => {
@@ -63,13 +66,13 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
     // Owed by these erasures, or by one a crash stopped before or during its rewrite.
     let compacted = Store::compaction_owed(store_dir) && !a.no_compact;
     if compacted {
-        // The store is closed: rewrite it so no superseded page keeps what was removed.
-        let c = Store::compact(store_dir).context("rewriting the store after the erasure")?;
+        // The store is closed: rewrite its records so no superseded page keeps what was removed.
+        let c = Store::compact(store_dir).context("rewriting the store's records after the erasure")?;
         tracing::info!(
             keys = c.keys,
             before = c.bytes_before,
             after = c.bytes_after,
-            "store rewritten"
+            "records database rewritten"
         );
     }
     for outcome in outcomes {
@@ -110,7 +113,7 @@ fn report(outcome: Outcome, compacted: bool, out: &mut impl Write) -> anyhow::Re
                 "customer '{customer}' was already erased (request {}): {}",
                 list.join(", "),
                 if compacted {
-                    "database rewritten, which an interrupted erasure still owed"
+                    "records database rewritten, which an interrupted erasure still owed"
                 } else {
                     "nothing to do"
                 }
@@ -128,7 +131,7 @@ fn report(outcome: Outcome, compacted: bool, out: &mut impl Write) -> anyhow::Re
                 r.artifacts.len(),
                 r.quarantined_rows,
                 if compacted {
-                    ", database rewritten without superseded pages"
+                    ", records database rewritten without superseded pages"
                 } else {
                     ""
                 }

@@ -163,32 +163,29 @@ impl Artifacts<'_> {
         self.kv.flush()
     }
 
-    /// Replaces the body of artifact `hash` because erasure request `request` removed `subjects`
-    /// from it, and records that: the artifact keeps its name, and [`Artifacts::redactions`]
-    /// lets an audit tell this change (the content hashes to a recorded `content_hash`) from
-    /// tampering (it does not). Durable on return.
-    pub fn redact(
-        &self,
-        hash: &ArtifactHash,
-        body: Vec<u8>,
-        request: u64,
-        subjects: Vec<String>,
-        at: i64,
-    ) -> Result<()> {
+    /// Replaces the body of artifact `hash` because erasure requests removed subjects from it
+    /// (`removed`: each request with the subjects it removed; several when a batch of requests
+    /// is carried out together), and records that, one note per request: the artifact keeps
+    /// its name, and [`Artifacts::redactions`] lets an audit tell this change (the content
+    /// hashes to a recorded `content_hash`) from tampering (it does not). Durable on return.
+    pub fn redact(&self, hash: &ArtifactHash, body: Vec<u8>, removed: &[(u64, Vec<String>)], at: i64) -> Result<()> {
         let mut a = self
             .get(hash)?
             .ok_or_else(|| StorageError::Corrupt(format!("redacting a missing artifact {}", crate::hex(hash))))?;
         a.body = body;
-        let note = Redaction {
-            request,
-            subjects,
-            content_hash: a.recomputed_hash(),
-            at,
-        };
-        let mut key = hash.to_vec();
-        key.extend_from_slice(&request.to_be_bytes());
-        let note = format::encode(RecordKind::Redaction, &note)?;
-        self.kv.insert(TreeName::Journal(REDACTIONS), &key, &note)?;
+        let content_hash = a.recomputed_hash();
+        for (request, subjects) in removed {
+            let note = Redaction {
+                request: *request,
+                subjects: subjects.clone(),
+                content_hash,
+                at,
+            };
+            let mut key = hash.to_vec();
+            key.extend_from_slice(&request.to_be_bytes());
+            let note = format::encode(RecordKind::Redaction, &note)?;
+            self.kv.insert(TreeName::Journal(REDACTIONS), &key, &note)?;
+        }
         self.overwrite(&a)
     }
 

@@ -291,7 +291,7 @@ mod tests {
         let (a, _) = store.put(tagged).expect("put");
         let (b, _) = store.put(artifact(b"plain".to_vec())).expect("put");
         store
-            .redact(&b, b"redacted".to_vec(), 3, vec!["c1".into()], 9)
+            .redact(&b, b"redacted".to_vec(), &[(3, vec!["c1".into()])], 9)
             .expect("redact");
         for (kind, k, v) in records(kv.as_ref()) {
             kv.insert(kind.tree(), &k, &v[2..]).expect("strip the version");

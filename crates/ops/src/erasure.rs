@@ -112,56 +112,133 @@ pub enum Outcome {
 /// Erases `customer` (see the module doc). `by` names who asked; `now` stamps the records.
 /// Unfinished requests are finished first; if one was `customer`'s, that is the outcome.
 pub fn erase(store: &Store, customer: &str, reason: &str, by: &str, now: Timestamp) -> Result<Outcome, ErasureError> {
+    let outcomes = erase_all(store, &[customer.to_string()], reason, by, now)?;
+    outcomes.into_iter().next().unwrap_or(Err(ErasureError::Inconsistent {
+        request: 0,
+        what: "left the customer without an outcome",
+    }))
+}
+
+/// Erases each of `customers` as its own request (recorded, numbered and completed on its
+/// own), carried out together: stage by stage for all of them, so stage 3 reads and rewrites
+/// each stored artifact once for the batch instead of once per request. Unfinished requests
+/// are finished first, together; a customer among them gets that request as its outcome. The
+/// outcomes follow `customers`; an unknown customer is its own `Err` and holds up no other. A
+/// customer named twice is erased once (the second outcome: already erased by that request).
+pub fn erase_all(
+    store: &Store,
+    customers: &[String],
+    reason: &str,
+    by: &str,
+    now: Timestamp,
+) -> Result<Vec<Result<Outcome, ErasureError>>, ErasureError> {
     if reason.trim().is_empty() {
         return Err(ErasureError::NoReason);
     }
     let ledger = store.ledger(LEDGER)?;
     // Before "already erased?": a crash after stage 2 leaves every event erased and the rest
     // of the request undone, and only the ledger says so.
-    let mut resumed = None;
-    for (request, of) in unfinished(&steps(&ledger)?) {
-        tracing::warn!(request, "resuming an erasure request a crash interrupted");
-        carry_out(&Job {
+    let resumed = unfinished(&steps(&ledger)?);
+    if !resumed.is_empty() {
+        tracing::warn!(
+            requests = resumed.len(),
+            "resuming erasure requests a crash interrupted"
+        );
+        carry_out(&Batch {
             store,
             ledger: &ledger,
-            request,
-            customer: &of,
             now,
+            requests: resumed.clone(),
         })?;
-        if of == customer {
-            resumed = Some(request);
-        }
     }
-    if let Some(request) = resumed {
-        return listed(store, request).map(Outcome::Erased);
-    }
-    let entries = store.log().subject_events(customer, Visibility::ALL)?;
-    if entries.is_empty() {
-        return Err(ErasureError::UnknownCustomer(customer.to_string()));
-    }
-    let live = entries.iter().filter(|e| matches!(e, Entry::Live(_))).count() as u64;
-    if live == 0 {
-        let requests: BTreeSet<u64> = entries
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Erased { request, .. } => Some(*request),
-                Entry::Live(_) => None,
-            })
-            .collect();
-        return Ok(Outcome::AlreadyErased {
-            customer: customer.to_string(),
-            requests: requests.into_iter().collect(),
-        });
-    }
-    let request = begin(&ledger, customer, reason, by, now, live)?;
-    carry_out(&Job {
+    let mut slots = Vec::with_capacity(customers.len());
+    let mut batch = Batch {
         store,
         ledger: &ledger,
-        request,
-        customer,
         now,
-    })?;
-    listed(store, request).map(Outcome::Erased)
+        requests: Vec::new(),
+    };
+    for customer in customers {
+        let earlier = resumed.iter().chain(&batch.requests).find(|(_, c)| c == customer);
+        if let Some(&(request, _)) = earlier {
+            slots.push(if batch.requests.iter().any(|(r, _)| *r == request) {
+                Slot::Done(Ok(Outcome::AlreadyErased {
+                    customer: customer.clone(),
+                    requests: vec![request],
+                }))
+            } else {
+                Slot::Listed(request)
+            });
+            continue;
+        }
+        slots.push(match live_events(store, customer)? {
+            Live::Unknown => Slot::Done(Err(ErasureError::UnknownCustomer(customer.clone()))),
+            Live::None { requests } => Slot::Done(Ok(Outcome::AlreadyErased {
+                customer: customer.clone(),
+                requests,
+            })),
+            Live::Some(events) => {
+                let request = begin(&ledger, customer, reason, by, now, events)?;
+                batch.requests.push((request, customer.clone()));
+                Slot::Listed(request)
+            }
+        });
+    }
+    carry_out(&batch)?;
+    let listed_all = requests(store)?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Done(outcome) => outcome,
+            Slot::Listed(request) => listed_all
+                .iter()
+                .find(|r| r.request == request)
+                .cloned()
+                .map(Outcome::Erased)
+                .ok_or(ErasureError::Inconsistent {
+                    request,
+                    what: "is not recorded",
+                }),
+        })
+        .collect())
+}
+
+/// A customer's outcome in [`erase_all`]: known already, or the request to list once done.
+enum Slot {
+    Done(Result<Outcome, ErasureError>),
+    Listed(u64),
+}
+
+/// What the log holds of a customer.
+enum Live {
+    Unknown,
+    /// Every event is erased, by these requests.
+    None {
+        requests: Vec<u64>,
+    },
+    /// This many events are live.
+    Some(u64),
+}
+
+fn live_events(store: &Store, customer: &str) -> Result<Live, ErasureError> {
+    let entries = store.log().subject_events(customer, Visibility::ALL)?;
+    if entries.is_empty() {
+        return Ok(Live::Unknown);
+    }
+    let live = entries.iter().filter(|e| matches!(e, Entry::Live(_))).count() as u64;
+    if live > 0 {
+        return Ok(Live::Some(live));
+    }
+    let requests: BTreeSet<u64> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Erased { request, .. } => Some(*request),
+            Entry::Live(_) => None,
+        })
+        .collect();
+    Ok(Live::None {
+        requests: requests.into_iter().collect(),
+    })
 }
 
 /// Stage 1: records a new request; returns its number.
@@ -193,19 +270,19 @@ fn begin(
     Ok(request)
 }
 
-/// A recorded request being carried out.
-struct Job<'a> {
+/// Recorded requests being carried out together: (request, customer), oldest first.
+struct Batch<'a> {
     store: &'a Store,
     ledger: &'a Ledger,
-    request: u64,
-    customer: &'a str,
     now: Timestamp,
+    requests: Vec<(u64, String)>,
 }
 
-type Stage = fn(&Job<'_>) -> Result<(), ErasureError>;
+type Stage = fn(&Batch<'_>) -> Result<(), ErasureError>;
 
-/// Stages 2 to 5, in order. Each one, run again after a crash at any point inside it or after
-/// it, leaves what one uninterrupted run leaves: that is how a request is resumed.
+/// Stages 2 to 5, in order, each for every request of the batch. Each one, run again after a
+/// crash at any point inside it or after it, leaves what one uninterrupted run leaves: that is
+/// how a request is resumed (with the others left unfinished, or on its own).
 const STAGES: [Stage; 5] = [
     erase_events,
     redact_artifacts,
@@ -214,109 +291,129 @@ const STAGES: [Stage; 5] = [
     complete,
 ];
 
-fn carry_out(job: &Job<'_>) -> Result<(), ErasureError> {
+fn carry_out(batch: &Batch<'_>) -> Result<(), ErasureError> {
+    if batch.requests.is_empty() {
+        return Ok(());
+    }
     for stage in STAGES {
-        stage(job)?;
+        stage(batch)?;
     }
     Ok(())
 }
 
 /// Stage 2: tombstones and key destruction (the log's own erase marker makes it resumable).
-fn erase_events(job: &Job<'_>) -> Result<(), ErasureError> {
-    // Noted first: whatever this request removes from now on leaves superseded pages behind.
-    job.store.owe_compaction()?;
-    let events = job.store.log().erase(job.customer, job.request)?;
-    tracing::info!(request = job.request, events, "event payloads erased and key destroyed");
+fn erase_events(batch: &Batch<'_>) -> Result<(), ErasureError> {
+    // Noted first: whatever these requests remove from now on leaves superseded pages behind.
+    batch.store.owe_compaction()?;
+    for (request, customer) in &batch.requests {
+        let events = batch.store.log().erase(customer, *request)?;
+        tracing::info!(request, events, "event payloads erased and key destroyed");
+    }
     Ok(())
 }
 
-/// Stage 3: artifacts that still hold the customer's row are redacted; those a crashed run
+/// Stage 3: artifacts that still hold a customer's row are redacted; those a crashed run
 /// already redacted hold none and are left alone.
-fn redact_artifacts(job: &Job<'_>) -> Result<(), ErasureError> {
-    // The events this request erased, the share redacted snapshots lose: read back from the
-    // tombstones, as a resumed run no longer sees them live.
-    let events: Vec<ErasedEvent> = job
-        .store
+fn redact_artifacts(batch: &Batch<'_>) -> Result<(), ErasureError> {
+    let mut erased = Vec::with_capacity(batch.requests.len());
+    for (request, customer) in &batch.requests {
+        erased.push((
+            *request,
+            customer.as_str(),
+            erased_events(batch.store, customer, *request)?,
+        ));
+    }
+    redact_snapshots(batch.store, &erased, batch.now)?;
+    redact_scores(batch.store, &batch.requests, batch.now)
+}
+
+/// The events `request` erased, the share redacted snapshots lose: read back from the
+/// tombstones, as a resumed run no longer sees them live.
+fn erased_events(store: &Store, customer: &str, request: u64) -> Result<Vec<ErasedEvent>, ErasureError> {
+    Ok(store
         .log()
-        .subject_events(job.customer, Visibility::ALL)?
+        .subject_events(customer, Visibility::ALL)?
         .into_iter()
         .filter_map(|e| match e {
             Entry::Erased {
                 id,
                 event_time,
                 recorded_at,
-                request,
+                request: by,
                 ..
-            } if request == job.request => Some(ErasedEvent {
+            } if by == request => Some(ErasedEvent {
                 id,
                 event_time: Timestamp::from_micros(event_time),
                 recorded_at: Timestamp::from_micros(recorded_at),
             }),
             _ => None,
         })
-        .collect();
-    redact_snapshots(job.store, job.customer, &events, job.request, job.now)?;
-    redact_scores(job.store, job.customer, job.request, job.now)
+        .collect())
 }
 
-/// Stage 4a: records the number of the customer's quarantined rows, unless a crashed run did.
-fn count_quarantined(job: &Job<'_>) -> Result<(), ErasureError> {
-    if quarantine_count(job)?.is_none() {
-        let rows = quarantined_of(job.store, job.customer)?.len() as u64;
+/// Stage 4a: records the number of each customer's quarantined rows, unless a crashed run did.
+fn count_quarantined(batch: &Batch<'_>) -> Result<(), ErasureError> {
+    for (request, customer) in &batch.requests {
+        if quarantine_count(batch.ledger, *request)?.is_none() {
+            let rows = quarantined_of(batch.store, customer)?.len() as u64;
+            append(
+                batch.ledger,
+                &Step::Quarantine {
+                    request: *request,
+                    rows,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Stage 4b: removes the customers' quarantined rows (those a crashed run did not).
+fn remove_quarantined(batch: &Batch<'_>) -> Result<(), ErasureError> {
+    for (_, customer) in &batch.requests {
+        for q in quarantined_of(batch.store, customer)? {
+            records::remove_quarantined(batch.store, &q)?;
+        }
+    }
+    batch.store.flush()?;
+    Ok(())
+}
+
+/// Stage 5: each completion, listing every artifact redacted for its request (by any run).
+fn complete(batch: &Batch<'_>) -> Result<(), ErasureError> {
+    let mut redacted: Vec<(String, Vec<u64>)> = Vec::new();
+    for kind in [snapshot::KIND, scores::KIND] {
+        for r in batch.store.artifacts().list(kind, i64::MAX)? {
+            let notes = batch.store.artifacts().redactions(&r.hash)?;
+            redacted.push((cis_storage::hex(&r.hash), notes.iter().map(|n| n.request).collect()));
+        }
+    }
+    for (request, _) in &batch.requests {
+        let quarantined_rows = quarantine_count(batch.ledger, *request)?.ok_or(ErasureError::Inconsistent {
+            request: *request,
+            what: "is completing without a quarantine count",
+        })?;
+        let artifacts = redacted
+            .iter()
+            .filter(|(_, requests)| requests.contains(request))
+            .map(|(hash, _)| hash.clone())
+            .collect();
         append(
-            job.ledger,
-            &Step::Quarantine {
-                request: job.request,
-                rows,
+            batch.ledger,
+            &Step::Completed {
+                request: *request,
+                at: batch.now,
+                artifacts,
+                quarantined_rows,
             },
         )?;
     }
     Ok(())
 }
 
-/// Stage 4b: removes the customer's quarantined rows (those a crashed run did not).
-fn remove_quarantined(job: &Job<'_>) -> Result<(), ErasureError> {
-    for q in quarantined_of(job.store, job.customer)? {
-        records::remove_quarantined(job.store, &q)?;
-    }
-    job.store.flush()?;
-    Ok(())
-}
-
-/// Stage 5: the completion, listing every artifact redacted for this request (by any run).
-fn complete(job: &Job<'_>) -> Result<(), ErasureError> {
-    let quarantined_rows = quarantine_count(job)?.ok_or(ErasureError::Inconsistent {
-        request: job.request,
-        what: "is completing without a quarantine count",
-    })?;
-    let mut artifacts = Vec::new();
-    for kind in [snapshot::KIND, scores::KIND] {
-        for r in job.store.artifacts().list(kind, i64::MAX)? {
-            if job
-                .store
-                .artifacts()
-                .redactions(&r.hash)?
-                .iter()
-                .any(|n| n.request == job.request)
-            {
-                artifacts.push(cis_storage::hex(&r.hash));
-            }
-        }
-    }
-    append(
-        job.ledger,
-        &Step::Completed {
-            request: job.request,
-            at: job.now,
-            artifacts,
-            quarantined_rows,
-        },
-    )
-}
-
-fn quarantine_count(job: &Job<'_>) -> Result<Option<u64>, ErasureError> {
-    Ok(steps(job.ledger)?.into_iter().find_map(|s| match s {
-        Step::Quarantine { request, rows } if request == job.request => Some(rows),
+fn quarantine_count(ledger: &Ledger, of: u64) -> Result<Option<u64>, ErasureError> {
+    Ok(steps(ledger)?.into_iter().find_map(|s| match s {
+        Step::Quarantine { request, rows } if request == of => Some(rows),
         _ => None,
     }))
 }
@@ -325,16 +422,6 @@ fn append(ledger: &Ledger, step: &Step) -> Result<(), ErasureError> {
     ledger.append(&serde_json::to_vec(step)?)?;
     ledger.flush()?;
     Ok(())
-}
-
-fn listed(store: &Store, request: u64) -> Result<ErasureRequest, ErasureError> {
-    requests(store)?
-        .into_iter()
-        .find(|r| r.request == request)
-        .ok_or(ErasureError::Inconsistent {
-            request,
-            what: "is not recorded",
-        })
 }
 
 /// Requests that were recorded but never completed, oldest first: (request, customer).
@@ -411,48 +498,53 @@ pub fn explain(requests: &[u64], customers: &[String]) -> String {
     )
 }
 
-/// Removes the customer's row from every stored snapshot holding one. The visible-event count
-/// and digest lose the customer's events visible at the snapshot's (T, K), so the redacted
-/// body equals what the erased log computes.
+/// Removes each erased customer's row from every stored snapshot holding one, reading and
+/// writing each snapshot once: `erased` is (request, customer, the events it erased). The
+/// visible-event count and digest lose the customer's events visible at the snapshot's (T, K),
+/// so the redacted body equals what the erased log computes.
 fn redact_snapshots(
     store: &Store,
-    customer: &str,
-    events: &[ErasedEvent],
-    request: u64,
+    erased: &[(u64, &str, Vec<ErasedEvent>)],
     now: Timestamp,
 ) -> Result<(), ErasureError> {
     for r in store.artifacts().list(snapshot::KIND, i64::MAX)? {
         let (_, mut snap) = snapshot::load(store, &r.hash)?;
-        if !snap.redact(customer, events) {
-            continue;
+        let removed: Vec<(u64, Vec<String>)> = erased
+            .iter()
+            .filter(|(_, customer, events)| snap.redact(customer, events))
+            .map(|(request, customer, _)| (*request, vec![customer.to_string()]))
+            .collect();
+        if !removed.is_empty() {
+            store
+                .artifacts()
+                .redact(&r.hash, snap.encode(), &removed, now.micros())?;
         }
-        store.artifacts().redact(
-            &r.hash,
-            snap.encode(),
-            request,
-            vec![customer.to_string()],
-            now.micros(),
-        )?;
     }
     Ok(())
 }
 
-/// Removes the customer's row from every stored score run holding one.
-fn redact_scores(store: &Store, customer: &str, request: u64, now: Timestamp) -> Result<(), ErasureError> {
+/// Removes each customer's row from every stored score run holding one, once per run.
+fn redact_scores(store: &Store, requests: &[(u64, String)], now: Timestamp) -> Result<(), ErasureError> {
     for r in store.artifacts().list(scores::KIND, i64::MAX)? {
         let (_, mut set) = scores::load_scores(store, &r.hash)?;
-        let before = set.rows.len();
-        set.rows.retain(|row| row.customer_id != customer);
-        if set.rows.len() == before {
+        let held: BTreeSet<&str> = set.rows.iter().map(|row| row.customer_id.as_str()).collect();
+        let gone: BTreeSet<&str> = requests
+            .iter()
+            .map(|(_, customer)| customer.as_str())
+            .filter(|customer| held.contains(customer))
+            .collect();
+        if gone.is_empty() {
             continue;
         }
-        store.artifacts().redact(
-            &r.hash,
-            scores::encode(&set)?,
-            request,
-            vec![customer.to_string()],
-            now.micros(),
-        )?;
+        let removed: Vec<(u64, Vec<String>)> = requests
+            .iter()
+            .filter(|(_, customer)| gone.contains(customer.as_str()))
+            .map(|(request, customer)| (*request, vec![customer.clone()]))
+            .collect();
+        set.rows.retain(|row| !gone.contains(row.customer_id.as_str()));
+        store
+            .artifacts()
+            .redact(&r.hash, scores::encode(&set)?, &removed, now.micros())?;
     }
     Ok(())
 }
@@ -583,15 +675,14 @@ mod tests {
                 let store = two_customers();
                 let ledger = store.ledger(LEDGER).expect("ledger");
                 let request = begin(&ledger, "c1", "r", "dpo", Timestamp::from_micros(5), 2).expect("request");
-                let job = Job {
+                let batch = Batch {
                     store: &store,
                     ledger: &ledger,
-                    request,
-                    customer: "c1",
                     now: Timestamp::from_micros(5),
+                    requests: vec![(request, "c1".into())],
                 };
                 for stage in &STAGES[..stopped_after] {
-                    stage(&job).expect("stage");
+                    stage(&batch).expect("stage");
                 }
                 drop(ledger);
                 // Re-running for the customer resumes the request; an erasure of anyone else
@@ -613,6 +704,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each snapshot's body, and its redaction notes as (request, subjects), with whether the
+    /// last note's content hash is the body's: what an audit reads.
+    fn redacted(store: &Store) -> Vec<(Vec<u8>, Vec<(u64, Vec<String>)>, bool)> {
+        let mut out = Vec::new();
+        for r in store.artifacts().list(snapshot::KIND, i64::MAX).expect("list") {
+            let a = store.artifacts().get(&r.hash).expect("get").expect("stored");
+            let notes = store.artifacts().redactions(&r.hash).expect("redactions");
+            let last_matches = notes.last().is_some_and(|n| n.content_hash == a.recomputed_hash());
+            out.push((
+                a.body,
+                notes.into_iter().map(|n| (n.request, n.subjects)).collect(),
+                last_matches,
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_of_requests_ends_as_the_same_requests_one_by_one() {
+        let now = Timestamp::from_micros(5);
+        let one_by_one = two_customers();
+        for c in ["c1", "c2"] {
+            erase(&one_by_one, c, "r", "dpo", now).expect("erase");
+        }
+        let batched = two_customers();
+        let names = ["c1", "c2", "c1", "nobody"].map(String::from);
+        let outcomes = erase_all(&batched, &names, "r", "dpo", now).expect("erase all");
+        let expected = requests(&one_by_one).expect("requests");
+        assert_eq!(requests(&batched).expect("requests"), expected);
+        assert_eq!(expected.iter().map(|r| r.artifacts.len()).collect::<Vec<_>>(), [2, 2]);
+        assert!(matches!(&outcomes[0], Ok(Outcome::Erased(r)) if r == &expected[0]));
+        assert!(matches!(&outcomes[1], Ok(Outcome::Erased(r)) if r == &expected[1]));
+        assert!(
+            matches!(&outcomes[2], Ok(Outcome::AlreadyErased { requests, .. }) if requests == &[1]),
+            "{:?}",
+            outcomes[2]
+        );
+        assert!(matches!(&outcomes[3], Err(ErasureError::UnknownCustomer(c)) if c == "nobody"));
+        assert_eq!(redacted(&batched), redacted(&one_by_one));
+        assert!(redacted(&batched)
+            .iter()
+            .all(|(_, notes, last_matches)| notes.len() == 2 && *last_matches));
+        assert_eq!(
+            batched.log().verify().expect("verify"),
+            one_by_one.log().verify().expect("verify")
+        );
+        assert_eq!(
+            records::quarantined(&batched, None).expect("quarantine"),
+            records::quarantined(&one_by_one, None).expect("quarantine")
+        );
     }
 
     #[test]
