@@ -47,8 +47,13 @@ pub struct StoredArtifact {
     pub schema: u32,
     pub as_of: i64,
     pub parents: Vec<ArtifactHash>,
+    /// As bytes, not a sequence of u8: the same bincode encoding (a varint length, then the
+    /// bytes), decoded by one copy instead of element by element (a snapshot's body is tens
+    /// of MB).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub created_at: i64,
+    #[serde(with = "serde_bytes")]
     pub provenance: Vec<u8>,
 }
 
@@ -250,6 +255,48 @@ impl Artifacts<'_> {
 mod tests {
     use super::*;
     use crate::kv::MemKv;
+
+    /// The record as stored before its bytes fields were marked `serde_bytes`.
+    #[derive(Serialize)]
+    struct AsSequences {
+        hash: ArtifactHash,
+        kind: String,
+        schema: u32,
+        as_of: i64,
+        parents: Vec<ArtifactHash>,
+        body: Vec<u8>,
+        created_at: i64,
+        provenance: Vec<u8>,
+    }
+
+    #[test]
+    fn bytes_fields_encode_as_the_sequences_stored_before() {
+        let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let a = StoredArtifact {
+            hash: [7; 32],
+            kind: "snapshot".into(),
+            schema: 1,
+            as_of: -5,
+            parents: vec![[1; 32]],
+            body: body.clone(),
+            created_at: 9,
+            provenance: b"cis 0.1".to_vec(),
+        };
+        let before = AsSequences {
+            hash: a.hash,
+            kind: a.kind.clone(),
+            schema: a.schema,
+            as_of: a.as_of,
+            parents: a.parents.clone(),
+            body,
+            created_at: a.created_at,
+            provenance: a.provenance.clone(),
+        };
+        let stored = format::encode(RecordKind::Artifact, &before).expect("encode");
+        assert_eq!(format::encode(RecordKind::Artifact, &a).expect("encode"), stored);
+        let read: StoredArtifact = format::decode(RecordKind::Artifact, &stored).expect("decode");
+        assert_eq!(read, a);
+    }
 
     fn art(kind: &str, as_of: i64, body: &[u8]) -> NewArtifact {
         NewArtifact {

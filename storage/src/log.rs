@@ -712,23 +712,50 @@ impl EventLog {
     /// erased now (0 when they all were already). Durable on return; an erasure interrupted
     /// by a crash is finished when the store is next opened.
     pub fn erase(&self, subject: &str, request: u64) -> Result<u64> {
-        // Appends are excluded meanwhile: none may seal under a key about to be destroyed.
-        let _appender = self.appender.lock().map_err(lock_err)?;
-        let handle = envelope::subject_handle(subject);
-        let mut marker = handle.to_be_bytes().to_vec();
-        marker.extend_from_slice(&request.to_be_bytes());
-        self.kv.insert(TreeName::Meta, ERASING, &marker)?;
-        self.kv.flush()?;
-        self.finish_erasure(handle, request)
+        Ok(self.erase_all(&[(subject, request)])?.iter().sum())
     }
 
-    fn finish_erasure(&self, handle: envelope::Handle, request: u64) -> Result<u64> {
+    /// [`EventLog::erase`] of several subjects, each for its own request, with one marker, one
+    /// flush of the rewritten blocks and one rewrite of `keys.bin` for all of them. Returns how
+    /// many events each erasure erased now, in order.
+    pub fn erase_all(&self, erasures: &[(&str, u64)]) -> Result<Vec<u64>> {
+        // Appends are excluded meanwhile: none may seal under a key about to be destroyed.
+        let _appender = self.appender.lock().map_err(lock_err)?;
+        let mut marker = Vec::with_capacity(erasures.len() * MARKER_ENTRY);
+        let mut entries = Vec::with_capacity(erasures.len());
+        for &(subject, request) in erasures {
+            let handle = envelope::subject_handle(subject);
+            marker.extend_from_slice(&handle.to_be_bytes());
+            marker.extend_from_slice(&request.to_be_bytes());
+            entries.push((handle, request));
+        }
+        self.kv.insert(TreeName::Meta, ERASING, &marker)?;
+        self.kv.flush()?;
+        self.finish_erasure(&entries)
+    }
+
+    fn finish_erasure(&self, entries: &[(envelope::Handle, u64)]) -> Result<Vec<u64>> {
+        let mut counts = Vec::with_capacity(entries.len());
+        for &(handle, request) in entries {
+            counts.push(self.tombstone(handle, request)?);
+        }
+        self.kv.flush()?;
+        let handles: Vec<envelope::Handle> = entries.iter().map(|(h, _)| *h).collect();
+        self.vault.write().map_err(lock_err)?.destroy(&handles)?;
+        self.kv.remove(TreeName::Meta, ERASING)?;
+        self.kv.flush()?;
+        Ok(counts)
+    }
+
+    /// Replaces the live records of `handle` by tombstones of `request`, in every block of its
+    /// bucket (covered ones too: what a merge left behind is erased like the rest). Written,
+    /// not flushed; the next subject's visit of the same bucket reads these writes.
+    fn tombstone(&self, handle: envelope::Handle, request: u64) -> Result<u64> {
         let bucket = block::bucket_of(handle);
         let tombstone = request.to_be_bytes();
         let mut rewrites = Vec::new();
         let mut erased = 0u64;
         let (start, end) = block::bucket_range(bucket);
-        // Every block, covered ones too: what a merge left behind is erased like the rest.
         self.kv.visit(TreeName::Blocks, &start, Some(&end), &mut |k, v| {
             let (_, first) = block::split_block_key(k)?;
             let (span, mut records) = block::decode(first, v)?;
@@ -747,23 +774,30 @@ impl EventLog {
         for (k, v) in rewrites {
             self.kv.insert(TreeName::Blocks, &k, &v)?;
         }
-        self.kv.flush()?;
-        self.vault.write().map_err(lock_err)?.destroy(&[handle])?;
-        self.kv.remove(TreeName::Meta, ERASING)?;
-        self.kv.flush()?;
         Ok(erased)
     }
 
-    /// Finishes an erasure a crash interrupted (see [`EventLog::erase`]).
+    /// Finishes an erasure a crash interrupted (see [`EventLog::erase_all`]).
     fn recover_erasure(&self) -> Result<()> {
         let Some(m) = self.kv.get(TreeName::Meta, ERASING)? else {
             return Ok(());
         };
-        let bad = || StorageError::Corrupt("erasure marker".into());
-        let handle = u128::from_be_bytes(m.get(..16).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let request = u64::from_be_bytes(m.get(16..24).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        tracing::warn!(request, "finishing an erasure interrupted by a crash");
-        self.finish_erasure(handle, request).map(|_| ())
+        if m.is_empty() || m.len() % MARKER_ENTRY != 0 {
+            return Err(StorageError::Corrupt("erasure marker".into()));
+        }
+        let entries: Vec<(envelope::Handle, u64)> = m
+            .chunks_exact(MARKER_ENTRY)
+            .map(|e| {
+                let (handle, request) = e.split_at(16);
+                let mut h = [0u8; 16];
+                h.copy_from_slice(handle);
+                let mut r = [0u8; 8];
+                r.copy_from_slice(request);
+                (u128::from_be_bytes(h), u64::from_be_bytes(r))
+            })
+            .collect();
+        tracing::warn!(erasures = entries.len(), "finishing an erasure interrupted by a crash");
+        self.finish_erasure(&entries).map(|_| ())
     }
 }
 
@@ -814,8 +848,9 @@ fn admits(admitted: &[bool], vis: Visibility, r: &Record<'_>) -> bool {
     admitted.get(r.batch as usize).copied().unwrap_or(false) && vis.admits(r)
 }
 
-/// Meta key of an erasure in progress: handle (16) ‖ request (8).
+/// Meta key of an erasure in progress: (handle (16) ‖ request (8)) for each subject.
 const ERASING: &[u8] = b"erasing";
+const MARKER_ENTRY: usize = 24;
 
 fn open_record(vault: &Vault, r: &Record<'_>) -> Result<Vec<u8>> {
     let key = vault
@@ -1096,6 +1131,72 @@ mod tests {
             !file.windows(32).any(|w| w == key),
             "the destroyed key is still in keys.bin"
         );
+    }
+
+    /// Two subjects whose events share a bucket (so their erasures rewrite the same blocks).
+    fn same_bucket_pair() -> (String, String) {
+        let mut seen = std::collections::BTreeMap::new();
+        for i in 0.. {
+            let name = format!("s{i}");
+            let bucket = block::bucket_of(envelope::subject_handle(&name));
+            if let Some(first) = seen.insert(bucket, name.clone()) {
+                return (first, name);
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    #[test]
+    fn erasing_several_at_once_equals_erasing_them_one_by_one() {
+        let (a, b) = same_bucket_pair();
+        let events = || {
+            let mut v = sample();
+            v.extend((0..5).flat_map(|i| [ev(&a, i, i, b"a-payload"), ev(&b, i, i, b"b-payload")]));
+            v
+        };
+        let (_, one_by_one) = mem_log();
+        one_by_one.append(events(), 1, 0).expect("append");
+        let singles = [
+            one_by_one.erase(&a, 1).expect("a"),
+            one_by_one.erase("c3", 2).expect("c3"),
+            one_by_one.erase(&b, 3).expect("b"),
+        ];
+        let (_, together) = mem_log();
+        together.append(events(), 1, 0).expect("append");
+        let counts = together.erase_all(&[(&a, 1), ("c3", 2), (&b, 3)]).expect("erase all");
+        assert_eq!(counts, singles);
+        assert_eq!(counts, [5, 7, 5]);
+        assert_eq!(together.verify().expect("verify"), one_by_one.verify().expect("verify"));
+        for subject in [a.as_str(), b.as_str(), "c3", "c4"] {
+            assert_eq!(
+                together.subject_events(subject, Visibility::ALL).expect("read"),
+                one_by_one.subject_events(subject, Visibility::ALL).expect("read"),
+                "{subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_marker_for_several_erasures_is_finished_on_reopen() {
+        let (a, b) = same_bucket_pair();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys.bin");
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
+        log.append(vec![ev(&a, 1, 1, b"a"), ev(&b, 2, 2, b"b"), ev("c", 3, 3, b"c")], 1, 0)
+            .expect("append");
+        let mut marker = Vec::new();
+        for (subject, request) in [(&a, 4u64), (&b, 5)] {
+            marker.extend_from_slice(&envelope::subject_handle(subject).to_be_bytes());
+            marker.extend_from_slice(&request.to_be_bytes());
+        }
+        kv.insert(TreeName::Meta, ERASING, &marker).expect("marker");
+        drop(log);
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("reopens");
+        assert_eq!(kv.get(TreeName::Meta, ERASING).expect("get"), None);
+        let report = log.verify().expect("verifies");
+        assert_eq!((report.erasures.get(&4), report.erasures.get(&5)), (Some(&1), Some(&1)));
+        assert_eq!(report.erased, 2, "c is untouched");
     }
 
     #[test]

@@ -184,6 +184,8 @@ pub fn erase_all(
             }
         });
     }
+    // Every request is recorded before any is carried out.
+    ledger.flush()?;
     carry_out(&batch)?;
     let listed_all = requests(store)?;
     Ok(slots
@@ -241,7 +243,8 @@ fn live_events(store: &Store, customer: &str) -> Result<Live, ErasureError> {
     })
 }
 
-/// Stage 1: records a new request; returns its number.
+/// Stage 1: records a new request (durable once the caller flushes the ledger); returns its
+/// number.
 fn begin(
     ledger: &Ledger,
     customer: &str,
@@ -305,8 +308,9 @@ fn carry_out(batch: &Batch<'_>) -> Result<(), ErasureError> {
 fn erase_events(batch: &Batch<'_>) -> Result<(), ErasureError> {
     // Noted first: whatever these requests remove from now on leaves superseded pages behind.
     batch.store.owe_compaction()?;
-    for (request, customer) in &batch.requests {
-        let events = batch.store.log().erase(customer, *request)?;
+    let erasures: Vec<(&str, u64)> = batch.requests.iter().map(|(r, c)| (c.as_str(), *r)).collect();
+    let counts = batch.store.log().erase_all(&erasures)?;
+    for ((_, request), events) in erasures.iter().zip(counts) {
         tracing::info!(request, events, "event payloads erased and key destroyed");
     }
     Ok(())
@@ -365,6 +369,8 @@ fn count_quarantined(batch: &Batch<'_>) -> Result<(), ErasureError> {
             )?;
         }
     }
+    // Durable before stage 4b removes a row.
+    batch.ledger.flush()?;
     Ok(())
 }
 
@@ -408,6 +414,7 @@ fn complete(batch: &Batch<'_>) -> Result<(), ErasureError> {
             },
         )?;
     }
+    batch.ledger.flush()?;
     Ok(())
 }
 
@@ -418,9 +425,10 @@ fn quarantine_count(ledger: &Ledger, of: u64) -> Result<Option<u64>, ErasureErro
     }))
 }
 
+/// Appends a step, not yet durable: each stage flushes the ledger once it has appended the
+/// steps of every request of its batch, before anything depends on them.
 fn append(ledger: &Ledger, step: &Step) -> Result<(), ErasureError> {
     ledger.append(&serde_json::to_vec(step)?)?;
-    ledger.flush()?;
     Ok(())
 }
 
