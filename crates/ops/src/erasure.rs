@@ -716,7 +716,9 @@ mod tests {
 
     /// Each snapshot's body, and its redaction notes as (request, subjects), with whether the
     /// last note's content hash is the body's: what an audit reads.
-    fn redacted(store: &Store) -> Vec<(Vec<u8>, Vec<(u64, Vec<String>)>, bool)> {
+    type Redacted = (Vec<u8>, Vec<(u64, Vec<String>)>, bool);
+
+    fn redacted(store: &Store) -> Vec<Redacted> {
         let mut out = Vec::new();
         for r in store.artifacts().list(snapshot::KIND, i64::MAX).expect("list") {
             let a = store.artifacts().get(&r.hash).expect("get").expect("stored");
