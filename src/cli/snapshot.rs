@@ -76,7 +76,8 @@ Columns, in order:
 A Parquet file (zstd) also carries cis.table, cis.schema_version, cis.snapshot_hash,
 cis.definition_set_hash, cis.as_of, cis.known_at (lists comma-separated, one entry per
 snapshot in row order) and, for a training set, cis.horizon_days and cis.labels_known_at
-as key-value metadata. A CSV file writes times in RFC 3339 and a null as an empty cell.";
+as key-value metadata. A CSV file writes times in RFC 3339, floats always with a decimal
+point (0.0) so that readers inferring types keep them floats, and a null as an empty cell.";
 
 fn spinner(msg: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {

@@ -32,7 +32,7 @@ use cis_storage::{hex, ArtifactHash, Store};
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 
-use crate::{atomic_write, float_text, parquet_writer, ExportError, Format, BATCH_ROWS};
+use crate::{atomic_write, parquet_writer, ExportError, Format, BATCH_ROWS};
 use cis_core::time::{self, Timestamp};
 use cis_features::defs::definitions;
 use cis_features::labels::for_each_labelled;
@@ -381,7 +381,7 @@ fn count(v: f64) -> Result<Option<i64>, ()> {
 
 /// One CSV record per row of `batch`, each cell as the column's type prints it: text as is,
 /// times in RFC 3339 (`time::format`), decimals with their scale, integers, floats in their
-/// shortest round-trip form; a null is an empty cell, as CSV has no null.
+/// shortest round-trip form with a decimal point; a null is an empty cell, as CSV has no null.
 fn write_csv_batch(w: &mut csv::Writer<&mut BufWriter<File>>, batch: &RecordBatch) -> Result<(), ExportError> {
     let unsupported = |c: &ArrayRef| ArrowError::NotYetImplemented(format!("CSV cells of {}", c.data_type()));
     for i in 0..batch.num_rows() {
@@ -412,11 +412,15 @@ fn write_csv_batch(w: &mut csv::Writer<&mut BufWriter<File>>, batch: &RecordBatc
                         .ok_or_else(|| unsupported(c))?
                         .value(i)
                         .to_string(),
-                    DataType::Float64 => float_text(Some(
+                    // `Debug` is the shortest round-trip text like `Display`, but always with a
+                    // decimal point or an exponent (`0.0`, not `0`), so that a reader inferring
+                    // types from the text (Polars, DuckDB) makes the column a float column.
+                    DataType::Float64 => format!(
+                        "{:?}",
                         c.as_primitive_opt::<Float64Type>()
                             .ok_or_else(|| unsupported(c))?
-                            .value(i),
-                    )),
+                            .value(i)
+                    ),
                     _ => return Err(unsupported(c).into()),
                 }
             };
