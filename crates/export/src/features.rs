@@ -13,7 +13,8 @@
 //! the table, schema version, hashes, times and horizon as key-value metadata (`cis.*`).
 //!
 //! Written one record batch at a time: beyond the snapshot being written (a training set loads
-//! one snapshot at a time), an export holds at most [`BATCH_ROWS`] rows of Arrow columns.
+//! one snapshot at a time), an export holds at most `BATCH_ROWS` rows of Arrow columns, and a
+//! Parquet row group is one batch.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -217,8 +218,16 @@ struct TableWriter<'f> {
     types: Vec<ColumnType>,
     labels: Option<Labels>,
     sink: Sink<'f>,
-    /// Per snapshot written, in order: hash, definition-set hash, T, K.
-    written: Vec<(String, String, Timestamp, Timestamp)>,
+    /// The snapshots written, in order.
+    written: Vec<Written>,
+}
+
+/// A snapshot written, as the metadata names it.
+struct Written {
+    hash: String,
+    definition_set: String,
+    as_of: Timestamp,
+    known_at: Timestamp,
 }
 
 impl<'f> TableWriter<'f> {
@@ -256,11 +265,21 @@ impl<'f> TableWriter<'f> {
             let rows = start..n.min(start + BATCH_ROWS);
             let batch = self.batch(&hash, &set, snap, churn, rows)?;
             match &mut self.sink {
-                Sink::Parquet(w) => w.write(&batch)?,
+                Sink::Parquet(w) => {
+                    // One row group per batch: the writer would otherwise buffer the encoded
+                    // columns of up to a million rows before writing any.
+                    w.write(&batch)?;
+                    w.flush()?;
+                }
                 Sink::Csv(w) => write_csv_batch(w, &batch)?,
             }
         }
-        self.written.push((hash, set, snap.as_of, snap.known_at));
+        self.written.push(Written {
+            hash,
+            definition_set: set,
+            as_of: snap.as_of,
+            known_at: snap.known_at,
+        });
         Ok(n)
     }
 
@@ -336,22 +355,17 @@ impl<'f> TableWriter<'f> {
 }
 
 /// `cis.*` metadata; lists (one entry per snapshot, in row order) are comma-separated.
-fn metadata(
-    table: &str,
-    written: &[(String, String, Timestamp, Timestamp)],
-    labels: Option<Labels>,
-) -> Vec<(&'static str, String)> {
-    let list =
-        |f: fn(&(String, String, Timestamp, Timestamp)) -> String| written.iter().map(f).collect::<Vec<_>>().join(",");
-    let mut sets: Vec<String> = written.iter().map(|w| w.1.clone()).collect();
+fn metadata(table: &str, written: &[Written], labels: Option<Labels>) -> Vec<(&'static str, String)> {
+    let list = |f: fn(&Written) -> String| written.iter().map(f).collect::<Vec<_>>().join(",");
+    let mut sets: Vec<String> = written.iter().map(|w| w.definition_set.clone()).collect();
     sets.dedup();
     let mut kv = vec![
         ("cis.table", table.to_string()),
         ("cis.schema_version", SCHEMA_VERSION.to_string()),
-        ("cis.snapshot_hash", list(|w| w.0.clone())),
+        ("cis.snapshot_hash", list(|w| w.hash.clone())),
         ("cis.definition_set_hash", sets.join(",")),
-        ("cis.as_of", list(|w| time::format(w.2))),
-        ("cis.known_at", list(|w| time::format(w.3))),
+        ("cis.as_of", list(|w| time::format(w.as_of))),
+        ("cis.known_at", list(|w| time::format(w.known_at))),
     ];
     if let Some(l) = labels {
         kv.push(("cis.horizon_days", l.horizon_days.to_string()));
