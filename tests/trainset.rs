@@ -21,8 +21,9 @@ use serde_json::{json, Value};
 use crate::tables::{self, check, training_table, Expected, CDNOW_LABELS_KNOWN, HORIZON, SYNTH_LABELS_KNOWN};
 use crate::util::{cis, t};
 
-/// A Parquet file as `tables::check` reads it, with its column types and `cis.*` metadata.
-fn read_parquet(path: &Path) -> (Value, Vec<DataType>, HashMap<String, String>) {
+/// A Parquet file as `tables::check` reads it, with its column types, `cis.*` metadata and the
+/// number of rows in each row group.
+fn read_parquet(path: &Path) -> (Value, Vec<DataType>, HashMap<String, String>, Vec<i64>) {
     let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).expect("open")).expect("reader");
     let kv: HashMap<String, String> = builder
         .metadata()
@@ -33,6 +34,7 @@ fn read_parquet(path: &Path) -> (Value, Vec<DataType>, HashMap<String, String>) 
         .filter(|kv| kv.key.starts_with("cis."))
         .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
         .collect();
+    let groups = builder.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
     let schema = std::sync::Arc::clone(builder.schema());
     let mut data: Vec<Vec<Value>> = vec![Vec::new(); schema.fields().len()];
     for batch in builder.build().expect("build") {
@@ -57,7 +59,7 @@ fn read_parquet(path: &Path) -> (Value, Vec<DataType>, HashMap<String, String>) 
     }
     let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
     let types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
-    (json!({"columns": names, "data": data}), types, kv)
+    (json!({"columns": names, "data": data}), types, kv, groups)
 }
 
 /// A CSV file as `tables::check` reads it: every cell text.
@@ -83,17 +85,17 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// Exports `exp`'s source both ways with `export`, reads both back and compares every cell;
-/// returns the Parquet file's `cis.*` metadata.
+/// returns the Parquet file's `cis.*` metadata and row-group sizes.
 fn round_trip(
     exp: &Expected,
     export: impl Fn(Format, &Path) -> Result<cis_export::features::TableSummary, ExportError>,
-) -> HashMap<String, String> {
+) -> (HashMap<String, String>, Vec<i64>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let pq = dir.path().join("t.parquet");
     let summary = export(Format::Parquet, &pq).expect("export parquet");
     assert_eq!(summary.rows, exp.rows());
     assert_eq!(summary.bytes, fs::metadata(&pq).expect("stat").len());
-    let (got, types, kv) = read_parquet(&pq);
+    let (got, types, kv, groups) = read_parquet(&pq);
     check("parquet crate", &got, exp, true);
     for (ty, kind) in types.iter().zip(&exp.kinds) {
         let want = match kind {
@@ -109,12 +111,13 @@ fn round_trip(
     export(Format::Csv, &csv).expect("export csv");
     check("csv crate", &read_csv(&csv), exp, false);
     assert_eq!(files_in(dir.path()), ["t.csv", "t.parquet"], "no temporary file left");
-    kv
+    (kv, groups)
 }
 
 fn snapshot_round_trip(store: &Store, snap: &ArtifactHash) {
     let exp = tables::snapshot_table(store, snap);
-    let kv = round_trip(&exp, |f, p| export_snapshot(store, snap, f, p));
+    let (kv, groups) = round_trip(&exp, |f, p| export_snapshot(store, snap, f, p));
+    assert_eq!(groups, [exp.rows() as i64]);
     assert_eq!(kv["cis.table"], SNAPSHOT_TABLE);
     assert_eq!(kv["cis.schema_version"], "1");
     assert_eq!(kv["cis.snapshot_hash"], hex(snap));
@@ -137,11 +140,17 @@ fn training_round_trip(store: &Store, snaps: &[ArtifactHash], known: &str) {
         "both labels occur: {churned} of {}",
         exp.rows()
     );
-    let kv = round_trip(&exp, |f, p| {
+    let (kv, groups) = round_trip(&exp, |f, p| {
         let s = export_training_set(store, snaps, HORIZON, t(known), f, p)?;
         assert_eq!(s.churned, Some(churned));
         Ok(s)
     });
+    // A row group per batch, and a batch never spans two snapshots.
+    let sizes: Vec<i64> = snaps
+        .iter()
+        .map(|h| tables::snapshot_table(store, h).rows() as i64)
+        .collect();
+    assert_eq!(groups, sizes);
     assert_eq!(kv["cis.table"], TRAINING_TABLE);
     let hashes: Vec<String> = snaps.iter().map(|h| hex(h)).collect();
     assert_eq!(kv["cis.snapshot_hash"], hashes.join(","));
@@ -310,4 +319,24 @@ fn the_cli_exports_snapshots_and_training_sets_and_refuses_bad_inputs() {
         assert_eq!(files_in(&out_dir), written, "{args:?} wrote nothing");
     }
     assert!(train_err.contains("do not exist yet"), "{train_err}");
+}
+
+#[test]
+fn a_snapshot_larger_than_a_batch_is_written_in_several_row_groups() {
+    let started = std::time::Instant::now();
+    let store = crate::util::synth_store(cis_synth::SynthConfig {
+        customers: 70_000,
+        days: 30,
+        seed: 3,
+        ..cis_synth::SynthConfig::default()
+    });
+    let at = cis_core::AsOf::new(Some(t("2024-01-30")), None);
+    let (snap, _, stored) = cis_features::snapshot::create(&store, at).expect("snapshot");
+    let n = stored.matrix.customers.len();
+    assert!(n > 65_536, "{n} customers");
+    println!("built in {:.1} s", started.elapsed().as_secs_f64());
+    let exp = tables::snapshot_table(&store, &snap);
+    let (_, groups) = round_trip(&exp, |f, p| export_snapshot(&store, &snap, f, p));
+    assert_eq!(groups, [65_536, n as i64 - 65_536]);
+    println!("exported and checked in {:.1} s", started.elapsed().as_secs_f64());
 }
