@@ -1,6 +1,6 @@
 //! The tests that drive programs outside Rust, in a binary of their own (`cargo test --test
-//! external`): the dashboard in Debian's headless Chromium through chromedriver, and the export
-//! read back by DuckDB, pandas and pyarrow, and the churn fit against scikit-learn's. `.ci/run`
+//! external`): the dashboard in Debian's headless Chromium through chromedriver, the exports
+//! read back by DuckDB, pandas, pyarrow and Polars, and the churn fit against scikit-learn's. `.ci/run`
 //! installs them; `CIS_SKIP_PYTHON_TESTS=1` skips the Python ones.
 
 // These helper modules are shared with the integration binary, which uses what this one does not.
@@ -9,9 +9,12 @@ mod http;
 #[allow(dead_code)]
 mod scored;
 #[allow(dead_code)]
+mod tables;
+#[allow(dead_code)]
 mod util;
 
 mod browser;
 mod python;
 mod readback;
 mod sklearn;
+mod trainset_readback;

@@ -2,6 +2,7 @@
 
 mod http;
 mod scored;
+mod tables;
 mod util;
 
 mod access_log;
@@ -24,5 +25,6 @@ mod promotion;
 mod quality;
 mod store_lock;
 mod time_travel;
+mod trainset;
 mod two_servers;
 mod validation;

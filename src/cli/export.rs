@@ -1,7 +1,7 @@
 //! `cis export`: analytical tables as CSV or Parquet.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -27,18 +27,24 @@ pub enum ExportCommand {
     },
 }
 
+/// `--format`, else what the file's extension says.
+pub(super) fn format_of(format: Option<Format>, path: &Path) -> anyhow::Result<Format> {
+    let Some(format) = format.or_else(|| Format::from_path(path)) else {
+        bail!(
+            "cannot tell the format of {} from its extension: pass --format csv or --format parquet",
+            path.display()
+        )
+    };
+    Ok(format)
+}
+
 pub fn run(store: &Store, cmd: ExportCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let ExportCommand::Scores {
         as_of,
         format,
         out: path,
     } = cmd;
-    let Some(format) = format.or_else(|| Format::from_path(&path)) else {
-        bail!(
-            "cannot tell the format of {} from its extension: pass --format csv or --format parquet",
-            path.display()
-        )
-    };
+    let format = format_of(format, &path)?;
     let s = export::export_scores(store, as_of, format, &path)?;
     writeln!(
         out,

@@ -12,6 +12,7 @@ mod quality;
 mod serve;
 mod snapshot;
 mod store;
+mod trainset;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -63,9 +64,12 @@ pub enum Command {
     Quarantine(QuarantineCommand),
     /// Recorded ingest runs with their counts and log heads.
     Runs,
-    /// Point-in-time feature snapshots: create, list, show, diff, replay.
+    /// Point-in-time feature snapshots: create, list, show, diff, replay, export.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Training sets: a churn training set's rows and labels as CSV or Parquet.
+    #[command(subcommand)]
+    Trainset(trainset::TrainsetCommand),
     /// Train a churn, CLV or segmentation model on snapshots; prints the model's hash.
     Train(models::TrainArgs),
     /// Score every customer of a snapshot with a model of each kind; prints the scores' hash.
@@ -209,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(a) => ingest(&open()?, a, &mut out),
         Command::Events(a) => events(&open()?, a, &mut out),
         Command::Snapshot(cmd) => snapshot::run(&open()?, cmd, &mut out),
+        Command::Trainset(cmd) => trainset::run(&open()?, cmd, &mut out),
         Command::Train(a) => models::train(&open()?, a, &mut out),
         Command::Score(a) => models::score(&open()?, a, &mut out),
         Command::Models(cmd) => models::models(&open()?, cmd, &mut out),

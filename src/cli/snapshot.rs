@@ -1,6 +1,7 @@
-//! `cis snapshot …`: create, list, show, diff and replay feature snapshots.
+//! `cis snapshot …`: create, list, show, diff, replay and export feature snapshots.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use indicatif::ProgressBar;
 use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
+use cis_export::features::{export_snapshot, TableSummary};
+use cis_export::Format;
 use cis_features::snapshot::{self, Provenance, Replay};
 
 #[derive(Subcommand, Debug)]
@@ -40,7 +43,41 @@ pub enum SnapshotCommand {
     Diff { a: String, b: String },
     /// Recompute a snapshot from the log and compare: exit 0 if identical, 1 if not.
     Replay { hash: String },
+    /// Write a snapshot as a table (feature_snapshot): one row per customer, every feature.
+    #[command(after_long_help = TABLE_HELP)]
+    Export {
+        /// The snapshot (hash or 8+ hex digits).
+        hash: String,
+        /// Output format (default: from the file extension, .csv or .parquet).
+        #[arg(long, value_parser = super::choice::<Format>())]
+        format: Option<Format>,
+        /// File to write (replaced atomically; nothing is written on an error).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
+
+/// The columns of `cis snapshot export` and `cis trainset export` (README: "Training sets").
+pub(super) const TABLE_HELP: &str = "\
+Columns, in order:
+  customer_id          text
+  as_of, known_at      the snapshot's T and K (timestamp, microseconds, UTC)
+  <every feature>      in the snapshot's column order; typed by the feature's unit:
+                       money (currency) decimal(38, 2), counts int64, everything else
+                       (ratios, days, minutes) float64. Averages of money are rounded to
+                       the cent. Null only for a value that is not finite (none is: each
+                       feature says what it is when data is missing).
+  label_churn          training sets only: 1 = no order in (T, T + horizon] as known at
+                       labels_known_at, else 0 (int64), the label churn training uses
+  horizon_days         training sets only (int64)
+  labels_known_at      training sets only: the labels' K (timestamp)
+  snapshot_hash        the row's snapshot
+  definition_set_hash  the feature definitions it was computed with
+A Parquet file (zstd) also carries cis.table, cis.schema_version, cis.snapshot_hash,
+cis.definition_set_hash, cis.as_of, cis.known_at (lists comma-separated, one entry per
+snapshot in row order) and, for a training set, cis.horizon_days and cis.labels_known_at
+as key-value metadata. A CSV file writes times in RFC 3339, floats always with a decimal
+point (0.0) so that readers inferring types keep them floats, and a null as an empty cell.";
 
 fn spinner(msg: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
@@ -171,6 +208,32 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
                 )?,
             }
         }
+        SnapshotCommand::Export {
+            hash,
+            format,
+            out: path,
+        } => {
+            let format = super::export::format_of(format, &path)?;
+            let h = artifact::resolve(store, &hash)?;
+            let bar = spinner("writing the table");
+            let s = export_snapshot(store, &h, format, &path)?;
+            bar.finish_and_clear();
+            report(out, &s)?;
+            writeln!(out, "  snapshot {}", hex(&h))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first line `cis snapshot export` and `cis trainset export` print.
+pub(super) fn report(out: &mut impl Write, s: &TableSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "exported {} rows of {} ({}, {} bytes) to {}",
+        s.rows,
+        s.table,
+        s.format,
+        s.bytes,
+        s.path.display()
+    )
 }

@@ -1,5 +1,6 @@
 //! Analytical exports: the score run in force at a time T as the table `customer_risk_scores`, written
-//! as Parquet (zstd) or CSV for warehouses, notebooks and BI tools.
+//! as Parquet (zstd) or CSV for warehouses, notebooks and BI tools; and snapshots and training sets
+//! as feature tables ([`features`]).
 //!
 //! One row per customer of the latest score artifact whose as-of is not after T. Every row carries the
 //! lineage of its scores (score hash, the hash of each model used, when the scores were generated), and
@@ -11,7 +12,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +31,12 @@ use parquet::file::properties::WriterProperties;
 
 use cis_core::time::{self, Timestamp};
 use cis_core::Choice;
+use cis_features::labels::LabelError;
+use cis_features::snapshot::SnapshotError;
 use cis_models::scores::{self, ScoreRow, ScoreSet};
 use cis_models::{ModelError, ModelKind};
+
+pub mod features;
 
 /// The table's name, in Parquet metadata as `cis.table`.
 pub const TABLE: &str = "customer_risk_scores";
@@ -114,6 +119,19 @@ pub enum ExportError {
     NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("loading scores: {0}")]
     Scores(#[from] ModelError),
+    #[error("a training set needs at least one snapshot")]
+    NoSnapshots,
+    /// Training's own error (an unmatured label, a snapshot of another feature set).
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("feature {feature} of customer '{customer}' is a count but holds {value}: the snapshot is malformed")]
+    NotACount {
+        feature: String,
+        customer: String,
+        value: f64,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("building the Arrow table: {0}")]
@@ -268,17 +286,23 @@ fn batch(schema: &SchemaRef, table: &ScoreTable, rows: &[ScoreRow]) -> Result<Re
     )
 }
 
-fn write_parquet(table: &ScoreTable, file: &mut BufWriter<File>) -> Result<(), ExportError> {
-    let schema = arrow_schema();
-    let kv = metadata(table)
-        .into_iter()
-        .map(|(k, v)| KeyValue::new(k.to_string(), v))
-        .collect();
+/// A zstd Parquet writer of `schema` with key-value metadata `kv`.
+fn parquet_writer<W: Write + Send>(
+    out: W,
+    schema: &SchemaRef,
+    kv: Vec<(&'static str, String)>,
+) -> Result<ArrowWriter<W>, ExportError> {
+    let kv = kv.into_iter().map(|(k, v)| KeyValue::new(k.to_string(), v)).collect();
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_key_value_metadata(Some(kv))
         .build();
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
+    Ok(ArrowWriter::try_new(out, Arc::clone(schema), Some(props))?)
+}
+
+fn write_parquet(table: &ScoreTable, file: &mut BufWriter<File>) -> Result<(), ExportError> {
+    let schema = arrow_schema();
+    let mut writer = parquet_writer(file, &schema, metadata(table))?;
     for rows in table.set.rows.chunks(BATCH_ROWS) {
         writer.write(&batch(&schema, table, rows)?)?;
     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use cis_storage::{ArtifactHash, StorageError, Store, Visibility};
 
-use crate::snapshot::{self, SnapshotError};
+use crate::snapshot::{self, Snapshot, SnapshotError};
 use cis_core::event::Kind;
 use cis_core::time::{self, Timestamp};
 
@@ -104,19 +104,43 @@ pub fn training_set(
         horizon_days,
         known_at,
     };
-    for hash in snapshots {
-        let (_, snap) = snapshot::load(store, hash)?;
+    for_each_labelled(store, snapshots, horizon_days, known_at, |_, snap, labels| {
         if set.features.is_empty() {
-            set.features = snap.features.clone();
-        } else if set.features != snap.features {
-            return Err(SnapshotError::OtherFeatureSet(cis_storage::hex(hash)).into());
+            set.features = snap.features;
         }
-        let labels = churn_labels(store, &snap.matrix.customers, snap.as_of, horizon_days, known_at)?;
         set.churned.extend(labels);
         set.cutoffs
             .extend(std::iter::repeat_n(snap.as_of, snap.matrix.customers.len()));
         set.customers.extend(snap.matrix.customers);
         set.values.extend(snap.matrix.values);
-    }
+        Ok::<_, LabelError>(())
+    })?;
     Ok(set)
+}
+
+/// The snapshots of a training set in order, each with its churn labels (one per customer, in
+/// the snapshot's row order): what [`training_set`] concatenates, handed over one snapshot at a
+/// time so that an export holds one snapshot in memory, not the whole set. Refuses a snapshot
+/// whose feature list differs from the first's, and unmatured labels, as training does.
+pub fn for_each_labelled<E: From<LabelError>>(
+    store: &Store,
+    snapshots: &[ArtifactHash],
+    horizon_days: u32,
+    known_at: Timestamp,
+    mut visit: impl FnMut(&ArtifactHash, Snapshot, Vec<bool>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut features: Option<Vec<String>> = None;
+    for hash in snapshots {
+        let (_, snap) = snapshot::load(store, hash).map_err(LabelError::from)?;
+        match &features {
+            None => features = Some(snap.features.clone()),
+            Some(f) if *f != snap.features => {
+                return Err(LabelError::from(SnapshotError::OtherFeatureSet(cis_storage::hex(hash))).into())
+            }
+            Some(_) => {}
+        }
+        let labels = churn_labels(store, &snap.matrix.customers, snap.as_of, horizon_days, known_at)?;
+        visit(hash, snap, labels)?;
+    }
+    Ok(())
 }
