@@ -1,14 +1,20 @@
-//! CLV from a snapshot: BG/NBD for purchases and Gamma-Gamma for spend ([`crate::clv`]),
-//! fitted on the snapshot's RFM features with time in weeks.
+//! CLV from a snapshot: BG/NBD, Pareto/NBD or MBG/NBD for purchases and Gamma-Gamma for spend
+//! ([`crate::clv`]), fitted on the snapshot's RFM features with time in weeks.
 //!
 //! Rows: every customer with at least one order (`lifetime_orders > 0`); x = `rfm_frequency`
 //! (repeat purchase dates), t_x = `rfm_recency_days` / 7, T = `rfm_age_days` / 7. Gamma-Gamma is
 //! fitted on customers with x ≥ 1 and a positive `rfm_monetary`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::clv::{clv, BgNbd, BgNbdParams, GammaGamma, GammaGammaParams, RfmRow, WEEKS_PER_MONTH};
+use crate::clv::{
+    self, clv, BgNbdParams, ConditionalExpectation, GammaGamma, GammaGammaParams, PurchaseCounts, PurchaseModel,
+    PurchaseModelKind, RfmRow, WEEKS_PER_MONTH,
+};
 use crate::{columns, ModelError, ParamError};
+use cis_core::time::MICROS_PER_DAY;
 use cis_features::snapshot::Snapshot;
 
 pub const RFM: [&str; 5] = [
@@ -21,10 +27,15 @@ pub const RFM: [&str; 5] = [
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClvParams {
+    /// Optimiser settings of the purchase-count model, whichever it is.
     pub bgnbd: BgNbdParams,
     pub gamma_gamma: GammaGammaParams,
     /// Discount rate per month for CLV.
     pub monthly_discount: f64,
+    /// Models stored before there was a choice name none and are BG/NBD; a BG/NBD model is still
+    /// written without the field, so it keeps the bytes (and hash) it always had.
+    #[serde(default, skip_serializing_if = "PurchaseModelKind::is_bg_nbd")]
+    pub purchase_model: PurchaseModelKind,
 }
 
 impl Default for ClvParams {
@@ -33,6 +44,19 @@ impl Default for ClvParams {
             bgnbd: BgNbdParams::default(),
             gamma_gamma: GammaGammaParams::default(),
             monthly_discount: 0.01,
+            purchase_model: PurchaseModelKind::BgNbd,
+        }
+    }
+}
+
+impl cis_core::Choice for PurchaseModelKind {
+    const CHOICES: &'static [PurchaseModelKind] = &PurchaseModelKind::ALL;
+
+    fn choice_name(self) -> &'static str {
+        match self {
+            PurchaseModelKind::BgNbd => "bg-nbd",
+            PurchaseModelKind::ParetoNbd => "pareto-nbd",
+            PurchaseModelKind::MbgNbd => "mbg-nbd",
         }
     }
 }
@@ -41,7 +65,9 @@ impl Default for ClvParams {
 pub struct ClvModel {
     pub params: ClvParams,
     pub definition_set: String,
-    pub bgnbd: BgNbd,
+    /// One field named for the model (`bgnbd` for BG/NBD, where it always was).
+    #[serde(flatten)]
+    pub purchases: PurchaseModel,
     pub gamma_gamma: GammaGamma,
     pub customers_fitted: usize,
     pub repeat_customers_fitted: usize,
@@ -86,12 +112,12 @@ impl ClvParams {
             .filter(|r| r.x >= 1.0 && r.monetary > 0.0)
             .copied()
             .collect();
-        let bgnbd = self.bgnbd.validate()?.fit(&rows)?;
+        let purchases = self.bgnbd.validate()?.fit_kind(self.purchase_model, &rows)?;
         let gamma_gamma = self.gamma_gamma.validate()?.fit(&repeat)?;
         Ok(ClvModel {
             params: self.clone(),
             definition_set: cis_storage::hex(&snapshot.definition_set),
-            bgnbd,
+            purchases,
             gamma_gamma,
             customers_fitted: rows.len(),
             repeat_customers_fitted: repeat.len(),
@@ -102,11 +128,11 @@ impl ClvParams {
 impl ClvModel {
     pub fn predict(&self, row: &RfmRow) -> ClvPrediction {
         ClvPrediction {
-            expected_purchases_90d: self.bgnbd.expected_purchases(90.0 / 7.0, row),
-            p_alive: self.bgnbd.p_alive(row),
+            expected_purchases_90d: self.purchases.expected_purchases(90.0 / 7.0, row),
+            p_alive: self.purchases.p_alive(row),
             expected_order_value: self.gamma_gamma.expected_average_value(row),
             clv_12m: clv(
-                &self.bgnbd,
+                &self.purchases,
                 &self.gamma_gamma,
                 row,
                 12,
@@ -115,4 +141,53 @@ impl ClvModel {
             ),
         }
     }
+}
+
+/// The conditional-expectation check of a CLV model (mean holdout repeat purchases by calibration
+/// frequency, predicted vs actual; [`crate::clv::conditional_expectations`]): the model's customers as
+/// its own snapshot saw them, and what they bought up to `later`'s as-of.
+///
+/// It is a report derived on demand, not part of the model: storing it would change the bytes, and
+/// so the hash, of every CLV model, and models stored before it could no longer re-derive in an audit.
+/// It also needs data the model was not trained on (`later` is after the model's as-of).
+///
+/// A customer's holdout purchases are the growth of `rfm_frequency` (repeat purchase dates) from
+/// `calibration` to `later`; the holdout lasts `(later − calibration)` days / 7 weeks.
+pub fn conditional_expectations(
+    model: &ClvModel,
+    calibration: &Snapshot,
+    later: &Snapshot,
+) -> Result<ConditionalExpectations, ModelError> {
+    let (cal_cols, later_cols) = (rfm_columns(calibration)?, rfm_columns(later)?);
+    let later_rows: BTreeMap<&str, usize> = later
+        .matrix
+        .customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let customers: Vec<(RfmRow, f64)> = calibration
+        .matrix
+        .customers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let row = rfm_row(calibration, &cal_cols, i)?;
+            // A customer erased since has no later row: they drop out of the check.
+            let later_row = rfm_row(later, &later_cols, *later_rows.get(id.as_str())?)?;
+            Some((row, later_row.x - row.x))
+        })
+        .collect();
+    let holdout_weeks = (later.as_of - calibration.as_of) as f64 / MICROS_PER_DAY as f64 / 7.0;
+    Ok(ConditionalExpectations {
+        holdout_weeks,
+        rows: clv::conditional_expectations(&model.purchases, &customers, holdout_weeks),
+    })
+}
+
+/// [`conditional_expectations`] of one model over one holdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConditionalExpectations {
+    pub holdout_weeks: f64,
+    pub rows: Vec<ConditionalExpectation>,
 }

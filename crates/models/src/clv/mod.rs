@@ -480,6 +480,15 @@ impl PurchaseModel {
         }
     }
 
+    /// The name of the field the model is stored under (and the API summary names it by).
+    pub fn key(&self) -> &'static str {
+        match self {
+            PurchaseModel::BgNbd(_) => "bgnbd",
+            PurchaseModel::ParetoNbd(_) => "pareto_nbd",
+            PurchaseModel::MbgNbd(_) => "mbgnbd",
+        }
+    }
+
     /// The four parameters by name, in the model's order.
     pub fn parameters(&self) -> [(&'static str, f64); 4] {
         match *self {
@@ -491,6 +500,18 @@ impl PurchaseModel {
                 [("r", r), ("alpha", alpha), ("s", s), ("beta", beta)]
             }
         }
+    }
+}
+
+/// "BG/NBD r 0.243 alpha 4.414 a 0.793 b 2.426" with the precision asked for (default 4).
+impl std::fmt::Display for PurchaseModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let precision = f.precision().unwrap_or(4);
+        write!(f, "{}", self.kind().name())?;
+        for (name, value) in self.parameters() {
+            write!(f, " {name} {value:.precision$}")?;
+        }
+        Ok(())
     }
 }
 
