@@ -298,6 +298,59 @@ fn clv_conditional_expectations_match_lifetimes_from_the_log() {
     assert_eq!(table.rows.iter().map(|r| r.customers).sum::<usize>(), 2357);
 }
 
+/// `select_by_holdout_weeks`: each model fitted 39 weeks before the snapshot, checked against the
+/// purchases since, the closest fitted on the snapshot; the earlier snapshot is a parent, so an audit
+/// re-derives the choice.
+#[test]
+fn clv_purchase_model_chosen_by_a_forward_check_is_recorded_and_re_derives() {
+    let store = cdnow_store();
+    let (snap_hash, ..) = snapshot::create(&store, AsOf::new(Some(t("1998-06-30")), None)).expect("snapshot");
+    let params = ClvParams {
+        select_by_holdout_weeks: Some(39),
+        ..ClvParams::default()
+    };
+    let trained = train::clv(&store, &snap_hash, params.clone()).expect("fit");
+    let Model::Clv(m) = &trained.model else {
+        panic!("a CLV model")
+    };
+    let selection = m.selection.as_ref().expect("the check is recorded");
+    assert_eq!((selection.holdout_weeks, selection.customers), (39.0, 2357));
+    assert!((selection.actual * 2357.0 - 1882.0).abs() < 1e-9);
+    let kinds: Vec<PurchaseModelKind> = selection.candidates.iter().map(|c| c.model).collect();
+    assert_eq!(kinds, PurchaseModelKind::ALL);
+    // BG/NBD's error from lifetimes' table (counts 1411, 439, 214, 100, 62, 38, 29, 64):
+    // Σ n |predicted − actual| / 2357 = 0.0970; its total is the 1653.9 of the calibration test.
+    let bg = &selection.candidates[0];
+    assert!((bg.error.expect("fits") - 0.0970).abs() < 1e-3, "{bg:?}");
+    assert!(
+        (bg.predicted.expect("fits") * 2357.0 - 1653.9).abs() < 0.01 * 1653.9,
+        "{bg:?}"
+    );
+    let best = selection
+        .candidates
+        .iter()
+        .min_by(|l, r| {
+            l.error
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&r.error.unwrap_or(f64::INFINITY))
+        })
+        .expect("candidates");
+    assert_eq!(m.purchases.kind(), best.model);
+    assert_eq!(trained.parents.len(), 2, "the training snapshot and the check's");
+    let (hash, _) = trained.store(&store).expect("store");
+    let tree = audit(&store, &hash).expect("audit");
+    assert!(tree.all_identical(), "{tree:#?}");
+    assert_eq!(tree.parents.len(), 2);
+    let zero = ClvParams {
+        select_by_holdout_weeks: Some(0),
+        ..ClvParams::default()
+    };
+    assert!(matches!(
+        train::clv(&store, &snap_hash, zero),
+        Err(ModelError::Param(cis_models::ParamError::HoldoutWeeks))
+    ));
+}
+
 #[test]
 fn bad_training_input_is_a_clear_error_and_stores_nothing() {
     let store = cdnow_store();
@@ -369,11 +422,8 @@ fn the_cli_trains_each_clv_model_and_shows_its_conditional_expectations() {
     let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "pareto-nbd"]);
     assert!(ok, "{text}");
     assert!(text.contains("Pareto/NBD r 0.553"), "{text}");
-    let (ok, text) = run(&["train", "clv", "--snapshot", &snap]);
-    assert!(
-        ok && text.contains("BG/NBD r 0.242"),
-        "BG/NBD stays the default: {text}"
-    );
+    let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "bg-nbd"]);
+    assert!(ok && text.contains("BG/NBD r 0.242"), "{text}");
     let bg = first_hash(&text, "model ");
     let (ok, text) = run(&["models", "show", &bg]);
     assert!(ok, "{text}");
@@ -389,6 +439,20 @@ fn the_cli_trains_each_clv_model_and_shows_its_conditional_expectations() {
         "{text}"
     );
     assert!(text.lines().any(|l| l.trim_start().starts_with("7+")), "{text}");
+    let (ok, text) = run(&["snapshot", "create", "--as-of", "1998-06-30"]);
+    assert!(ok, "{text}");
+    let later = first_hash(&text, "snapshot ");
+    let (ok, text) = run(&["train", "clv", "--snapshot", &later]);
+    assert!(
+        ok && text.contains("chosen by a forward check: fitted 39 weeks earlier"),
+        "auto by default: {text}"
+    );
+    let (ok, text) = run(&["models", "show", &first_hash(&text, "model ")]);
+    assert!(ok && text.contains("the log holds nothing after"), "{text}");
+    // Nothing to compare before the history starts (1997-01-01): BG/NBD, and the record says why.
+    let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "auto"]);
+    assert!(ok && text.contains("BG/NBD r 0.242"), "{text}");
+    assert_eq!(text.matches("did not fit").count(), 3, "{text}");
     let (ok, text) = run(&["train", "segments", "--snapshot", &snap, "--model", "mbg-nbd"]);
     assert!(!ok && text.contains("--model"), "{text}");
 }

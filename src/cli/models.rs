@@ -39,9 +39,37 @@ pub struct TrainArgs {
     /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
     #[arg(long)]
     pub k: Option<usize>,
-    /// CLV: the purchase-count model (default bg-nbd).
-    #[arg(long = "model", value_parser = super::choice::<PurchaseModelKind>())]
-    pub purchase_model: Option<PurchaseModelKind>,
+    /// CLV: the purchase-count model. auto (the default) fits each --holdout-weeks before the
+    /// snapshot and takes the one whose predictions came closest to the purchases made since
+    /// (BG/NBD if none fits there); the check is kept in the model.
+    #[arg(long = "model", value_parser = super::choice::<ClvChoice>())]
+    pub purchase_model: Option<ClvChoice>,
+    /// CLV with --model auto: the forward check's holdout in weeks.
+    #[arg(long, default_value_t = 39)]
+    pub holdout_weeks: u32,
+}
+
+/// `--model` of `cis train clv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClvChoice {
+    Fixed(PurchaseModelKind),
+    Auto,
+}
+
+impl cis_core::Choice for ClvChoice {
+    const CHOICES: &'static [ClvChoice] = &[
+        ClvChoice::Fixed(PurchaseModelKind::BgNbd),
+        ClvChoice::Fixed(PurchaseModelKind::ParetoNbd),
+        ClvChoice::Fixed(PurchaseModelKind::MbgNbd),
+        ClvChoice::Auto,
+    ];
+
+    fn choice_name(self) -> &'static str {
+        match self {
+            ClvChoice::Fixed(kind) => kind.choice_name(),
+            ClvChoice::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -127,9 +155,15 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
             train::churn(store, &snaps, params, a.horizon, a.known_at.unwrap_or_else(time::now))?
         }
         ModelKind::Clv => {
-            let params = ClvParams {
-                purchase_model: a.purchase_model.unwrap_or_default(),
-                ..ClvParams::default()
+            let params = match a.purchase_model.unwrap_or(ClvChoice::Auto) {
+                ClvChoice::Fixed(purchase_model) => ClvParams {
+                    purchase_model,
+                    ..ClvParams::default()
+                },
+                ClvChoice::Auto => ClvParams {
+                    select_by_holdout_weeks: Some(a.holdout_weeks),
+                    ..ClvParams::default()
+                },
             };
             train::clv(store, &snaps[0], params)?
         }
@@ -333,7 +367,22 @@ fn clv_summary(m: &lifetime::ClvModel, out: &mut impl Write) -> std::io::Result<
         m.gamma_gamma.q,
         m.gamma_gamma.gamma,
         m.repeat_customers_fitted
-    )
+    )?;
+    if let Some(s) = &m.selection {
+        writeln!(
+            out,
+            "chosen by a forward check: fitted {} weeks earlier, {} customers made {:.4} repeat purchases each since; predicted (error by frequency):",
+            s.holdout_weeks, s.customers, s.actual
+        )?;
+        for c in &s.candidates {
+            let name = c.model.name();
+            match (c.predicted, c.error) {
+                (Some(p), Some(e)) => writeln!(out, "  {name:<10} {p:.4} ({e:.4})")?,
+                _ => writeln!(out, "  {name:<10} did not fit")?,
+            }
+        }
+    }
+    Ok(())
 }
 
 fn show(store: &Store, hash: &str, holdout_weeks: u32, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -364,6 +413,13 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, out: &mut impl Write) -> 
             let (_, calibration) = snapshot::load(store, parent)?;
             let end = calibration.as_of.plus_days(i64::from(holdout_weeks) * 7);
             let later = snapshot::compute(store, AsOf::new(Some(end), None))?;
+            if later.matrix.visible_events == calibration.matrix.visible_events {
+                writeln!(
+                    out,
+                    "conditional expectations: the log holds nothing after the model's snapshot to check against"
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let table = lifetime::conditional_expectations(m, &calibration, &later)?;
             writeln!(
                 out,
