@@ -41,7 +41,7 @@ impl LogLikelihood<4> for BgNbdLikelihood {
 
     /// Paper eq. 6 in log space: `ln L = A1 + A2 + ln(e^A3 + δ(x>0) e^A4)` with
     /// A1 = lnΓ(r+x) − lnΓ(r) + r ln α, A2 = ln B(a, b+x) − ln B(a, b), A3 = −(r+x) ln(α+T),
-    /// A4 = ln a − ln(b+x−1) − (r+x) ln(α+t_x). MBG/NBD (Batislam et al. eq. 8): x + 1 for x in A2 and
+    /// A4 = ln a − ln(b+x−1) − (r+x) ln(α+t_x). MBG/NBD (Batislam et al. 2007): x + 1 for x in A2 and
     /// A4, and the A4 term for every x.
     fn ll_grad(&self, &[r, alpha, a, b]: &[f64; 4]) -> (f64, [f64; 4]) {
         let ln_alpha = alpha.ln();
@@ -137,7 +137,7 @@ impl LogLikelihood<4> for ParetoNbdLikelihood {
         self.customers
     }
 
-    /// Fader & Hardie's note on the Pareto/NBD likelihood (2005, eq. 2–4):
+    /// Fader & Hardie, "A note on deriving the Pareto/NBD model and related expressions" (2005):
     /// `ln L = A1 + ln(e^B + s/(r+s+x) · A0)` with A1 = lnΓ(r+x) − lnΓ(r) + r ln α + s ln β and
     /// B = −(r+x) ln(α+T) − s ln(β+T); see [`pareto_nbd_terms`]. The gradient is carried through
     /// every term (₂F₁ series included) by dual numbers.
@@ -202,7 +202,7 @@ pub(super) fn pareto_nbd_terms<const N: usize>(
     (alive, Some(s.ln() - m.ln() + g1 + (g2 - g1).ln_neg_expm1()))
 }
 
-/// Terms cap of [`ln_hyp2f1_a_a1`]: z ≤ 0.998 converges within it. Beyond, the value is NaN and the
+/// Terms cap of [`ln_hyp2f1_a_a1`]: z ≤ 0.997 converges within it. Beyond, the value is NaN and the
 /// optimiser treats the trial point as infeasible; fitted CDNOW-like data have z < 0.1.
 const HYP2F1_MAX_TERMS: u32 = 20_000;
 

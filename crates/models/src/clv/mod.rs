@@ -371,14 +371,14 @@ impl BgNbd {
 pub struct MbgNbd(pub BgNbd);
 
 impl MbgNbd {
-    /// P(alive | x, t_x, T) = `1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x))` (Batislam et al. eq. 11), for
+    /// P(alive | x, t_x, T) = `1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x))` (Batislam et al.), for
     /// x = 0 too. NaN for an invalid row.
     pub fn p_alive(&self, row: &RfmRow) -> f64 {
         self.0.p_alive_with(DropOut::AlsoAfterFirst, row)
     }
 
     /// E[number of purchases in (T, T + t] | x, t_x, T]: BG/NBD's eq. 10 with b + 1 for b
-    /// (Batislam et al. eq. 12), computed as [`BgNbd::expected_purchases`] is.
+    /// (Batislam et al.), computed as [`BgNbd::expected_purchases`] is.
     pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
         self.0.expected_purchases_with(DropOut::AlsoAfterFirst, t, row)
     }
@@ -402,7 +402,7 @@ pub struct ParetoNbd {
 }
 
 impl ParetoNbd {
-    /// P(alive | x, t_x, T) = e^B / (e^B + s/(r+s+x) · A0) (Fader & Hardie's note, eq. 5), in log space;
+    /// P(alive | x, t_x, T) = e^B / (e^B + s/(r+s+x) · A0) (Fader & Hardie's note), in log space;
     /// 1 when the last purchase was at T. NaN for an invalid row.
     pub fn p_alive(&self, row: &RfmRow) -> f64 {
         if row.problem().is_some() {
@@ -416,7 +416,7 @@ impl ParetoNbd {
     }
 
     /// E[number of purchases in (T, T + t] | x, t_x, T] =
-    /// `P(alive) · (r+x)(β+T) / ((α+T)(s−1)) · [1 − ((β+T)/(β+T+t))^(s−1)]` (Schmittlein et al. eq. 22),
+    /// `P(alive) · (r+x)(β+T) / ((α+T)(s−1)) · [1 − ((β+T)/(β+T+t))^(s−1)]` (as lifetimes computes it),
     /// continuous at s = 1. NaN for an invalid row or t < 0.
     pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
         if t.is_nan() || t < 0.0 || row.problem().is_some() {
@@ -575,7 +575,7 @@ pub struct ConditionalExpectation {
 }
 
 /// Mean predicted and actual holdout repeat purchases by calibration frequency 0, 1, …,
-/// [`CONDITIONAL_EXPECTATION_TOP`]+ (Fader, Hardie & Lee 2005, fig. 4): each customer's calibration row
+/// [`CONDITIONAL_EXPECTATION_TOP`]+ (as in Fader, Hardie & Lee 2005): each customer's calibration row
 /// with the purchases they made in the `holdout_periods` after it. Empty frequencies are left out.
 pub fn conditional_expectations(
     model: &impl PurchaseCounts,
@@ -863,7 +863,7 @@ mod tests {
     #[test]
     fn hyp2f1_matches_known_values() {
         // ln ₂F₁(a, b; a+1; z) from mpmath at 30 digits; the last two exercise z → 1 and large a, b
-        // (the frequent-buyer case whose direct series peaks at ~1e11).
+        // (the frequent-buyer case; the value is ~5e11).
         let known = [
             (1.5, 2.0, 0.3, 0.423_689_486_304_980_5),
             (0.8, 0.6, 0.9, 0.455_267_607_089_509_2),
