@@ -112,14 +112,11 @@ fn main() -> BenchResult {
     println!("| fit | rows | s min / median / max | note |");
     println!("|---|---:|---:|---|");
     println!(
-        "| BG/NBD + Gamma-Gamma | {} ({} repeat) | {} | r {:.3} alpha {:.3} a {:.3} b {:.3} |",
+        "| BG/NBD + Gamma-Gamma | {} ({} repeat) | {} | {:.3} |",
         clv.customers_fitted,
         clv.repeat_customers_fitted,
         clv_secs.cell(2),
-        clv.bgnbd.r,
-        clv.bgnbd.alpha,
-        clv.bgnbd.a,
-        clv.bgnbd.b
+        clv.purchases
     );
     println!("| churn logistic regression, {} features | {} train + {} validation | {} | validation AUC {:.3} (labels, split and metrics included) |", churn.features.len(), churn.train.rows, churn.validation.rows, churn_secs.cell(2), churn.validation.roc_auc);
     println!(

@@ -248,8 +248,8 @@ impl DemoReport {
         ));
         if let Model::Clv(m) = &self.cdnow_clv.1.model {
             s.push_str(&format!(
-                "CDNOW CLV model {}\n  BG/NBD r {:.3} alpha {:.3} a {:.3} b {:.3} (published 0.243 4.414 0.793 2.426)\n  Gamma-Gamma p {:.2} q {:.2} gamma {:.2} (published 6.25 3.74 15.44)\n\n",
-                hex(&self.cdnow_clv.0), m.bgnbd.r, m.bgnbd.alpha, m.bgnbd.a, m.bgnbd.b, m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma
+                "CDNOW CLV model {}\n  {:.3} (published 0.243 4.414 0.793 2.426)\n  Gamma-Gamma p {:.2} q {:.2} gamma {:.2} (published 6.25 3.74 15.44)\n\n",
+                hex(&self.cdnow_clv.0), m.purchases, m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma
             ));
         }
         s.push_str("synthetic population snapshots:\n");
@@ -263,10 +263,7 @@ impl DemoReport {
                     "churn: validation ROC AUC {:.3}, Brier {:.3}",
                     c.validation.roc_auc, c.validation.brier
                 ),
-                Model::Clv(c) => format!(
-                    "clv: BG/NBD r {:.3} alpha {:.3} a {:.3} b {:.3}",
-                    c.bgnbd.r, c.bgnbd.alpha, c.bgnbd.a, c.bgnbd.b
-                ),
+                Model::Clv(c) => format!("clv: {:.3}", c.purchases),
                 Model::Segments(g) => format!(
                     "segments: {}",
                     g.segments

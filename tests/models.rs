@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use cis_core::AsOf;
 use cis_features::snapshot;
 use cis_models::churn::ChurnParams;
-use cis_models::lifetime::{rfm_columns, rfm_row, ClvParams};
+use cis_models::clv::{PurchaseCounts, PurchaseModel, PurchaseModelKind};
+use cis_models::lifetime::{self, rfm_columns, rfm_row, ClvParams};
 use cis_models::segments::SegmentParams;
 use cis_models::{load, scores, train, Model, ModelError, ModelKind};
 use cis_ops::audit::{audit, Verdict};
@@ -35,10 +36,13 @@ fn clv_matches_the_published_cdnow_estimates() {
     let Model::Clv(m) = &trained.model else {
         panic!("a CLV model")
     };
-    within(m.bgnbd.r, 0.243, "r");
-    within(m.bgnbd.alpha, 4.414, "alpha");
-    within(m.bgnbd.a, 0.793, "a");
-    within(m.bgnbd.b, 2.426, "b");
+    let PurchaseModel::BgNbd(bg) = &m.purchases else {
+        panic!("BG/NBD by default")
+    };
+    within(bg.r, 0.243, "r");
+    within(bg.alpha, 4.414, "alpha");
+    within(bg.a, 0.793, "a");
+    within(bg.b, 2.426, "b");
     within(m.gamma_gamma.p, 6.25, "p");
     within(m.gamma_gamma.q, 3.74, "q");
     within(m.gamma_gamma.gamma, 15.44, "gamma");
@@ -49,7 +53,7 @@ fn clv_matches_the_published_cdnow_estimates() {
     let cols = rfm_columns(&snap).expect("rfm");
     let predicted: f64 = (0..snap.matrix.customers.len())
         .filter_map(|i| rfm_row(&snap, &cols, i))
-        .map(|r| m.bgnbd.expected_purchases(39.0, &r))
+        .map(|r| bg.expected_purchases(39.0, &r))
         .sum();
     let text = std::fs::read_to_string(fixture("CDNOW_sample.txt")).expect("fixture");
     let mut holdout: Vec<(&str, &str)> = text
@@ -200,12 +204,151 @@ fn scores_audit_down_to_the_log_and_tampering_shows() {
     // Tamper with the stored CLV model: audit names it, the rest stays identical.
     let (mut stored, model) = load(&store, &clv).expect("load");
     let Model::Clv(mut m) = model else { panic!("clv") };
-    m.bgnbd.r *= 1.5;
+    let PurchaseModel::BgNbd(bg) = &mut m.purchases else {
+        panic!("BG/NBD")
+    };
+    bg.r *= 1.5;
     stored.body = serde_json::to_vec(&Model::Clv(m)).expect("json");
     store.artifacts().overwrite(&stored).expect("overwrite");
     let tree = audit(&store, &clv).expect("audit");
     assert!(matches!(tree.verdict, Verdict::Tampered { .. }), "{:?}", tree.verdict);
     assert_eq!(tree.parents[0].verdict, Verdict::Identical);
+}
+
+/// Pareto/NBD and MBG/NBD through the pipeline on the same snapshot: the published (lifetimes)
+/// estimates, the model records which it is, scores use it, and an audit re-derives it.
+#[test]
+fn pareto_nbd_and_mbgnbd_clv_models_train_store_and_re_derive() {
+    let store = cdnow_store();
+    let (snap_hash, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
+    let close = |got: f64, published: f64, name: &str| {
+        assert!(
+            (got - published).abs() < 1e-3 * published,
+            "{name} = {got}, published {published}"
+        );
+    };
+    for (kind, published) in [
+        (PurchaseModelKind::ParetoNbd, [0.5533, 10.5776, 0.6062, 11.6674]),
+        (PurchaseModelKind::MbgNbd, [0.5248, 6.1831, 0.8914, 1.6140]),
+    ] {
+        let params = ClvParams {
+            purchase_model: kind,
+            ..ClvParams::default()
+        };
+        let trained = train::clv(&store, &snap_hash, params).expect("fit");
+        let Model::Clv(m) = &trained.model else {
+            panic!("a CLV model")
+        };
+        assert_eq!(m.purchases.kind(), kind);
+        for ((name, got), published) in m.purchases.parameters().into_iter().zip(published) {
+            close(got, published, name);
+        }
+        let body = serde_json::to_string(&trained.model).expect("json");
+        // The fitted model under its own key; `params.bgnbd` (the optimiser settings) stays.
+        assert!(
+            body.contains(&format!("\"{}\":{{\"r\":", m.purchases.key())) && !body.contains("\"bgnbd\":{\"r\":"),
+            "{body}"
+        );
+        let (hash, _) = trained.store(&store).expect("store");
+        let (_, loaded) = load(&store, &hash).expect("load");
+        assert_eq!(loaded, trained.model);
+        let tree = audit(&store, &hash).expect("audit");
+        assert!(tree.all_identical(), "{tree:#?}");
+        let (_, _, set) = scores::score(&store, &snap_hash, &[hash]).expect("score");
+        let (_, snap) = snapshot::load(&store, &snap_hash).expect("load");
+        let cols = rfm_columns(&snap).expect("rfm");
+        let i = (0..snap.matrix.customers.len())
+            .find(|&i| rfm_row(&snap, &cols, i).is_some_and(|r| r.x > 2.0))
+            .expect("a repeat buyer");
+        let row = rfm_row(&snap, &cols, i).expect("row");
+        let scored = set
+            .rows
+            .iter()
+            .find(|r| r.customer_id == snap.matrix.customers[i])
+            .expect("scored");
+        assert_eq!(scored.p_alive, Some(m.purchases.p_alive(&row)));
+        assert_eq!(
+            scored.expected_purchases_90d,
+            Some(m.purchases.expected_purchases(90.0 / 7.0, &row))
+        );
+    }
+}
+
+/// The conditional-expectation check from the log: the model's snapshot and one computed 39 weeks
+/// later give lifetimes' table for BG/NBD on CDNOW.
+#[test]
+fn clv_conditional_expectations_match_lifetimes_from_the_log() {
+    let store = cdnow_store();
+    let (snap_hash, _, calibration) =
+        snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
+    let trained = train::clv(&store, &snap_hash, ClvParams::default()).expect("fit");
+    let Model::Clv(m) = &trained.model else {
+        panic!("a CLV model")
+    };
+    let later = snapshot::compute(&store, AsOf::new(Some(t("1998-06-30")), None)).expect("later");
+    let table = lifetime::conditional_expectations(m, &calibration, &later).expect("table");
+    assert_eq!(table.holdout_weeks, 39.0);
+    let predicted = [0.2251, 0.5231, 1.0441, 1.5203, 2.1639, 2.6538, 3.5040, 6.1572];
+    let actual = [0.2367, 0.6970, 1.3925, 1.5600, 2.5323, 2.9474, 3.8621, 6.3594];
+    assert_eq!(table.rows.len(), 8);
+    for (row, (p, a)) in table.rows.iter().zip(predicted.into_iter().zip(actual)) {
+        assert!((row.predicted - p).abs() < 1e-3, "{row:?} vs predicted {p}");
+        assert!((row.actual - a).abs() < 1e-3, "{row:?} vs actual {a}");
+    }
+    assert_eq!(table.rows.iter().map(|r| r.customers).sum::<usize>(), 2357);
+}
+
+/// `select_by_holdout_weeks`: each model fitted 39 weeks before the snapshot, checked against the
+/// purchases since, the closest fitted on the snapshot; the earlier snapshot is a parent, so an audit
+/// re-derives the choice.
+#[test]
+fn clv_purchase_model_chosen_by_a_forward_check_is_recorded_and_re_derives() {
+    let store = cdnow_store();
+    let (snap_hash, ..) = snapshot::create(&store, AsOf::new(Some(t("1998-06-30")), None)).expect("snapshot");
+    let params = ClvParams {
+        select_by_holdout_weeks: Some(39),
+        ..ClvParams::default()
+    };
+    let trained = train::clv(&store, &snap_hash, params.clone()).expect("fit");
+    let Model::Clv(m) = &trained.model else {
+        panic!("a CLV model")
+    };
+    let selection = m.selection.as_ref().expect("the check is recorded");
+    assert_eq!((selection.holdout_weeks, selection.customers), (39.0, 2357));
+    assert!((selection.actual * 2357.0 - 1882.0).abs() < 1e-9);
+    let kinds: Vec<PurchaseModelKind> = selection.candidates.iter().map(|c| c.model).collect();
+    assert_eq!(kinds, PurchaseModelKind::ALL);
+    // BG/NBD's error from lifetimes' table (counts 1411, 439, 214, 100, 62, 38, 29, 64):
+    // Σ n |predicted − actual| / 2357 = 0.0970; its total is the 1653.9 of the calibration test.
+    let bg = &selection.candidates[0];
+    assert!((bg.error.expect("fits") - 0.0970).abs() < 1e-3, "{bg:?}");
+    assert!(
+        (bg.predicted.expect("fits") * 2357.0 - 1653.9).abs() < 0.01 * 1653.9,
+        "{bg:?}"
+    );
+    let best = selection
+        .candidates
+        .iter()
+        .min_by(|l, r| {
+            l.error
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&r.error.unwrap_or(f64::INFINITY))
+        })
+        .expect("candidates");
+    assert_eq!(m.purchases.kind(), best.model);
+    assert_eq!(trained.parents.len(), 2, "the training snapshot and the check's");
+    let (hash, _) = trained.store(&store).expect("store");
+    let tree = audit(&store, &hash).expect("audit");
+    assert!(tree.all_identical(), "{tree:#?}");
+    assert_eq!(tree.parents.len(), 2);
+    let zero = ClvParams {
+        select_by_holdout_weeks: Some(0),
+        ..ClvParams::default()
+    };
+    assert!(matches!(
+        train::clv(&store, &snap_hash, zero),
+        Err(ModelError::Param(cis_models::ParamError::HoldoutWeeks))
+    ));
 }
 
 #[test]
@@ -247,4 +390,69 @@ fn bad_training_input_is_a_clear_error_and_stores_nothing() {
     let r = train::clv(&store, &first_day, ClvParams::default());
     assert!(matches!(r, Err(ModelError::Clv(_))), "{r:?}");
     assert_eq!(count(&store), 0, "no failed training stored anything");
+}
+
+/// `cis train clv --model …` and `cis models show` on a store on disk.
+#[test]
+fn the_cli_trains_each_clv_model_and_shows_its_conditional_expectations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdnow = fixture("CDNOW_sample.txt");
+    let run = |args: &[&str]| {
+        let out = crate::util::cis(dir.path(), args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(&[
+        "ingest",
+        "orders",
+        cdnow.to_str().expect("utf-8"),
+        "--format",
+        "cdnow",
+        "--recorded-at",
+        "event-time",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["snapshot", "create", "--as-of", "1997-09-30"]);
+    assert!(ok, "{text}");
+    let first_hash = |text: &str, after: &str| {
+        let start = text.find(after).expect(after) + after.len();
+        text[start..].split_whitespace().next().expect("hash").to_owned()
+    };
+    let snap = first_hash(&text, "snapshot ");
+    let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "pareto-nbd"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("Pareto/NBD r 0.553"), "{text}");
+    let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "bg-nbd"]);
+    assert!(ok && text.contains("BG/NBD r 0.242"), "{text}");
+    let bg = first_hash(&text, "model ");
+    let (ok, text) = run(&["models", "show", &bg]);
+    assert!(ok, "{text}");
+    assert!(text.contains("in the 39 weeks to 1998-06-30"), "{text}");
+    // x = 0: 1,411 customers, predicted 0.2251 and actual 0.2367 (lifetimes' table).
+    let zero = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("0"))
+        .expect("the x = 0 row");
+    assert_eq!(
+        zero.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1411", "0.2251", "0.2367"],
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.trim_start().starts_with("7+")), "{text}");
+    let (ok, text) = run(&["snapshot", "create", "--as-of", "1998-06-30"]);
+    assert!(ok, "{text}");
+    let later = first_hash(&text, "snapshot ");
+    let (ok, text) = run(&["train", "clv", "--snapshot", &later]);
+    assert!(
+        ok && text.contains("chosen by a forward check: fitted 39 weeks earlier"),
+        "auto by default: {text}"
+    );
+    let (ok, text) = run(&["models", "show", &first_hash(&text, "model ")]);
+    assert!(ok && text.contains("the log holds nothing after"), "{text}");
+    // Nothing to compare before the history starts (1997-01-01): BG/NBD, and the record says why.
+    let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "auto"]);
+    assert!(ok && text.contains("BG/NBD r 0.242"), "{text}");
+    assert_eq!(text.matches("did not fit").count(), 3, "{text}");
+    let (ok, text) = run(&["train", "segments", "--snapshot", &snap, "--model", "mbg-nbd"]);
+    assert!(!ok && text.contains("--model"), "{text}");
 }

@@ -9,10 +9,12 @@ use clap::{Args, Subcommand};
 
 use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
+use cis_core::AsOf;
 use cis_features::labels::DEFAULT_HORIZON_DAYS;
 use cis_features::snapshot;
 use cis_models::churn::ChurnParams;
-use cis_models::lifetime::ClvParams;
+use cis_models::clv::PurchaseModelKind;
+use cis_models::lifetime::{self, ClvParams};
 use cis_models::promotion::{Change, Promotions, Record, Stage};
 use cis_models::scores::Rule;
 use cis_models::segments::SegmentParams;
@@ -37,6 +39,37 @@ pub struct TrainArgs {
     /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
     #[arg(long)]
     pub k: Option<usize>,
+    /// CLV: the purchase-count model. auto (the default) fits each --holdout-weeks before the
+    /// snapshot and takes the one whose predictions came closest to the purchases made since
+    /// (BG/NBD if none fits there); the check is kept in the model.
+    #[arg(long = "model", value_parser = super::choice::<ClvChoice>())]
+    pub purchase_model: Option<ClvChoice>,
+    /// CLV with --model auto: the forward check's holdout in weeks.
+    #[arg(long, default_value_t = 39)]
+    pub holdout_weeks: u32,
+}
+
+/// `--model` of `cis train clv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClvChoice {
+    Fixed(PurchaseModelKind),
+    Auto,
+}
+
+impl cis_core::Choice for ClvChoice {
+    const CHOICES: &'static [ClvChoice] = &[
+        ClvChoice::Fixed(PurchaseModelKind::BgNbd),
+        ClvChoice::Fixed(PurchaseModelKind::ParetoNbd),
+        ClvChoice::Fixed(PurchaseModelKind::MbgNbd),
+        ClvChoice::Auto,
+    ];
+
+    fn choice_name(self) -> &'static str {
+        match self {
+            ClvChoice::Fixed(kind) => kind.choice_name(),
+            ClvChoice::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +84,14 @@ pub struct ScoreArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
+    /// A model's parameters; for CLV also the conditional-expectation check (mean holdout repeat
+    /// purchases by calibration frequency, predicted vs actual), computed from the log on demand.
+    Show {
+        hash: String,
+        /// CLV: the holdout after the model's as-of, in weeks (purchases it holds must be in the log).
+        #[arg(long, default_value_t = 39)]
+        holdout_weeks: u32,
+    },
     /// Stored models, oldest first.
     List {
         #[arg(long, value_parser = super::choice::<ModelKind>())]
@@ -102,6 +143,9 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     if a.kind != ModelKind::Churn && snaps.len() != 1 {
         bail!("{:?} trains on exactly one snapshot ({} given)", a.kind, snaps.len());
     }
+    if a.kind != ModelKind::Clv && a.purchase_model.is_some() {
+        bail!("--model chooses the purchase-count model of CLV; {:?} has none", a.kind);
+    }
     let trained: Trained = match a.kind {
         ModelKind::Churn => {
             let params = ChurnParams {
@@ -110,7 +154,19 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
             };
             train::churn(store, &snaps, params, a.horizon, a.known_at.unwrap_or_else(time::now))?
         }
-        ModelKind::Clv => train::clv(store, &snaps[0], ClvParams::default())?,
+        ModelKind::Clv => {
+            let params = match a.purchase_model.unwrap_or(ClvChoice::Auto) {
+                ClvChoice::Fixed(purchase_model) => ClvParams {
+                    purchase_model,
+                    ..ClvParams::default()
+                },
+                ClvChoice::Auto => ClvParams {
+                    select_by_holdout_weeks: Some(a.holdout_weeks),
+                    ..ClvParams::default()
+                },
+            };
+            train::clv(store, &snaps[0], params)?
+        }
         ModelKind::Segments => train::segments(
             store,
             &snaps[0],
@@ -134,13 +190,14 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
         Model::Churn(m) => writeln!(
             out,
             "validation: ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows (train AUC {:.3}, {} rows)",
-            m.validation.roc_auc, m.validation.log_loss, m.validation.brier, m.validation.rows, m.train.roc_auc, m.train.rows
+            m.validation.roc_auc,
+            m.validation.log_loss,
+            m.validation.brier,
+            m.validation.rows,
+            m.train.roc_auc,
+            m.train.rows
         )?,
-        Model::Clv(m) => writeln!(
-            out,
-            "BG/NBD r {:.4} alpha {:.4} a {:.4} b {:.4} ({} customers); Gamma-Gamma p {:.4} q {:.4} gamma {:.4} ({} repeat customers)",
-            m.bgnbd.r, m.bgnbd.alpha, m.bgnbd.a, m.bgnbd.b, m.customers_fitted, m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma, m.repeat_customers_fitted
-        )?,
+        Model::Clv(m) => clv_summary(m, out)?,
         Model::Segments(m) => {
             writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?;
             for s in &m.segments {
@@ -194,6 +251,7 @@ pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     match cmd {
         ModelsCommand::List { kind, as_of_before } => list(store, kind, as_of_before, out),
+        ModelsCommand::Show { hash, holdout_weeks } => show(store, &hash, holdout_weeks, out),
         ModelsCommand::Promote { hash, stage, reason } => {
             let model = artifact::resolve(store, &hash)?;
             let change = Promotions::open(store)?.promote(store, &model, stage, &reason, &who, time::now())?;
@@ -297,6 +355,99 @@ fn history(store: &Store, verify: bool, out: &mut impl Write) -> anyhow::Result<
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn clv_summary(m: &lifetime::ClvModel, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:.4} ({} customers); Gamma-Gamma p {:.4} q {:.4} gamma {:.4} ({} repeat customers)",
+        m.purchases,
+        m.customers_fitted,
+        m.gamma_gamma.p,
+        m.gamma_gamma.q,
+        m.gamma_gamma.gamma,
+        m.repeat_customers_fitted
+    )?;
+    if let Some(s) = &m.selection {
+        writeln!(
+            out,
+            "chosen by a forward check: fitted {} weeks earlier, {} customers made {:.4} repeat purchases each since; predicted (error by frequency):",
+            s.holdout_weeks, s.customers, s.actual
+        )?;
+        for c in &s.candidates {
+            let name = c.model.name();
+            match (c.predicted, c.error) {
+                (Some(p), Some(e)) => writeln!(out, "  {name:<10} {p:.4} ({e:.4})")?,
+                _ => writeln!(out, "  {name:<10} did not fit")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(store: &Store, hash: &str, holdout_weeks: u32, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let hash = artifact::resolve(store, hash)?;
+    let (stored, model) = cis_models::load(store, &hash)?;
+    let as_of = Timestamp::from_micros(stored.as_of);
+    writeln!(
+        out,
+        "model {} ({}) as of {}",
+        hex(&hash),
+        kind_label(model.kind()),
+        time::format(as_of)
+    )?;
+    match &model {
+        Model::Churn(m) => writeln!(
+            out,
+            "{} features; validation ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows",
+            m.features.len(),
+            m.validation.roc_auc,
+            m.validation.log_loss,
+            m.validation.brier,
+            m.validation.rows
+        )?,
+        Model::Segments(m) => writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?,
+        Model::Clv(m) => {
+            clv_summary(m, out)?;
+            let parent = stored.parents.first().ok_or(cis_models::ModelError::EmptyTrainingSet)?;
+            let (_, calibration) = snapshot::load(store, parent)?;
+            let end = calibration.as_of.plus_days(i64::from(holdout_weeks) * 7);
+            let later = snapshot::compute(store, AsOf::new(Some(end), None))?;
+            if later.matrix.visible_events == calibration.matrix.visible_events {
+                writeln!(
+                    out,
+                    "conditional expectations: the log holds nothing after the model's snapshot to check against"
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let table = lifetime::conditional_expectations(m, &calibration, &later)?;
+            writeln!(
+                out,
+                "conditional expectations: mean repeat purchases in the {} weeks to {}, by calibration frequency",
+                table.holdout_weeks,
+                time::format(end)
+            )?;
+            writeln!(
+                out,
+                "  {:>5} {:>9} {:>9} {:>9}",
+                "x", "customers", "predicted", "actual"
+            )?;
+            let top = cis_models::clv::CONDITIONAL_EXPECTATION_TOP;
+            for r in &table.rows {
+                let x = if r.frequency == top {
+                    format!("{top}+")
+                } else {
+                    r.frequency.to_string()
+                };
+                writeln!(
+                    out,
+                    "  {x:>5} {:>9} {:>9.4} {:>9.4}",
+                    r.customers, r.predicted, r.actual
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(

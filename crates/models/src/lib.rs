@@ -75,6 +75,8 @@ pub enum ParamError {
     MaxIterations,
     #[error("monthly discount {0} must be finite and > -1")]
     MonthlyDiscount(f64),
+    #[error("the holdout of the purchase-model check must be at least 1 week")]
+    HoldoutWeeks,
     #[error("k must be within 2..=20 (got {lo}..={hi})")]
     SegmentCount { lo: usize, hi: usize },
     #[error("max_iterations ≥ 1 and silhouette_sample ≥ 10 are required")]

@@ -1,7 +1,12 @@
-//! Customer-lifetime value: BG/NBD purchase counts × Gamma-Gamma spend, fitted by maximum likelihood.
+//! Customer-lifetime value: purchase counts (BG/NBD, MBG/NBD or Pareto/NBD) × Gamma-Gamma spend, fitted
+//! by maximum likelihood.
 //!
 //! * **BG/NBD** (Fader, Hardie & Lee 2005, "Counting your customers the easy way") models how many
 //!   repeat purchases a customer makes and whether they are still "alive".
+//! * **MBG/NBD** (Batislam, Denizel & Filiztekin 2007) is BG/NBD where a customer may also drop out
+//!   right after the first purchase, so a customer who never came back is not certainly alive.
+//! * **Pareto/NBD** (Schmittlein, Morrison & Colombo 1987) lets customers die at any time, at a
+//!   gamma-distributed exponential rate; its likelihood needs a Gauss hypergeometric function.
 //! * **Gamma-Gamma** (Fader, Hardie & Lee 2005, "RFM and CLV: Using iso-value curves"; Colombo & Jiang
 //!   1999) models the average value of a customer's repeat purchases.
 //! * [`clv`] combines both into a discounted value over a horizon in months.
@@ -24,7 +29,7 @@
 //!
 //! # Fitting
 //!
-//! Both models minimise the mean negative log-likelihood over log-parameters (so the positivity
+//! All models minimise the mean negative log-likelihood over log-parameters (so the positivity
 //! constraints disappear) with L-BFGS and an analytic gradient, from a fixed, data-scaled start point:
 //! the same data always gives bit-identical estimates. An optional L2 penalty `penalizer · Σ param²` on
 //! the natural parameters is added to the mean negative log-likelihood, as in the Python `lifetimes`
@@ -35,13 +40,15 @@
 //! Rows are sorted by `x` once, so the x-only terms (log-gamma, digamma) are computed once per distinct
 //! `x` and each likelihood evaluation is a single allocation-free pass over the rows.
 
+mod dual;
 mod likelihood;
 mod optimiser;
 mod special;
 
 use serde::{Deserialize, Serialize};
 
-use likelihood::{BgNbdLikelihood, GammaGammaLikelihood};
+use dual::Dual;
+use likelihood::{pareto_nbd_terms, BgNbdLikelihood, DropOut, GammaGammaLikelihood, ParetoNbdLikelihood};
 use optimiser::{minimise, LogLikelihood};
 use special::{expm1_ratio, hyp2f1_tail};
 
@@ -144,14 +151,15 @@ fn validate_optimiser(max_iters: u64, tolerance: f64, penalizer: f64) -> Result<
 // BG/NBD
 // ---------------------------------------------------------------------------------------------------
 
-/// Hyperparameters of the BG/NBD fit.
+/// Hyperparameters of the purchase-count fit (BG/NBD, MBG/NBD or Pareto/NBD: the name is from when
+/// BG/NBD was the only one, and stays so stored models read unchanged).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BgNbdParams {
     /// Maximum L-BFGS iterations.
     pub max_iters: u64,
     /// Convergence threshold on the gradient norm of the mean negative log-likelihood (log-parameters).
     pub tolerance: f64,
-    /// L2 penalty on (r, α, a, b) added to the mean negative log-likelihood; 0 = plain MLE. As in
+    /// L2 penalty on (r, α, a, b) (Pareto/NBD: (r, α, s, β)) added to the mean negative log-likelihood; 0 = plain MLE. As in
     /// `lifetimes`, it acts on the parameters in their own units (α in periods), so keep it small.
     pub penalizer: f64,
 }
@@ -180,30 +188,47 @@ pub struct ValidBgNbdParams(BgNbdParams);
 impl ValidBgNbdParams {
     /// Maximum-likelihood fit of the BG/NBD model.
     pub fn fit(&self, data: &[RfmRow]) -> Result<BgNbd, ClvError> {
-        validate_rows(data)?;
-        let total_x: f64 = data.iter().map(|row| row.x).sum();
-        if total_x == 0.0 {
-            return Err(ClvError::NoRepeatCustomers { model: "BG/NBD" });
-        }
-        let mut rows: Vec<[f64; 3]> = data.iter().map(|row| [row.x, row.t_x, row.t]).collect();
-        rows.sort_by(|l, r| l[0].total_cmp(&r[0]));
-        let likelihood = BgNbdLikelihood { rows };
+        self.fit_beta_geometric(data, DropOut::AfterRepeats, "BG/NBD")
+    }
 
+    /// Maximum-likelihood fit of the MBG/NBD model.
+    pub fn fit_mbgnbd(&self, data: &[RfmRow]) -> Result<MbgNbd, ClvError> {
+        self.fit_beta_geometric(data, DropOut::AlsoAfterFirst, "MBG/NBD")
+            .map(MbgNbd)
+    }
+
+    /// Maximum-likelihood fit of the Pareto/NBD model, from r = s = 1 and α = β at the pooled
+    /// purchase rate (α = β makes the ₂F₁ argument 0 at the start).
+    pub fn fit_pareto_nbd(&self, data: &[RfmRow]) -> Result<ParetoNbd, ClvError> {
+        let (rows, alpha0) = purchase_rows(data, "Pareto/NBD")?;
+        let likelihood = ParetoNbdLikelihood::new(rows);
+        let ([r, alpha, s, beta], log_likelihood, iterations) =
+            self.maximise(&likelihood, [1.0, alpha0, 1.0, alpha0])?;
+        Ok(ParetoNbd {
+            r,
+            alpha,
+            s,
+            beta,
+            log_likelihood,
+            iterations,
+        })
+    }
+
+    /// Fits the model of `kind`.
+    pub fn fit_kind(&self, kind: PurchaseModelKind, data: &[RfmRow]) -> Result<PurchaseModel, ClvError> {
+        Ok(match kind {
+            PurchaseModelKind::BgNbd => PurchaseModel::BgNbd(self.fit(data)?),
+            PurchaseModelKind::MbgNbd => PurchaseModel::MbgNbd(self.fit_mbgnbd(data)?),
+            PurchaseModelKind::ParetoNbd => PurchaseModel::ParetoNbd(self.fit_pareto_nbd(data)?),
+        })
+    }
+
+    fn fit_beta_geometric(&self, data: &[RfmRow], drop_out: DropOut, model: &'static str) -> Result<BgNbd, ClvError> {
+        let (rows, alpha0) = purchase_rows(data, model)?;
+        let likelihood = BgNbdLikelihood { rows, drop_out };
         // Start at r = a = b = 1 with α matching the pooled purchase rate (E[λ] = r/α), so the start
         // point scales with the time unit.
-        let total_t: f64 = data.iter().map(|row| row.t).sum();
-        let alpha0 = (total_t / total_x).max(f64::MIN_POSITIVE);
-        let BgNbdParams {
-            max_iters,
-            tolerance,
-            penalizer,
-        } = self.0;
-        let (theta, iterations) = minimise(&likelihood, [1.0, alpha0, 1.0, 1.0], max_iters, tolerance, penalizer)?;
-        let log_likelihood = likelihood.ll_grad(&theta).0;
-        if !log_likelihood.is_finite() {
-            return Err(ClvError::NonFiniteLikelihood);
-        }
-        let [r, alpha, a, b] = theta;
+        let ([r, alpha, a, b], log_likelihood, iterations) = self.maximise(&likelihood, [1.0, alpha0, 1.0, 1.0])?;
         Ok(BgNbd {
             r,
             alpha,
@@ -213,6 +238,35 @@ impl ValidBgNbdParams {
             iterations,
         })
     }
+
+    /// Estimates, their (unpenalised) log-likelihood and the iterations used.
+    fn maximise(&self, likelihood: &impl LogLikelihood<4>, start: [f64; 4]) -> Result<([f64; 4], f64, u64), ClvError> {
+        let BgNbdParams {
+            max_iters,
+            tolerance,
+            penalizer,
+        } = self.0;
+        let (theta, iterations) = minimise(likelihood, start, max_iters, tolerance, penalizer)?;
+        let log_likelihood = likelihood.ll_grad(&theta).0;
+        if !log_likelihood.is_finite() {
+            return Err(ClvError::NonFiniteLikelihood);
+        }
+        Ok((theta, log_likelihood, iterations))
+    }
+}
+
+/// `[x, t_x, T]` rows sorted by x, and the period length of the pooled purchase rate
+/// (Σ T / Σ x), the scale of the start point.
+fn purchase_rows(data: &[RfmRow], model: &'static str) -> Result<(Vec<[f64; 3]>, f64), ClvError> {
+    validate_rows(data)?;
+    let total_x: f64 = data.iter().map(|row| row.x).sum();
+    if total_x == 0.0 {
+        return Err(ClvError::NoRepeatCustomers { model });
+    }
+    let mut rows: Vec<[f64; 3]> = data.iter().map(|row| [row.x, row.t_x, row.t]).collect();
+    rows.sort_by(|l, r| l[0].total_cmp(&r[0]));
+    let total_t: f64 = data.iter().map(|row| row.t).sum();
+    Ok((rows, (total_t / total_x).max(f64::MIN_POSITIVE)))
 }
 
 /// Fitted BG/NBD model. Predictions are in the time unit of the data it was fitted on.
@@ -237,13 +291,19 @@ impl BgNbd {
     /// `1 / (1 + δ(x>0) · a/(b+x−1) · ((α+T)/(α+t_x))^(r+x))`, so exactly 1 when `x = 0`: a customer
     /// can only drop out right after a repeat purchase. NaN for an invalid row.
     pub fn p_alive(&self, row: &RfmRow) -> f64 {
+        self.p_alive_with(DropOut::AfterRepeats, row)
+    }
+
+    fn p_alive_with(&self, drop_out: DropOut, row: &RfmRow) -> f64 {
         if row.problem().is_some() {
             return f64::NAN;
         }
-        if row.x == 0.0 {
+        if row.x == 0.0 && drop_out == DropOut::AfterRepeats {
             return 1.0;
         }
         let Self { r, alpha, a, b, .. } = *self;
+        // Exactly b for BG/NBD (b + 0.0), so its predictions keep their bits.
+        let b = b + drop_out.shift();
         let log_odds_dead =
             a.ln() - (b + row.x - 1.0).ln() + (r + row.x) * ((alpha + row.t).ln() - (alpha + row.t_x).ln());
         1.0 / (1.0 + log_odds_dead.exp())
@@ -263,10 +323,15 @@ impl BgNbd {
     /// Returns NaN for an invalid row, `t < 0`, or a horizon so long that the series does not converge
     /// (about `t > 25,000 (α + T)`).
     pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
+        self.expected_purchases_with(DropOut::AfterRepeats, t, row)
+    }
+
+    fn expected_purchases_with(&self, drop_out: DropOut, t: f64, row: &RfmRow) -> f64 {
         if t.is_nan() || t < 0.0 || row.problem().is_some() {
             return f64::NAN;
         }
         let Self { r, alpha, a, b, .. } = *self;
+        let b = b + drop_out.shift();
         let (s, c) = (r + row.x, a + b + row.x - 1.0);
         let ln_1mz = -(t / (alpha + row.t)).ln_1p();
         let z = t / (alpha + row.t + t);
@@ -278,7 +343,7 @@ impl BgNbd {
             let g = hyp2f1_tail(s * (b + row.x) / c * z, b + row.x, s, c, z);
             c / (a - 1.0) * (-(s * ln_1mz).exp_m1() - (s * ln_1mz).exp() * g)
         };
-        self.p_alive(row) * alive
+        self.p_alive_with(drop_out, row) * alive
     }
 
     /// Unconditional E[X(t)]: expected repeat purchases in the first `t` periods of a new customer
@@ -294,6 +359,249 @@ impl BgNbd {
             },
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// MBG/NBD and Pareto/NBD
+// ---------------------------------------------------------------------------------------------------
+
+/// Fitted MBG/NBD model: BG/NBD's parameters (r, α for purchase rates; a, b for the drop-out
+/// probability), with drop-out possible right after the first purchase too.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MbgNbd(pub BgNbd);
+
+impl MbgNbd {
+    /// P(alive | x, t_x, T) = `1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x))` (Batislam et al.), for
+    /// x = 0 too. NaN for an invalid row.
+    pub fn p_alive(&self, row: &RfmRow) -> f64 {
+        self.0.p_alive_with(DropOut::AlsoAfterFirst, row)
+    }
+
+    /// E[number of purchases in (T, T + t] | x, t_x, T]: BG/NBD's eq. 10 with b + 1 for b
+    /// (Batislam et al.), computed as [`BgNbd::expected_purchases`] is.
+    pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
+        self.0.expected_purchases_with(DropOut::AlsoAfterFirst, t, row)
+    }
+}
+
+/// Fitted Pareto/NBD model. Predictions are in the time unit of the data it was fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ParetoNbd {
+    /// Shape of the gamma heterogeneity in purchase rates λ.
+    pub r: f64,
+    /// Rate (in periods) of the gamma heterogeneity in purchase rates.
+    pub alpha: f64,
+    /// Shape of the gamma heterogeneity in death rates μ.
+    pub s: f64,
+    /// Rate (in periods) of the gamma heterogeneity in death rates.
+    pub beta: f64,
+    /// Total (unpenalised) log-likelihood at the estimates.
+    pub log_likelihood: f64,
+    /// L-BFGS iterations used.
+    pub iterations: u64,
+}
+
+impl ParetoNbd {
+    /// P(alive | x, t_x, T) = e^B / (e^B + s/(r+s+x) · A0) (Fader & Hardie's note), in log space;
+    /// 1 when the last purchase was at T. NaN for an invalid row.
+    pub fn p_alive(&self, row: &RfmRow) -> f64 {
+        if row.problem().is_some() {
+            return f64::NAN;
+        }
+        let params = [self.r, self.alpha, self.s, self.beta].map(Dual::<0>::constant);
+        match pareto_nbd_terms(params, row.x, row.t_x, row.t) {
+            (_, None) => 1.0,
+            (alive, Some(dead)) => 1.0 / (1.0 + (dead.v - alive.v).exp()),
+        }
+    }
+
+    /// E[number of purchases in (T, T + t] | x, t_x, T] =
+    /// `P(alive) · (r+x)(β+T) / ((α+T)(s−1)) · [1 − ((β+T)/(β+T+t))^(s−1)]` (as lifetimes computes it),
+    /// continuous at s = 1. NaN for an invalid row or t < 0.
+    pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
+        if t.is_nan() || t < 0.0 || row.problem().is_some() {
+            return f64::NAN;
+        }
+        let Self { r, alpha, s, beta, .. } = *self;
+        let ln_ratio = -(t / (beta + row.t)).ln_1p();
+        self.p_alive(row) * (r + row.x) * (beta + row.t) / (alpha + row.t) * -expm1_ratio(s - 1.0, ln_ratio)
+    }
+}
+
+/// Which purchase-count model a CLV model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PurchaseModelKind {
+    /// What every CLV model stored before the others existed was.
+    #[default]
+    BgNbd,
+    ParetoNbd,
+    MbgNbd,
+}
+
+impl PurchaseModelKind {
+    pub const ALL: [PurchaseModelKind; 3] = [
+        PurchaseModelKind::BgNbd,
+        PurchaseModelKind::ParetoNbd,
+        PurchaseModelKind::MbgNbd,
+    ];
+
+    pub fn is_bg_nbd(&self) -> bool {
+        *self == PurchaseModelKind::BgNbd
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PurchaseModelKind::BgNbd => "BG/NBD",
+            PurchaseModelKind::ParetoNbd => "Pareto/NBD",
+            PurchaseModelKind::MbgNbd => "MBG/NBD",
+        }
+    }
+}
+
+/// A fitted purchase-count model. Serialised as one field named for the model (`bgnbd`, as BG/NBD
+/// models always were, `pareto_nbd` or `mbgnbd`), so a model records which one it is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum PurchaseModel {
+    #[serde(rename = "bgnbd")]
+    BgNbd(BgNbd),
+    #[serde(rename = "pareto_nbd")]
+    ParetoNbd(ParetoNbd),
+    #[serde(rename = "mbgnbd")]
+    MbgNbd(MbgNbd),
+}
+
+impl PurchaseModel {
+    pub fn kind(&self) -> PurchaseModelKind {
+        match self {
+            PurchaseModel::BgNbd(_) => PurchaseModelKind::BgNbd,
+            PurchaseModel::ParetoNbd(_) => PurchaseModelKind::ParetoNbd,
+            PurchaseModel::MbgNbd(_) => PurchaseModelKind::MbgNbd,
+        }
+    }
+
+    /// The name of the field the model is stored under (and the API summary names it by).
+    pub fn key(&self) -> &'static str {
+        match self {
+            PurchaseModel::BgNbd(_) => "bgnbd",
+            PurchaseModel::ParetoNbd(_) => "pareto_nbd",
+            PurchaseModel::MbgNbd(_) => "mbgnbd",
+        }
+    }
+
+    /// The four parameters by name, in the model's order.
+    pub fn parameters(&self) -> [(&'static str, f64); 4] {
+        match *self {
+            PurchaseModel::BgNbd(BgNbd { r, alpha, a, b, .. })
+            | PurchaseModel::MbgNbd(MbgNbd(BgNbd { r, alpha, a, b, .. })) => {
+                [("r", r), ("alpha", alpha), ("a", a), ("b", b)]
+            }
+            PurchaseModel::ParetoNbd(ParetoNbd { r, alpha, s, beta, .. }) => {
+                [("r", r), ("alpha", alpha), ("s", s), ("beta", beta)]
+            }
+        }
+    }
+}
+
+/// "BG/NBD r 0.243 alpha 4.414 a 0.793 b 2.426" with the precision asked for (default 4).
+impl std::fmt::Display for PurchaseModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let precision = f.precision().unwrap_or(4);
+        write!(f, "{}", self.kind().name())?;
+        for (name, value) in self.parameters() {
+            write!(f, " {name} {value:.precision$}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What scoring asks of a purchase-count model; times in the unit it was fitted in.
+pub trait PurchaseCounts {
+    /// P(alive at T | x, t_x, T).
+    fn p_alive(&self, row: &RfmRow) -> f64;
+    /// E[purchases in (T, T + t] | x, t_x, T].
+    fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64;
+}
+
+macro_rules! purchase_counts {
+    ($($model:ty),*) => {$(
+        impl PurchaseCounts for $model {
+            fn p_alive(&self, row: &RfmRow) -> f64 {
+                <$model>::p_alive(self, row)
+            }
+            fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
+                <$model>::expected_purchases(self, t, row)
+            }
+        }
+    )*};
+}
+purchase_counts!(BgNbd, MbgNbd, ParetoNbd);
+
+impl PurchaseCounts for PurchaseModel {
+    fn p_alive(&self, row: &RfmRow) -> f64 {
+        match self {
+            PurchaseModel::BgNbd(m) => m.p_alive(row),
+            PurchaseModel::ParetoNbd(m) => m.p_alive(row),
+            PurchaseModel::MbgNbd(m) => m.p_alive(row),
+        }
+    }
+
+    fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
+        match self {
+            PurchaseModel::BgNbd(m) => m.expected_purchases(t, row),
+            PurchaseModel::ParetoNbd(m) => m.expected_purchases(t, row),
+            PurchaseModel::MbgNbd(m) => m.expected_purchases(t, row),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Conditional expectations
+// ---------------------------------------------------------------------------------------------------
+
+/// Calibration frequencies from this one on share the last row of [`conditional_expectations`].
+pub const CONDITIONAL_EXPECTATION_TOP: u32 = 7;
+
+/// One row of the conditional-expectation check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConditionalExpectation {
+    /// Calibration repeat purchases x (the last row: x ≥ this).
+    pub frequency: u32,
+    pub customers: usize,
+    /// Mean E[holdout purchases | x, t_x, T] of these customers.
+    pub predicted: f64,
+    /// Their mean holdout purchases.
+    pub actual: f64,
+}
+
+/// Mean predicted and actual holdout repeat purchases by calibration frequency 0, 1, …,
+/// [`CONDITIONAL_EXPECTATION_TOP`]+ (as in Fader, Hardie & Lee 2005): each customer's calibration row
+/// with the purchases they made in the `holdout_periods` after it. Empty frequencies are left out.
+pub fn conditional_expectations(
+    model: &impl PurchaseCounts,
+    customers: &[(RfmRow, f64)],
+    holdout_periods: f64,
+) -> Vec<ConditionalExpectation> {
+    let top = CONDITIONAL_EXPECTATION_TOP;
+    let mut sums = vec![(0usize, 0.0, 0.0); top as usize + 1];
+    for (row, actual) in customers {
+        // x is validated whole and ≥ 0 by the fits; the clamp keeps the cast in range for any row.
+        let bucket = row.x.clamp(0.0, f64::from(top)) as usize;
+        let (n, predicted, observed) = &mut sums[bucket];
+        *n += 1;
+        *predicted += model.expected_purchases(holdout_periods, row);
+        *observed += actual;
+    }
+    (0..=top)
+        .zip(sums)
+        .filter(|(_, (n, _, _))| *n > 0)
+        .map(|(frequency, (n, predicted, actual))| ConditionalExpectation {
+            frequency,
+            customers: n,
+            predicted: predicted / n as f64,
+            actual: actual / n as f64,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -415,14 +723,15 @@ impl GammaGamma {
 // CLV
 // ---------------------------------------------------------------------------------------------------
 
-/// Discounted expected revenue of one customer over the next `horizon_months` months:
+/// Discounted expected revenue of one customer over the next `horizon_months` months, with any
+/// purchase-count model:
 /// `Σ_{k=1..H} (E[Y(k·ppm)] − E[Y((k−1)·ppm)]) · E[M | x, m_x] / (1 + monthly_discount)^k`,
 /// where `ppm = periods_per_month` converts months into the data's period unit (e.g.
 /// [`WEEKS_PER_MONTH`]) and each month's cash flow is discounted at its end. Multiply by a margin
 /// outside if you want profit rather than revenue. NaN for an invalid row or
 /// `monthly_discount ≤ −1`, `periods_per_month ≤ 0` (or non-finite).
 pub fn clv(
-    bg: &BgNbd,
+    purchases: &impl PurchaseCounts,
     gg: &GammaGamma,
     row: &RfmRow,
     horizon_months: u32,
@@ -440,7 +749,7 @@ pub fn clv(
     let step = 1.0 / (1.0 + monthly_discount);
     let (mut total, mut discount, mut previous) = (0.0, 1.0, 0.0);
     for month in 1..=horizon_months {
-        let cumulative = bg.expected_purchases(f64::from(month) * periods_per_month, row);
+        let cumulative = purchases.expected_purchases(f64::from(month) * periods_per_month, row);
         discount *= step;
         total += (cumulative - previous) * value * discount;
         previous = cumulative;
@@ -475,6 +784,7 @@ mod tests {
     fn tiny_bgnbd() -> BgNbdLikelihood {
         BgNbdLikelihood {
             rows: vec![[0.0, 0.0, 5.0], [2.0, 3.0, 8.0]],
+            drop_out: DropOut::AfterRepeats,
         }
     }
 
@@ -530,6 +840,260 @@ mod tests {
             let numeric = (likelihood.ll_grad(&up).0 - likelihood.ll_grad(&down).0) / (2.0 * h);
             assert!((grad[i] - numeric).abs() < 1e-7 * (1.0 + numeric.abs()), "param {i}");
         }
+    }
+
+    /// Central differences of a log-likelihood against its gradient.
+    fn assert_gradient<L: LogLikelihood<4>>(likelihood: &L, params: [f64; 4]) {
+        let (_, grad) = likelihood.ll_grad(&params);
+        for i in 0..4 {
+            let h = 1e-6 * params[i];
+            let (mut up, mut down) = (params, params);
+            up[i] += h;
+            down[i] -= h;
+            let numeric = (likelihood.ll_grad(&up).0 - likelihood.ll_grad(&down).0) / (2.0 * h);
+            assert!(
+                (grad[i] - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "{} at {params:?}: {} vs {numeric}",
+                L::NAMES[i],
+                grad[i]
+            );
+        }
+    }
+
+    #[test]
+    fn hyp2f1_matches_known_values() {
+        // ln ₂F₁(a, b; a+1; z) from mpmath at 30 digits; the last two exercise z → 1 and large a, b
+        // (the frequent-buyer case; the value is ~5e11).
+        let known = [
+            (1.5, 2.0, 0.3, 0.423_689_486_304_980_5),
+            (0.8, 0.6, 0.9, 0.455_267_607_089_509_2),
+            (12.3, 11.0, 0.05, 0.521_642_713_856_002_9),
+            (3.0, 3.5, 0.99, 11.691_986_012_979_443),
+            (40.2, 39.9, 0.5, 26.979_519_025_536_014),
+        ];
+        for (a, b, z, expected) in known {
+            let got = likelihood::ln_hyp2f1_a_a1(Dual::<0>::constant(a), Dual::constant(b), Dual::constant(z)).v;
+            assert!(
+                (got - expected).abs() < 1e-13 * expected.abs(),
+                "a={a} b={b} z={z}: {got} vs {expected}"
+            );
+        }
+        // ₂F₁(1, 1; 2; z) = −ln(1−z)/z, and ₂F₁(a, b; a+1; 0) = 1.
+        let z: f64 = 0.7;
+        let got = likelihood::ln_hyp2f1_a_a1(Dual::<0>::constant(1.0), Dual::constant(1.0), Dual::constant(z)).v;
+        assert!((got - (-(-z).ln_1p() / z).ln()).abs() < 1e-15);
+        assert_eq!(
+            likelihood::ln_hyp2f1_a_a1(Dual::<0>::constant(2.0), Dual::constant(1.0), Dual::constant(0.0)).v,
+            0.0
+        );
+        // Past the term cap the value is NaN, never a truncated sum.
+        assert!(
+            likelihood::ln_hyp2f1_a_a1(Dual::<0>::constant(0.5), Dual::constant(1.0), Dual::constant(0.999_99))
+                .v
+                .is_nan()
+        );
+    }
+
+    /// `(x, t_x, T, ln L, P(alive), E[purchases in 39 periods])` at the published CDNOW Pareto/NBD
+    /// estimates, from mpmath at 40 digits with Fader & Hardie's ₂F₁ form (its own ₂F₁, not our
+    /// series), which matches quadrature of the integral form to 1e-27 on the first four rows (the
+    /// fifth's integrand is too peaked for mpmath's quadrature).
+    const PARETO_KNOWN: [(f64, f64, f64, f64, f64, f64); 5] = [
+        (
+            0.0,
+            0.0,
+            38.86,
+            -0.521_221_288_142_963_9,
+            0.295_091_459_005_631_7,
+            0.107_062_759_671_583_6,
+        ),
+        (
+            2.0,
+            30.43,
+            38.86,
+            -9.554_312_663_750_823,
+            0.869_119_776_901_684_4,
+            1.455_132_703_682_506_3,
+        ),
+        (
+            14.0,
+            37.0,
+            38.0,
+            -32.542_246_082_418_12,
+            0.985_714_174_438_664_6,
+            9.548_480_989_093_741,
+        ),
+        (
+            1.0,
+            5.0,
+            30.0,
+            -4.775_336_197_894_164,
+            0.355_127_373_798_954_74,
+            0.427_379_028_747_545_7,
+        ),
+        (
+            30.0,
+            10.0,
+            39.0,
+            -22.797_810_222_996_114,
+            6.928_333_322_364_381e-11,
+            1.384_711_681_152_712_6e-9,
+        ),
+    ];
+
+    fn pareto_published() -> ParetoNbd {
+        ParetoNbd {
+            r: 0.5533,
+            alpha: 10.5776,
+            s: 0.6062,
+            beta: 11.6674,
+            log_likelihood: 0.0,
+            iterations: 0,
+        }
+    }
+
+    #[test]
+    fn pareto_nbd_likelihood_and_predictions_match_mpmath_in_both_branches() {
+        let m = pareto_published();
+        for (x, t_x, t, ll, p_alive, expected) in PARETO_KNOWN {
+            // α < β: the series in (β−α)/(β+τ).
+            let one = ParetoNbdLikelihood::new(vec![[x, t_x, t]]);
+            let got = one.ll_grad(&[m.r, m.alpha, m.s, m.beta]).0;
+            assert!((got - ll).abs() < 1e-12 * ll.abs(), "ln L {x} {t_x} {t}: {got} vs {ll}");
+            let row = RfmRow {
+                x,
+                t_x,
+                t,
+                monetary: 0.0,
+            };
+            let close = |got: f64, want: f64| (got - want).abs() < 1e-11 * want;
+            assert!(close(m.p_alive(&row), p_alive), "P(alive) {row:?}: {}", m.p_alive(&row));
+            assert!(
+                close(m.expected_purchases(39.0, &row), expected),
+                "E {row:?}: {}",
+                m.expected_purchases(39.0, &row)
+            );
+        }
+        // α > β (α = 3 · 11.6674, β = 10.5776): the series in (α−β)/(α+τ).
+        let swapped = [
+            (0.0, 0.0, 38.86, -0.240_108_356_176_726),
+            (2.0, 30.43, 38.86, -9.971_658_412_203_003),
+            (14.0, 37.0, 38.0, -37.854_504_680_907_15),
+            (1.0, 5.0, 30.0, -5.111_919_002_141_374),
+            (30.0, 10.0, 39.0, -45.296_349_588_006_29),
+        ];
+        for (x, t_x, t, ll) in swapped {
+            let one = ParetoNbdLikelihood::new(vec![[x, t_x, t]]);
+            let got = one.ll_grad(&[m.r, 3.0 * m.beta, m.s, m.alpha]).0;
+            assert!((got - ll).abs() < 1e-12 * ll.abs(), "ln L {x} {t_x} {t}: {got} vs {ll}");
+        }
+        let all = ParetoNbdLikelihood::new(PARETO_KNOWN.iter().map(|k| [k.0, k.1, k.2]).collect());
+        for params in [
+            [m.r, m.alpha, m.s, m.beta],
+            [m.r, 3.0 * m.beta, m.s, m.alpha],
+            [1.3, 4.0, 2.2, 4.0],
+        ] {
+            assert_gradient(&all, params);
+        }
+        // A purchase at T: certainly alive.
+        assert_eq!(
+            m.p_alive(&RfmRow {
+                x: 3.0,
+                t_x: 20.0,
+                t: 20.0,
+                monetary: 0.0
+            }),
+            1.0
+        );
+        // s = 1 is a removable singularity of the expectation.
+        let near = |s: f64| {
+            ParetoNbd { s, ..m }.expected_purchases(
+                39.0,
+                &RfmRow {
+                    x: 2.0,
+                    t_x: 30.0,
+                    t: 39.0,
+                    monetary: 0.0,
+                },
+            )
+        };
+        assert!((near(1.0) - near(1.0 + 1e-9)).abs() < 1e-7 * near(1.0));
+    }
+
+    #[test]
+    fn mbgnbd_likelihood_and_predictions_match_the_published_formulas() {
+        // `(x, t_x, T, ln L, P(alive), E[purchases in 39 periods])` at the CDNOW MBG/NBD estimates, from
+        // mpmath with Batislam et al.'s formulas (as lifetimes writes them).
+        let known = [
+            (
+                0.0,
+                0.0,
+                38.86,
+                -0.539_565_581_973_423_5,
+                0.389_724_533_257_172_3,
+                0.153_945_160_253_976_77,
+            ),
+            (
+                2.0,
+                30.43,
+                38.86,
+                -9.485_906_692_522_232,
+                0.706_118_000_264_262_7,
+                1.262_626_705_852_527_7,
+            ),
+            (
+                14.0,
+                37.0,
+                38.0,
+                -32.692_060_773_688_97,
+                0.926_260_135_910_008_8,
+                9.056_631_724_623_5,
+            ),
+            (
+                1.0,
+                5.0,
+                30.0,
+                -4.780_750_611_902_227,
+                0.328_592_270_733_582_94,
+                0.436_419_681_353_863_6,
+            ),
+        ];
+        let params = [0.5248, 6.1831, 0.8914, 1.6140];
+        let m = MbgNbd(BgNbd {
+            r: params[0],
+            alpha: params[1],
+            a: params[2],
+            b: params[3],
+            log_likelihood: 0.0,
+            iterations: 0,
+        });
+        for (x, t_x, t, ll, p_alive, expected) in known {
+            let one = BgNbdLikelihood {
+                rows: vec![[x, t_x, t]],
+                drop_out: DropOut::AlsoAfterFirst,
+            };
+            let got = one.ll_grad(&params).0;
+            assert!((got - ll).abs() < 1e-12 * ll.abs(), "ln L {x} {t_x} {t}: {got} vs {ll}");
+            let row = RfmRow {
+                x,
+                t_x,
+                t,
+                monetary: 0.0,
+            };
+            let close = |got: f64, want: f64| (got - want).abs() < 1e-11 * want;
+            assert!(close(m.p_alive(&row), p_alive), "P(alive) {row:?}: {}", m.p_alive(&row));
+            assert!(
+                close(m.expected_purchases(39.0, &row), expected),
+                "E {row:?}: {}",
+                m.expected_purchases(39.0, &row)
+            );
+        }
+        let all = BgNbdLikelihood {
+            rows: known.iter().map(|k| [k.0, k.1, k.2]).collect(),
+            drop_out: DropOut::AlsoAfterFirst,
+        };
+        assert_gradient(&all, params);
+        assert_gradient(&all, [1.7, 2.0, 3.1, 0.4]);
     }
 
     // ----- predictions -----
@@ -971,6 +1535,91 @@ mod tests {
         // Deterministic: refitting gives bit-identical estimates.
         assert_eq!(fit_bgnbd(&data.rows).expect("refit"), bg);
         assert_eq!(fit_gamma_gamma(&data.rows).expect("refit"), gg);
+    }
+
+    fn assert_within_1e3(name: &str, got: f64, published: f64) {
+        assert!(
+            (got - published).abs() < 1e-3 * published.abs(),
+            "{name}: got {got}, published {published}"
+        );
+    }
+
+    #[test]
+    fn reproduces_published_cdnow_pareto_nbd_and_mbgnbd_estimates() {
+        let data = cdnow();
+        let params = BgNbdParams::default().validate().expect("valid");
+        let pareto = params.fit_pareto_nbd(&data.rows).expect("Pareto/NBD fit");
+        println!("Pareto/NBD: {pareto:?}");
+        for (name, got, published) in [
+            ("r", pareto.r, 0.5533),
+            ("alpha", pareto.alpha, 10.5776),
+            ("s", pareto.s, 0.6062),
+            ("beta", pareto.beta, 11.6674),
+        ] {
+            assert_within_1e3(name, got, published);
+        }
+        let MbgNbd(mbg) = params.fit_mbgnbd(&data.rows).expect("MBG/NBD fit");
+        println!("MBG/NBD: {mbg:?}");
+        for (name, got, published) in [
+            ("r", mbg.r, 0.5248),
+            ("alpha", mbg.alpha, 6.1831),
+            ("a", mbg.a, 0.8914),
+            ("b", mbg.b, 1.6140),
+        ] {
+            assert_within_1e3(name, got, published);
+        }
+        // BG/NBD's own fit is untouched by sharing its code with MBG/NBD.
+        assert_eq!(
+            params.fit_kind(PurchaseModelKind::BgNbd, &data.rows).expect("fit"),
+            PurchaseModel::BgNbd(fit_bgnbd(&data.rows).expect("fit"))
+        );
+        assert_eq!(params.fit_pareto_nbd(&data.rows).expect("refit"), pareto);
+    }
+
+    #[test]
+    #[ignore = "timing; run with --release -- --ignored --nocapture"]
+    fn times_the_cdnow_pareto_nbd_fit() {
+        let data = cdnow();
+        let params = BgNbdParams::default().validate().expect("valid");
+        let runs = 20;
+        let start = std::time::Instant::now();
+        for _ in 0..runs {
+            params.fit_pareto_nbd(&data.rows).expect("Pareto/NBD fit");
+        }
+        let pareto = start.elapsed() / runs;
+        let start = std::time::Instant::now();
+        for _ in 0..runs {
+            params.fit_mbgnbd(&data.rows).expect("MBG/NBD fit");
+        }
+        let mbg = start.elapsed() / runs;
+        println!("CDNOW sample, mean of {runs} fits: Pareto/NBD {pareto:?}, MBG/NBD {mbg:?}");
+    }
+
+    #[test]
+    fn cdnow_conditional_expectations_match_lifetimes() {
+        let data = cdnow();
+        let bg = fit_bgnbd(&data.rows).expect("BG/NBD fit");
+        let customers: Vec<(RfmRow, f64)> = data.rows.iter().copied().zip(data.holdout.iter().copied()).collect();
+        let table = conditional_expectations(&bg, &customers, 39.0);
+        let predicted = [0.2251, 0.5231, 1.0441, 1.5203, 2.1639, 2.6538, 3.5040, 6.1572];
+        let actual = [0.2367, 0.6970, 1.3925, 1.5600, 2.5323, 2.9474, 3.8621, 6.3594];
+        assert_eq!(table.len(), 8);
+        for (row, (p, a)) in table.iter().zip(predicted.into_iter().zip(actual)) {
+            println!("{row:?}");
+            assert!(
+                (row.predicted - p).abs() < 1e-3,
+                "x = {}: predicted {} vs {p}",
+                row.frequency,
+                row.predicted
+            );
+            assert!(
+                (row.actual - a).abs() < 1e-3,
+                "x = {}: actual {} vs {a}",
+                row.frequency,
+                row.actual
+            );
+        }
+        assert_eq!(table.iter().map(|r| r.customers).sum::<usize>(), data.rows.len());
     }
 
     #[test]

@@ -58,14 +58,24 @@ pub fn model_summary(model: &Model) -> Value {
             "train": metrics(&m.train),
             "validation": metrics(&m.validation),
         }),
-        Model::Clv(m) => json!({
-            "model": "clv",
-            "bgnbd": { "r": m.bgnbd.r, "alpha": m.bgnbd.alpha, "a": m.bgnbd.a, "b": m.bgnbd.b },
-            "gamma_gamma": { "p": m.gamma_gamma.p, "q": m.gamma_gamma.q, "gamma": m.gamma_gamma.gamma },
-            "monthly_discount": m.params.monthly_discount,
-            "customers_fitted": m.customers_fitted,
-            "repeat_customers_fitted": m.repeat_customers_fitted,
-        }),
+        Model::Clv(m) => {
+            let mut summary = json!({
+                "model": "clv",
+                "gamma_gamma": { "p": m.gamma_gamma.p, "q": m.gamma_gamma.q, "gamma": m.gamma_gamma.gamma },
+                "monthly_discount": m.params.monthly_discount,
+                "customers_fitted": m.customers_fitted,
+                "repeat_customers_fitted": m.repeat_customers_fitted,
+            });
+            // Under the model's own key ("bgnbd", "pareto_nbd" or "mbgnbd"), as it is stored.
+            summary[m.purchases.key()] = m
+                .purchases
+                .parameters()
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            summary
+        }
         Model::Segments(m) => json!({
             "model": "segments",
             "k": m.k,
