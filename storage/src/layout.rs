@@ -143,7 +143,7 @@ fn dir_size(dir: &Path) -> Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kv::{Kv, TreeName};
 
@@ -196,7 +196,8 @@ mod tests {
         }
     }
 
-    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    /// Every file below `dir`.
+    pub(crate) fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).expect("read dir") {
             let p = e.expect("entry").path();

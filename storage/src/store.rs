@@ -264,7 +264,7 @@ mod tests {
             .expect("visit");
         assert_eq!(kept, vec![(b"keep".to_vec(), b"live".to_vec())]);
         drop(store);
-        for f in walk(dir.path()) {
+        for f in crate::layout::tests::walk(dir.path()) {
             let bytes = std::fs::read(&f).expect("read");
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret),
@@ -287,18 +287,5 @@ mod tests {
         assert!(Store::compaction_owed(dir.path()));
         Store::compact(dir.path()).expect("compact");
         assert!(!Store::compaction_owed(dir.path()));
-    }
-
-    fn walk(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir).expect("read dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
     }
 }
