@@ -456,3 +456,116 @@ fn the_cli_trains_each_clv_model_and_shows_its_conditional_expectations() {
     let (ok, text) = run(&["train", "segments", "--snapshot", &snap, "--model", "mbg-nbd"]);
     assert!(!ok && text.contains("--model"), "{text}");
 }
+
+/// `cis models show --json`: each kind's card says what the model is, what it learned from,
+/// its metrics and its lineage down to the log head its snapshot read.
+#[test]
+fn model_cards_describe_each_kind_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdnow = fixture("CDNOW_sample.txt");
+    let run = |args: &[&str]| {
+        let out = crate::util::cis(dir.path(), args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let path = cdnow.to_str().expect("utf-8");
+    run(&[
+        "ingest",
+        "orders",
+        path,
+        "--format",
+        "cdnow",
+        "--recorded-at",
+        "event-time",
+    ]);
+    let head = run(&["log", "head"])
+        .split_whitespace()
+        .next()
+        .expect("head")
+        .to_owned();
+    let hash_after = |text: &str, after: &str| {
+        let start = text.find(after).expect(after) + after.len();
+        text[start..].split_whitespace().next().expect("hash").to_owned()
+    };
+    let june = hash_after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
+    let sept = hash_after(&run(&["snapshot", "create", "--as-of", "1997-09-30"]), "snapshot ");
+    let churn = hash_after(
+        &run(&["train", "churn", "--snapshot", &june, "--known-at", "1997-09-28"]),
+        "model ",
+    );
+    let clv = hash_after(
+        &run(&["train", "clv", "--snapshot", &sept, "--model", "bg-nbd"]),
+        "model ",
+    );
+    let segments = hash_after(&run(&["train", "segments", "--snapshot", &sept, "--k", "4"]), "model ");
+    let card = |hash: &str| -> serde_json::Value {
+        serde_json::from_str(&run(&["models", "show", hash, "--json"])).expect("a JSON card")
+    };
+
+    let c = card(&churn);
+    assert_eq!(
+        (c["card_schema"].as_u64(), c["kind"].as_str()),
+        (Some(1), Some("churn"))
+    );
+    assert_eq!(c["hash"].as_str(), Some(churn.as_str()));
+    assert_eq!(c["learned_from"]["snapshots"], serde_json::json!([june]));
+    assert_eq!(
+        c["learned_from"]["cutoffs"],
+        serde_json::json!(["1997-06-30T00:00:00Z"])
+    );
+    assert_eq!(
+        c["learned_from"]["labels_known_at"].as_str(),
+        Some("1997-09-28T00:00:00Z")
+    );
+    assert_eq!(c["learned_from"]["horizon_days"].as_u64(), Some(90));
+    assert_eq!(c["lineage"][0]["log_head"].as_str(), Some(head.as_str()));
+    assert_eq!(c["lineage"][0]["kind"].as_str(), Some("snapshot"));
+    assert_eq!(c["metrics"]["validation"], c["model"]["validation"]);
+    let features = c["model"]["features"].as_array().expect("features");
+    let importance = c["feature_importance"].as_array().expect("importance");
+    assert_eq!(importance.len(), features.len());
+    let magnitudes: Vec<f64> = importance
+        .iter()
+        .map(|i| i["coefficient"].as_f64().expect("coefficient").abs())
+        .collect();
+    assert!(
+        magnitudes.windows(2).all(|w| w[0] >= w[1]),
+        "largest first: {magnitudes:?}"
+    );
+    let first = importance[0]["feature"].as_str().expect("name");
+    let at = features
+        .iter()
+        .position(|f| f.as_str() == Some(first))
+        .expect("a model feature");
+    assert_eq!(importance[0]["coefficient"], c["model"]["coefficients"][at]);
+
+    let c = card(&clv);
+    assert_eq!(c["method"].as_str(), Some("BG/NBD + Gamma-Gamma"));
+    assert_eq!(
+        c["learned_from"]["cutoffs"],
+        serde_json::json!(["1997-09-30T00:00:00Z"])
+    );
+    let zero = &c["conditional_expectations"]["rows"][0];
+    assert_eq!(
+        (zero["frequency"].as_u64(), zero["customers"].as_u64()),
+        (Some(0), Some(1411))
+    );
+    let close = |v: &serde_json::Value, want: f64| (v.as_f64().expect("number") - want).abs() < 5e-5;
+    assert!(
+        close(&zero["predicted"], 0.2251) && close(&zero["actual"], 0.2367),
+        "{zero}"
+    );
+
+    let c = card(&segments);
+    assert_eq!(
+        (c["kind"].as_str(), c["metrics"]["k"].as_u64()),
+        (Some("segments"), Some(4))
+    );
+    assert_eq!(c["feature_importance"], serde_json::json!([]));
+    assert!(c["conditional_expectations"].is_null());
+}

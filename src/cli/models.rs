@@ -91,6 +91,10 @@ pub enum ModelsCommand {
         /// CLV: the holdout after the model's as-of, in weeks (purchases it holds must be in the log).
         #[arg(long, default_value_t = 39)]
         holdout_weeks: u32,
+        /// Print the model card as JSON: kind, method, what it learned from, lineage to the log,
+        /// metrics, feature importances, the model itself (fields documented in the README).
+        #[arg(long)]
+        json: bool,
     },
     /// Stored models, oldest first.
     List {
@@ -251,7 +255,11 @@ pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     match cmd {
         ModelsCommand::List { kind, as_of_before } => list(store, kind, as_of_before, out),
-        ModelsCommand::Show { hash, holdout_weeks } => show(store, &hash, holdout_weeks, out),
+        ModelsCommand::Show {
+            hash,
+            holdout_weeks,
+            json,
+        } => show(store, &hash, holdout_weeks, json, out),
         ModelsCommand::Promote { hash, stage, reason } => {
             let model = artifact::resolve(store, &hash)?;
             let change = Promotions::open(store)?.promote(store, &model, stage, &reason, &who, time::now())?;
@@ -385,9 +393,19 @@ fn clv_summary(m: &lifetime::ClvModel, out: &mut impl Write) -> std::io::Result<
     Ok(())
 }
 
-fn show(store: &Store, hash: &str, holdout_weeks: u32, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let hash = artifact::resolve(store, hash)?;
     let (stored, model) = cis_models::load(store, &hash)?;
+    let expectations = match &model {
+        Model::Clv(m) => conditional_expectations(store, &stored, m, holdout_weeks)?,
+        Model::Churn(_) | Model::Segments(_) => None,
+    };
+    if json {
+        let card = cis_models::card::card(store, &stored, model, expectations)?;
+        serde_json::to_writer_pretty(&mut *out, &card)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let as_of = Timestamp::from_micros(stored.as_of);
     writeln!(
         out,
@@ -409,18 +427,14 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, out: &mut impl Write) -> 
         Model::Segments(m) => writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?,
         Model::Clv(m) => {
             clv_summary(m, out)?;
-            let parent = stored.parents.first().ok_or(cis_models::ModelError::EmptyTrainingSet)?;
-            let (_, calibration) = snapshot::load(store, parent)?;
-            let end = calibration.as_of.plus_days(i64::from(holdout_weeks) * 7);
-            let later = snapshot::compute(store, AsOf::new(Some(end), None))?;
-            if later.matrix.visible_events == calibration.matrix.visible_events {
+            let Some(table) = expectations else {
                 writeln!(
                     out,
                     "conditional expectations: the log holds nothing after the model's snapshot to check against"
                 )?;
                 return Ok(ExitCode::SUCCESS);
-            }
-            let table = lifetime::conditional_expectations(m, &calibration, &later)?;
+            };
+            let end = Timestamp::from_micros(stored.as_of).plus_days(i64::from(holdout_weeks) * 7);
             writeln!(
                 out,
                 "conditional expectations: mean repeat purchases in the {} weeks to {}, by calibration frequency",
@@ -448,6 +462,24 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, out: &mut impl Write) -> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The conditional-expectation check of a CLV model over the `holdout_weeks` after its
+/// snapshot, from the log; `None` when the log holds nothing after the snapshot.
+fn conditional_expectations(
+    store: &Store,
+    stored: &cis_storage::StoredArtifact,
+    m: &lifetime::ClvModel,
+    holdout_weeks: u32,
+) -> anyhow::Result<Option<lifetime::ConditionalExpectations>> {
+    let parent = stored.parents.first().ok_or(cis_models::ModelError::EmptyTrainingSet)?;
+    let (_, calibration) = snapshot::load(store, parent)?;
+    let end = calibration.as_of.plus_days(i64::from(holdout_weeks) * 7);
+    let later = snapshot::compute(store, AsOf::new(Some(end), None))?;
+    if later.matrix.visible_events == calibration.matrix.visible_events {
+        return Ok(None);
+    }
+    Ok(Some(lifetime::conditional_expectations(m, &calibration, &later)?))
 }
 
 fn list(

@@ -5,6 +5,7 @@
 //! bytes); its parents are the snapshots it was trained on; its as-of is the latest time
 //! whose information it contains (for churn, when its labels were known).
 
+pub mod card;
 pub mod churn;
 pub mod clv;
 pub mod lifetime;

@@ -1,0 +1,192 @@
+//! A model's card: what it is, what it learned from, how well it did and where it comes from,
+//! as one JSON document (`cis models show HASH --json`). The layout is stable: fields are only
+//! ever added; a change to what a field means raises [`CARD_SCHEMA`]. README ("Model cards")
+//! documents every field.
+
+use serde::Serialize;
+
+use cis_core::time::{self, Timestamp};
+use cis_core::Choice;
+use cis_storage::{hex, Store, StoredArtifact};
+
+use crate::churn::ChurnSolver;
+use crate::lifetime::ConditionalExpectations;
+use crate::metrics::Metrics;
+use crate::{Model, ModelError};
+
+pub const CARD_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub card_schema: u32,
+    pub hash: String,
+    /// `churn`, `clv` or `segments`.
+    pub kind: &'static str,
+    pub method: String,
+    pub as_of: String,
+    pub created_at: String,
+    pub definition_set: String,
+    pub learned_from: LearnedFrom,
+    /// The model's parents (snapshots), each with the log prefix it was computed from.
+    pub lineage: Vec<Parent>,
+    pub metrics: CardMetrics,
+    /// Churn: each feature's coefficient on the standardised feature, largest magnitude first.
+    /// Empty for the other kinds.
+    pub feature_importance: Vec<Importance>,
+    /// CLV: mean holdout repeat purchases by calibration frequency, predicted vs actual, when
+    /// the log holds the holdout (computed from the log, not stored).
+    pub conditional_expectations: Option<ConditionalExpectations>,
+    /// The model as stored (coefficients, standardisation, parameters…).
+    pub model: Model,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LearnedFrom {
+    pub snapshots: Vec<String>,
+    /// The training cutoffs (churn: every labelled cutoff; otherwise the snapshot's as-of).
+    pub cutoffs: Vec<String>,
+    /// Churn only: when the labels were known, and their horizon.
+    pub labels_known_at: Option<String>,
+    pub horizon_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Parent {
+    pub hash: String,
+    pub kind: String,
+    pub as_of: String,
+    /// The log batch and head the snapshot was computed from (absent for an artifact that does
+    /// not record them).
+    pub log_batch: Option<u64>,
+    pub log_head: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "of", rename_all = "lowercase")]
+pub enum CardMetrics {
+    /// On the training rows and on the customer-disjoint validation split.
+    Churn { train: Metrics, validation: Metrics },
+    Clv {
+        customers_fitted: usize,
+        repeat_customers_fitted: usize,
+    },
+    Segments {
+        k: usize,
+        silhouette: f64,
+        silhouette_by_k: Vec<(usize, f64)>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Importance {
+    pub feature: String,
+    pub coefficient: f64,
+}
+
+/// The snapshot provenance fields a card reads (written by `cis_features::snapshot`).
+#[derive(serde::Deserialize)]
+struct LogPrefix {
+    log_batch: u64,
+    log_head: String,
+}
+
+/// The card of stored model `stored` (decoded as `model`); `expectations` as computed by the
+/// caller for a CLV model (it needs the log after the model's as-of).
+pub fn card(
+    store: &Store,
+    stored: &StoredArtifact,
+    model: Model,
+    expectations: Option<ConditionalExpectations>,
+) -> Result<ModelCard, ModelError> {
+    let mut lineage = Vec::with_capacity(stored.parents.len());
+    for hash in &stored.parents {
+        let parent = store.artifacts().get(hash)?;
+        let prefix = parent
+            .as_ref()
+            .and_then(|p| serde_json::from_slice::<LogPrefix>(&p.provenance).ok());
+        lineage.push(Parent {
+            hash: hex(hash),
+            kind: parent.as_ref().map_or_else(|| "missing".into(), |p| p.kind.clone()),
+            as_of: parent.as_ref().map_or_else(String::new, |p| stamp(p.as_of)),
+            log_batch: prefix.as_ref().map(|p| p.log_batch),
+            log_head: prefix.map(|p| p.log_head),
+        });
+    }
+    let snapshots: Vec<String> = lineage.iter().map(|p| p.hash.clone()).collect();
+    let (method, definition_set, cutoffs, labels, metrics, feature_importance) = match &model {
+        Model::Churn(m) => {
+            let solver = match m.params.solver {
+                ChurnSolver::Newton => "Newton",
+                ChurnSolver::Lbfgs => "L-BFGS",
+            };
+            let mut importance: Vec<Importance> = m
+                .features
+                .iter()
+                .zip(&m.coefficients)
+                .map(|(feature, c)| Importance {
+                    feature: feature.clone(),
+                    coefficient: *c,
+                })
+                .collect();
+            importance.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
+            (
+                format!("logistic regression, L2 {} ({solver})", m.params.l2),
+                m.definition_set.clone(),
+                m.cutoffs.iter().map(|t| time::format(*t)).collect(),
+                Some((time::format(m.labels_known_at), m.horizon_days)),
+                CardMetrics::Churn {
+                    train: m.train.clone(),
+                    validation: m.validation.clone(),
+                },
+                importance,
+            )
+        }
+        Model::Clv(m) => (
+            format!("{} + Gamma-Gamma", m.purchases.kind().name()),
+            m.definition_set.clone(),
+            lineage.first().map(|p| p.as_of.clone()).into_iter().collect(),
+            None,
+            CardMetrics::Clv {
+                customers_fitted: m.customers_fitted,
+                repeat_customers_fitted: m.repeat_customers_fitted,
+            },
+            Vec::new(),
+        ),
+        Model::Segments(m) => (
+            format!("KMeans, k = {}", m.k),
+            m.definition_set.clone(),
+            lineage.iter().map(|p| p.as_of.clone()).collect(),
+            None,
+            CardMetrics::Segments {
+                k: m.k,
+                silhouette: m.silhouette,
+                silhouette_by_k: m.silhouette_by_k.clone(),
+            },
+            Vec::new(),
+        ),
+    };
+    Ok(ModelCard {
+        card_schema: CARD_SCHEMA,
+        hash: hex(&stored.hash),
+        kind: model.kind().choice_name(),
+        method,
+        as_of: stamp(stored.as_of),
+        created_at: stamp(stored.created_at),
+        definition_set,
+        learned_from: LearnedFrom {
+            snapshots,
+            cutoffs,
+            labels_known_at: labels.as_ref().map(|(k, _)| k.clone()),
+            horizon_days: labels.map(|(_, h)| h),
+        },
+        lineage,
+        metrics,
+        feature_importance,
+        conditional_expectations: expectations,
+        model,
+    })
+}
+
+fn stamp(micros: i64) -> String {
+    time::format(Timestamp::from_micros(micros))
+}
