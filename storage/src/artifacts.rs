@@ -8,13 +8,16 @@
 //! log prefix a snapshot was read from) are kept beside it, outside the hash: recreating
 //! the same content later gives the same name and stores nothing new.
 //!
-//! Trees: `artifacts`: hash → versioned bincode [`StoredArtifact`] (see [`crate::format`]); `artifact_index`:
+//! Trees: `artifacts`: hash → versioned bincode record (see [`crate::format`]): version 2 is
+//! [`StoredArtifact`] without its body, which is kept apart (see [`crate::bodies`]); version 1
+//! (written before) holds the body inline and is still read. `artifact_index`:
 //! `u16 len ‖ kind ‖ sortable(as_of) ‖ hash` → nothing.
 
 use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bodies::Bodies;
 use crate::envelope::sortable_i64;
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordKind};
@@ -119,11 +122,26 @@ fn index_key(kind: &str, as_of: i64, hash: &ArtifactHash) -> Vec<u8> {
 
 pub struct Artifacts<'a> {
     pub(crate) kv: &'a dyn Kv,
+    pub(crate) bodies: &'a dyn Bodies,
+}
+
+/// Version 2 of the artifact record: [`StoredArtifact`] but its body.
+#[derive(Serialize, Deserialize)]
+struct ArtifactRecord {
+    hash: ArtifactHash,
+    kind: String,
+    schema: u32,
+    as_of: i64,
+    parents: Vec<ArtifactHash>,
+    created_at: i64,
+    #[serde(with = "serde_bytes")]
+    provenance: Vec<u8>,
 }
 
 impl Artifacts<'_> {
     /// Stores the artifact unless identical content is already stored; returns its hash
-    /// and whether it was new. Durable on return.
+    /// and whether it was new. Durable on return. The body is written first: a crash before
+    /// the record leaves a body no record names, never a record without its body.
     pub fn put(&self, a: NewArtifact) -> Result<(ArtifactHash, bool)> {
         if a.kind.len() > u16::MAX as usize {
             return Err(StorageError::InvalidEvent("artifact kind name too long".into()));
@@ -142,8 +160,7 @@ impl Artifacts<'_> {
             created_at: a.created_at,
             provenance: a.provenance,
         };
-        let bytes = format::encode(RecordKind::Artifact, &stored)?;
-        self.kv.insert(TreeName::Artifacts, &hash, &bytes)?;
+        self.write(&stored)?;
         self.kv.insert(
             TreeName::ArtifactIndex,
             &index_key(&stored.kind, stored.as_of, &hash),
@@ -154,18 +171,54 @@ impl Artifacts<'_> {
     }
 
     pub fn get(&self, hash: &ArtifactHash) -> Result<Option<StoredArtifact>> {
-        match self.kv.get(TreeName::Artifacts, hash)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(format::decode(RecordKind::Artifact, &bytes)?)),
+        let Some(bytes) = self.kv.get(TreeName::Artifacts, hash)? else {
+            return Ok(None);
+        };
+        if format::version_of(RecordKind::Artifact, &bytes)? == 1 {
+            return Ok(Some(format::decode_version(RecordKind::Artifact, 1, &bytes)?));
         }
+        let r: ArtifactRecord = format::decode(RecordKind::Artifact, &bytes)?;
+        let body = self
+            .bodies
+            .get(hash)?
+            .ok_or_else(|| StorageError::Corrupt(format!("artifact {}: its body is missing", crate::hex(hash))))?;
+        Ok(Some(StoredArtifact {
+            hash: r.hash,
+            kind: r.kind,
+            schema: r.schema,
+            as_of: r.as_of,
+            parents: r.parents,
+            body,
+            created_at: r.created_at,
+            provenance: r.provenance,
+        }))
     }
 
     /// Replaces a stored artifact's bytes (tests use it to simulate tampering; erasure uses it
-    /// to remove a customer's rows). The index is unchanged.
+    /// to remove a customer's rows). The index is unchanged. A record of version 1 becomes one
+    /// of version 2, so its inline body leaves the live tree.
     pub fn overwrite(&self, a: &StoredArtifact) -> Result<()> {
-        let bytes = format::encode(RecordKind::Artifact, a)?;
-        self.kv.insert(TreeName::Artifacts, &a.hash, &bytes)?;
+        self.write(a)?;
         self.kv.flush()
+    }
+
+    /// The body (durable), then the record (not flushed).
+    fn write(&self, a: &StoredArtifact) -> Result<()> {
+        self.bodies.put(&a.hash, &a.body)?;
+        let record = ArtifactRecord {
+            hash: a.hash,
+            kind: a.kind.clone(),
+            schema: a.schema,
+            as_of: a.as_of,
+            parents: a.parents.clone(),
+            created_at: a.created_at,
+            provenance: a.provenance.clone(),
+        };
+        self.kv.insert(
+            TreeName::Artifacts,
+            &a.hash,
+            &format::encode(RecordKind::Artifact, &record)?,
+        )
     }
 
     /// Replaces the body of artifact `hash` because erasure requests removed subjects from it
@@ -191,6 +244,10 @@ impl Artifacts<'_> {
             let note = format::encode(RecordKind::Redaction, &note)?;
             self.kv.insert(TreeName::Journal(REDACTIONS), &key, &note)?;
         }
+        // The notes are durable before the body changes (a body file is durable at once): a
+        // redacted body without its note would read as tampering, and a resumed erasure would
+        // find no row left to redact and never write it.
+        self.kv.flush()?;
         self.overwrite(&a)
     }
 
@@ -256,6 +313,11 @@ mod tests {
     use super::*;
     use crate::kv::MemKv;
 
+    /// bincode 2's standard encoding, what a record's body is.
+    fn bincode<T: Serialize>(v: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("encode")
+    }
+
     /// The record as stored before its bytes fields were marked `serde_bytes`.
     #[derive(Serialize)]
     struct AsSequences {
@@ -292,9 +354,11 @@ mod tests {
             created_at: a.created_at,
             provenance: a.provenance.clone(),
         };
-        let stored = format::encode(RecordKind::Artifact, &before).expect("encode");
-        assert_eq!(format::encode(RecordKind::Artifact, &a).expect("encode"), stored);
-        let read: StoredArtifact = format::decode(RecordKind::Artifact, &stored).expect("decode");
+        assert_eq!(bincode(&a), bincode(&before));
+        // A version-1 record (the body inline), as stores before version 2 hold them.
+        let mut v1 = vec![0xff, 1];
+        v1.extend(bincode(&before));
+        let read: StoredArtifact = format::decode_version(RecordKind::Artifact, 1, &v1).expect("decode");
         assert_eq!(read, a);
     }
 
@@ -312,8 +376,12 @@ mod tests {
 
     #[test]
     fn put_is_idempotent_and_never_overwrites() {
-        let kv = MemKv::default();
-        let store = Artifacts { kv: &kv };
+        let kv = std::sync::Arc::new(MemKv::default());
+        let bodies = crate::bodies::KvBodies::new(kv.clone());
+        let store = Artifacts {
+            kv: kv.as_ref(),
+            bodies: &bodies,
+        };
         let (h, new) = store.put(art("snapshot", 5, b"x")).expect("put");
         assert!(new);
         let mut again = art("snapshot", 5, b"x");
@@ -326,8 +394,12 @@ mod tests {
 
     #[test]
     fn latest_of_kind_not_after_t() {
-        let kv = MemKv::default();
-        let store = Artifacts { kv: &kv };
+        let kv = std::sync::Arc::new(MemKv::default());
+        let bodies = crate::bodies::KvBodies::new(kv.clone());
+        let store = Artifacts {
+            kv: kv.as_ref(),
+            bodies: &bodies,
+        };
         let (a, _) = store.put(art("snapshot", -10, b"a")).expect("put");
         let (b, _) = store.put(art("snapshot", 20, b"b")).expect("put");
         store.put(art("model", 15, b"m")).expect("put");

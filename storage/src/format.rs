@@ -65,7 +65,9 @@ impl RecordKind {
     /// converting it in [`decode`], which then reads both versions.
     fn version(self) -> u8 {
         match self {
-            RecordKind::Batch | RecordKind::Artifact | RecordKind::Redaction => 1,
+            RecordKind::Batch | RecordKind::Redaction => 1,
+            // 2: the body is a file of its own (see `bodies`); version 1 holds it inline.
+            RecordKind::Artifact => 2,
         }
     }
 
@@ -95,21 +97,43 @@ pub(crate) fn encode<T: Serialize>(kind: RecordKind, value: &T) -> Result<Vec<u8
     Ok(out)
 }
 
-/// Decodes a versioned record of `kind`: a version this build does not know is
-/// [`StorageError::RecordVersion`], never a guess at its layout.
+/// Decodes a versioned record of `kind` at the version this build writes: any other version
+/// is [`StorageError::RecordVersion`], never a guess at its layout.
 pub(crate) fn decode<T: DeserializeOwned>(kind: RecordKind, bytes: &[u8]) -> Result<T> {
-    let corrupt = |why: &str| StorageError::Corrupt(format!("{}: {why}", kind.name()));
-    let [TAG, version, body @ ..] = bytes else {
-        return Err(corrupt("not a versioned record"));
+    decode_version(kind, kind.version(), bytes)
+}
+
+/// Decodes a versioned record of `kind` written at `version` (a reader of several versions
+/// asks [`version_of`] first).
+pub(crate) fn decode_version<T: DeserializeOwned>(kind: RecordKind, version: u8, bytes: &[u8]) -> Result<T> {
+    let found = version_of(kind, bytes)?;
+    if found != version {
+        return Err(StorageError::RecordVersion {
+            record: kind.name(),
+            found,
+            supported: kind.version(),
+        });
+    }
+    decode_body(kind, &bytes[2..])
+}
+
+/// The version a record of `kind` was written at; one newer than this build writes is
+/// [`StorageError::RecordVersion`].
+pub(crate) fn version_of(kind: RecordKind, bytes: &[u8]) -> Result<u8> {
+    let [TAG, version, ..] = bytes else {
+        return Err(StorageError::Corrupt(format!(
+            "{}: not a versioned record",
+            kind.name()
+        )));
     };
-    if *version != kind.version() {
+    if *version == 0 || *version > kind.version() {
         return Err(StorageError::RecordVersion {
             record: kind.name(),
             found: *version,
             supported: kind.version(),
         });
     }
-    decode_body(kind, body)
+    Ok(*version)
 }
 
 fn decode_body<T: DeserializeOwned>(kind: RecordKind, body: &[u8]) -> Result<T> {
@@ -220,7 +244,9 @@ fn rewrite_unversioned(kv: &dyn Kv, kind: RecordKind) -> Result<u64> {
 fn check_readable(kind: RecordKind, versioned: &[u8]) -> Result<()> {
     match kind {
         RecordKind::Batch => decode::<crate::log::BatchRecord>(kind, versioned).map(drop),
-        RecordKind::Artifact => decode::<crate::artifacts::StoredArtifact>(kind, versioned).map(drop),
+        RecordKind::Artifact => {
+            decode_version::<crate::artifacts::StoredArtifact>(kind, FORMAT_1_VERSION, versioned).map(drop)
+        }
         RecordKind::Redaction => decode::<crate::artifacts::Redaction>(kind, versioned).map(drop),
     }
 }
@@ -283,7 +309,11 @@ mod tests {
         let kv = Arc::new(MemKv::default());
         let log = EventLog::open(kv.clone(), Vault::in_memory()).expect("open");
         let head = log.append(events(), 1, 0).expect("append").head;
-        let store = Artifacts { kv: kv.as_ref() };
+        let bodies = crate::bodies::KvBodies::new(kv.clone());
+        let store = Artifacts {
+            kv: kv.as_ref(),
+            bodies: &bodies,
+        };
         let tagged = (0u32..)
             .map(|i| artifact(i.to_be_bytes().to_vec()))
             .find(|a| a.hash()[0] == TAG)
@@ -294,7 +324,16 @@ mod tests {
             .redact(&b, b"redacted".to_vec(), &[(3, vec!["c1".into()])], 9)
             .expect("redact");
         for (kind, k, v) in records(kv.as_ref()) {
-            kv.insert(kind.tree(), &k, &v[2..]).expect("strip the version");
+            let bare = match kind {
+                // Format 1's artifact record held its body.
+                RecordKind::Artifact => {
+                    let hash: crate::ArtifactHash = k.as_slice().try_into().expect("a hash");
+                    let whole = store.get(&hash).expect("get").expect("stored");
+                    bincode::serde::encode_to_vec(&whole, bincode::config::standard()).expect("encode")
+                }
+                RecordKind::Batch | RecordKind::Redaction => v[2..].to_vec(),
+            };
+            kv.insert(kind.tree(), &k, &bare).expect("strip the version");
         }
         // Nor had it the duplicate check's index.
         let mut indexed = Vec::new();
@@ -326,7 +365,11 @@ mod tests {
         // Every event is in the rebuilt index, so re-appending adds nothing.
         let again = log.append(events(), 2, 0).expect("append again");
         assert_eq!((again.appended, again.duplicates), (0, 20));
-        let store = Artifacts { kv: kv.as_ref() };
+        let bodies = crate::bodies::KvBodies::new(kv.clone());
+        let store = Artifacts {
+            kv: kv.as_ref(),
+            bodies: &bodies,
+        };
         for h in hashes {
             let a = store.get(h).expect("get").expect("stored");
             assert_eq!(a.hash, *h, "the artifact keeps its name");

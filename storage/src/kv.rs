@@ -26,6 +26,8 @@ pub enum TreeName {
     ByRecorded,
     Artifacts,
     ArtifactIndex,
+    /// Artifact bodies of an in-memory store (on disk they are files: see `bodies`).
+    ArtifactBodies,
     Journal(&'static str),
 }
 
@@ -40,6 +42,7 @@ impl TreeName {
             TreeName::ByRecorded => "by_recorded".into(),
             TreeName::Artifacts => "artifacts".into(),
             TreeName::ArtifactIndex => "artifact_index".into(),
+            TreeName::ArtifactBodies => "artifact_bodies".into(),
             TreeName::Journal(name) => format!("journal/{name}"),
         }
     }
@@ -48,7 +51,7 @@ impl TreeName {
     fn in_records(self) -> bool {
         matches!(
             self,
-            TreeName::Artifacts | TreeName::ArtifactIndex | TreeName::Journal(_)
+            TreeName::Artifacts | TreeName::ArtifactIndex | TreeName::ArtifactBodies | TreeName::Journal(_)
         )
     }
 }
@@ -56,7 +59,7 @@ impl TreeName {
 /// [`TreeName::in_records`] by the name sled knows the tree by: what splits a database that
 /// holds every tree (a store of format 3 or earlier) in two.
 pub(crate) fn is_records_tree(name: &[u8]) -> bool {
-    name == b"artifacts" || name == b"artifact_index" || name.starts_with(b"journal/")
+    name == b"artifacts" || name == b"artifact_index" || name == b"artifact_bodies" || name.starts_with(b"journal/")
 }
 
 /// Visitor over a key range; return `ControlFlow::Break` to stop early.
@@ -518,7 +521,7 @@ mod tests {
     }
 
     /// Every tree name the store uses, one of each kind.
-    const ALL: [TreeName; 9] = [
+    const ALL: [TreeName; 10] = [
         TreeName::Meta,
         TreeName::Blocks,
         TreeName::BlockIds,
@@ -527,6 +530,7 @@ mod tests {
         TreeName::ByRecorded,
         TreeName::Artifacts,
         TreeName::ArtifactIndex,
+        TreeName::ArtifactBodies,
         TreeName::Journal("quarantine"),
     ];
 

@@ -20,6 +20,8 @@ use crate::kv::{is_records_tree, SledKv};
 pub(crate) const LOG_DB: &str = "db";
 /// The records' database.
 pub(crate) const RECORDS_DB: &str = "records";
+/// The artifact bodies, a file each (see [`crate::bodies`]).
+pub(crate) const ARTIFACT_BODIES: &str = "artifacts";
 
 /// Bytes of a database directory before and after it was rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

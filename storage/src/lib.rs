@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod block;
+mod bodies;
 pub mod envelope;
 mod error;
 mod format;

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::artifacts::Artifacts;
+use crate::bodies::{Bodies, FileBodies, KvBodies};
 use crate::error::{io_err, Result, StorageError};
 use crate::kv::{self, Kv, MemKv, SplitKv, TreeName};
-use crate::layout::{self, Compacted, LOG_DB, RECORDS_DB};
+use crate::layout::{self, Compacted, ARTIFACT_BODIES, LOG_DB, RECORDS_DB};
 use crate::ledger::Ledger;
 use crate::lock::StoreLock;
 use crate::log::EventLog;
@@ -22,6 +23,7 @@ use crate::vault::Vault;
 
 pub struct Store {
     kv: Arc<dyn Kv>,
+    bodies: Arc<dyn Bodies>,
     log: EventLog,
     dir: Option<PathBuf>,
     /// See [`Store::companion`].
@@ -44,10 +46,12 @@ impl Store {
         let lock = StoreLock::acquire(dir, holder)?;
         layout::prepare(dir)?;
         let kv: Arc<dyn Kv> = Arc::new(SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB))?);
+        let bodies = Arc::new(FileBodies::open(&dir.join(ARTIFACT_BODIES))?);
         let vault = Vault::open(&dir.join("keys.bin"))?;
         let log = EventLog::open(kv.clone(), vault)?;
         Ok(Store {
             kv,
+            bodies,
             log,
             dir: Some(dir.to_path_buf()),
             companions: Mutex::default(),
@@ -65,6 +69,7 @@ impl Store {
     pub fn from_kv(kv: Arc<dyn Kv>, vault: Vault) -> Result<Self> {
         let log = EventLog::open(kv.clone(), vault)?;
         Ok(Store {
+            bodies: Arc::new(KvBodies::new(kv.clone())),
             kv,
             log,
             dir: None,
@@ -78,7 +83,10 @@ impl Store {
     }
 
     pub fn artifacts(&self) -> Artifacts<'_> {
-        Artifacts { kv: self.kv.as_ref() }
+        Artifacts {
+            kv: self.kv.as_ref(),
+            bodies: self.bodies.as_ref(),
+        }
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -86,7 +94,7 @@ impl Store {
     }
 
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.kv.size_on_disk()
+        Ok(self.kv.size_on_disk()? + self.bodies.size_on_disk()?)
     }
 
     /// Increments and returns a named counter (starting at 1), durably.
