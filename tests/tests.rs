@@ -6,6 +6,7 @@ mod tables;
 mod util;
 
 mod access_log;
+mod admin;
 mod api;
 mod crash;
 mod dashboard;

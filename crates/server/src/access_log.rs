@@ -109,6 +109,13 @@ pub struct AccessRecord {
     /// aggregates existed, which still load and verify unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// On an admin action: the job it queued (or whose end this record is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<u64>,
+    /// On an admin action: what came of it (`queued`, `done, exit 0`, `failed: …`, `created
+    /// admin token 'ops'`). Absent on reads, so their records are what they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 impl AccessRecord {
@@ -310,6 +317,8 @@ impl Refused {
                 known_at: None,
                 status,
                 count: Some(count),
+                job: None,
+                outcome: None,
             })
             .collect()
     }
@@ -590,6 +599,8 @@ mod tests {
             known_at: None,
             status: 200,
             count: None,
+            job: None,
+            outcome: None,
         }
     }
 
