@@ -12,7 +12,11 @@ use cis_storage::Store;
 use clap::{Args, Subcommand};
 
 use cis_server::access_log::AccessLogConfig;
+use cis_server::api::tokens::Scope;
 use cis_server::api::{self, tokens, AppState};
+use cis_server::jobs;
+
+use super::remote::{Remote, ServerFile};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -22,6 +26,10 @@ pub struct ServeArgs {
     /// Do not record reads in the access log (on by default; see `cis access-log`).
     #[arg(long)]
     pub no_access_log: bool,
+    /// Create an admin token (named admin-N) and print it once, for the commands that run
+    /// through the server (`CIS_TOKEN=... cis ingest ...`).
+    #[arg(long)]
+    pub print_admin_token: bool,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -68,6 +76,10 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// read: profiles, artifacts, snapshots, export, dashboard, metrics; admin: also jobs
+        /// (ingest, snapshot) and tokens through a running server.
+        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
+        scope: String,
     },
     /// Revoke a token by name (recorded; the name cannot be reused).
     Revoke { name: String },
@@ -77,7 +89,16 @@ pub enum TokenCommand {
 
 pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(store_dir, super::SERVER)?;
-    if !tokens::list(&store)?.iter().any(|t| t.active()) {
+    let mut notes = Vec::new();
+    if a.print_admin_token {
+        let taken = tokens::list(&store)?;
+        let name = (1..)
+            .map(|n| format!("admin-{n}"))
+            .find(|n| !taken.iter().any(|t| &t.name == n))
+            .context("no free admin token name")?;
+        let token = tokens::create_scoped(&store, &name, Scope::Admin)?;
+        notes.push(format!("admin token '{name}' (shown once): {token}"));
+    } else if !tokens::list(&store)?.iter().any(|t| t.active()) {
         eprintln!("no active API token: create one with `cis token create --name NAME` (with the server stopped)");
     }
     let mut out = std::io::stdout().lock();
@@ -88,7 +109,7 @@ pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     if a.no_access_log {
         eprintln!("the access log is off: API reads are not recorded");
     }
-    run(Arc::new(store), a.addr, access, a.http, &mut out, &[])
+    run(Arc::new(store), a.addr, access, a.http, &mut out, &notes)
 }
 
 /// For `cis demo`: serves the API and the dashboard on an already open store, with a fresh
@@ -115,7 +136,8 @@ pub fn serve_demo(store: Arc<Store>, addr: &str, out: &mut impl Write) -> anyhow
     )
 }
 
-/// Serves the API and the dashboard on `addr` until Ctrl-C, then finishes the requests in flight.
+/// Serves the API and the dashboard on `addr` until Ctrl-C or SIGTERM, then finishes the
+/// requests in flight. The store's `server.json` says where, while it serves.
 fn run(
     store: Arc<Store>,
     addr: SocketAddr,
@@ -124,6 +146,7 @@ fn run(
     out: &mut impl Write,
     notes: &[String],
 ) -> anyhow::Result<ExitCode> {
+    let dir = store.dir().map(Path::to_path_buf);
     let state =
         AppState::with_access_log(store, access).with_session_ttl(Duration::from_secs(http.session_hours * 3600));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -145,6 +168,8 @@ fn run(
             Err(e) => tracing::warn!(error = ?e, "could not load the latest score set"),
         });
         let router = api::app_with(state, cis_server::dashboard::routes());
+        // Written before the first line, so whoever read that line finds the file.
+        let _address_file = dir.as_deref().map(|d| ServerFile::write(d, local)).transpose()?;
         writeln!(
             out,
             "cis API listening on http://{local} (Ctrl-C to stop; -v logs every request)"
@@ -154,9 +179,7 @@ fn run(
         }
         out.flush()?;
         api::listen::serve(listener, router, http.limits(), async {
-            if let Err(e) = tokio::signal::ctrl_c().await {
-                tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
-            }
+            stop_signal().await;
             eprintln!("shutting down: finishing requests in flight");
         })
         .await
@@ -166,16 +189,62 @@ fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Ctrl-C, or SIGTERM (what a service manager sends).
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn scope(name: &str) -> Scope {
+    // clap allows only the two names.
+    Scope::parse(name).unwrap_or_default()
+}
+
+/// `cis token create|revoke` through a running server.
+pub fn token_remote(server: &Remote, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { name, scope } => server.token_create(&name, &scope, out),
+        TokenCommand::Revoke { name } => server.token_revoke(&name, out),
+        // `run` lists tokens from the store directly, which the server holds.
+        TokenCommand::List => anyhow::bail!("`cis token list` reads the store itself: stop the server first"),
+    }
+}
+
 pub fn token(store: &Store, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { name } => {
-            let token = tokens::create(store, &name)?;
-            eprintln!("token '{name}' created; it is shown only now (cis keeps its blake3 hash):");
-            writeln!(out, "{token}")?;
+        TokenCommand::Create { name, scope: s } => {
+            return Ok(ExitCode::from(jobs::token_create(
+                store,
+                &name,
+                scope(&s),
+                out,
+                &mut std::io::stderr(),
+            )?));
         }
         TokenCommand::Revoke { name } => {
-            tokens::revoke(store, &name)?;
-            writeln!(out, "token '{name}' revoked")?;
+            return Ok(ExitCode::from(jobs::token_revoke(store, &name, out)?));
         }
         TokenCommand::List => {
             for t in tokens::list(store)? {
