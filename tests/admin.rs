@@ -151,6 +151,26 @@ async fn jobs_ingest_an_upload_and_snapshot_and_the_profile_sees_them_at_once() 
     assert_eq!(after["proof"]["log_batch"], 2);
     assert_ne!(before["features"], after["features"]);
 
+    // An upload over the API's body limit streams through (the ingest route has its own).
+    let mut big = String::from("order_id,customer_id,event_time,amount,currency\n");
+    for i in 0..2000 {
+        big.push_str(&format!("big{i},0003,1997-08-{:02},1.00,USD\n", 1 + i % 28));
+    }
+    assert!(big.len() > cis_server::api::BODY_LIMIT);
+    let r = post(
+        &w.app,
+        "/admin/jobs/ingest?kind=orders&name=big.csv&recorded_at=event-time",
+        &w.admin,
+        &big,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let done = wait(&w.app, &w.admin, &r.json()).await;
+    assert!(
+        done["stdout"].as_str().is_some_and(|o| o.contains("2000 accepted")),
+        "{done}"
+    );
+
     // A snapshot job prints the hash the library stores.
     let r = post(&w.app, "/admin/jobs/snapshot?as_of=1997-09-30", &w.admin, "").await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
@@ -218,15 +238,15 @@ async fn jobs_ingest_an_upload_and_snapshot_and_the_profile_sees_them_at_once() 
     for want in [
         ok(1, "/admin/jobs/ingest", "queued"),
         ok(1, "/admin/jobs/ingest", "done, exit 0"),
-        ok(2, "/admin/jobs/snapshot", "queued"),
-        ok(2, "/admin/jobs/snapshot", "done, exit 0"),
+        ok(3, "/admin/jobs/snapshot", "queued"),
+        ok(3, "/admin/jobs/snapshot", "done, exit 0"),
     ] {
         assert!(admin.contains(&want), "{want:?} in {admin:?}");
     }
     assert!(
         admin
             .iter()
-            .any(|r| r.2 == Some(3) && r.3.as_deref().is_some_and(|o| o.starts_with("failed: "))),
+            .any(|r| r.2 == Some(4) && r.3.as_deref().is_some_and(|o| o.starts_with("failed: "))),
         "{admin:?}"
     );
     // Polling is not an action.

@@ -24,6 +24,7 @@ mod models;
 mod mutation;
 mod promotion;
 mod quality;
+mod serve_admin;
 mod store_lock;
 mod time_travel;
 mod trainset;

@@ -147,6 +147,12 @@ fn run(
     notes: &[String],
 ) -> anyhow::Result<ExitCode> {
     let dir = store.dir().map(Path::to_path_buf);
+    if let Some(d) = &dir {
+        let removed = api::admin::remove_stale_uploads(d).with_context(|| format!("cleaning {}", d.display()))?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed uploads a stopped server had not ingested");
+        }
+    }
     let state =
         AppState::with_access_log(store, access).with_session_ttl(Duration::from_secs(http.session_hours * 3600));
     let runtime = tokio::runtime::Builder::new_multi_thread()

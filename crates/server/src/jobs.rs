@@ -328,6 +328,9 @@ impl Queue {
     }
 }
 
+/// How many jobs a server remembers for `GET /admin/jobs/{id}` (the oldest ended ones go first).
+pub const KEPT_JOBS: usize = 1000;
+
 /// The jobs of one server, by id (ids count from 1 in each server's life).
 #[derive(Default)]
 pub struct Jobs {
@@ -396,7 +399,21 @@ impl Jobs {
         });
         let view = job.view();
         let jobs = || self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs().insert(id, job);
+        {
+            let mut all = jobs();
+            all.insert(id, job);
+            // Only the latest are kept; a job still queued or running is never forgotten.
+            while all.len() > KEPT_JOBS {
+                let ended = all
+                    .iter()
+                    .find(|(_, j)| matches!(j.view().state, JobState::Done | JobState::Failed))
+                    .map(|(id, _)| *id);
+                match ended {
+                    Some(old) => all.remove(&old),
+                    None => break,
+                };
+            }
+        }
         if let Err(e) = store.companion::<Queue>().push(task) {
             jobs().remove(&id);
             return Err(e);

@@ -39,6 +39,23 @@ use crate::jobs::{self, IngestProgress, JobError, JobView, Outcome, Work};
 pub const UPLOAD_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
 /// The ingest route: exempt from [`crate::api::BODY_LIMIT`] (it has [`UPLOAD_LIMIT`]).
 pub const INGEST_ROUTE: &str = "/admin/jobs/ingest";
+/// How an upload's temporary file in the store directory is named.
+const UPLOAD_PREFIX: &str = ".upload-";
+
+/// Removes the uploads a server that was killed left in the store directory: raw input files,
+/// personal-data columns and all, which nothing else would ever delete. For `cis serve` at start,
+/// while it holds the store (no job of another process can be writing one). How many went.
+pub fn remove_stale_uploads(store_dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(store_dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(UPLOAD_PREFIX) && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
 
 /// The admin token's name, for the handlers.
 #[derive(Clone)]
@@ -148,7 +165,7 @@ pub async fn ingest(
         .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
     let upload = blocking(&state, move |_| {
         tempfile::Builder::new()
-            .prefix(".upload-")
+            .prefix(UPLOAD_PREFIX)
             .tempfile_in(&dir)
             .map_err(AppError::internal)
     })
