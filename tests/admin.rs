@@ -236,9 +236,20 @@ async fn jobs_ingest_an_upload_and_snapshot_and_the_profile_sees_them_at_once() 
         )
     };
     for want in [
-        ok(1, "/admin/jobs/ingest", "queued"),
+        ok(
+            1,
+            "/admin/jobs/ingest",
+            &format!(
+                "queued: ingest orders from 'feeds/new.csv' ({} bytes, csv)",
+                NEW_ORDERS.len()
+            ),
+        ),
         ok(1, "/admin/jobs/ingest", "done, exit 0"),
-        ok(3, "/admin/jobs/snapshot", "queued"),
+        ok(
+            3,
+            "/admin/jobs/snapshot",
+            "queued: snapshot as of 1997-09-30T00:00:00Z known at 1997-09-30T00:00:00Z",
+        ),
         ok(3, "/admin/jobs/snapshot", "done, exit 0"),
     ] {
         assert!(admin.contains(&want), "{want:?} in {admin:?}");

@@ -29,7 +29,7 @@ use cis_ingest::{IngestOptions, RecordedAt};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{self, AccessRecord};
 use crate::api::params::Params;
 use crate::api::tokens::{token_hash, Scope, TokenError};
 use crate::api::{bearer, blocking, grant, AppError, AppState, Caller};
@@ -84,8 +84,16 @@ pub async fn require_admin(State(state): State<AppState>, mut req: Request, next
     Ok(response)
 }
 
-/// Queues `work` and answers 202 with the job (and where to poll it).
-fn submit(state: &AppState, route: &'static str, kind: &str, by: String, work: Work) -> Result<Response, AppError> {
+/// Queues `work` and answers 202 with the job (and where to poll it). `what` says in the access
+/// log what was asked for.
+fn submit(
+    state: &AppState,
+    route: &'static str,
+    kind: &str,
+    by: String,
+    what: String,
+    work: Work,
+) -> Result<Response, AppError> {
     let log = state.access.clone();
     let handle = tokio::runtime::Handle::current();
     let who = by.clone();
@@ -125,7 +133,7 @@ fn submit(state: &AppState, route: &'static str, kind: &str, by: String, work: W
         .into_response();
     response.extensions_mut().insert(Audit {
         job: Some(view.id),
-        outcome: Some("queued".into()),
+        outcome: Some(format!("queued: {what}")),
     });
     Ok(response)
 }
@@ -172,6 +180,12 @@ pub async fn ingest(
     .await?;
     let len = receive(body, upload.reopen().map_err(AppError::internal)?).await?;
 
+    let what = format!(
+        "ingest {} from '{}' ({len} bytes, {})",
+        kind.choice_name(),
+        access_log::clip(&name, 256),
+        format.choice_name()
+    );
     let store = state.store.clone();
     let work: Work = Box::new(move |job, out, err| {
         let input = upload.reopen()?;
@@ -184,7 +198,7 @@ pub async fn ingest(
         // `upload` is removed when this closure (which owns it) is dropped, after the run.
         jobs::ingest(&store, input, &name, len, &opts, out, err)
     });
-    submit(&state, INGEST_ROUTE, "ingest", by, work)
+    submit(&state, INGEST_ROUTE, "ingest", by, what, work)
 }
 
 /// Streams the request body into `file`; its length. Over [`UPLOAD_LIMIT`] is a 413.
@@ -213,9 +227,14 @@ pub async fn snapshot(
     let params = Params::parse(q, &["as_of", "known_at"])?;
     params.required("as_of")?;
     let at = AsOf::new(params.time("as_of")?, params.time("known_at")?);
+    let what = format!(
+        "snapshot as of {} known at {}",
+        cis_core::time::format(at.as_of),
+        cis_core::time::format(at.known_at)
+    );
     let store = state.store.clone();
     let work: Work = Box::new(move |_, out, _| jobs::snapshot(&store, at, out));
-    submit(&state, "/admin/jobs/snapshot", "snapshot", by, work)
+    submit(&state, "/admin/jobs/snapshot", "snapshot", by, what, work)
 }
 
 /// `GET /admin/jobs/{id}`.
