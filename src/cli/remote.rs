@@ -15,6 +15,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use cis_server::api::tokens::Scope;
 use cis_server::jobs::{JobState, JobView, Outcome};
 use cis_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
@@ -271,13 +272,13 @@ impl Remote {
     }
 
     /// `cis token create` through the server.
-    pub fn token_create(&self, name: &str, scope: &str, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    pub fn token_create(&self, name: &str, scope: Scope, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         let req = self
             .agent
             .post(self.url("/admin/tokens"))
             .header("Authorization", self.auth())
             .query("name", name)
-            .query("scope", scope);
+            .query("scope", cis_core::Choice::choice_name(scope));
         let outcome: Outcome = self.answer(self.wrap(req.send_empty())?)?;
         print_outcome(outcome, out)
     }

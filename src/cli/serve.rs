@@ -78,8 +78,8 @@ pub enum TokenCommand {
         name: String,
         /// read: profiles, artifacts, snapshots, export, dashboard, metrics; admin: also jobs
         /// (ingest, snapshot) and tokens through a running server.
-        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
-        scope: String,
+        #[arg(long, default_value = "read", value_parser = super::choice::<Scope>())]
+        scope: Scope,
     },
     /// Revoke a token by name (recorded; the name cannot be reused).
     Revoke { name: String },
@@ -223,15 +223,10 @@ async fn stop_signal() {
     }
 }
 
-fn scope(name: &str) -> Scope {
-    // clap allows only the two names.
-    Scope::parse(name).unwrap_or_default()
-}
-
 /// `cis token create|revoke` through a running server.
 pub fn token_remote(server: &Remote, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { name, scope } => server.token_create(&name, &scope, out),
+        TokenCommand::Create { name, scope } => server.token_create(&name, scope, out),
         TokenCommand::Revoke { name } => server.token_revoke(&name, out),
         // `run` lists tokens from the store directly, which the server holds.
         TokenCommand::List => anyhow::bail!("`cis token list` reads the store itself: stop the server first"),
@@ -240,11 +235,11 @@ pub fn token_remote(server: &Remote, cmd: TokenCommand, out: &mut impl Write) ->
 
 pub fn token(store: &Store, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { name, scope: s } => {
+        TokenCommand::Create { name, scope } => {
             return Ok(ExitCode::from(jobs::token_create(
                 store,
                 &name,
-                scope(&s),
+                scope,
                 out,
                 &mut std::io::stderr(),
             )?));

@@ -143,7 +143,7 @@ pub fn token_create(
     writeln!(
         err,
         "{} token '{name}' created; it is shown only now (cis keeps its blake3 hash):",
-        scope.name()
+        scope.choice_name()
     )?;
     writeln!(out, "{token}")?;
     Ok(0)

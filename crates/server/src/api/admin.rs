@@ -291,9 +291,9 @@ pub async fn token_create(
     let name = params.required("name")?.to_string();
     let scope = match params.get("scope") {
         None => Scope::Read,
-        Some(s) => Scope::parse(s).ok_or_else(|| AppError::param("scope", "read or admin"))?,
+        Some(s) => Scope::from_choice(s).map_err(|e| AppError::param("scope", e.to_string()))?,
     };
-    let what = format!("created {} token '{name}'", scope.name());
+    let what = format!("created {} token '{name}'", scope.choice_name());
     let (outcome, failure) = token_command(&state, move |s, out, err| {
         jobs::token_create(&s.store, &name, scope, out, err)
     })

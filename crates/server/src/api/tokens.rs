@@ -75,19 +75,14 @@ pub enum Scope {
     Admin,
 }
 
-impl Scope {
-    pub fn name(self) -> &'static str {
+impl cis_core::Choice for Scope {
+    const CHOICES: &'static [Scope] = &[Scope::Read, Scope::Admin];
+
+    /// The same lower-case names as the serialised form.
+    fn choice_name(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "read" => Some(Scope::Read),
-            "admin" => Some(Scope::Admin),
-            _ => None,
         }
     }
 }
