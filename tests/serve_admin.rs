@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,21 @@ const NEW_ORDERS: &str = "order_id,customer_id,event_time,amount,currency\n\
 n1,0001,1997-08-10,10.00,USD\n\
 n2,0001,1997-08-11,20.00,USD\n\
 n3,0002,1997-08-12,5.00,USD\n";
+
+/// NEW_ORDERS and 30,000 more orders of 100 customers: an ingest long enough (7 batches) that
+/// reads happen while it runs.
+fn many_orders() -> String {
+    let mut text = NEW_ORDERS.to_string();
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "m{i},{:04},1997-08-{:02},{}.00,USD\n",
+            1 + i % 100,
+            1 + i % 28,
+            1 + i % 50
+        ));
+    }
+    text
+}
 
 /// `cis` on `store` with CIS_TOKEN set (or removed).
 fn cis_with(store: &Path, token: Option<&str>, args: &[&str]) -> Output {
@@ -96,7 +111,15 @@ fn batch(store: &Path, token: Option<&str>, file: &str) -> (String, String) {
     let ingest = ok(&cis_with(
         store,
         token,
-        &["ingest", "orders", file, "--recorded-at", "event-time"],
+        &[
+            "ingest",
+            "orders",
+            file,
+            "--recorded-at",
+            "event-time",
+            "--batch-rows",
+            "5000",
+        ],
     ));
     let snap = ok(&cis_with(
         store,
@@ -113,7 +136,7 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     let (served, twin) = (dir.path().join("served"), dir.path().join("twin"));
     let reader = seeded(&served);
     seeded(&twin);
-    let file = write(dir.path(), "new-orders.csv", NEW_ORDERS);
+    let file = write(dir.path(), "new-orders.csv", &many_orders());
     let file = file.to_str().expect("path");
 
     // An upload a killed server left behind goes when the next one starts.
@@ -149,8 +172,9 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
 
     // Reads at a fixed rate for the whole sequence.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU32::new(0));
     let reads = {
-        let (stop, reader) = (stop.clone(), reader.clone());
+        let (stop, reader, answered) = (stop.clone(), reader.clone(), answered.clone());
         std::thread::spawn(move || {
             let (mut done, mut failed) = (0u32, Vec::new());
             let customers = ["0001", "0002", "0003", "0004", "0005"];
@@ -161,7 +185,9 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
                     &format!("/customer/profile?customer_id={c}&as_of=1997-09-30"),
                     &reader,
                 ) {
-                    Ok((200, _)) => {}
+                    Ok((200, _)) => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     other => failed.push(format!("{c}: {other:?}")),
                 }
                 done += 1;
@@ -189,11 +215,15 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
 
     let before = profile(addr, "0001", &reader).1;
+    let answered_before = answered.load(Ordering::SeqCst);
     let (ingest_served, snap_served) = batch(&served, Some(&admin), file);
-    // The new events are in the next profile.
+    // Reads were answered while the batch ran, not only before and after it.
+    assert!(answered.load(Ordering::SeqCst) > answered_before + 1);
+    // The new events are in the next profile: the log's batch 1 is CDNOW, then 7 of the ingest.
+    assert!(ingest_served.contains("committed batch 8: "), "{ingest_served}");
     let (status, after) = profile(addr, "0001", &reader);
     assert_eq!(status, 200);
-    assert_eq!(after["proof"]["log_batch"], 2, "{after}");
+    assert_eq!(after["proof"]["log_batch"], 8, "{after}");
     assert_ne!(before["features"], after["features"]);
 
     // A token created through the server works at once, and is refused once revoked.
