@@ -173,6 +173,7 @@ fn run(
             Ok(None) => tracing::info!("no score set to load yet"),
             Err(e) => tracing::warn!(error = ?e, "could not load the latest score set"),
         });
+        let access = state.access.clone();
         let router = api::app_with(state, cis_server::dashboard::routes());
         // Written before the first line, so whoever read that line finds the file.
         let _address_file = dir.as_deref().map(|d| ServerFile::write(d, local)).transpose()?;
@@ -190,6 +191,13 @@ fn run(
         })
         .await
         .context("serving")?;
+        // A job still queued or running at the stop holds the access log open (to record its
+        // end), so its last records would not be drained by the log's drop: flush them now.
+        // The job itself is abandoned when the process exits (an interrupted batch is removed
+        // on the next open).
+        if let Some(log) = access {
+            log.flush().context("flushing the access log")?;
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
