@@ -91,12 +91,7 @@ pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(store_dir, super::SERVER)?;
     let mut notes = Vec::new();
     if a.print_admin_token {
-        let taken = tokens::list(&store)?;
-        let name = (1..)
-            .map(|n| format!("admin-{n}"))
-            .find(|n| !taken.iter().any(|t| &t.name == n))
-            .context("no free admin token name")?;
-        let token = tokens::create_scoped(&store, &name, Scope::Admin)?;
+        let (name, token) = new_admin_token(&store)?;
         notes.push(format!("admin token '{name}' (shown once): {token}"));
     } else if !tokens::list(&store)?.iter().any(|t| t.active()) {
         eprintln!("no active API token: create one with `cis token create --name NAME` (with the server stopped)");
@@ -112,19 +107,33 @@ pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     run(Arc::new(store), a.addr, access, a.http, &mut out, &notes)
 }
 
+/// A new admin token named `admin-N` (the first N not taken): its name and text.
+fn new_admin_token(store: &Store) -> anyhow::Result<(String, String)> {
+    let taken = tokens::list(store)?;
+    let name = (1..)
+        .map(|n| format!("admin-{n}"))
+        .find(|n| !taken.iter().any(|t| &t.name == n))
+        .context("no free admin token name")?;
+    let token = tokens::create_scoped(store, &name, Scope::Admin)?;
+    Ok((name, token))
+}
+
 /// For `cis demo`: serves the API and the dashboard on an already open store, with a fresh
-/// token (named `demo-N`) printed once so that the demo can be explored right away.
+/// read token (named `demo-N`) and an admin token (`admin-N`, for the commands that run through
+/// the server), printed once so that the demo can be explored right away.
 pub fn serve_demo(store: Arc<Store>, addr: &str, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("'{addr}' is not an address such as 127.0.0.1:8080"))?;
     let name = format!("demo-{}", tokens::list(&store)?.len() + 1);
     let token = tokens::create(&store, &name)?;
+    let (admin, admin_token) = new_admin_token(&store)?;
     let lines = [
         format!("API token '{name}' (shown once): {token}"),
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=0001&as_of=1997-09-30'"),
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=c000001&as_of=2025-07-01'"),
         format!("  dashboard: http://{addr}/dashboard (sign in with the token)"),
+        format!("admin token '{admin}' (shown once), for cis commands while this runs: CIS_TOKEN={admin_token} cis ingest …"),
     ];
     run(
         store,
