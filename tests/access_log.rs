@@ -250,7 +250,7 @@ async fn forged_customer_ids_stay_on_one_escaped_row() {
     let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 2, "one row per record: {table}");
     for (row, (.., printed)) in rows.iter().zip(&forged) {
-        assert_eq!(row.len(), 9, "{row:?}");
+        assert_eq!(row.len(), 11, "{row:?}");
         assert_eq!((row[2], row[3], row[6]), ("analyst", "404", *printed));
     }
 

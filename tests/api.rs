@@ -18,7 +18,7 @@ use cis_models::churn::ChurnParams;
 use cis_models::scores::{self, ScoreSet};
 use cis_models::train;
 use cis_server::api::listen::Limits;
-use cis_server::api::openapi::ROUTES;
+use cis_server::api::openapi::{ADMIN_ROUTES, ROUTES};
 use cis_server::api::tokens::{self, TokenError};
 use cis_server::api::{app, AppState};
 use cis_storage::{hex, ArtifactHash, StorageError, Store};
@@ -353,7 +353,7 @@ fn tokens_are_stored_hashed_named_once_and_revoked_by_record() {
     let cache = tokens::TokenCache::default();
     assert_eq!(
         cache.check(&store, &token).expect("check"),
-        Some("ci-reader".to_string())
+        Some(("ci-reader".to_string(), tokens::Scope::Read))
     );
     assert_eq!(cache.check(&store, "cis_guess").expect("check"), None);
 
@@ -597,8 +597,33 @@ async fn openapi_describes_every_route_and_every_route_answers() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let routes: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m, p))
+        .chain(ADMIN_ROUTES.iter().map(|(m, p)| (m, p)))
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     assert_eq!(documented, routes);
+    // An admin route refuses a read token (403) and no token (401), and says so in the document.
+    for (method, path) in ADMIN_ROUTES {
+        let uri = path.replace("{id}", "1").replace("{name}", "nobody");
+        let method: Method = method.parse().expect("method");
+        let r = send(&app, method.clone(), &uri, Some(&w.token)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().is_some_and(|e| e.contains("admin token")),
+            "{}",
+            r.text()
+        );
+        assert_eq!(
+            send(&app, method.clone(), &uri, None).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        let op = &v["paths"][path][method.as_str().to_lowercase()];
+        assert!(op["responses"]["403"].is_object(), "{path}");
+        assert!(op["security"].as_array().is_some_and(|s| !s.is_empty()), "{path}");
+    }
     for (method, path, needs_token) in ROUTES {
         let uri = match path {
             "/artifacts/{hash}" => format!("/artifacts/{}", hex(&w.snap)),

@@ -6,6 +6,7 @@ mod tables;
 mod util;
 
 mod access_log;
+mod admin;
 mod api;
 mod crash;
 mod dashboard;
@@ -23,6 +24,7 @@ mod models;
 mod mutation;
 mod promotion;
 mod quality;
+mod serve_admin;
 mod store_lock;
 mod time_travel;
 mod trainset;

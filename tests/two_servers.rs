@@ -16,7 +16,7 @@ use cis_models::scores;
 use cis_ops::erasure::{self, Outcome};
 use cis_ops::monitor::drift;
 use cis_server::access_log::{self, Filter};
-use cis_server::api::tokens::{self, Lookup};
+use cis_server::api::tokens::{self, Lookup, Scope};
 use cis_server::api::{app_with, AppState};
 use cis_server::dashboard;
 use cis_storage::{ArtifactHash, Store};
@@ -136,11 +136,14 @@ async fn two_stores_in_one_process_share_nothing() {
 
     // Token cache generation: revoking on a makes only a's cache stale.
     let hash_b = tokens::token_hash(&token_b);
-    assert_eq!(state_b.tokens.lookup(&b, &hash_b), Lookup::Valid("reader-b".into()));
+    assert_eq!(
+        state_b.tokens.lookup(&b, &hash_b),
+        Lookup::Valid("reader-b".into(), Scope::Read)
+    );
     tokens::revoke(&a, "reader-a").expect("revoke");
     assert_eq!(
         state_b.tokens.lookup(&b, &hash_b),
-        Lookup::Valid("reader-b".into()),
+        Lookup::Valid("reader-b".into(), Scope::Read),
         "a revocation on a leaves b's cache as it was"
     );
     assert_eq!(state_a.tokens.lookup(&a, &tokens::token_hash(&token_a)), Lookup::Stale);

@@ -9,6 +9,7 @@ mod export;
 mod models;
 mod monitor;
 mod quality;
+mod remote;
 mod serve;
 mod snapshot;
 mod store;
@@ -46,6 +47,10 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// File whose first line is the admin token, for commands sent to a running `cis serve`
+    /// (`ingest`, `snapshot create`, `token create|revoke`); default: the CIS_TOKEN variable.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -181,7 +186,12 @@ const SERVER: &str = "the cis API server";
 /// Opens the store in `dir` as `holder` (one of the two above). A store another process holds
 /// is refused with what to do about it; any other failure names the store.
 fn open_store(dir: &Path, holder: &str) -> anyhow::Result<Store> {
-    Store::open_as(dir, holder).map_err(|e| match &e {
+    Store::open_as(dir, holder).map_err(|e| explain(dir, e))
+}
+
+/// The error of a store that would not open: for a held one, what to do about it.
+fn explain(dir: &Path, e: StorageError) -> anyhow::Error {
+    match &e {
         StorageError::Busy { pid, holder, .. } => {
             let stop = pid.map_or("stop it".to_string(), |p| format!("stop it (`kill {p}`)"));
             let hint = if holder.as_deref() == Some(SERVER) {
@@ -192,7 +202,7 @@ fn open_store(dir: &Path, holder: &str) -> anyhow::Result<Store> {
             anyhow::anyhow!("{e}\none process at a time can open a store: {hint}")
         }
         _ => anyhow::Error::new(e).context(format!("opening store {}", dir.display())),
-    })
+    }
 }
 
 /// The parser of a [`Choice`] argument: its names in `--help` and in the error for a wrong one.
@@ -208,9 +218,21 @@ fn parse_time(s: &str) -> Result<Timestamp, time::TimeError> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store_dir = cli.store;
     let open = || open_store(&store_dir, COMMAND);
+    // The commands a running server carries out for us (src/cli/remote.rs).
+    let target = || remote::open(&store_dir, cli.token_file.as_deref());
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Ingest(a) => ingest(&open()?, a, &mut out),
+        Command::Ingest(a) => match target()? {
+            remote::Target::Direct(store) => ingest(&store, a, &mut out),
+            remote::Target::Server(server) => server.ingest(&a, &mut out),
+        },
+        Command::Snapshot(snapshot::SnapshotCommand::Create { as_of, known_at }) => {
+            let at = AsOf::new(Some(as_of), known_at);
+            match target()? {
+                remote::Target::Direct(store) => snapshot::create(&store, at, &mut out),
+                remote::Target::Server(server) => server.snapshot(at, &mut out),
+            }
+        }
         Command::Events(a) => events(&open()?, a, &mut out),
         Command::Snapshot(cmd) => snapshot::run(&open()?, cmd, &mut out),
         Command::Trainset(cmd) => trainset::run(&open()?, cmd, &mut out),
@@ -221,7 +243,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { hash } => models::audit_cmd(&open()?, &hash, &mut out),
         Command::Demo(a) => demo::run(&store_dir, a, &mut out),
         Command::Serve(a) => serve::serve(&store_dir, a),
-        Command::Token(cmd) => serve::token(&open()?, cmd, &mut out),
+        Command::Token(cmd @ serve::TokenCommand::List) => serve::token(&open()?, cmd, &mut out),
+        Command::Token(cmd) => match target()? {
+            remote::Target::Direct(store) => serve::token(&store, cmd, &mut out),
+            remote::Target::Server(server) => serve::token_remote(&server, cmd, &mut out),
+        },
         Command::Export(cmd) => export::run(&open()?, cmd, &mut out),
         Command::Monitor(cmd) => monitor::run(&open()?, cmd, &mut out),
         Command::AccessLog(a) => access_log::run(&open()?, a, &mut out),
@@ -317,79 +343,19 @@ fn short(h: &str) -> &str {
     h.get(..16).unwrap_or(h)
 }
 
-fn infer_format(path: &Path) -> Format {
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
-        _ => Format::Csv,
-    }
-}
-
 fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let format = a.format.unwrap_or_else(|| infer_format(&a.file));
+    let name = a.file.display().to_string();
+    let format = a.format.unwrap_or_else(|| Format::from_file_name(&name));
     let opts = IngestOptions {
         recorded_at: RecordedAt::parse(&a.recorded_at),
         batch_rows: usize::try_from(a.batch_rows)?,
         progress: crate::progress::ingest_bar(std::io::stderr().is_terminal()),
         ..IngestOptions::new(a.kind, format)
     };
-    let mut ack_err = None;
-    let run = ingest::ingest_file(store, &a.file, &opts, &mut |c| {
-        // Printed only once the batch is durable: this line is the acknowledgement.
-        let r = writeln!(
-            out,
-            "committed batch {}: {} new events from lines {}-{}, head {}",
-            c.batch.seq,
-            c.batch.events,
-            c.first_line,
-            c.last_line,
-            hex(&c.batch.head_after)
-        )
-        .and_then(|_| out.flush());
-        if let Err(e) = r {
-            ack_err.get_or_insert(e);
-        }
-    })?;
-    if let Some(e) = ack_err {
-        return Err(e.into());
-    }
-    // Every line after the header is one of these four: the sum is the line count.
-    writeln!(
-        out,
-        "ingest run {}: {} lines from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
-        run.run,
-        run.lines,
-        run.file,
-        run.accepted,
-        run.duplicates,
-        run.quarantined,
-        run.blank,
-        run.file_hash,
-        short(&run.head_before),
-        run.head_after
-    )?;
-    if !run.dropped_columns.is_empty() {
-        writeln!(out, "personal data columns dropped: {}", run.dropped_columns.join(", "))?;
-    }
-    if run.quarantined > 0 {
-        writeln!(out, "see `cis quarantine list --run {}` for the rejected rows", run.run)?;
-    }
-    if run.rows > 0 && run.accepted == 0 && run.duplicates == 0 {
-        eprintln!(
-            "error: every row was rejected — is --format right? (read as {})",
-            format.choice_name()
-        );
-        return Ok(ExitCode::from(EXIT_ALL_REJECTED));
-    }
-    Ok(ExitCode::SUCCESS)
+    let (file, len) = ingest::open_input(&a.file)?;
+    let code = cis_server::jobs::ingest(store, file, &name, len, &opts, out, &mut std::io::stderr())?;
+    Ok(ExitCode::from(code))
 }
-
-/// `cis ingest`'s exit code when the file had rows and none was stored (README: exit codes).
-pub const EXIT_ALL_REJECTED: u8 = 3;
 
 fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     if let (Some(t), Some(k)) = (a.as_of, a.known_at) {

@@ -12,7 +12,11 @@ use cis_storage::Store;
 use clap::{Args, Subcommand};
 
 use cis_server::access_log::AccessLogConfig;
+use cis_server::api::tokens::Scope;
 use cis_server::api::{self, tokens, AppState};
+use cis_server::jobs;
+
+use super::remote::{Remote, ServerFile};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -22,6 +26,10 @@ pub struct ServeArgs {
     /// Do not record reads in the access log (on by default; see `cis access-log`).
     #[arg(long)]
     pub no_access_log: bool,
+    /// Create an admin token (named admin-N) and print it once, for the commands that run
+    /// through the server (`CIS_TOKEN=... cis ingest ...`).
+    #[arg(long)]
+    pub print_admin_token: bool,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -68,6 +76,10 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// read: profiles, artifacts, snapshots, export, dashboard, metrics; admin: also jobs
+        /// (ingest, snapshot) and tokens through a running server.
+        #[arg(long, default_value = "read", value_parser = super::choice::<Scope>())]
+        scope: Scope,
     },
     /// Revoke a token by name (recorded; the name cannot be reused).
     Revoke { name: String },
@@ -77,7 +89,11 @@ pub enum TokenCommand {
 
 pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(store_dir, super::SERVER)?;
-    if !tokens::list(&store)?.iter().any(|t| t.active()) {
+    let mut notes = Vec::new();
+    if a.print_admin_token {
+        let (name, token) = new_admin_token(&store)?;
+        notes.push(format!("admin token '{name}' (shown once): {token}"));
+    } else if !tokens::list(&store)?.iter().any(|t| t.active()) {
         eprintln!("no active API token: create one with `cis token create --name NAME` (with the server stopped)");
     }
     let mut out = std::io::stdout().lock();
@@ -88,22 +104,36 @@ pub fn serve(store_dir: &Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     if a.no_access_log {
         eprintln!("the access log is off: API reads are not recorded");
     }
-    run(Arc::new(store), a.addr, access, a.http, &mut out, &[])
+    run(Arc::new(store), a.addr, access, a.http, &mut out, &notes)
+}
+
+/// A new admin token named `admin-N` (the first N not taken): its name and text.
+fn new_admin_token(store: &Store) -> anyhow::Result<(String, String)> {
+    let taken = tokens::list(store)?;
+    let name = (1..)
+        .map(|n| format!("admin-{n}"))
+        .find(|n| !taken.iter().any(|t| &t.name == n))
+        .context("no free admin token name")?;
+    let token = tokens::create_scoped(store, &name, Scope::Admin)?;
+    Ok((name, token))
 }
 
 /// For `cis demo`: serves the API and the dashboard on an already open store, with a fresh
-/// token (named `demo-N`) printed once so that the demo can be explored right away.
+/// read token (named `demo-N`) and an admin token (`admin-N`, for the commands that run through
+/// the server), printed once so that the demo can be explored right away.
 pub fn serve_demo(store: Arc<Store>, addr: &str, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("'{addr}' is not an address such as 127.0.0.1:8080"))?;
     let name = format!("demo-{}", tokens::list(&store)?.len() + 1);
     let token = tokens::create(&store, &name)?;
+    let (admin, admin_token) = new_admin_token(&store)?;
     let lines = [
         format!("API token '{name}' (shown once): {token}"),
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=0001&as_of=1997-09-30'"),
         format!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/customer/profile?customer_id=c000001&as_of=2025-07-01'"),
         format!("  dashboard: http://{addr}/dashboard (sign in with the token)"),
+        format!("admin token '{admin}' (shown once), for cis commands while this runs: CIS_TOKEN={admin_token} cis ingest …"),
     ];
     run(
         store,
@@ -115,7 +145,8 @@ pub fn serve_demo(store: Arc<Store>, addr: &str, out: &mut impl Write) -> anyhow
     )
 }
 
-/// Serves the API and the dashboard on `addr` until Ctrl-C, then finishes the requests in flight.
+/// Serves the API and the dashboard on `addr` until Ctrl-C or SIGTERM, then finishes the
+/// requests in flight. The store's `server.json` says where, while it serves.
 fn run(
     store: Arc<Store>,
     addr: SocketAddr,
@@ -124,6 +155,13 @@ fn run(
     out: &mut impl Write,
     notes: &[String],
 ) -> anyhow::Result<ExitCode> {
+    let dir = store.dir().map(Path::to_path_buf);
+    if let Some(d) = &dir {
+        let removed = api::admin::remove_stale_uploads(d).with_context(|| format!("cleaning {}", d.display()))?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed uploads a stopped server had not ingested");
+        }
+    }
     let state =
         AppState::with_access_log(store, access).with_session_ttl(Duration::from_secs(http.session_hours * 3600));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,7 +182,10 @@ fn run(
             Ok(None) => tracing::info!("no score set to load yet"),
             Err(e) => tracing::warn!(error = ?e, "could not load the latest score set"),
         });
+        let access = state.access.clone();
         let router = api::app_with(state, cis_server::dashboard::routes());
+        // Written before the first line, so whoever read that line finds the file.
+        let _address_file = dir.as_deref().map(|d| ServerFile::write(d, local)).transpose()?;
         writeln!(
             out,
             "cis API listening on http://{local} (Ctrl-C to stop; -v logs every request)"
@@ -154,28 +195,74 @@ fn run(
         }
         out.flush()?;
         api::listen::serve(listener, router, http.limits(), async {
-            if let Err(e) = tokio::signal::ctrl_c().await {
-                tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
-            }
+            stop_signal().await;
             eprintln!("shutting down: finishing requests in flight");
         })
         .await
         .context("serving")?;
+        // A job still queued or running at the stop holds the access log open (to record its
+        // end), so its last records would not be drained by the log's drop: flush them now.
+        // The job itself is abandoned when the process exits (an interrupted batch is removed
+        // on the next open).
+        if let Some(log) = access {
+            log.flush().context("flushing the access log")?;
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Ctrl-C, or SIGTERM (what a service manager sends).
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// `cis token create|revoke` through a running server.
+pub fn token_remote(server: &Remote, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { name, scope } => server.token_create(&name, scope, out),
+        TokenCommand::Revoke { name } => server.token_revoke(&name, out),
+        // `run` lists tokens from the store directly, which the server holds.
+        TokenCommand::List => anyhow::bail!("`cis token list` reads the store itself: stop the server first"),
+    }
+}
+
 pub fn token(store: &Store, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { name } => {
-            let token = tokens::create(store, &name)?;
-            eprintln!("token '{name}' created; it is shown only now (cis keeps its blake3 hash):");
-            writeln!(out, "{token}")?;
+        TokenCommand::Create { name, scope } => {
+            return Ok(ExitCode::from(jobs::token_create(
+                store,
+                &name,
+                scope,
+                out,
+                &mut std::io::stderr(),
+            )?));
         }
         TokenCommand::Revoke { name } => {
-            tokens::revoke(store, &name)?;
-            writeln!(out, "token '{name}' revoked")?;
+            return Ok(ExitCode::from(jobs::token_revoke(store, &name, out)?));
         }
         TokenCommand::List => {
             for t in tokens::list(store)? {

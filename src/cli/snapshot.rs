@@ -79,7 +79,15 @@ snapshot in row order) and, for a training set, cis.horizon_days and cis.labels_
 as key-value metadata. A CSV file writes times in RFC 3339, floats always with a decimal
 point (0.0) so that readers inferring types keep them floats, and a null as an empty cell.";
 
-fn spinner(msg: &'static str) -> ProgressBar {
+/// `cis snapshot create` on an open store.
+pub(super) fn create(store: &Store, at: AsOf, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let bar = spinner("materialising features");
+    let code = cis_server::jobs::snapshot(store, at, out);
+    bar.finish_and_clear();
+    Ok(ExitCode::from(code?))
+}
+
+pub(super) fn spinner(msg: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -91,23 +99,7 @@ fn spinner(msg: &'static str) -> ProgressBar {
 pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match cmd {
         SnapshotCommand::Create { as_of, known_at } => {
-            let at = AsOf::new(Some(as_of), known_at);
-            let bar = spinner("materialising features");
-            let started = std::time::Instant::now();
-            let (hash, new, snap) = snapshot::create(store, at)?;
-            bar.finish_and_clear();
-            writeln!(
-                out,
-                "snapshot {} ({}) as of {} known at {}: {} customers x {} features from {} events in {:.2}s",
-                hex(&hash),
-                if new { "new" } else { "already stored" },
-                time::format(snap.as_of),
-                time::format(snap.known_at),
-                snap.matrix.customers.len(),
-                snap.features.len(),
-                snap.matrix.visible_events,
-                started.elapsed().as_secs_f64()
-            )?;
+            return create(store, AsOf::new(Some(as_of), known_at), out);
         }
         SnapshotCommand::List { as_of_before } => {
             for (hash, as_of) in snapshot::list(store, as_of_before.unwrap_or(Timestamp::MAX))? {

@@ -170,13 +170,19 @@ pub fn ingest_file(
     opts: &IngestOptions,
     on_commit: &mut dyn FnMut(Committed<'_>),
 ) -> Result<IngestRun, IngestError> {
-    let file_name = path.display().to_string();
+    let (file, len) = open_input(path)?;
+    ingest_reader(store, file, &path.display().to_string(), len, opts, on_commit)
+}
+
+/// Opens an input file for [`ingest_reader`]: the file and its length (0 if unknown). An
+/// unopenable file is the error [`ingest_file`] gives, naming the path.
+pub fn open_input(path: &Path) -> Result<(File, u64), IngestError> {
     let file = File::open(path).map_err(|source| IngestError::Open {
-        file: file_name.clone(),
+        file: path.display().to_string(),
         source,
     })?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    ingest_reader(store, file, &file_name, len, opts, on_commit)
+    Ok((file, len))
 }
 
 /// [`ingest_file`] on any byte stream, named `file_name` in records and errors; `len` (bytes,

@@ -36,6 +36,18 @@ impl cis_core::Choice for Format {
     }
 }
 
+impl Format {
+    /// The format a file's name suggests: `.jsonl`, `.ndjson` or `.json` is JSON Lines, anything
+    /// else CSV (CDNOW is never guessed).
+    pub fn from_file_name(name: &str) -> Format {
+        let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str());
+        match ext.map(str::to_ascii_lowercase).as_deref() {
+            Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
+            _ => Format::Csv,
+        }
+    }
+}
+
 /// Column names that carry personal data: never read, never stored, never quarantined.
 pub const PERSONAL_DATA: &[&str] = &[
     "email",

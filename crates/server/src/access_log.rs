@@ -109,6 +109,13 @@ pub struct AccessRecord {
     /// aggregates existed, which still load and verify unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// On an admin action: the job it queued (or whose end this record is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<u64>,
+    /// On an admin action: what came of it (`queued`, `done, exit 0`, `failed: …`, `created
+    /// admin token 'ops'`). Absent on reads, so their records are what they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 impl AccessRecord {
@@ -310,6 +317,8 @@ impl Refused {
                 known_at: None,
                 status,
                 count: Some(count),
+                job: None,
+                outcome: None,
             })
             .collect()
     }
@@ -477,7 +486,7 @@ pub fn verify(store: &Store) -> Result<Result<LedgerReport, LedgerBroken>, Acces
 pub fn write_table(out: &mut impl Write, records: &[(u64, AccessRecord)]) -> io::Result<()> {
     writeln!(
         out,
-        "seq\tat\ttoken\tstatus\tcount\tendpoint\tcustomer\tas_of\tknown_at"
+        "seq\tat\ttoken\tstatus\tcount\tendpoint\tcustomer\tas_of\tknown_at\tjob\toutcome"
     )?;
     let dash = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
     for (seq, r) in records {
@@ -491,6 +500,8 @@ pub fn write_table(out: &mut impl Write, records: &[(u64, AccessRecord)]) -> io:
             dash(&r.customer),
             dash(&r.as_of),
             dash(&r.known_at),
+            r.job.map_or_else(|| "-".to_string(), |j| j.to_string()),
+            dash(&r.outcome),
         ];
         let row: Vec<Cow<str>> = fields.iter().map(|f| escape(f)).collect();
         writeln!(out, "{}", row.join("\t"))?;
@@ -590,6 +601,8 @@ mod tests {
             known_at: None,
             status: 200,
             count: None,
+            job: None,
+            outcome: None,
         }
     }
 
@@ -755,7 +768,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "header and one row: {text}");
         let row: Vec<&str> = lines[1].split('\t').collect();
-        assert_eq!(row.len(), 9, "nine columns: {row:?}");
+        assert_eq!(row.len(), 11, "eleven columns: {row:?}");
         assert_eq!(row[6], r"x\n1997-01-01T00:00:00Z\tforged\x1b[2J\u{202e}");
         assert!(!text.contains(['\u{1b}', '\r', '\u{202e}']));
     }

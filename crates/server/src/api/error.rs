@@ -23,6 +23,8 @@ pub enum AppError {
     },
     /// No token, or one that is unknown or revoked.
     Unauthorized(&'static str),
+    /// A valid token without the scope the route needs.
+    Forbidden(String),
     NotFound(String),
     MethodNotAllowed,
     UriTooLong(String),
@@ -48,6 +50,7 @@ impl AppError {
         match self {
             AppError::BadParam { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -66,6 +69,7 @@ impl IntoResponse for AppError {
                 "parameter": param,
             }),
             AppError::Unauthorized(why) => json!({ "error": why }),
+            AppError::Forbidden(why) => json!({ "error": why }),
             AppError::NotFound(what) => json!({ "error": what }),
             AppError::MethodNotAllowed => json!({ "error": "method not allowed" }),
             AppError::UriTooLong(what) => json!({ "error": what }),

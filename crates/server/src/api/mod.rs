@@ -11,12 +11,13 @@
 //! | `GET /healthz`, `GET /openapi.json` | open |
 //! | `GET /customer/profile`, `GET /artifacts/{hash}`, `GET /snapshots`, `GET /export/customer_risk_scores`, `GET /metrics` | `Authorization: Bearer <token>` |
 //! | `GET /dashboard` (with [`crate::dashboard::routes`]) | bearer header, or the session cookie of a sign-in ([`sessions`]) |
+//! | `/admin/...` ([`admin`]: jobs, tokens) | an admin token (a read token gets 403) |
 //!
 //! Every response carries the security headers of [`headers`].
 //!
-//! Every data read (all token-guarded routes but `/metrics`, and the dashboard) is also appended
-//! to the hash-chained access log ([`crate::access_log`]) by [`access`]; 401s are counted per
-//! route, status and minute.
+//! Every data read (all token-guarded routes but `/metrics`, and the dashboard) and every admin
+//! action (not the polling of a job) is also appended to the hash-chained access log
+//! ([`crate::access_log`]) by [`access`]; 401s are counted per route, status and minute.
 //!
 //! Every request is logged (one `tracing` event at INFO: method, path without query, status,
 //! latency, token name) and counted in `/metrics` by route pattern and status. Query strings and
@@ -24,6 +25,7 @@
 //! Store reads run on tokio's blocking pool ([`blocking`]). No route returns personal data:
 //! the log holds none, and profiles carry only features and scores.
 
+pub mod admin;
 pub mod artifacts;
 pub mod error;
 pub mod export;
@@ -46,22 +48,23 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cis_storage::Store;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::access_log::{clip, AccessLog, AccessLogConfig, AccessRecord};
+use crate::jobs::Jobs;
 pub use error::AppError;
 use metrics::{Gauge, Metrics};
 use scores::ScoreCache;
 use sessions::Sessions;
-use tokens::{Lookup, TokenCache};
+use tokens::{Lookup, Scope, TokenCache};
 
 /// Longest query string, and longest path, accepted (bytes).
 pub const MAX_URI_PART: usize = 2048;
-/// Largest request body accepted (no route reads one today).
+/// Largest request body accepted (but by [`admin::INGEST_ROUTE`], which streams an upload).
 pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// What every handler shares. Cloning is cheap (reference counts).
@@ -77,6 +80,8 @@ pub struct AppState {
     pub access: Option<Arc<AccessLog>>,
     /// Dashboard sign-ins of this server (never shared with another state).
     pub sessions: Arc<Sessions>,
+    /// Admin jobs submitted to this server (they run one at a time per store).
+    pub jobs: Arc<Jobs>,
 }
 
 impl AppState {
@@ -95,6 +100,7 @@ impl AppState {
             tokens: Arc::new(TokenCache::default()),
             metrics: Arc::new(Metrics::default()),
             sessions: Arc::new(Sessions::default()),
+            jobs: Arc::new(Jobs::default()),
         }
     }
 
@@ -163,11 +169,24 @@ pub fn app_with(state: AppState, extra: ExtraRoutes) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics_handler))
         .route_layer(from_fn_with_state(state.clone(), require_token));
+    let admin = Router::new()
+        .route(admin::INGEST_ROUTE, post(admin::ingest))
+        .route("/admin/jobs/snapshot", post(admin::snapshot))
+        .route("/admin/tokens", post(admin::token_create))
+        .route("/admin/tokens/{name}", delete(admin::token_revoke))
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin))
+        .route_layer(from_fn_with_state(state.clone(), access));
+    // Polling a job is no action (the CLI polls ten times a second): not in the access log.
+    let jobs = Router::new()
+        .route("/admin/jobs/{id}", get(admin::job))
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_handler))
         .merge(data)
         .merge(protected)
+        .merge(admin)
+        .merge(jobs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -197,7 +216,7 @@ pub async fn serve_router(
 
 /// The token's name, attached to the response by [`require_token`] for the request log.
 #[derive(Clone)]
-struct Caller(String);
+pub(crate) struct Caller(pub(crate) String);
 
 fn limits(uri: &Uri, headers: &HeaderMap) -> Option<AppError> {
     if uri.query().is_some_and(|q| q.len() > MAX_URI_PART) {
@@ -205,6 +224,10 @@ fn limits(uri: &Uri, headers: &HeaderMap) -> Option<AppError> {
     }
     if uri.path().len() > MAX_URI_PART {
         return Some(AppError::UriTooLong(format!("path over {MAX_URI_PART} bytes")));
+    }
+    if uri.path() == admin::INGEST_ROUTE {
+        // An upload: its handler streams it to disk and stops at admin::UPLOAD_LIMIT.
+        return None;
     }
     let length = headers
         .get(header::CONTENT_LENGTH)
@@ -274,6 +297,7 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
         })
         .await;
     let status = response.status().as_u16();
+    let audit = response.extensions().get::<admin::Audit>().cloned().unwrap_or_default();
     let logged = match token {
         Some(token) => {
             let record = AccessRecord {
@@ -286,6 +310,8 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
                 known_at,
                 status,
                 count: None,
+                job: audit.job,
+                outcome: audit.outcome,
             };
             log.record(record).await
         }
@@ -337,15 +363,21 @@ pub async fn authorize(state: &AppState, token: &str) -> Result<String, AppError
 
 /// [`authorize`] by the token's hash: what a dashboard session holds.
 pub async fn authorize_hash(state: &AppState, hash: [u8; 32]) -> Result<String, AppError> {
-    let name = match state.tokens.lookup(&state.store, &hash) {
-        Lookup::Valid(name) => Some(name),
+    Ok(grant(state, hash).await?.0)
+}
+
+/// The name and scope of the active token with hash `hash`, or 401; the name becomes the
+/// request's caller in the access log.
+pub(crate) async fn grant(state: &AppState, hash: [u8; 32]) -> Result<(String, Scope), AppError> {
+    let found = match state.tokens.lookup(&state.store, &hash) {
+        Lookup::Valid(name, scope) => Some((name, scope)),
         Lookup::Invalid => None,
         Lookup::Stale => blocking(state, move |s| Ok(s.tokens.check_hash(&s.store, &hash)?)).await?,
     };
-    let name = name.ok_or(AppError::Unauthorized("invalid or revoked token"))?;
+    let (name, scope) = found.ok_or(AppError::Unauthorized("invalid or revoked token"))?;
     // Outside a logged route there is no slot to fill, which is fine.
     let _ = CALLER.try_with(|c| c.replace(Some(name.clone())));
-    Ok(name)
+    Ok((name, scope))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

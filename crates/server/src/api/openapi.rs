@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::api::{BODY_LIMIT, MAX_URI_PART};
 
-/// (method, path, needs a token) of every route.
+/// (method, path, needs a token) of every route but the admin routes.
 pub const ROUTES: [(&str, &str, bool); 7] = [
     ("GET", "/healthz", false),
     ("GET", "/openapi.json", false),
@@ -16,6 +16,15 @@ pub const ROUTES: [(&str, &str, bool); 7] = [
     ("GET", "/snapshots", true),
     ("GET", "/export/customer_risk_scores", true),
     ("GET", "/metrics", true),
+];
+
+/// (method, path) of every admin route: each needs an admin token (a read token gets 403).
+pub const ADMIN_ROUTES: [(&str, &str); 5] = [
+    ("POST", "/admin/jobs/ingest"),
+    ("POST", "/admin/jobs/snapshot"),
+    ("GET", "/admin/jobs/{id}"),
+    ("POST", "/admin/tokens"),
+    ("DELETE", "/admin/tokens/{name}"),
 ];
 
 fn error_response(description: &str) -> Value {
@@ -66,8 +75,144 @@ fn guarded(mut responses: Value) -> Value {
     responses
 }
 
+/// What every admin route can answer besides its own.
+fn admin_guarded(responses: Value) -> Value {
+    let mut responses = guarded(responses);
+    if let Some(m) = responses.as_object_mut() {
+        m.insert(
+            "403".into(),
+            error_response("A read token: the route needs an admin token (`cis token create --scope admin`, `cis serve --print-admin-token`)."),
+        );
+    }
+    responses
+}
+
+fn query(name: &str, required: bool, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": required, "description": description, "schema": { "type": "string" } })
+}
+
+fn job_queued() -> Value {
+    json!({
+        "description": "Queued; `Location` is where to poll it.",
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } }
+    })
+}
+
+fn token_outcome(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Outcome" } } }
+    })
+}
+
+/// The admin routes' entries of `paths`.
+fn admin_paths(bearer: &Value) -> Value {
+    json!({
+        "/admin/jobs/ingest": { "post": {
+            "summary": "Queue an ingest of the uploaded file (as `cis ingest`). The server reads no path the client names: the body is the file's bytes.",
+            "security": bearer,
+            "parameters": [
+                query("kind", true, "orders, sessions, returns or customers."),
+                query("name", true, "The file's name, recorded in the ingest run and its quarantine; also chooses the format when `format` is absent."),
+                query("format", false, "csv, jsonl or cdnow (default: from `name`)."),
+                query("recorded_at", false, "now (default), event-time, or a column name."),
+                query("batch_rows", false, "Events per batch, 1 to 10000000 (default 100000).")
+            ],
+            "requestBody": { "required": true, "content": { "application/octet-stream": {} },
+                "description": format!("The file, at most {} bytes.", crate::api::admin::UPLOAD_LIMIT) },
+            "responses": admin_guarded(json!({
+                "202": job_queued(),
+                "400": error_response("A parameter is missing, malformed or unknown."),
+                "413": error_response("The upload is too large.")
+            }))
+        } },
+        "/admin/jobs/snapshot": { "post": {
+            "summary": "Queue a snapshot at (as_of, known_at) (as `cis snapshot create`).",
+            "security": bearer,
+            "parameters": [
+                time_param("as_of", "T (required)."),
+                time_param("known_at", "K (default: T).")
+            ],
+            "responses": admin_guarded(json!({
+                "202": job_queued(),
+                "400": error_response("A parameter is missing, malformed or unknown.")
+            }))
+        } },
+        "/admin/jobs/{id}": { "get": {
+            "summary": "A job of this server: state (queued, running, done, failed), progress, and what the command printed and its exit code.",
+            "security": bearer,
+            "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+            "responses": admin_guarded(json!({
+                "200": { "description": "The job.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
+                "400": error_response("Not a job id."),
+                "404": error_response("No such job on this server (ids start again at each start).")
+            }))
+        } },
+        "/admin/tokens": { "post": {
+            "summary": "Create a token (as `cis token create`): its text is in `stdout`, shown once.",
+            "security": bearer,
+            "parameters": [
+                query("name", true, "1 to 64 of A-Z a-z 0-9 . _ - ; never reused."),
+                query("scope", false, "read (default) or admin.")
+            ],
+            "responses": admin_guarded(json!({
+                "201": token_outcome("Created."),
+                "400": token_outcome("A name that is not allowed, or a bad parameter."),
+                "409": token_outcome("The name was used before.")
+            }))
+        } },
+        "/admin/tokens/{name}": { "delete": {
+            "summary": "Revoke a token (as `cis token revoke`): refused from the next request on.",
+            "security": bearer,
+            "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+            "responses": admin_guarded(json!({
+                "200": token_outcome("Revoked."),
+                "404": token_outcome("No such token."),
+                "409": token_outcome("Already revoked.")
+            }))
+        } }
+    })
+}
+
+fn admin_schemas() -> Value {
+    let outcome = json!({
+        "stdout": { "type": "string", "description": "What the command prints on stdout." },
+        "stderr": { "type": "string", "description": "What it prints on stderr." },
+        "exit_code": { "type": ["integer", "null"], "description": "Its exit code; null until it has ended." },
+        "error": { "type": ["string", "null"], "description": "Why it failed (what `cis` prints after `error: `)." }
+    });
+    let mut job = json!({
+        "id": { "type": "integer" },
+        "kind": { "type": "string", "enum": ["ingest", "snapshot"] },
+        "by": { "type": "string", "description": "The token name that queued it." },
+        "state": { "type": "string", "enum": ["queued", "running", "done", "failed"] },
+        "progress": { "oneOf": [{ "type": "null" }, { "type": "object", "properties": {
+            "done": { "type": "integer" }, "total": { "type": "integer" } } }],
+            "description": "Ingest: bytes of the upload read of total." }
+    });
+    if let (Some(j), Some(o)) = (job.as_object_mut(), outcome.as_object()) {
+        j.extend(o.clone());
+    }
+    json!({
+        "Outcome": { "type": "object", "properties": outcome },
+        "Job": { "type": "object", "properties": job }
+    })
+}
+
 pub fn spec() -> Value {
     let bearer = json!([{ "bearer": [] }]);
+    let mut doc = base(&bearer);
+    if let (Some(m), Value::Object(e)) = (doc["paths"].as_object_mut(), admin_paths(&bearer)) {
+        m.extend(e);
+    }
+    if let (Some(m), Value::Object(e)) = (doc["components"]["schemas"].as_object_mut(), admin_schemas()) {
+        m.extend(e);
+    }
+    doc
+}
+
+/// The document without the admin routes.
+fn base(bearer: &Value) -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -91,7 +236,7 @@ pub fn spec() -> Value {
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A token from `cis token create --name N` (shown once; only its blake3 hash is stored). Revoke with `cis token revoke N`."
+                    "description": "A token from `cis token create --name N [--scope read|admin]` (shown once; only its blake3 hash is stored). A read token gets every route but `/admin/...`, which needs an admin token. Revoke with `cis token revoke N`."
                 }
             },
             "schemas": {

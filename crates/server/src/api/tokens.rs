@@ -1,7 +1,7 @@
 //! Bearer tokens for the HTTP API.
 //!
 //! A token is `cis_` followed by 64 hex digits of OS randomness. It is shown once, when it is
-//! created; the store keeps only its blake3 hash, in the append-only journal [`JOURNAL`]:
+//! created; the store keeps only its blake3 hash and its [`Scope`], in the append-only journal [`JOURNAL`]:
 //! key `name ‖ 0x00 ‖ 0x00` holds the creation record and `name ‖ 0x00 ‖ 0x01` the revocation
 //! record (JSON, see [`TokenRecord`]). Nothing is ever overwritten: revoking adds a record, and
 //! a name, once used, cannot be created again.
@@ -64,6 +64,29 @@ pub enum TokenError {
     Storage(#[from] StorageError),
 }
 
+/// What a token may do. A read token gets the data routes; an admin token also runs jobs and
+/// manages tokens (`/admin/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Tokens created before scopes existed have no `scope` field and are read tokens.
+    #[default]
+    Read,
+    Admin,
+}
+
+impl cis_core::Choice for Scope {
+    const CHOICES: &'static [Scope] = &[Scope::Read, Scope::Admin];
+
+    /// The same lower-case names as the serialised form.
+    fn choice_name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
 /// One journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -73,6 +96,8 @@ pub enum TokenRecord {
         /// blake3 of the token text, hex.
         token_blake3: String,
         created_at: String,
+        #[serde(default)]
+        scope: Scope,
     },
     Revoked {
         name: String,
@@ -87,6 +112,7 @@ pub struct TokenInfo {
     pub token_blake3: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    pub scope: Scope,
 }
 
 impl TokenInfo {
@@ -131,6 +157,7 @@ pub fn list(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
                 name,
                 token_blake3,
                 created_at,
+                scope,
             } => {
                 by_name.insert(
                     name.clone(),
@@ -139,6 +166,7 @@ pub fn list(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
                         token_blake3,
                         created_at,
                         revoked_at: None,
+                        scope,
                     },
                 );
             }
@@ -166,9 +194,14 @@ fn put(store: &Store, k: &[u8], record: &TokenRecord) -> Result<(), TokenError> 
     Ok(())
 }
 
-/// Creates a token named `name` and returns its text: the only time it is ever available.
+/// Creates a read token named `name` and returns its text: the only time it is ever available.
 /// Only its blake3 hash is stored. Durable on return.
 pub fn create(store: &Store, name: &str) -> Result<String, TokenError> {
+    create_scoped(store, name, Scope::Read)
+}
+
+/// [`create`] with the token's scope.
+pub fn create_scoped(store: &Store, name: &str, scope: Scope) -> Result<String, TokenError> {
     check_name(name)?;
     let journal = store.companion::<Journal>();
     let _guard = journal.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,6 +217,7 @@ pub fn create(store: &Store, name: &str) -> Result<String, TokenError> {
         name: name.to_string(),
         token_blake3: hex(&token_hash(&token)),
         created_at: time::format(time::now()),
+        scope,
     };
     put(store, &key(name, CREATED), &record)?;
     Ok(token)
@@ -208,8 +242,8 @@ pub fn revoke(store: &Store, name: &str) -> Result<(), TokenError> {
 /// What the cache says about a token hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Active; the token's name.
-    Valid(String),
+    /// Active; the token's name and scope.
+    Valid(String, Scope),
     Invalid,
     /// The cache must be refreshed from the journal before answering.
     Stale,
@@ -218,7 +252,7 @@ pub enum Lookup {
 struct Valid {
     generation: u64,
     loaded: Option<Instant>,
-    by_hash: HashMap<[u8; 32], String>,
+    by_hash: HashMap<[u8; 32], (String, Scope)>,
 }
 
 /// Active token hashes, in memory.
@@ -249,7 +283,7 @@ impl TokenCache {
             return Lookup::Stale;
         }
         match v.by_hash.get(hash) {
-            Some(name) => Lookup::Valid(name.clone()),
+            Some((name, scope)) => Lookup::Valid(name.clone(), *scope),
             None if v.loaded.is_some_and(|t| t.elapsed() < self.miss_refresh) => Lookup::Invalid,
             None => Lookup::Stale,
         }
@@ -262,7 +296,7 @@ impl TokenCache {
         for t in list(store)?.into_iter().filter(TokenInfo::active) {
             let h = unhex32(&t.token_blake3)
                 .ok_or_else(|| TokenError::Record(format!("token '{}' has a malformed hash", t.name)))?;
-            by_hash.insert(h, t.name);
+            by_hash.insert(h, (t.name, t.scope));
         }
         let mut v = self.inner.write().unwrap_or_else(|p| p.into_inner());
         *v = Valid {
@@ -274,22 +308,22 @@ impl TokenCache {
     }
 
     /// Looks up, refreshing from the store when the cache is stale. Blocking (store access).
-    pub fn check(&self, store: &Store, token: &str) -> Result<Option<String>, TokenError> {
+    pub fn check(&self, store: &Store, token: &str) -> Result<Option<(String, Scope)>, TokenError> {
         self.check_hash(store, &token_hash(token))
     }
 
     /// [`TokenCache::check`] by the token's hash (what a dashboard session keeps).
-    pub fn check_hash(&self, store: &Store, h: &[u8; 32]) -> Result<Option<String>, TokenError> {
+    pub fn check_hash(&self, store: &Store, h: &[u8; 32]) -> Result<Option<(String, Scope)>, TokenError> {
         // A second pass only when a token was created or revoked during the first refresh.
         for _ in 0..2 {
             match self.lookup(store, h) {
-                Lookup::Valid(name) => return Ok(Some(name)),
+                Lookup::Valid(name, scope) => return Ok(Some((name, scope))),
                 Lookup::Invalid => return Ok(None),
                 Lookup::Stale => self.refresh(store)?,
             }
         }
         Ok(match self.lookup(store, h) {
-            Lookup::Valid(name) => Some(name),
+            Lookup::Valid(name, scope) => Some((name, scope)),
             Lookup::Invalid | Lookup::Stale => None,
         })
     }

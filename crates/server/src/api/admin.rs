@@ -1,0 +1,309 @@
+//! `/admin/...`: the store-changing commands, for admin tokens only ([`Scope::Admin`]).
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /admin/jobs/ingest?kind=K&name=FILE[&format=&recorded_at=&batch_rows=]` | body = the file's bytes; a job |
+//! | `POST /admin/jobs/snapshot?as_of=T[&known_at=K]` | a job |
+//! | `GET /admin/jobs/{id}` | the job: state, progress, output, exit code |
+//! | `POST /admin/tokens?name=N[&scope=read\|admin]`, `DELETE /admin/tokens/{name}` | at once |
+//!
+//! The server never opens a path the client names: an upload is written to a temporary file in
+//! the store directory, ingested from there under the client's file name, and removed. Jobs run
+//! one at a time ([`crate::jobs`]); the routes return at once (202 and the job), so readers never
+//! wait for them. Every admin request is in the access log with the job it queued, and every
+//! job's end is a record of its own (who, which job, outcome).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cis_core::{AsOf, Choice};
+use cis_ingest::source::Format;
+use cis_ingest::{IngestOptions, RecordedAt};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::access_log::{self, AccessRecord};
+use crate::api::params::Params;
+use crate::api::tokens::{token_hash, Scope, TokenError};
+use crate::api::{bearer, blocking, grant, AppError, AppState, Caller};
+use crate::jobs::{self, IngestProgress, JobError, JobView, Outcome, Work};
+
+/// Largest upload `POST /admin/jobs/ingest` takes (bytes).
+pub const UPLOAD_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
+/// The ingest route: exempt from [`crate::api::BODY_LIMIT`] (it has [`UPLOAD_LIMIT`]).
+pub const INGEST_ROUTE: &str = "/admin/jobs/ingest";
+/// How an upload's temporary file in the store directory is named.
+const UPLOAD_PREFIX: &str = ".upload-";
+
+/// Removes the uploads a server that was killed left in the store directory: raw input files,
+/// personal-data columns and all, which nothing else would ever delete. For `cis serve` at start,
+/// while it holds the store (no job of another process can be writing one). How many went.
+pub fn remove_stale_uploads(store_dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(store_dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(UPLOAD_PREFIX) && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The admin token's name, for the handlers.
+#[derive(Clone)]
+pub struct Admin(pub String);
+
+/// What the access log adds to an admin request's record: the job it queued, how it ended.
+#[derive(Clone, Default)]
+pub struct Audit {
+    pub job: Option<u64>,
+    pub outcome: Option<String>,
+}
+
+/// 401 without an active token, 403 with a read token.
+pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, AppError> {
+    let token = bearer(req.headers())?;
+    let (name, scope) = grant(&state, token_hash(token)).await?;
+    if scope != Scope::Admin {
+        return Err(AppError::Forbidden(format!(
+            "token '{name}' is a read token; this route needs an admin token \
+             (`cis token create --name NAME --scope admin` with the server stopped, or `cis serve --print-admin-token`)"
+        )));
+    }
+    req.extensions_mut().insert(Admin(name.clone()));
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(Caller(name));
+    Ok(response)
+}
+
+/// Queues `work` and answers 202 with the job (and where to poll it). `what` says in the access
+/// log what was asked for.
+fn submit(
+    state: &AppState,
+    route: &'static str,
+    kind: &str,
+    by: String,
+    what: String,
+    work: Work,
+) -> Result<Response, AppError> {
+    let log = state.access.clone();
+    let handle = tokio::runtime::Handle::current();
+    let who = by.clone();
+    let done = move |view: JobView| {
+        let Some(log) = log else { return };
+        let outcome = match (&view.outcome.error, view.outcome.exit_code) {
+            (Some(e), _) => format!("failed: {e}"),
+            (None, code) => format!("done, exit {}", code.unwrap_or(0)),
+        };
+        let record = AccessRecord {
+            at: cis_core::time::now(),
+            token: Some(who),
+            endpoint: route.to_string(),
+            path: None,
+            customer: None,
+            as_of: None,
+            known_at: None,
+            status: StatusCode::ACCEPTED.as_u16(),
+            count: None,
+            job: Some(view.id),
+            outcome: Some(outcome),
+        };
+        // The worker thread is not one of the runtime's, so it may wait for the queue here.
+        if let Err(e) = handle.block_on(log.record(record)) {
+            tracing::error!(job = view.id, error = %e, "could not record the job's outcome in the access log");
+        }
+    };
+    let view = state
+        .jobs
+        .submit(&state.store, kind, &by, work, done)
+        .map_err(AppError::internal)?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/admin/jobs/{}", view.id))],
+        Json(&view),
+    )
+        .into_response();
+    response.extensions_mut().insert(Audit {
+        job: Some(view.id),
+        outcome: Some(format!("queued: {what}")),
+    });
+    Ok(response)
+}
+
+/// `POST /admin/jobs/ingest`: the body to a temporary file in the store directory, then a job
+/// ingesting it under the client's file name.
+pub async fn ingest(
+    State(state): State<AppState>,
+    Extension(Admin(by)): Extension<Admin>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Body,
+) -> Result<Response, AppError> {
+    let params = Params::parse(q, &["kind", "name", "format", "recorded_at", "batch_rows"])?;
+    let kind = params.required("kind")?;
+    let kind = cis_core::event::Kind::from_choice(kind).map_err(|e| AppError::param("kind", e.to_string()))?;
+    let name = params.required("name")?.to_string();
+    if name.len() > 1024 || name.chars().any(char::is_control) {
+        return Err(AppError::param("name", "at most 1024 bytes, no control characters"));
+    }
+    let format = match params.get("format") {
+        Some(f) => Format::from_choice(f).map_err(|e| AppError::param("format", e.to_string()))?,
+        None => Format::from_file_name(&name),
+    };
+    let recorded_at = RecordedAt::parse(params.get("recorded_at").unwrap_or("now"));
+    let batch_rows = match params.get("batch_rows") {
+        None => 100_000,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000_000).contains(n))
+            .ok_or_else(|| AppError::param("batch_rows", "a whole number from 1 to 10000000"))?,
+    };
+
+    let dir = state
+        .store
+        .dir()
+        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let upload = blocking(&state, move |_| {
+        tempfile::Builder::new()
+            .prefix(UPLOAD_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(AppError::internal)
+    })
+    .await?;
+    let len = receive(body, upload.reopen().map_err(AppError::internal)?).await?;
+
+    let what = format!(
+        "ingest {} from '{}' ({len} bytes, {})",
+        kind.choice_name(),
+        access_log::clip(&name, 256),
+        format.choice_name()
+    );
+    let store = state.store.clone();
+    let work: Work = Box::new(move |job, out, err| {
+        let input = upload.reopen()?;
+        let opts = IngestOptions {
+            recorded_at,
+            batch_rows,
+            progress: Some(Arc::new(IngestProgress(job.clone()))),
+            ..IngestOptions::new(kind, format)
+        };
+        // `upload` is removed when this closure (which owns it) is dropped, after the run.
+        jobs::ingest(&store, input, &name, len, &opts, out, err)
+    });
+    submit(&state, INGEST_ROUTE, "ingest", by, what, work)
+}
+
+/// Streams the request body into `file`; its length. Over [`UPLOAD_LIMIT`] is a 413.
+async fn receive(mut body: Body, file: std::fs::File) -> Result<u64, AppError> {
+    let mut file = tokio::fs::File::from_std(file);
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| AppError::param("body", format!("the upload broke off: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        len += data.len() as u64;
+        if len > UPLOAD_LIMIT {
+            return Err(AppError::PayloadTooLarge(UPLOAD_LIMIT));
+        }
+        file.write_all(&data).await.map_err(AppError::internal)?;
+    }
+    file.flush().await.map_err(AppError::internal)?;
+    Ok(len)
+}
+
+/// `POST /admin/jobs/snapshot?as_of=T[&known_at=K]`.
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Extension(Admin(by)): Extension<Admin>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let params = Params::parse(q, &["as_of", "known_at"])?;
+    params.required("as_of")?;
+    let at = AsOf::new(params.time("as_of")?, params.time("known_at")?);
+    let what = format!(
+        "snapshot as of {} known at {}",
+        cis_core::time::format(at.as_of),
+        cis_core::time::format(at.known_at)
+    );
+    let store = state.store.clone();
+    let work: Work = Box::new(move |_, out, _| jobs::snapshot(&store, at, out));
+    submit(&state, "/admin/jobs/snapshot", "snapshot", by, what, work)
+}
+
+/// `GET /admin/jobs/{id}`.
+pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, AppError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| AppError::param("id", "a job id (a whole number)"))?;
+    state
+        .jobs
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| AppError::NotFound(format!("no job {id} on this server")))
+}
+
+/// A token command's answer: its [`Outcome`], with a status saying how it went.
+fn token_answer(outcome: Outcome, result_of: Option<&JobError>, ok: StatusCode, what: String) -> Response {
+    let status = match result_of {
+        None => ok,
+        Some(JobError::Token(TokenError::BadName(_))) => StatusCode::BAD_REQUEST,
+        Some(JobError::Token(TokenError::Unknown(_))) => StatusCode::NOT_FOUND,
+        Some(JobError::Token(TokenError::Exists(_) | TokenError::AlreadyRevoked(_))) => StatusCode::CONFLICT,
+        Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let outcome_text = match &outcome.error {
+        Some(e) => format!("failed: {e}"),
+        None => what,
+    };
+    let mut response = (status, Json(outcome)).into_response();
+    response.extensions_mut().insert(Audit {
+        job: None,
+        outcome: Some(outcome_text),
+    });
+    response
+}
+
+/// Runs a token command on the blocking pool, keeping its error for the status.
+async fn token_command(
+    state: &AppState,
+    f: impl FnOnce(&AppState, &mut dyn Write, &mut dyn Write) -> Result<u8, JobError> + Send + 'static,
+) -> Result<(Outcome, Option<JobError>), AppError> {
+    blocking(state, move |s| {
+        let (outcome, result) = Outcome::capture(|out, err| f(s, out, err));
+        Ok((outcome, result.err()))
+    })
+    .await
+}
+
+/// `POST /admin/tokens?name=N[&scope=read|admin]`: 201 with the token in `stdout` (shown once).
+pub async fn token_create(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let params = Params::parse(q, &["name", "scope"])?;
+    let name = params.required("name")?.to_string();
+    let scope = match params.get("scope") {
+        None => Scope::Read,
+        Some(s) => Scope::from_choice(s).map_err(|e| AppError::param("scope", e.to_string()))?,
+    };
+    let what = format!("created {} token '{name}'", scope.choice_name());
+    let (outcome, failure) = token_command(&state, move |s, out, err| {
+        jobs::token_create(&s.store, &name, scope, out, err)
+    })
+    .await?;
+    Ok(token_answer(outcome, failure.as_ref(), StatusCode::CREATED, what))
+}
+
+/// `DELETE /admin/tokens/{name}`.
+pub async fn token_revoke(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+    let what = format!("revoked token '{name}'");
+    let (outcome, failure) = token_command(&state, move |s, out, _| jobs::token_revoke(&s.store, &name, out)).await?;
+    Ok(token_answer(outcome, failure.as_ref(), StatusCode::OK, what))
+}

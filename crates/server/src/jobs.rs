@@ -1,0 +1,423 @@
+//! Admin jobs: the store-changing commands the CLI runs directly, or through a running server.
+//!
+//! The bodies ([`ingest`], [`snapshot`], [`token_create`], [`token_revoke`]) are the one copy of
+//! what such a command does and prints: `cis` calls them on the store it opened, writing to its
+//! stdout and stderr; the server calls them on its own store inside a job, writing into the job's
+//! [`JobView`], so both ways give the same text and exit code.
+//!
+//! [`Jobs`] holds a server's jobs by id. Jobs run one at a time, in the order they came, on the
+//! store's one worker thread ([`Queue`], kept beside the store), while the API's readers go on:
+//! nothing here takes a lock a reader needs.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use cis_core::time;
+use cis_core::{AsOf, Choice};
+use cis_features::snapshot::{self, SnapshotError};
+use cis_ingest::{IngestError, IngestOptions};
+use cis_storage::{hex, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::api::tokens::{self, Scope, TokenError};
+
+/// `cis ingest`'s exit code when the file had rows and none was stored (README: exit codes).
+pub const EXIT_ALL_REJECTED: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// Writing the command's output failed (a closed pipe, in the CLI).
+    #[error(transparent)]
+    Output(#[from] io::Error),
+    #[error("the job panicked (see the server's log)")]
+    Panicked,
+}
+
+/// The first 16 characters of a hash, as the CLI prints heads.
+fn short(h: &str) -> &str {
+    h.get(..16).unwrap_or(h)
+}
+
+/// Ingests `input` (named `file_name` in the run record) and prints what `cis ingest` prints:
+/// one line per batch once it is durable (the acknowledgement), then the run's summary. Returns
+/// the exit code.
+pub fn ingest(
+    store: &Store,
+    input: impl Read + Send,
+    file_name: &str,
+    len: u64,
+    opts: &IngestOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, JobError> {
+    let mut ack_err = None;
+    let run = cis_ingest::ingest_reader(store, input, file_name, len, opts, &mut |c| {
+        let r = writeln!(
+            out,
+            "committed batch {}: {} new events from lines {}-{}, head {}",
+            c.batch.seq,
+            c.batch.events,
+            c.first_line,
+            c.last_line,
+            hex(&c.batch.head_after)
+        )
+        .and_then(|_| out.flush());
+        if let Err(e) = r {
+            ack_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = ack_err {
+        return Err(e.into());
+    }
+    // Every line after the header is one of these four: the sum is the line count.
+    writeln!(
+        out,
+        "ingest run {}: {} lines from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
+        run.run,
+        run.lines,
+        run.file,
+        run.accepted,
+        run.duplicates,
+        run.quarantined,
+        run.blank,
+        run.file_hash,
+        short(&run.head_before),
+        run.head_after
+    )?;
+    if !run.dropped_columns.is_empty() {
+        writeln!(out, "personal data columns dropped: {}", run.dropped_columns.join(", "))?;
+    }
+    if run.quarantined > 0 {
+        writeln!(out, "see `cis quarantine list --run {}` for the rejected rows", run.run)?;
+    }
+    if run.rows > 0 && run.accepted == 0 && run.duplicates == 0 {
+        writeln!(
+            err,
+            "error: every row was rejected — is --format right? (read as {})",
+            opts.format.choice_name()
+        )?;
+        return Ok(EXIT_ALL_REJECTED);
+    }
+    Ok(0)
+}
+
+/// Creates (or finds) the snapshot at `at` and prints `cis snapshot create`'s line.
+pub fn snapshot(store: &Store, at: AsOf, out: &mut dyn Write) -> Result<u8, JobError> {
+    let started = Instant::now();
+    let (hash, new, snap) = snapshot::create(store, at)?;
+    writeln!(
+        out,
+        "snapshot {} ({}) as of {} known at {}: {} customers x {} features from {} events in {:.2}s",
+        hex(&hash),
+        if new { "new" } else { "already stored" },
+        time::format(snap.as_of),
+        time::format(snap.known_at),
+        snap.matrix.customers.len(),
+        snap.features.len(),
+        snap.matrix.visible_events,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(0)
+}
+
+/// Creates a token and prints it (stdout) after a note that it is shown only now (stderr).
+pub fn token_create(
+    store: &Store,
+    name: &str,
+    scope: Scope,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, JobError> {
+    let token = tokens::create_scoped(store, name, scope)?;
+    writeln!(
+        err,
+        "{} token '{name}' created; it is shown only now (cis keeps its blake3 hash):",
+        scope.choice_name()
+    )?;
+    writeln!(out, "{token}")?;
+    Ok(0)
+}
+
+/// Revokes a token and says so.
+pub fn token_revoke(store: &Store, name: &str, out: &mut dyn Write) -> Result<u8, JobError> {
+    tokens::revoke(store, name)?;
+    writeln!(out, "token '{name}' revoked")?;
+    Ok(0)
+}
+
+/// An error and its causes on one line, as `cis` prints an error (`{:#}` of anyhow).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
+/// What a command printed and how it ended: a finished job's result, or the answer of a
+/// synchronous admin request (tokens).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    /// The command's exit code; `None` while the job has not finished.
+    pub exit_code: Option<u8>,
+    /// Why it failed (the text `cis` prints after `error: `), when it did.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// Runs `f` with buffers for its stdout and stderr; the outcome, and `f`'s result.
+    pub fn capture(
+        f: impl FnOnce(&mut dyn Write, &mut dyn Write) -> Result<u8, JobError>,
+    ) -> (Outcome, Result<u8, JobError>) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = f(&mut out, &mut err);
+        let mut o = Outcome {
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            ..Outcome::default()
+        };
+        o.finish(&result);
+        (o, result)
+    }
+
+    fn finish(&mut self, result: &Result<u8, JobError>) {
+        match result {
+            Ok(code) => self.exit_code = Some(*code),
+            Err(e) => {
+                self.exit_code = Some(1);
+                self.error = Some(error_chain(e));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// How far a job has got, when it can tell (an ingest: bytes of its input read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A job as `GET /admin/jobs/{id}` shows it. `stdout` grows while the job runs (an ingest's
+/// batch lines appear as the batches become durable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: u64,
+    pub kind: String,
+    /// The token name that submitted it.
+    pub by: String,
+    pub state: JobState,
+    pub progress: Option<JobProgress>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// A job's shared record: its view, updated by the job's thread, read by the API.
+pub struct Job(Mutex<JobView>);
+
+impl Job {
+    pub fn view(&self) -> JobView {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut JobView)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Appends what the job writes to its stdout or stderr, so a poll sees it at once.
+struct JobOutput<'a> {
+    job: &'a Job,
+    stderr: bool,
+}
+
+impl Write for JobOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.job.update(|v| {
+            let s = if self.stderr {
+                &mut v.outcome.stderr
+            } else {
+                &mut v.outcome.stdout
+            };
+            s.push_str(&text);
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An ingest's [`cis_ingest::Progress`] into its job.
+pub struct IngestProgress(pub Arc<Job>);
+
+impl cis_ingest::Progress for IngestProgress {
+    fn start(&self, total_bytes: u64) {
+        self.0.update(|v| {
+            v.progress = Some(JobProgress {
+                done: 0,
+                total: total_bytes,
+            })
+        });
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.update(|v| {
+            if let Some(p) = &mut v.progress {
+                p.done = p.done.saturating_add(bytes);
+            }
+        });
+    }
+
+    fn finish(&self) {}
+}
+
+/// A store's one job queue, kept beside the store, so two API states on one store never run
+/// two jobs at once. One worker thread runs the tasks in order; it is started on the first job
+/// (again if it ever died) and ends when the store is dropped.
+#[derive(Default)]
+struct Queue(Mutex<Option<mpsc::Sender<Task>>>);
+
+type Task = Box<dyn FnOnce() + Send>;
+
+impl Queue {
+    fn push(&self, task: Task) -> io::Result<()> {
+        let mut sender = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let task = match sender.as_ref() {
+            Some(s) => match s.send(task) {
+                Ok(()) => return Ok(()),
+                // The worker died (it never should: a job's panic is caught): start another.
+                Err(mpsc::SendError(task)) => task,
+            },
+            None => task,
+        };
+        let (tx, rx) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("cis-jobs".into())
+            .spawn(move || rx.into_iter().for_each(|task| task()))?;
+        tx.send(task)
+            .map_err(|_| io::Error::other("the job worker ended at once"))?;
+        *sender = Some(tx);
+        Ok(())
+    }
+}
+
+/// How many jobs a server remembers for `GET /admin/jobs/{id}` (the oldest ended ones go first).
+pub const KEPT_JOBS: usize = 1000;
+
+/// The jobs of one server, by id (ids count from 1 in each server's life).
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+}
+
+/// The work of a job: gets the job (for progress) and its stdout and stderr.
+pub type Work = Box<dyn FnOnce(&Arc<Job>, &mut dyn Write, &mut dyn Write) -> Result<u8, JobError> + Send>;
+
+impl Jobs {
+    pub fn get(&self, id: u64) -> Option<JobView> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|j| j.view())
+    }
+
+    /// Queues `work` on `store` and returns the job at once; it runs when every job queued
+    /// before it on the store has ended. `done` is called with the final view (the access
+    /// log's record of the outcome).
+    pub fn submit(
+        &self,
+        store: &Arc<Store>,
+        kind: &str,
+        by: &str,
+        work: Work,
+        done: impl FnOnce(JobView) + Send + 'static,
+    ) -> io::Result<JobView> {
+        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        let job = Arc::new(Job(Mutex::new(JobView {
+            id,
+            kind: kind.to_string(),
+            by: by.to_string(),
+            state: JobState::Queued,
+            progress: None,
+            outcome: Outcome::default(),
+        })));
+        let running = job.clone();
+        let task: Task = Box::new(move || {
+            running.update(|v| v.state = JobState::Running);
+            tracing::info!(job = id, "job started");
+            let mut out = JobOutput {
+                job: &running,
+                stderr: false,
+            };
+            let mut err = JobOutput {
+                job: &running,
+                stderr: true,
+            };
+            // A panicking job fails alone: the worker and the jobs queued after it go on.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(&running, &mut out, &mut err)))
+                .unwrap_or_else(|_| Err(JobError::Panicked));
+            let mut view = running.view();
+            view.state = if result.is_ok() {
+                JobState::Done
+            } else {
+                JobState::Failed
+            };
+            view.outcome.finish(&result);
+            tracing::info!(job = id, state = ?view.state, exit_code = view.outcome.exit_code, "job ended");
+            // Recorded before a poll can see the job ended, so whoever saw it finds the record.
+            done(view.clone());
+            running.update(|v| *v = view);
+        });
+        let view = job.view();
+        let jobs = || self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut all = jobs();
+            all.insert(id, job);
+            // Only the latest are kept; a job still queued or running is never forgotten.
+            while all.len() > KEPT_JOBS {
+                let ended = all
+                    .iter()
+                    .find(|(_, j)| matches!(j.view().state, JobState::Done | JobState::Failed))
+                    .map(|(id, _)| *id);
+                match ended {
+                    Some(old) => all.remove(&old),
+                    None => break,
+                };
+            }
+        }
+        if let Err(e) = store.companion::<Queue>().push(task) {
+            jobs().remove(&id);
+            return Err(e);
+        }
+        Ok(view)
+    }
+}
