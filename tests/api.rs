@@ -448,6 +448,16 @@ async fn artifacts_by_prefix_with_lineage_and_summaries() {
     assert_eq!(v["summary"]["model"], "churn");
     assert_eq!(v["parents"][0]["hash"], hex(&w.churn_snap));
     assert!(v["summary"]["validation"]["roc_auc"].as_f64().is_some());
+    // Its card, as `cis models show --json` prints it, less the log-derived table.
+    assert_eq!(v["card"]["hash"], hex(&w.churn));
+    assert_eq!(v["card"]["learned_from"]["snapshots"][0], hex(&w.churn_snap));
+    assert_eq!(
+        v["card"]["metrics"]["validation"]["roc_auc"],
+        v["summary"]["validation"]["roc_auc"]
+    );
+    assert!(v["card"]["feature_importance"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty()));
     let r = get(&app, &format!("/artifacts/{}", hex(&w.seg))).await;
     assert!(r.json()["summary"]["k"].as_u64().is_some_and(|k| (3..=6).contains(&k)));
 

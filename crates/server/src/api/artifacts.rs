@@ -1,5 +1,5 @@
-//! `GET /artifacts/{hash}` (what an artifact is and where it comes from, never its body) and
-//! `GET /snapshots`.
+//! `GET /artifacts/{hash}` (what an artifact is and where it comes from, never its body; for a
+//! model also its card, `cis_models::card`) and `GET /snapshots`.
 
 use std::collections::HashMap;
 
@@ -144,6 +144,15 @@ fn describe(state: &AppState, text: &str) -> Result<Value, AppError> {
             json!({ "hash": hex(p), "kind": kind, "as_of": as_of })
         })
         .collect();
+    // A model's card (its conditional expectations, which are computed from the log, are left
+    // to `cis models show`).
+    let card = match ModelKind::of_artifact(&a.kind) {
+        Some(_) => {
+            let model: Model = serde_json::from_slice(&a.body).map_err(AppError::internal)?;
+            serde_json::to_value(cis_models::card::card(store, &a, model, None)?).map_err(AppError::internal)?
+        }
+        None => Value::Null,
+    };
     Ok(json!({
         "hash": hex(&a.hash),
         "kind": a.kind,
@@ -154,6 +163,7 @@ fn describe(state: &AppState, text: &str) -> Result<Value, AppError> {
         "content_matches_hash": a.recomputed_hash() == a.hash,
         "parents": parents,
         "summary": summary(state, &a)?,
+        "card": card,
     }))
 }
 
