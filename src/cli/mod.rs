@@ -110,11 +110,18 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(after_long_help = PARQUET_HELP)]
 pub struct IngestArgs {
     #[arg(value_parser = choice::<Kind>())]
     pub kind: Kind,
+    /// A file, a directory (its files, recursively, in name order; names starting with `.` or
+    /// `_` skipped) or a quoted glob pattern (`'exports/orders/dt=*/part-*.parquet'`). Each file
+    /// of a directory or pattern is one ingest run; one whose content was ingested already
+    /// (same blake3, same kind) is skipped.
+    #[arg(value_name = "PATH")]
     pub file: PathBuf,
-    /// Input format (default: from the file extension; .jsonl/.ndjson → jsonl, else csv).
+    /// Input format (default: from each file's extension; .jsonl/.ndjson/.json → jsonl,
+    /// .parquet/.pq → parquet, else csv). Parquet's types: see `cis ingest --help`.
     #[arg(long, value_parser = choice::<Format>())]
     pub format: Option<Format>,
     /// Where recorded_at comes from: `now` (live feeds), `event-time` (backfilling history),
@@ -325,24 +332,88 @@ fn infer_format(path: &Path) -> Format {
         .as_deref()
     {
         Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
+        Some("parquet" | "pq") => Format::Parquet,
         _ => Format::Csv,
     }
 }
 
+/// `cis ingest --help`: how Parquet columns read (README, Inputs, says the same).
+const PARQUET_HELP: &str = "\
+Parquet columns are read as the text a CSV file would hold, then validated by the same rules:
+  Utf8, LargeUtf8, Utf8View   the string
+  Int8..Int64, UInt8..UInt64  the number (an amount of 12 is 12.00)
+  Decimal32/64/128(p, s)      the exact value, trailing zeros dropped (1250 at scale 2 is 12.5)
+  Float32, Float64            the shortest decimal of the float (12.99); more decimals than
+                              the currency has, or NaN, is quarantined as in CSV
+  Timestamp(unit, tz)         the instant in UTC, any unit, with or without a zone (none = UTC)
+  Date32, Date64              the date (midnight UTC)
+  Boolean                     true / false
+  Dictionary of these         its values
+A column of any other type (lists, structs, binary, time of day, ...) refuses the whole file,
+naming the column; personal-data columns are never read, whatever their type. A null is a
+missing value: in a required field the row is quarantined with its row number (1 = the first
+row) and the field.";
+
 fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let format = a.format.unwrap_or_else(|| infer_format(&a.file));
+    let files = match ingest::inputs(&a.file)? {
+        ingest::Inputs::File(f) => return ingest_one(store, &a, &f, out).map(|(_, code)| code),
+        ingest::Inputs::Many(files) => files,
+    };
+    let mut done = records::completed_by_hash(store, a.kind)?;
+    let (mut ingested, mut skipped) = (0, 0);
+    let mut code = ExitCode::SUCCESS;
+    for (i, f) in files.iter().enumerate() {
+        let hash = ingest::file_hash(f)?;
+        if let Some(run) = done.get(&hash) {
+            writeln!(out, "skipped {}: already ingested as run {run}", f.display())?;
+            skipped += 1;
+            continue;
+        }
+        // A failed file stops the rest: later days must not be known before an earlier one.
+        let (run, run_code) = ingest_one(store, &a, f, out).map_err(|e| {
+            e.context(format!(
+                "{} of {} file(s) not ingested, from {} on",
+                files.len() - i,
+                files.len(),
+                f.display()
+            ))
+        })?;
+        if run_code != ExitCode::SUCCESS {
+            code = run_code;
+        }
+        // The run read the whole file (it returned): a copy of it later in the list is skipped.
+        done.insert(hash, run.run);
+        ingested += 1;
+    }
+    writeln!(
+        out,
+        "{} file(s): {ingested} ingested, {skipped} skipped as already ingested",
+        files.len()
+    )?;
+    Ok(code)
+}
+
+/// One file, one ingest run: the run and the command's exit code for it.
+fn ingest_one(
+    store: &Store,
+    a: &IngestArgs,
+    file: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<(records::IngestRun, ExitCode)> {
+    let format = a.format.unwrap_or_else(|| infer_format(file));
     let opts = IngestOptions {
         recorded_at: RecordedAt::parse(&a.recorded_at),
         batch_rows: usize::try_from(a.batch_rows)?,
         progress: crate::progress::ingest_bar(std::io::stderr().is_terminal()),
         ..IngestOptions::new(a.kind, format)
     };
+    let unit = if format == Format::Parquet { "rows" } else { "lines" };
     let mut ack_err = None;
-    let run = ingest::ingest_file(store, &a.file, &opts, &mut |c| {
+    let run = ingest::ingest_file(store, file, &opts, &mut |c| {
         // Printed only once the batch is durable: this line is the acknowledgement.
         let r = writeln!(
             out,
-            "committed batch {}: {} new events from lines {}-{}, head {}",
+            "committed batch {}: {} new events from {unit} {}-{}, head {}",
             c.batch.seq,
             c.batch.events,
             c.first_line,
@@ -360,7 +431,7 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
     // Every line after the header is one of these four: the sum is the line count.
     writeln!(
         out,
-        "ingest run {}: {} lines from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
+        "ingest run {}: {} {unit} from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
         run.run,
         run.lines,
         run.file,
@@ -383,9 +454,9 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
             "error: every row was rejected — is --format right? (read as {})",
             format.choice_name()
         );
-        return Ok(ExitCode::from(EXIT_ALL_REJECTED));
+        return Ok((run, ExitCode::from(EXIT_ALL_REJECTED)));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok((run, ExitCode::SUCCESS))
 }
 
 /// `cis ingest`'s exit code when the file had rows and none was stored (README: exit codes).
