@@ -21,6 +21,7 @@ mod golden;
 mod ingest;
 mod models;
 mod mutation;
+mod parquet_in;
 mod promotion;
 mod quality;
 mod store_lock;
