@@ -14,6 +14,7 @@ mod tables;
 mod util;
 
 mod browser;
+mod parquet_python;
 mod python;
 mod readback;
 mod sklearn;

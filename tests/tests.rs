@@ -22,6 +22,7 @@ mod golden;
 mod ingest;
 mod models;
 mod mutation;
+mod parquet_in;
 mod promotion;
 mod quality;
 mod serve_admin;

@@ -115,11 +115,18 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(after_long_help = PARQUET_HELP)]
 pub struct IngestArgs {
     #[arg(value_parser = choice::<Kind>())]
     pub kind: Kind,
+    /// A file, a directory (its files, recursively, in name order; names starting with `.` or
+    /// `_` skipped) or a quoted glob pattern (`'exports/orders/dt=*/part-*.parquet'`). Each file
+    /// of a directory or pattern is one ingest run; one whose content was ingested already
+    /// (same blake3, same kind) is skipped.
+    #[arg(value_name = "PATH")]
     pub file: PathBuf,
-    /// Input format (default: from the file extension; .jsonl/.ndjson → jsonl, else csv).
+    /// Input format (default: from each file's extension; .jsonl/.ndjson/.json → jsonl,
+    /// .parquet/.pq → parquet, else csv). Parquet's types: see `cis ingest --help`.
     #[arg(long, value_parser = choice::<Format>())]
     pub format: Option<Format>,
     /// Where recorded_at comes from: `now` (live feeds), `event-time` (backfilling history),
@@ -343,8 +350,70 @@ fn short(h: &str) -> &str {
     h.get(..16).unwrap_or(h)
 }
 
+/// `cis ingest --help`: how Parquet columns read (README, Inputs, says the same).
+const PARQUET_HELP: &str = "\
+Parquet columns are read as the text a CSV file would hold, then validated by the same rules:
+  Utf8, LargeUtf8, Utf8View   the string
+  Int8..Int64, UInt8..UInt64  the number (an amount of 12 is 12.00)
+  Decimal32/64/128(p, s)      the exact value, trailing zeros dropped (1250 at scale 2 is 12.5)
+  Float32, Float64            the shortest decimal of the float (12.99); more decimals than
+                              the currency has, or NaN, is quarantined as in CSV
+  Timestamp(unit, tz)         the instant in UTC, any unit, with or without a zone (none = UTC)
+  Date32, Date64              the date (midnight UTC)
+  Boolean                     true / false
+  Dictionary of these         its values
+A column of any other type (lists, structs, binary, time of day, ...) refuses the whole file,
+naming the column; personal-data columns are never read, whatever their type. A null is a
+missing value: in a required field the row is quarantined with its row number (1 = the first
+row) and the field.";
+
 fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let name = a.file.display().to_string();
+    let files = match ingest::inputs(&a.file)? {
+        ingest::Inputs::File(f) => return ingest_one(store, &a, &f, out).map(|(_, code)| code),
+        ingest::Inputs::Many(files) => files,
+    };
+    let mut done = records::completed_by_hash(store, a.kind)?;
+    let (mut ingested, mut skipped) = (0, 0);
+    let mut code = ExitCode::SUCCESS;
+    for (i, f) in files.iter().enumerate() {
+        let hash = ingest::file_hash(f)?;
+        if let Some(run) = done.get(&hash) {
+            writeln!(out, "skipped {}: already ingested as run {run}", f.display())?;
+            skipped += 1;
+            continue;
+        }
+        // A failed file stops the rest: later days must not be known before an earlier one.
+        let (run, run_code) = ingest_one(store, &a, f, out).map_err(|e| {
+            e.context(format!(
+                "{} of {} file(s) not ingested, from {} on",
+                files.len() - i,
+                files.len(),
+                f.display()
+            ))
+        })?;
+        if run_code != ExitCode::SUCCESS {
+            code = run_code;
+        }
+        // The run read the whole file (it returned): a copy of it later in the list is skipped.
+        done.insert(hash, run.run);
+        ingested += 1;
+    }
+    writeln!(
+        out,
+        "{} file(s): {ingested} ingested, {skipped} skipped as already ingested",
+        files.len()
+    )?;
+    Ok(code)
+}
+
+/// One file, one ingest run: the run and the command's exit code for it.
+fn ingest_one(
+    store: &Store,
+    a: &IngestArgs,
+    file: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<(records::IngestRun, ExitCode)> {
+    let name = file.display().to_string();
     let format = a.format.unwrap_or_else(|| Format::from_file_name(&name));
     let opts = IngestOptions {
         recorded_at: RecordedAt::parse(&a.recorded_at),
@@ -352,9 +421,9 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
         progress: crate::progress::ingest_bar(std::io::stderr().is_terminal()),
         ..IngestOptions::new(a.kind, format)
     };
-    let (file, len) = ingest::open_input(&a.file)?;
-    let code = cis_server::jobs::ingest(store, file, &name, len, &opts, out, &mut std::io::stderr())?;
-    Ok(ExitCode::from(code))
+    let (input, len) = ingest::open_input(file)?;
+    let (run, code) = cis_server::jobs::ingest_run(store, input, &name, len, &opts, out, &mut std::io::stderr())?;
+    Ok((run, ExitCode::from(code)))
 }
 
 fn events(store: &Store, a: EventsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {

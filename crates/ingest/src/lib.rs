@@ -40,6 +40,22 @@ pub enum IngestError {
     Read { file: String, reason: String },
     #[error("--format cdnow holds orders only, not {0}")]
     CdnowKind(&'static str),
+    /// The whole file is refused: nothing of it is written.
+    #[error(
+        "{file}: column '{column}' has Arrow type {data_type}, which cis does not read (it reads {}); the file is refused",
+        source::parquet::SUPPORTED
+    )]
+    UnsupportedColumn {
+        file: String,
+        column: String,
+        data_type: String,
+    },
+    #[error("{file}: Parquet is read from a file (its footer is at the end), not from a stream")]
+    ParquetStream { file: String },
+    #[error("{pattern}: no input files (a directory is read recursively, skipping names that start with '.' or '_')")]
+    NoFiles { pattern: String },
+    #[error("{pattern}: not a usable glob pattern: {reason}")]
+    Pattern { pattern: String, reason: String },
     #[error("journal record: {0}")]
     Record(String),
     /// The run failed part-way; `run` is its record as stored, with the batches it committed.
@@ -171,7 +187,7 @@ pub fn ingest_file(
     on_commit: &mut dyn FnMut(Committed<'_>),
 ) -> Result<IngestRun, IngestError> {
     let (file, len) = open_input(path)?;
-    ingest_reader(store, file, &path.display().to_string(), len, opts, on_commit)
+    ingest_open_file(store, file, &path.display().to_string(), len, opts, on_commit)
 }
 
 /// Opens an input file for [`ingest_reader`]: the file and its length (0 if unknown). An
@@ -185,6 +201,130 @@ pub fn open_input(path: &Path) -> Result<(File, u64), IngestError> {
     Ok((file, len))
 }
 
+/// [`ingest_file`] on an open file, named `file_name` in records and errors: Parquet is read
+/// from the file by seeking; every other format as a stream ([`ingest_reader`]).
+pub fn ingest_open_file(
+    store: &Store,
+    file: File,
+    file_name: &str,
+    len: u64,
+    opts: &IngestOptions,
+    on_commit: &mut dyn FnMut(Committed<'_>),
+) -> Result<IngestRun, IngestError> {
+    if opts.format == Format::Parquet {
+        return ingest_parquet(store, file, file_name, len, opts, on_commit);
+    }
+    ingest_reader(store, file, file_name, len, opts, on_commit)
+}
+
+/// Parquet is read by seeking (footer first, then each column chunk), so its bytes cannot be
+/// hashed on the way as a stream's are: the file is hashed in a pass of its own first.
+fn ingest_parquet(
+    store: &Store,
+    file: File,
+    file_name: &str,
+    len: u64,
+    opts: &IngestOptions,
+    on_commit: &mut dyn FnMut(Committed<'_>),
+) -> Result<IngestRun, IngestError> {
+    let hash = hash_file(&file, file_name)?;
+    let progress = opts.progress.as_deref();
+    if let Some(p) = progress {
+        p.start(len);
+    }
+    let finish = Finish(progress);
+    let src = source::parquet::open(file, file_name, len, progress)?;
+    let (run, result) = run_source(store, Box::new(src), file_name, opts, on_commit)?;
+    drop(finish);
+    finish_run(store, run, result, hash)
+}
+
+fn hash_file(mut file: &File, file_name: &str) -> Result<String, IngestError> {
+    let read = |e: std::io::Error| IngestError::Read {
+        file: file_name.into(),
+        reason: e.to_string(),
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file).map_err(read)?;
+    std::io::Seek::rewind(&mut file).map_err(read)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// blake3 of the file at `path`, as an ingest run records it (`IngestRun::file_hash`).
+pub fn file_hash(path: &Path) -> Result<String, IngestError> {
+    let file_name = path.display().to_string();
+    let file = File::open(path).map_err(|source| IngestError::Open {
+        file: file_name.clone(),
+        source,
+    })?;
+    hash_file(&file, &file_name)
+}
+
+/// What an ingest's PATH names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inputs {
+    /// One file (or a path that is neither a directory nor a pattern: opening it says why).
+    File(std::path::PathBuf),
+    /// A directory's files or a glob's matches, in name order.
+    Many(Vec<std::path::PathBuf>),
+}
+
+/// Expands `path`: a directory is read recursively (the daily `dt=…/part-….parquet` layout),
+/// skipping names that start with `.` or `_` (`_SUCCESS`, `.crc` files of Spark and Hadoop);
+/// a path that does not exist but holds `*`, `?` or `[` is a glob pattern. Either way the files
+/// come sorted by path, so daily folders are read in day order. Neither may be empty.
+pub fn inputs(path: &Path) -> Result<Inputs, IngestError> {
+    let pattern = path.display().to_string();
+    let mut files = if path.is_dir() {
+        let mut files = Vec::new();
+        walk(path, &mut files).map_err(|source| IngestError::Open {
+            file: pattern.clone(),
+            source,
+        })?;
+        files
+    } else if !path.exists() && pattern.contains(['*', '?', '[']) {
+        let options = glob::MatchOptions {
+            require_literal_leading_dot: true,
+            ..glob::MatchOptions::new()
+        };
+        let bad = |reason: String| IngestError::Pattern {
+            pattern: pattern.clone(),
+            reason,
+        };
+        let mut files = Vec::new();
+        for entry in glob::glob_with(&pattern, options).map_err(|e| bad(e.to_string()))? {
+            let p = entry.map_err(|e| bad(e.to_string()))?;
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        files
+    } else {
+        return Ok(Inputs::File(path.to_path_buf()));
+    };
+    if files.is_empty() {
+        return Err(IngestError::NoFiles { pattern });
+    }
+    files.sort();
+    Ok(Inputs::Many(files))
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(['.', '_']) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// [`ingest_file`] on any byte stream, named `file_name` in records and errors; `len` (bytes,
 /// 0 if unknown) only goes to [`Progress::start`].
 pub fn ingest_reader(
@@ -195,9 +335,11 @@ pub fn ingest_reader(
     opts: &IngestOptions,
     on_commit: &mut dyn FnMut(Committed<'_>),
 ) -> Result<IngestRun, IngestError> {
-    let file_name = file_name.to_string();
     if opts.format == Format::Cdnow && opts.kind != Kind::Order {
         return Err(IngestError::CdnowKind(opts.kind.name()));
+    }
+    if opts.format == Format::Parquet {
+        return Err(IngestError::ParquetStream { file: file_name.into() });
     }
     let progress = opts.progress.as_deref();
     if let Some(p) = progress {
@@ -210,8 +352,23 @@ pub fn ingest_reader(
         hasher: &mut hasher,
         progress,
     };
-    let src = source::open(opts.format, Box::new(reader), &file_name)?;
+    let src = source::open(opts.format, Box::new(reader), file_name)?;
+    let (run, result) = run_source(store, src, file_name, opts, on_commit)?;
+    drop(finish);
+    // Of the bytes read: the whole file unless the run stopped.
+    finish_run(store, run, result, hasher.finalize().to_hex().to_string())
+}
 
+/// Checks the columns, then reads, validates and appends everything `src` yields. Returns the
+/// run (counted, not yet recorded) and how the reading ended.
+fn run_source(
+    store: &Store,
+    src: Box<dyn source::Source + Send + '_>,
+    file_name: &str,
+    opts: &IngestOptions,
+    on_commit: &mut dyn FnMut(Committed<'_>),
+) -> Result<(IngestRun, Result<(), IngestError>), IngestError> {
+    let file_name = file_name.to_string();
     let recorded_col = match &opts.recorded_at {
         RecordedAt::Column(c) => Some(c.as_str()),
         _ => None,
@@ -293,7 +450,6 @@ pub fn ingest_reader(
         });
         (parsed, appended.and(read))
     });
-    drop(finish);
     run.lines = parsed.lines.read;
     run.blank = parsed.lines.blank;
     run.rows = parsed.rows;
@@ -303,8 +459,18 @@ pub fn ingest_reader(
         warn_dropped(&file_name, &run.dropped_columns);
     }
     profile.finish(&mut run);
-    // Of the bytes read: the whole file unless the run stopped.
-    run.file_hash = hasher.finalize().to_hex().to_string();
+    Ok((run, result))
+}
+
+/// Records the run with its file hash; a run whose reading failed is recorded as stopped and
+/// returned as [`IngestError::Stopped`].
+fn finish_run(
+    store: &Store,
+    mut run: IngestRun,
+    result: Result<(), IngestError>,
+    file_hash: String,
+) -> Result<IngestRun, IngestError> {
+    run.file_hash = file_hash;
     let head_after = store.log().head();
     run.finished_at = time::format(time::now());
     let cause = match (result, head_after) {

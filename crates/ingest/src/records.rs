@@ -36,7 +36,8 @@ pub struct IngestRun {
     pub finished_at: String,
     /// Physical lines read after the header (see [`crate::source`]): each is blank or
     /// one row, so `lines = blank + rows` and `rows = accepted + duplicates + quarantined` (for a
-    /// run that was not stopped). Records written before this field existed load with 0.
+    /// run that was not stopped). For Parquet, its rows (none blank). Records written before
+    /// this field existed load with 0.
     #[serde(default)]
     pub lines: u64,
     #[serde(default)]
@@ -222,6 +223,18 @@ pub fn record_run(store: &Store, run: &IngestRun) -> Result<(), IngestError> {
 
 pub fn runs(store: &Store) -> Result<Vec<IngestRun>, IngestError> {
     list(store, RUNS, &[])
+}
+
+/// File hash → the first run of `kind` that read all of that file (not stopped): what an
+/// ingest of many files skips.
+pub fn completed_by_hash(store: &Store, kind: Kind) -> Result<BTreeMap<String, u64>, IngestError> {
+    let mut out = BTreeMap::new();
+    for r in runs(store)? {
+        if r.kind == kind && r.stopped.is_none() {
+            out.entry(r.file_hash).or_insert(r.run);
+        }
+    }
+    Ok(out)
 }
 
 /// A digest of every run record: it changes whenever a run is recorded, so readers can memoise

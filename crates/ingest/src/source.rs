@@ -11,6 +11,8 @@ use std::io::{BufRead, Read};
 
 use crate::IngestError;
 
+pub mod parquet;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -21,10 +23,13 @@ pub enum Format {
     /// (customer id, YYYYMMDD, quantity, dollar value) under the header
     /// `customer_id date number_of_cds dollar_value`.
     Cdnow,
+    /// Apache Parquet, read record batch by record batch; the Arrow types it reads are listed
+    /// in [`parquet`]. Not line based: it is read from a file ([`crate::ingest_file`]).
+    Parquet,
 }
 
 impl cis_core::Choice for Format {
-    const CHOICES: &'static [Format] = &[Format::Csv, Format::Jsonl, Format::Cdnow];
+    const CHOICES: &'static [Format] = &[Format::Csv, Format::Jsonl, Format::Cdnow, Format::Parquet];
 
     /// The same lower-case names as the serialised form (`#[serde(rename_all)]` above).
     fn choice_name(self) -> &'static str {
@@ -32,17 +37,19 @@ impl cis_core::Choice for Format {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
             Format::Cdnow => "cdnow",
+            Format::Parquet => "parquet",
         }
     }
 }
 
 impl Format {
-    /// The format a file's name suggests: `.jsonl`, `.ndjson` or `.json` is JSON Lines, anything
-    /// else CSV (CDNOW is never guessed).
+    /// The format a file's name suggests: `.jsonl`, `.ndjson` or `.json` is JSON Lines,
+    /// `.parquet` or `.pq` Parquet, anything else CSV (CDNOW is never guessed).
     pub fn from_file_name(name: &str) -> Format {
         let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str());
         match ext.map(str::to_ascii_lowercase).as_deref() {
             Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
+            Some("parquet" | "pq") => Format::Parquet,
             _ => Format::Csv,
         }
     }
@@ -144,6 +151,8 @@ pub fn open<'r>(
             header_line: 0,
             columns: cdnow_columns(),
         }),
+        // Parquet's footer is at the end and its columns anywhere: a stream cannot be read.
+        Format::Parquet => return Err(IngestError::ParquetStream { file: file.into() }),
     })
 }
 

@@ -10,7 +10,8 @@
 //! nothing here takes a lock a reader needs.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -19,6 +20,8 @@ use std::time::Instant;
 use cis_core::time;
 use cis_core::{AsOf, Choice};
 use cis_features::snapshot::{self, SnapshotError};
+use cis_ingest::records::IngestRun;
+use cis_ingest::source::Format;
 use cis_ingest::{IngestError, IngestOptions};
 use cis_storage::{hex, Store};
 use serde::{Deserialize, Serialize};
@@ -54,18 +57,37 @@ fn short(h: &str) -> &str {
 /// the exit code.
 pub fn ingest(
     store: &Store,
-    input: impl Read + Send,
+    input: File,
     file_name: &str,
     len: u64,
     opts: &IngestOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, JobError> {
+    ingest_run(store, input, file_name, len, opts, out, err).map(|(_, code)| code)
+}
+
+/// [`ingest`], also returning the run.
+pub fn ingest_run(
+    store: &Store,
+    input: File,
+    file_name: &str,
+    len: u64,
+    opts: &IngestOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(IngestRun, u8), JobError> {
+    // A Parquet run counts rows; the line-based formats count lines.
+    let unit = if opts.format == Format::Parquet {
+        "rows"
+    } else {
+        "lines"
+    };
     let mut ack_err = None;
-    let run = cis_ingest::ingest_reader(store, input, file_name, len, opts, &mut |c| {
+    let run = cis_ingest::ingest_open_file(store, input, file_name, len, opts, &mut |c| {
         let r = writeln!(
             out,
-            "committed batch {}: {} new events from lines {}-{}, head {}",
+            "committed batch {}: {} new events from {unit} {}-{}, head {}",
             c.batch.seq,
             c.batch.events,
             c.first_line,
@@ -83,7 +105,7 @@ pub fn ingest(
     // Every line after the header is one of these four: the sum is the line count.
     writeln!(
         out,
-        "ingest run {}: {} lines from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
+        "ingest run {}: {} {unit} from {} — {} accepted, {} duplicate, {} quarantined, {} blank\nfile blake3 {}\nlog head {} -> {}",
         run.run,
         run.lines,
         run.file,
@@ -107,9 +129,9 @@ pub fn ingest(
             "error: every row was rejected — is --format right? (read as {})",
             opts.format.choice_name()
         )?;
-        return Ok(EXIT_ALL_REJECTED);
+        return Ok((run, EXIT_ALL_REJECTED));
     }
-    Ok(0)
+    Ok((run, 0))
 }
 
 /// Creates (or finds) the snapshot at `at` and prints `cis snapshot create`'s line.
