@@ -46,15 +46,7 @@ pub fn run(store: &Store, cmd: ExportCommand, out: &mut impl Write) -> anyhow::R
     } = cmd;
     let format = format_of(format, &path)?;
     let s = export::export_scores(store, as_of, format, &path)?;
-    writeln!(
-        out,
-        "exported {} rows of {} ({}, {} bytes) to {}",
-        s.rows,
-        s.table,
-        s.format,
-        s.bytes,
-        s.path.display()
-    )?;
+    exported(out, s.rows, s.table, s.format, s.bytes, &s.path)?;
     writeln!(
         out,
         "  scores {} as of {} (generated {}), snapshot {}",
@@ -64,4 +56,21 @@ pub fn run(store: &Store, cmd: ExportCommand, out: &mut impl Write) -> anyhow::R
         s.snapshot_hash
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first line every table export prints (`cis export scores`, `cis snapshot export`,
+/// `cis trainset export`).
+pub(super) fn exported(
+    out: &mut impl Write,
+    rows: usize,
+    table: &str,
+    format: Format,
+    bytes: u64,
+    path: &Path,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "exported {rows} rows of {table} ({format}, {bytes} bytes) to {}",
+        path.display()
+    )
 }

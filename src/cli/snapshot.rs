@@ -217,15 +217,7 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// The first line `cis snapshot export` and `cis trainset export` print.
+/// [`super::export::exported`] of a feature table.
 pub(super) fn report(out: &mut impl Write, s: &TableSummary) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "exported {} rows of {} ({}, {} bytes) to {}",
-        s.rows,
-        s.table,
-        s.format,
-        s.bytes,
-        s.path.display()
-    )
+    super::export::exported(out, s.rows, s.table, s.format, s.bytes, &s.path)
 }
