@@ -54,20 +54,7 @@ fn short(h: &str) -> &str {
 
 /// Ingests `input` (named `file_name` in the run record) and prints what `cis ingest` prints:
 /// one line per batch once it is durable (the acknowledgement), then the run's summary. Returns
-/// the exit code.
-pub fn ingest(
-    store: &Store,
-    input: File,
-    file_name: &str,
-    len: u64,
-    opts: &IngestOptions,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<u8, JobError> {
-    ingest_run(store, input, file_name, len, opts, out, err).map(|(_, code)| code)
-}
-
-/// [`ingest`], also returning the run.
+/// the run and the exit code.
 pub fn ingest_run(
     store: &Store,
     input: File,

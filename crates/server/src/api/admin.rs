@@ -196,7 +196,7 @@ pub async fn ingest(
             ..IngestOptions::new(kind, format)
         };
         // `upload` is removed when this closure (which owns it) is dropped, after the run.
-        jobs::ingest(&store, input, &name, len, &opts, out, err)
+        jobs::ingest_run(&store, input, &name, len, &opts, out, err).map(|(_, code)| code)
     });
     submit(&state, INGEST_ROUTE, "ingest", by, what, work)
 }
