@@ -171,27 +171,39 @@ impl Artifacts<'_> {
     }
 
     pub fn get(&self, hash: &ArtifactHash) -> Result<Option<StoredArtifact>> {
+        let Some((mut a, inline)) = self.header(hash)? else {
+            return Ok(None);
+        };
+        if !inline {
+            a.body = self
+                .bodies
+                .get(hash)?
+                .ok_or_else(|| StorageError::Corrupt(format!("artifact {}: its body is missing", crate::hex(hash))))?;
+        }
+        Ok(Some(a))
+    }
+
+    /// The stored record, and whether its body came with it (version 1); a version-2 record
+    /// comes with an empty body, whose file is not read.
+    fn header(&self, hash: &ArtifactHash) -> Result<Option<(StoredArtifact, bool)>> {
         let Some(bytes) = self.kv.get(TreeName::Artifacts, hash)? else {
             return Ok(None);
         };
         if format::version_of(RecordKind::Artifact, &bytes)? == 1 {
-            return Ok(Some(format::decode_version(RecordKind::Artifact, 1, &bytes)?));
+            return Ok(Some((format::decode_version(RecordKind::Artifact, 1, &bytes)?, true)));
         }
         let r: ArtifactRecord = format::decode(RecordKind::Artifact, &bytes)?;
-        let body = self
-            .bodies
-            .get(hash)?
-            .ok_or_else(|| StorageError::Corrupt(format!("artifact {}: its body is missing", crate::hex(hash))))?;
-        Ok(Some(StoredArtifact {
+        let a = StoredArtifact {
             hash: r.hash,
             kind: r.kind,
             schema: r.schema,
             as_of: r.as_of,
             parents: r.parents,
-            body,
+            body: Vec::new(),
             created_at: r.created_at,
             provenance: r.provenance,
-        }))
+        };
+        Ok(Some((a, false)))
     }
 
     /// Replaces a stored artifact's bytes (tests use it to simulate tampering; erasure uses it
@@ -227,8 +239,9 @@ impl Artifacts<'_> {
     /// its name, and [`Artifacts::redactions`] lets an audit tell this change (the content
     /// hashes to a recorded `content_hash`) from tampering (it does not). Durable on return.
     pub fn redact(&self, hash: &ArtifactHash, body: Vec<u8>, removed: &[(u64, Vec<String>)], at: i64) -> Result<()> {
-        let mut a = self
-            .get(hash)?
+        // The record only: the old body is replaced whole, so its file need not be read.
+        let (mut a, _) = self
+            .header(hash)?
             .ok_or_else(|| StorageError::Corrupt(format!("redacting a missing artifact {}", crate::hex(hash))))?;
         a.body = body;
         let content_hash = a.recomputed_hash();

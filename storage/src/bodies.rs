@@ -8,6 +8,7 @@
 //! takes: every command read every stored snapshot, twice. In memory the bodies are a tree of
 //! the same `Kv`, so a simulated crash treats them as it treats the records that name them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::artifacts::ArtifactHash;
@@ -54,8 +55,11 @@ impl Bodies for FileBodies {
     fn put(&self, hash: &ArtifactHash, body: &[u8]) -> Result<()> {
         let path = self.path(hash);
         let tmp = path.with_extension(WRITING);
-        std::fs::write(&tmp, body)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(body)?;
+                f.sync_all()
+            })
             .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&tmp))?;
         crate::layout::sync_dir(&self.dir)
