@@ -1,7 +1,8 @@
-//! The server owns the store: with a real `cis serve` running, `cis ingest`, `cis snapshot
-//! create` and `cis token create|revoke` run through it (admin token in CIS_TOKEN) while a
-//! client keeps reading profiles; the same commands on a twin store with no server give the
-//! same output and the same snapshot hash.
+//! The server owns the store: with a real `cis serve` running, the daily batch (`cis ingest`,
+//! `snapshot create`, `train`, `score`, `export scores`), `token create|revoke`, `erase` and the
+//! reads (`runs`, `access-log`) run through it (admin token in CIS_TOKEN) while a client keeps
+//! reading profiles; the same commands on a twin store with no server give the same output and
+//! the same snapshot, model and score hashes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -130,6 +131,41 @@ fn batch(store: &Path, token: Option<&str>, file: &str) -> (String, String) {
     (ingest, snap)
 }
 
+/// The first 64-hex-digit word of `text` (a hash a command printed).
+fn first_hash(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 64)
+        .unwrap_or_else(|| panic!("no hash in {text}"))
+        .to_string()
+}
+
+/// The rest of the batch, after [`batch`]: a CLV model trained on `snapshot`, the snapshot
+/// scored, the scores exported to `export`. The model's and the scores' hashes, and the
+/// export's customer ids.
+fn models_batch(store: &Path, token: Option<&str>, snapshot: &str, export: &Path) -> (String, String, Vec<String>) {
+    let train = ok(&cis_with(store, token, &["train", "clv", "--snapshot", snapshot]));
+    let score = ok(&cis_with(store, token, &["score", "--snapshot", snapshot]));
+    let export_line = ok(&cis_with(
+        store,
+        token,
+        &["export", "scores", "--out", export.to_str().expect("path")],
+    ));
+    assert!(
+        export_line.contains(&format!("to {}", export.display())),
+        "{export_line}"
+    );
+    (first_hash(&train), first_hash(&score), export_ids(export))
+}
+
+/// The customer ids of a `customer_risk_scores` CSV.
+fn export_ids(export: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(export).expect("export");
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap_or("").to_string())
+        .collect()
+}
+
 #[test]
 fn commands_run_through_a_live_server_while_reads_go_on() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -177,7 +213,8 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
         let (stop, reader, answered) = (stop.clone(), reader.clone(), answered.clone());
         std::thread::spawn(move || {
             let (mut done, mut failed) = (0u32, Vec::new());
-            let customers = ["0001", "0002", "0003", "0004", "0005"];
+            // Not 0003, which the sequence erases.
+            let customers = ["0001", "0002", "0004", "0005", "0006"];
             while !stop.load(Ordering::SeqCst) {
                 let c = customers[done as usize % customers.len()];
                 match get(
@@ -238,6 +275,60 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("error: token 'tmp' is already revoked"));
 
+    // Train, score and export through the server: the profile's scores switch to the new run
+    // on the next request, and the export is written here, where the client is.
+    let snapshot = first_hash(&snap_served);
+    assert!(profile(addr, "0001", &reader).1["proof"]["scores"].is_null());
+    let served_export = dir.path().join("served-scores.csv");
+    let (model_served, scores_served, ids_served) = models_batch(&served, Some(&admin), &snapshot, &served_export);
+    let (status, scored) = profile(addr, "0001", &reader);
+    assert_eq!(status, 200);
+    assert_eq!(scored["proof"]["scores"], scores_served.as_str(), "{scored}");
+    assert!(ids_served.iter().any(|c| c == "0003"));
+    // No file of the job's is left in the store directory once fetched.
+    assert!(std::fs::read_dir(&served).expect("store dir").all(|e| !e
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".output-")));
+
+    // A read through the server, and an erasure: the erased customer is gone from the API and
+    // from the next export.
+    let runs = ok(&cis_with(&served, Some(&admin), &["runs"]));
+    assert_eq!(runs.lines().count(), 2, "{runs}");
+    let ids = write(dir.path(), "erase.txt", "0003\n");
+    let erased = ok(&cis_with(
+        &served,
+        Some(&admin),
+        &[
+            "erase",
+            "--customers",
+            ids.to_str().expect("path"),
+            "--reason",
+            "dsr-1",
+            "--by",
+            "ops",
+        ],
+    ));
+    assert!(
+        erased.contains("erasure request 1: ") && erased.contains("customer '0003'"),
+        "{erased}"
+    );
+    assert!(
+        erased.contains("rewritten without superseded pages when the server stops"),
+        "{erased}"
+    );
+    assert_eq!(profile(addr, "0003", &reader).0, 404);
+    let after_erasure = dir.path().join("after-erasure.csv");
+    ok(&cis_with(
+        &served,
+        Some(&admin),
+        &["export", "scores", "--out", after_erasure.to_str().expect("path")],
+    ));
+    let ids_after = export_ids(&after_erasure);
+    assert!(!ids_after.iter().any(|c| c == "0003"));
+    assert_eq!(ids_after.len() + 1, ids_served.len());
+
     stop.store(true, Ordering::SeqCst);
     let (done, failed) = reads.join().expect("reader");
     assert!(done > 10, "only {done} reads");
@@ -248,6 +339,8 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
     assert!(server.wait().expect("wait").success());
     assert!(!served.join("server.json").exists());
+    // The erasure's rewrite of the records was done at the stop.
+    assert!(!served.join("compaction-owed").exists());
 
     // The same sequence on the twin, directly: the same output and the same snapshot.
     let (ingest_twin, snap_twin) = batch(&twin, None, file);
@@ -257,6 +350,10 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
         snap_served.starts_with("snapshot ") && snap_served.contains("(new)"),
         "{snap_served}"
     );
+    let twin_export = dir.path().join("twin-scores.csv");
+    let (model_twin, scores_twin, ids_twin) = models_batch(&twin, None, &snapshot, &twin_export);
+    assert_eq!((model_served, scores_served), (model_twin, scores_twin));
+    assert_eq!(ids_served, ids_twin);
     // The server's actions are in its access log, by the admin token's name.
     let log = ok(&cis(&served, &["access-log", "--json"]));
     for (endpoint, outcome) in [
@@ -264,6 +361,8 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
         ("/admin/jobs/snapshot", "done, exit 0"),
         ("/admin/tokens", "created read token 'tmp'"),
         ("/admin/tokens/{name}", "revoked token 'tmp'"),
+        ("/admin/commands", "ran: cis runs"),
+        ("/admin/commands", "done, exit 0"),
     ] {
         assert!(
             log.lines().any(|l| {

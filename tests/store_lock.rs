@@ -31,13 +31,30 @@ fn a_command_beside_a_running_server_names_the_store_the_pid_and_the_way_out() {
         .expect("read the server's first line");
     assert!(line.contains("listening on"), "{line}");
 
-    // A read of the store (commands that change it go through the server: tests/serve_admin.rs).
+    // Every command goes through the server (tests/serve_admin.rs), with an admin token: one
+    // without a token is told which store, which server, and how to get one.
     let out = cis(&store_dir, &["runs"]);
+    // A server that no longer answers (its address file removed, as a hung or foreign holder
+    // would leave it) cannot take the command: the store is busy, and what to do is said.
+    std::fs::remove_file(store_dir.join("server.json")).expect("remove the address file");
+    let busy_out = cis(&store_dir, &["runs"]);
     server.kill().expect("stop the server");
     server.wait().expect("reap the server");
 
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    let held = format!("store {} is held by the cis API server at http://", store_dir.display());
+    assert!(
+        err.contains(&held) && err.contains(&format!("(pid {})", server.id())),
+        "{err}"
+    );
+    assert!(
+        err.contains("CIS_TOKEN") && err.contains("--print-admin-token"),
+        "{err}"
+    );
+
+    assert_eq!(busy_out.status.code(), Some(1));
+    let err = stderr(&busy_out);
     let busy = format!(
         "store {} is busy: the cis API server (pid {}) holds it open",
         store_dir.display(),

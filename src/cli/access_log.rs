@@ -34,7 +34,7 @@ pub enum AccessLogCommand {
     Verify,
 }
 
-pub fn run(store: &Store, a: AccessLogArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+pub fn run(store: &Store, a: AccessLogArgs, out: &mut impl Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
     if let Some(AccessLogCommand::Verify) = a.command {
         return match access_log::verify(store)? {
             Ok(r) => {
@@ -42,7 +42,7 @@ pub fn run(store: &Store, a: AccessLogArgs, out: &mut impl Write) -> anyhow::Res
                 Ok(ExitCode::SUCCESS)
             }
             Err(broken) => {
-                eprintln!("error: access log is broken: {broken}");
+                writeln!(err, "error: access log is broken: {broken}")?;
                 Ok(ExitCode::FAILURE)
             }
         };
@@ -57,7 +57,7 @@ pub fn run(store: &Store, a: AccessLogArgs, out: &mut impl Write) -> anyhow::Res
         access_log::write_json(out, &records)?;
     } else {
         access_log::write_table(out, &records)?;
-        eprintln!("{} records", records.len());
+        writeln!(err, "{} records", records.len())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,30 +38,55 @@ pub struct EraseArgs {
     pub no_compact: bool,
 }
 
-pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// What a batch of erasures came to: each request's outcome, and how many ids were unknown.
+struct Erased {
+    outcomes: Vec<Outcome>,
+    unknown: usize,
+    asked: usize,
+}
+
+/// Carries out the requests of `a` on `store`; the ids are read from `read_from` in place of
+/// `--customers`' file when given (a server's copy of its client's file).
+fn erase(store: &Store, a: &EraseArgs, read_from: Option<&Path>, err: &mut dyn Write) -> anyhow::Result<Erased> {
     let by =
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".into());
     let customers = match (&a.customer, &a.customers) {
         (Some(c), _) => vec![c.clone()],
-        (None, Some(file)) => read_customers(file)?,
+        (None, Some(file)) => read_customers(read_from.unwrap_or(file), file)?,
         (None, None) => anyhow::bail!("name the customer (--customer) or a file of them (--customers)"),
     };
-    let store = super::open_store(store_dir, super::COMMAND)?;
     let mut outcomes = Vec::with_capacity(customers.len());
-    let mut failed = 0usize;
-    for result in erasure::erase_all(&store, &customers, &a.reason, &by, time::now())? {
+    let mut unknown = 0usize;
+    for result in erasure::erase_all(store, &customers, &a.reason, &by, time::now())? {
         match result {
             Ok(outcome) => outcomes.push(outcome),
             // One unknown id in a batch of requests must not hold up the others.
             Err(e @ erasure::ErasureError::UnknownCustomer(_)) if customers.len() > 1 => {
-                eprintln!("error: {e}");
-                failed += 1;
+                writeln!(err, "error: {e}")?;
+                unknown += 1;
             }
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(Erased {
+        outcomes,
+        unknown,
+        asked: customers.len(),
+    })
+}
+
+/// `cis erase` on a store this process opened: the erasures, then, the store closed, the
+/// rewrite of its records they owe.
+pub fn run(
+    store: Store,
+    store_dir: &Path,
+    a: EraseArgs,
+    out: &mut impl Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let done = erase(&store, &a, None, err)?;
     drop(store);
     // Owed by these erasures, or by one a crash stopped before or during its rewrite.
     let compacted = Store::compaction_owed(store_dir) && !a.no_compact;
@@ -75,23 +100,48 @@ pub fn run(store_dir: &Path, a: EraseArgs, out: &mut impl Write) -> anyhow::Resu
             "records database rewritten"
         );
     }
-    for outcome in outcomes {
-        report(outcome, compacted, out)?;
-    }
-    if failed > 0 {
+    finish(done, compacted, out)
+}
+
+/// `cis erase` run by a server on the store it holds open: the records cannot be rewritten
+/// while it serves, so the rewrite stays owed until it stops (`cis serve` does it then).
+pub fn run_served(
+    store: &Store,
+    a: EraseArgs,
+    read_from: Option<&Path>,
+    out: &mut impl Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let done = erase(store, &a, read_from, err)?;
+    let erased_any = done.outcomes.iter().any(|o| matches!(o, Outcome::Erased(_)));
+    let code = finish(done, false, out)?;
+    if erased_any && !a.no_compact {
         writeln!(
             out,
-            "{failed} of {} customers not found: nothing erased for them",
-            customers.len()
+            "the records database is rewritten without superseded pages when the server stops"
+        )?;
+    }
+    Ok(code)
+}
+
+fn finish(done: Erased, compacted: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    for outcome in done.outcomes {
+        report(outcome, compacted, out)?;
+    }
+    if done.unknown > 0 {
+        writeln!(
+            out,
+            "{} of {} customers not found: nothing erased for them",
+            done.unknown, done.asked
         )?;
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ids in a `--customers` file.
-fn read_customers(file: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+/// The ids in a `--customers` file, read from `path` (which is `file`, or a copy of it).
+fn read_customers(path: &Path, file: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", file.display()))?;
     let ids: Vec<String> = text
         .lines()
         .map(str::trim)

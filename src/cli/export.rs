@@ -38,15 +38,22 @@ pub(super) fn format_of(format: Option<Format>, path: &Path) -> anyhow::Result<F
     Ok(format)
 }
 
-pub fn run(store: &Store, cmd: ExportCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// `write_to`: the file to write in place of `--out`'s, which is still the name reported (a
+/// server writes a file of its own for its client to fetch).
+pub fn run(
+    store: &Store,
+    cmd: ExportCommand,
+    write_to: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     let ExportCommand::Scores {
         as_of,
         format,
         out: path,
     } = cmd;
     let format = format_of(format, &path)?;
-    let s = export::export_scores(store, as_of, format, &path)?;
-    exported(out, s.rows, s.table, s.format, s.bytes, &s.path)?;
+    let s = export::export_scores(store, as_of, format, write_to.unwrap_or(&path))?;
+    exported(out, s.rows, s.table, s.format, s.bytes, &path)?;
     writeln!(
         out,
         "  scores {} as of {} (generated {}), snapshot {}",

@@ -11,6 +11,7 @@ mod monitor;
 mod quality;
 mod remote;
 mod serve;
+mod served;
 mod snapshot;
 mod store;
 mod trainset;
@@ -21,6 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use cis_core::Choice;
+use cis_server::jobs::CommandFiles;
 use cis_storage::{hex, StorageError, Store};
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -224,45 +226,64 @@ fn parse_time(s: &str) -> Result<Timestamp, time::TimeError> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store_dir = cli.store;
-    let open = || open_store(&store_dir, COMMAND);
-    // The commands a running server carries out for us (src/cli/remote.rs).
-    let target = || remote::open(&store_dir, cli.token_file.as_deref());
     let mut out = std::io::stdout().lock();
-    match cli.command {
-        Command::Ingest(a) => match target()? {
-            remote::Target::Direct(store) => ingest(&store, a, &mut out),
-            remote::Target::Server(server) => server.ingest(&a, &mut out),
+    let command = match cli.command {
+        Command::Demo(a) => return demo::run(&store_dir, a, &mut out),
+        Command::Serve(a) => return serve::serve(&store_dir, a),
+        Command::Generate(a) => return generate(a, &mut out),
+        command => command,
+    };
+    // Direct, or through the running server that holds the store (src/cli/remote.rs).
+    match remote::open(&store_dir, cli.token_file.as_deref())? {
+        remote::Target::Direct(store) => match command {
+            Command::Erase(a) => erase::run(*store, &store_dir, a, &mut out, &mut std::io::stderr()),
+            command => on_store(
+                &store,
+                command,
+                CommandFiles::default(),
+                &mut out,
+                &mut std::io::stderr(),
+            ),
         },
+        remote::Target::Server(server) => server.run(command, &mut out),
+    }
+}
+
+/// Runs `command` on an open store: this process's, or, run by `cis serve` for a client
+/// (src/cli/served.rs), the server's, with `files` in place of the files its arguments name.
+/// One copy of every command, so both ways print the same and store the same. `erase` here is
+/// the server's (a direct one rewrites the closed store afterwards: [`run`]).
+pub(crate) fn on_store(
+    store: &Store,
+    command: Command,
+    files: CommandFiles<'_>,
+    out: &mut impl Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ingest(a) => ingest(store, a, out),
         Command::Snapshot(snapshot::SnapshotCommand::Create { as_of, known_at }) => {
-            let at = AsOf::new(Some(as_of), known_at);
-            match target()? {
-                remote::Target::Direct(store) => snapshot::create(&store, at, &mut out),
-                remote::Target::Server(server) => server.snapshot(at, &mut out),
-            }
+            snapshot::create(store, AsOf::new(Some(as_of), known_at), out)
         }
-        Command::Events(a) => events(&open()?, a, &mut out),
-        Command::Snapshot(cmd) => snapshot::run(&open()?, cmd, &mut out),
-        Command::Trainset(cmd) => trainset::run(&open()?, cmd, &mut out),
-        Command::Train(a) => models::train(&open()?, a, &mut out),
-        Command::Score(a) => models::score(&open()?, a, &mut out),
-        Command::Models(cmd) => models::models(&open()?, cmd, &mut out),
-        Command::Scores(cmd) => models::scores_cmd(&open()?, cmd, &mut out),
-        Command::Audit { hash } => models::audit_cmd(&open()?, &hash, &mut out),
-        Command::Demo(a) => demo::run(&store_dir, a, &mut out),
-        Command::Serve(a) => serve::serve(&store_dir, a),
-        Command::Token(cmd @ serve::TokenCommand::List) => serve::token(&open()?, cmd, &mut out),
-        Command::Token(cmd) => match target()? {
-            remote::Target::Direct(store) => serve::token(&store, cmd, &mut out),
-            remote::Target::Server(server) => serve::token_remote(&server, cmd, &mut out),
-        },
-        Command::Export(cmd) => export::run(&open()?, cmd, &mut out),
-        Command::Monitor(cmd) => monitor::run(&open()?, cmd, &mut out),
-        Command::AccessLog(a) => access_log::run(&open()?, a, &mut out),
-        Command::Erase(a) => erase::run(&store_dir, a, &mut out),
-        Command::Erasures => erase::list(&open()?, &mut out),
-        Command::Store(cmd) => store::run(&open()?, cmd, &mut out),
+        Command::Events(a) => events(store, a, out),
+        Command::Snapshot(cmd) => snapshot::run(store, cmd, files.output, out),
+        Command::Trainset(cmd) => trainset::run(store, cmd, files.output, out),
+        Command::Train(a) => models::train(store, a, out),
+        Command::Score(a) => models::score(store, a, out),
+        Command::Models(cmd) => models::models(store, cmd, out),
+        Command::Scores(cmd) => models::scores_cmd(store, cmd, out),
+        Command::Audit { hash } => models::audit_cmd(store, &hash, out),
+        Command::Token(cmd) => serve::token(store, cmd, out, err),
+        Command::Export(cmd) => export::run(store, cmd, files.output, out),
+        Command::Monitor(cmd) => monitor::run(store, cmd, out),
+        Command::AccessLog(a) => access_log::run(store, a, out, err),
+        Command::Erase(a) => erase::run_served(store, a, files.input, out, err),
+        Command::Erasures => erase::list(store, out),
+        Command::Store(cmd) => store::run(store, cmd, out),
+        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) => {
+            bail!("`cis demo`, `cis serve` and `cis generate` do not run on an open store")
+        }
         Command::Log(LogCommand::Verify) => {
-            let store = open()?;
             match store.log().verify() {
                 Ok(r) => {
                     // Erased events are not rehashed: they are reported with the request that erased them.
@@ -282,20 +303,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    writeln!(err, "error: {e}")?;
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
         Command::Log(LogCommand::Head { at }) => {
-            let store = open()?;
             let (batch, head) = store.log().head_at(at.unwrap_or_else(time::now).micros())?;
             writeln!(out, "{} (after batch {batch})", hex(&head))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine(QuarantineCommand::List { run }) => {
-            let store = open()?;
-            let rows = records::quarantined(&store, run)?;
+            let rows = records::quarantined(store, run)?;
             for q in &rows {
                 writeln!(
                     out,
@@ -307,8 +326,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs => {
-            let store = open()?;
-            for r in records::runs(&store)? {
+            for r in records::runs(store)? {
                 writeln!(
                     out,
                     "run {}  {} {}  rows {}  accepted {}  duplicate {}  quarantined {}  head {}",
@@ -324,26 +342,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate(a) => {
-            let cfg = SynthConfig {
-                customers: a.customers,
-                days: a.days,
-                seed: a.seed,
-                ..SynthConfig::default()
-            };
-            let counts = cfg.validate()?.write_csv(&a.out)?;
-            writeln!(
-                out,
-                "wrote {} customers, {} orders, {} sessions, {} returns to {}",
-                counts.customers,
-                counts.orders,
-                counts.sessions,
-                counts.returns,
-                a.out.display()
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
     }
+}
+
+/// `cis generate`: no store involved.
+fn generate(a: GenerateArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let cfg = SynthConfig {
+        customers: a.customers,
+        days: a.days,
+        seed: a.seed,
+        ..SynthConfig::default()
+    };
+    let counts = cfg.validate()?.write_csv(&a.out)?;
+    writeln!(
+        out,
+        "wrote {} customers, {} orders, {} sessions, {} returns to {}",
+        counts.customers,
+        counts.orders,
+        counts.sessions,
+        counts.returns,
+        a.out.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn short(h: &str) -> &str {

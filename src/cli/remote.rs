@@ -1,5 +1,7 @@
-//! Commands beside a running `cis serve`: the server owns the store, so `ingest`, `snapshot
-//! create` and `token create|revoke` are sent to it (its `/admin` routes) with an admin token.
+//! Commands beside a running `cis serve`: the server owns the store, so every command that
+//! needs the store is sent to it (its `/admin` routes) with an admin token: `ingest` uploads its
+//! files, `snapshot create` and `token create|revoke` have routes of their own, and every other
+//! command line goes to `POST /admin/commands`, which runs it with the same code as directly.
 //!
 //! `cis serve` writes [`SERVER_FILE`] (address and pid) into the store directory once it
 //! listens and removes it when it stops. A command first tries to open the store; only when the
@@ -226,6 +228,67 @@ impl Remote {
         code
     }
 
+    /// Runs `command` through the server: what it prints, its exit code, and the file it
+    /// writes (fetched from the job and written here, as directly: replaced atomically, nothing
+    /// on an error).
+    pub fn run(&self, command: super::Command, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+        use super::{snapshot::SnapshotCommand, Command};
+        match &command {
+            Command::Ingest(a) => return self.ingest(a, out),
+            Command::Snapshot(SnapshotCommand::Create { as_of, known_at }) => {
+                return self.snapshot(cis_core::AsOf::new(Some(*as_of), *known_at), out)
+            }
+            Command::Token(cmd) => {
+                if let Some(done) = super::serve::token_remote(self, cmd, out) {
+                    return done;
+                }
+            }
+            _ => {}
+        }
+        let mut args = command_line();
+        let (input, output) = client_files(&command);
+        if let super::Command::Erase(super::erase::EraseArgs { by: None, .. }) = &command {
+            // The request records who asked: this user, not the server's.
+            if let Ok(user) = std::env::var("USER") {
+                args.extend(["--by".to_string(), user]);
+            }
+        }
+        if let Some(path) = output {
+            // Checked here, where the file will be, before the server does the work.
+            let dir = parent_dir(path);
+            if path.is_dir() || !dir.is_dir() {
+                bail!("cannot write {}: not a file in an existing directory", path.display());
+            }
+        }
+        let body = match input {
+            Some(f) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            None => Vec::new(),
+        };
+        let mut req = self
+            .agent
+            .post(self.url(cis_server::api::admin::COMMANDS_ROUTE))
+            .header("Authorization", self.auth());
+        for a in &args {
+            req = req.query("arg", a);
+        }
+        let job: JobView = self.answer(self.wrap(req.send(&body[..]))?)?;
+        let id = job.id;
+        let code = self.follow(job, out, |_| ())?;
+        if let (Some(path), true) = (output, code == ExitCode::SUCCESS) {
+            let reply = self
+                .agent
+                .get(self.url(&format!("/admin/jobs/{id}/output")))
+                .header("Authorization", self.auth())
+                .call();
+            let mut reply = self.wrap(reply)?;
+            if !reply.status().is_success() {
+                return self.answer::<serde_json::Value>(reply).map(|_| ExitCode::FAILURE);
+            }
+            save(path, &mut reply.body_mut().as_reader())?;
+        }
+        Ok(code)
+    }
+
     /// Queues a snapshot job and follows it.
     pub fn snapshot(&self, at: cis_core::AsOf, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         let bar = super::snapshot::spinner("materialising features (on the server)");
@@ -289,6 +352,65 @@ impl Remote {
         let req = self.agent.delete(self.url(&path)).header("Authorization", self.auth());
         let outcome: Outcome = self.answer(self.wrap(req.call())?)?;
         print_outcome(outcome, out)
+    }
+}
+
+/// This process's command line without the program's name and without the flags that name
+/// this side's store and token file, which the server has no use for.
+fn command_line() -> Vec<String> {
+    let mut args = std::env::args().skip(1);
+    let mut kept = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--store" | "--token-file" => {
+                args.next();
+            }
+            _ if a.starts_with("--store=") || a.starts_with("--token-file=") => {}
+            _ => kept.push(a),
+        }
+    }
+    kept
+}
+
+/// The directory a file named `path` is in.
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes what `from` gives to `path` as a direct export does: a new file beside it (created
+/// with the user's umask), synced, then renamed over `path`; on an error `path` is untouched.
+fn save(path: &Path, from: &mut impl std::io::Read) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent_dir(path).join(format!(".{name}.cis-fetch.{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::copy(from, &mut file)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("writing {} from the server's job", path.display())));
+    }
+    Ok(())
+}
+
+/// The file `command` reads (sent as the request's body) and the one it writes (fetched from
+/// the job), as its arguments name them here.
+fn client_files(command: &super::Command) -> (Option<&Path>, Option<&Path>) {
+    use super::{export::ExportCommand, snapshot::SnapshotCommand, trainset::TrainsetCommand, Command};
+    match command {
+        Command::Erase(a) => (a.customers.as_deref(), None),
+        Command::Snapshot(SnapshotCommand::Export { out, .. })
+        | Command::Trainset(TrainsetCommand::Export { out, .. })
+        | Command::Export(ExportCommand::Scores { out, .. }) => (None, Some(out)),
+        _ => (None, None),
     }
 }
 

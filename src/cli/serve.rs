@@ -156,14 +156,16 @@ fn run(
     notes: &[String],
 ) -> anyhow::Result<ExitCode> {
     let dir = store.dir().map(Path::to_path_buf);
+    let store_dir = dir.clone();
     if let Some(d) = &dir {
         let removed = api::admin::remove_stale_uploads(d).with_context(|| format!("cleaning {}", d.display()))?;
         if removed > 0 {
             tracing::warn!(removed, "removed uploads a stopped server had not ingested");
         }
     }
-    let state =
-        AppState::with_access_log(store, access).with_session_ttl(Duration::from_secs(http.session_hours * 3600));
+    let state = AppState::with_access_log(store, access)
+        .with_session_ttl(Duration::from_secs(http.session_hours * 3600))
+        .with_commands(Arc::new(super::served::Served));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,6 +185,7 @@ fn run(
             Err(e) => tracing::warn!(error = ?e, "could not load the latest score set"),
         });
         let access = state.access.clone();
+        let jobs = state.jobs.clone();
         let router = api::app_with(state, cis_server::dashboard::routes());
         // Written before the first line, so whoever read that line finds the file.
         let _address_file = dir.as_deref().map(|d| ServerFile::write(d, local)).transpose()?;
@@ -200,16 +203,51 @@ fn run(
         })
         .await
         .context("serving")?;
-        // A job still queued or running at the stop holds the access log open (to record its
-        // end), so its last records would not be drained by the log's drop: flush them now.
-        // The job itself is abandoned when the process exits (an interrupted batch is removed
-        // on the next open).
+        finish_jobs(&jobs).await;
+        // A job abandoned at the stop holds the access log open (to record its end), so its
+        // last records would not be drained by the log's drop: flush them now.
         if let Some(log) = access {
             log.flush().context("flushing the access log")?;
         }
         anyhow::Ok(())
     })?;
+    // Every handle on the store is gone with the runtime (but an abandoned job's).
+    drop(runtime);
+    // Erasures carried out by the server owe the rewrite of the records database, which needs
+    // the store closed: now is the first time it is.
+    if let Some(d) = store_dir.as_deref().filter(|d| Store::compaction_owed(d)) {
+        match Store::compact(d) {
+            Ok(c) => eprintln!(
+                "records database rewritten without superseded pages, as the erasures served owe ({} -> {} bytes)",
+                c.bytes_before, c.bytes_after
+            ),
+            Err(e) => eprintln!(
+                "warning: the records rewrite the erasures owe is still to do ({e}); the next `cis erase` does it"
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// At a stop: no job starts any more (queued ones are cancelled), and the running one is let
+/// finish, unless a second Ctrl-C or SIGTERM comes first. An abandoned job is cut off when the
+/// process exits: its unacknowledged batch is removed on the next open, as after a kill.
+async fn finish_jobs(jobs: &cis_server::jobs::Jobs) {
+    jobs.close();
+    let Some(job) = jobs.running() else { return };
+    eprintln!(
+        "waiting for job {} ({}) to finish; Ctrl-C again abandons it (what it has not committed is rolled back on the next open)",
+        job.id, job.kind
+    );
+    let idle = async {
+        while jobs.running().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        () = idle => eprintln!("job {} ended", job.id),
+        () = stop_signal() => eprintln!("abandoning job {}", job.id),
+    }
 }
 
 /// Ctrl-C, or SIGTERM (what a service manager sends).
@@ -241,25 +279,21 @@ async fn stop_signal() {
 }
 
 /// `cis token create|revoke` through a running server.
-pub fn token_remote(server: &Remote, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// `cis token create|revoke` through the server: at once, not queued behind a job, so a revoke
+/// takes effect on the next request whatever the server is doing. `None`: `token list`, a plain
+/// read, which goes the way every other command does.
+pub fn token_remote(server: &Remote, cmd: &TokenCommand, out: &mut impl Write) -> Option<anyhow::Result<ExitCode>> {
     match cmd {
-        TokenCommand::Create { name, scope } => server.token_create(&name, scope, out),
-        TokenCommand::Revoke { name } => server.token_revoke(&name, out),
-        // `run` lists tokens from the store directly, which the server holds.
-        TokenCommand::List => anyhow::bail!("`cis token list` reads the store itself: stop the server first"),
+        TokenCommand::Create { name, scope } => Some(server.token_create(name, *scope, out)),
+        TokenCommand::Revoke { name } => Some(server.token_revoke(name, out)),
+        TokenCommand::List => None,
     }
 }
 
-pub fn token(store: &Store, cmd: TokenCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+pub fn token(store: &Store, cmd: TokenCommand, out: &mut impl Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match cmd {
         TokenCommand::Create { name, scope } => {
-            return Ok(ExitCode::from(jobs::token_create(
-                store,
-                &name,
-                scope,
-                out,
-                &mut std::io::stderr(),
-            )?));
+            return Ok(ExitCode::from(jobs::token_create(store, &name, scope, out, err)?));
         }
         TokenCommand::Revoke { name } => {
             return Ok(ExitCode::from(jobs::token_revoke(store, &name, out)?));

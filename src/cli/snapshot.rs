@@ -1,7 +1,7 @@
 //! `cis snapshot …`: create, list, show, diff, replay and export feature snapshots.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -96,7 +96,13 @@ pub(super) fn spinner(msg: &'static str) -> ProgressBar {
     bar
 }
 
-pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// `write_to`: for `export`, as [`super::export::run`]'s.
+pub fn run(
+    store: &Store,
+    cmd: SnapshotCommand,
+    write_to: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         SnapshotCommand::Create { as_of, known_at } => {
             return create(store, AsOf::new(Some(as_of), known_at), out);
@@ -208,16 +214,16 @@ pub fn run(store: &Store, cmd: SnapshotCommand, out: &mut impl Write) -> anyhow:
             let format = super::export::format_of(format, &path)?;
             let h = artifact::resolve(store, &hash)?;
             let bar = spinner("writing the table");
-            let s = export_snapshot(store, &h, format, &path)?;
+            let s = export_snapshot(store, &h, format, write_to.unwrap_or(&path))?;
             bar.finish_and_clear();
-            report(out, &s)?;
+            report(out, &s, &path)?;
             writeln!(out, "  snapshot {}", hex(&h))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// [`super::export::exported`] of a feature table.
-pub(super) fn report(out: &mut impl Write, s: &TableSummary) -> std::io::Result<()> {
-    super::export::exported(out, s.rows, s.table, s.format, s.bytes, &s.path)
+/// [`super::export::exported`] of a feature table, written to the file named `path`.
+pub(super) fn report(out: &mut impl Write, s: &TableSummary, path: &Path) -> std::io::Result<()> {
+    super::export::exported(out, s.rows, s.table, s.format, s.bytes, path)
 }

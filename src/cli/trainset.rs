@@ -1,7 +1,7 @@
 //! `cis trainset export`: the rows churn training fits on, with their labels, as a table.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cis_storage::{ArtifactHash, Store};
@@ -37,7 +37,13 @@ pub enum TrainsetCommand {
     },
 }
 
-pub fn run(store: &Store, cmd: TrainsetCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// `write_to`: as [`super::export::run`]'s.
+pub fn run(
+    store: &Store,
+    cmd: TrainsetCommand,
+    write_to: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     let TrainsetCommand::Export {
         snapshots,
         horizon,
@@ -51,8 +57,8 @@ pub fn run(store: &Store, cmd: TrainsetCommand, out: &mut impl Write) -> anyhow:
         .map(|t| artifact::resolve(store, t))
         .collect::<Result<Vec<ArtifactHash>, _>>()?;
     let known_at = known_at.unwrap_or_else(time::now);
-    let s = export_training_set(store, &hashes, horizon, known_at, format, &path)?;
-    super::snapshot::report(out, &s)?;
+    let s = export_training_set(store, &hashes, horizon, known_at, format, write_to.unwrap_or(&path))?;
+    super::snapshot::report(out, &s, &path)?;
     writeln!(
         out,
         "  snapshots {}; labels over {horizon} days as known at {}: {} of {} rows churned",

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
@@ -43,6 +43,9 @@ pub enum JobError {
     /// Writing the command's output failed (a closed pipe, in the CLI).
     #[error(transparent)]
     Output(#[from] io::Error),
+    /// A command of the CLI's failed ([`Commands`]): its error as `cis` prints it.
+    #[error("{0}")]
+    Command(String),
     #[error("the job panicked (see the server's log)")]
     Panicked,
 }
@@ -165,6 +168,47 @@ pub fn token_revoke(store: &Store, name: &str, out: &mut dyn Write) -> Result<u8
     Ok(0)
 }
 
+/// What a command line asks for, as the [`Commands`] that parsed it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The command's name, as jobs show it (`train`, `models promote`, …).
+    pub kind: String,
+    /// It changes the store: it runs as a job, one at a time. A read runs at once.
+    pub writes: bool,
+    /// It reads a file of the client's (`--customers FILE`): the request's body is that file.
+    pub reads_file: bool,
+    /// It writes a file (`--out FILE`): the server writes a file of its own, and the client
+    /// fetches it from the job.
+    pub writes_file: bool,
+}
+
+/// The files of a command run through the server, in place of the ones its line names: the
+/// server opens no path a client names.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommandFiles<'a> {
+    pub input: Option<&'a std::path::Path>,
+    pub output: Option<&'a std::path::Path>,
+}
+
+/// The command line's commands, for a server to run on its store. The binary implements it
+/// (this crate knows no command line), so a command run through the server is the same code,
+/// printing the same text, as the command run directly.
+pub trait Commands: Send + Sync {
+    /// Parses `args` (a `cis` command line without the program's name): what it asks for, or
+    /// why it cannot run through a server (the text `cis` would print).
+    fn plan(&self, args: &[String]) -> Result<Plan, String>;
+
+    /// Runs `args` on `store`, its file arguments replaced by `files`; the exit code.
+    fn run(
+        &self,
+        store: &Store,
+        args: &[String],
+        files: CommandFiles<'_>,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<u8, String>;
+}
+
 /// An error and its causes on one line, as `cis` prints an error (`{:#}` of anyhow).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -241,20 +285,42 @@ pub struct JobView {
     pub by: String,
     pub state: JobState,
     pub progress: Option<JobProgress>,
+    /// Whether the job wrote a file (an export), which `GET /admin/jobs/{id}/output` gives
+    /// once the job has ended.
+    #[serde(default)]
+    pub has_output: bool,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
 
-/// A job's shared record: its view, updated by the job's thread, read by the API.
-pub struct Job(Mutex<JobView>);
+/// A job's shared record: its view, updated by the job's thread, read by the API, and the file
+/// it wrote, if any (removed from the store directory when the job is forgotten).
+pub struct Job {
+    view: Mutex<JobView>,
+    output: Mutex<Option<tempfile::TempPath>>,
+}
 
 impl Job {
     pub fn view(&self) -> JobView {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut JobView)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.view.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Keeps `file` as what the job wrote, for `GET /admin/jobs/{id}/output`.
+    pub fn set_output(&self, file: tempfile::TempPath) {
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+    }
+
+    /// The file the job wrote, once it has ended, handed over once: it is removed from the
+    /// store directory when the caller drops it (exported rows are not left lying there).
+    pub fn take_output(&self) -> Option<tempfile::TempPath> {
+        if !matches!(self.view().state, JobState::Done | JobState::Failed) {
+            return None;
+        }
+        self.output.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -345,6 +411,8 @@ pub const KEPT_JOBS: usize = 1000;
 pub struct Jobs {
     next: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+    /// Set when the server stops: a job that has not started is cancelled instead of run.
+    closing: Arc<AtomicBool>,
 }
 
 /// The work of a job: gets the job (for progress) and its stdout and stderr.
@@ -352,11 +420,12 @@ pub type Work = Box<dyn FnOnce(&Arc<Job>, &mut dyn Write, &mut dyn Write) -> Res
 
 impl Jobs {
     pub fn get(&self, id: u64) -> Option<JobView> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|j| j.view())
+        self.job(id).map(|j| j.view())
+    }
+
+    /// The job `id`, while this server remembers it.
+    pub fn job(&self, id: u64) -> Option<Arc<Job>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
     }
 
     /// Queues `work` on `store` and returns the job at once; it runs when every job queued
@@ -370,63 +439,111 @@ impl Jobs {
         work: Work,
         done: impl FnOnce(JobView) + Send + 'static,
     ) -> io::Result<JobView> {
-        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let job = Arc::new(Job(Mutex::new(JobView {
-            id,
-            kind: kind.to_string(),
-            by: by.to_string(),
-            state: JobState::Queued,
-            progress: None,
-            outcome: Outcome::default(),
-        })));
-        let running = job.clone();
-        let task: Task = Box::new(move || {
-            running.update(|v| v.state = JobState::Running);
-            tracing::info!(job = id, "job started");
-            let mut out = JobOutput {
-                job: &running,
-                stderr: false,
-            };
-            let mut err = JobOutput {
-                job: &running,
-                stderr: true,
-            };
-            // A panicking job fails alone: the worker and the jobs queued after it go on.
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(&running, &mut out, &mut err)))
-                .unwrap_or_else(|_| Err(JobError::Panicked));
-            let mut view = running.view();
-            view.state = if result.is_ok() {
-                JobState::Done
-            } else {
-                JobState::Failed
-            };
-            view.outcome.finish(&result);
-            tracing::info!(job = id, state = ?view.state, exit_code = view.outcome.exit_code, "job ended");
-            // Recorded before a poll can see the job ended, so whoever saw it finds the record.
-            done(view.clone());
-            running.update(|v| *v = view);
-        });
+        let job = self.register(kind, by);
         let view = job.view();
-        let jobs = || self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let mut all = jobs();
-            all.insert(id, job);
-            // Only the latest are kept; a job still queued or running is never forgotten.
-            while all.len() > KEPT_JOBS {
-                let ended = all
-                    .iter()
-                    .find(|(_, j)| matches!(j.view().state, JobState::Done | JobState::Failed))
-                    .map(|(id, _)| *id);
-                match ended {
-                    Some(old) => all.remove(&old),
-                    None => break,
-                };
+        let running = job.clone();
+        let closing = self.closing.clone();
+        let task: Task = Box::new(move || {
+            if closing.load(Ordering::SeqCst) {
+                cancel(&running, done);
+            } else {
+                execute(&running, work, done);
             }
-        }
+        });
         if let Err(e) = store.companion::<Queue>().push(task) {
-            jobs().remove(&id);
+            self.forget(view.id);
             return Err(e);
         }
         Ok(view)
     }
+
+    /// Runs `work` on this thread, now, outside the queue: for a command that only reads the
+    /// store, which need not wait for the jobs that change it. Its final view.
+    pub fn run_now(&self, kind: &str, by: &str, work: Work, done: impl FnOnce(JobView) + Send + 'static) -> JobView {
+        let job = self.register(kind, by);
+        execute(&job, work, done);
+        job.view()
+    }
+
+    /// A new queued job, remembered under the next id.
+    fn register(&self, kind: &str, by: &str) -> Arc<Job> {
+        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        let job = Arc::new(Job {
+            view: Mutex::new(JobView {
+                id,
+                kind: kind.to_string(),
+                by: by.to_string(),
+                state: JobState::Queued,
+                progress: None,
+                has_output: false,
+                outcome: Outcome::default(),
+            }),
+            output: Mutex::new(None),
+        });
+        let mut all = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(id, job.clone());
+        // Only the latest are kept; a job still queued or running is never forgotten.
+        while all.len() > KEPT_JOBS {
+            let ended = all
+                .iter()
+                .find(|(_, j)| matches!(j.view().state, JobState::Done | JobState::Failed))
+                .map(|(id, _)| *id);
+            match ended {
+                Some(old) => all.remove(&old),
+                None => break,
+            };
+        }
+        job
+    }
+
+    /// Stops starting jobs: those still queued are cancelled when their turn comes (the server
+    /// is stopping). The running one, if any, goes on: [`Jobs::running`].
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// The job running now, if one is.
+    pub fn running(&self) -> Option<JobView> {
+        let all = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|j| j.view()).find(|v| v.state == JobState::Running)
+    }
+
+    fn forget(&self, id: u64) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+}
+
+/// Ends `job` without running it: the server stopped before its turn.
+fn cancel(job: &Arc<Job>, done: impl FnOnce(JobView)) {
+    let mut view = job.view();
+    view.state = JobState::Failed;
+    view.outcome.exit_code = Some(1);
+    view.outcome.error = Some("cancelled: the server stopped before the job's turn came".into());
+    tracing::info!(job = view.id, "job cancelled");
+    done(view.clone());
+    job.update(|v| *v = view);
+}
+
+/// Runs `work` as `job`: its state, output and outcome into the job's view as it goes.
+fn execute(job: &Arc<Job>, work: Work, done: impl FnOnce(JobView)) {
+    let id = job.view().id;
+    job.update(|v| v.state = JobState::Running);
+    tracing::info!(job = id, "job started");
+    let mut out = JobOutput { job, stderr: false };
+    let mut err = JobOutput { job, stderr: true };
+    // A panicking job fails alone: the worker and the jobs queued after it go on.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(job, &mut out, &mut err)))
+        .unwrap_or_else(|_| Err(JobError::Panicked));
+    let mut view = job.view();
+    view.state = if result.is_ok() {
+        JobState::Done
+    } else {
+        JobState::Failed
+    };
+    view.has_output = job.output.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+    view.outcome.finish(&result);
+    tracing::info!(job = id, state = ?view.state, exit_code = view.outcome.exit_code, "job ended");
+    // Recorded before a poll can see the job ended, so whoever saw it finds the record.
+    done(view.clone());
+    job.update(|v| *v = view);
 }

@@ -4,7 +4,9 @@
 //! |---|---|
 //! | `POST /admin/jobs/ingest?kind=K&name=FILE[&format=&recorded_at=&batch_rows=]` | body = the file's bytes; a job |
 //! | `POST /admin/jobs/snapshot?as_of=T[&known_at=K]` | a job |
+//! | `POST /admin/commands?arg=A&arg=B…` | any other `cis` command line; body = the file it reads, if any; a job (a read runs at once) |
 //! | `GET /admin/jobs/{id}` | the job: state, progress, output, exit code |
+//! | `GET /admin/jobs/{id}/output` | the file an ended job wrote (an export) |
 //! | `POST /admin/tokens?name=N[&scope=read\|admin]`, `DELETE /admin/tokens/{name}` | at once |
 //!
 //! The server never opens a path the client names: an upload is written to a temporary file in
@@ -39,17 +41,28 @@ use crate::jobs::{self, IngestProgress, JobError, JobView, Outcome, Work};
 pub const UPLOAD_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
 /// The ingest route: exempt from [`crate::api::BODY_LIMIT`] (it has [`UPLOAD_LIMIT`]).
 pub const INGEST_ROUTE: &str = "/admin/jobs/ingest";
+/// The route of every other command line ([`command`]): like [`INGEST_ROUTE`], it takes its body
+/// as a stream, up to [`COMMAND_UPLOAD_LIMIT`].
+pub const COMMANDS_ROUTE: &str = "/admin/commands";
+/// Largest file a command run through [`COMMANDS_ROUTE`] reads (a list of customers to erase).
+pub const COMMAND_UPLOAD_LIMIT: u64 = 64 * 1024 * 1024;
 /// How an upload's temporary file in the store directory is named.
 const UPLOAD_PREFIX: &str = ".upload-";
+/// How a command's output file in the store directory is named (removed when the job is).
+const OUTPUT_PREFIX: &str = ".output-";
 
-/// Removes the uploads a server that was killed left in the store directory: raw input files,
-/// personal-data columns and all, which nothing else would ever delete. For `cis serve` at start,
+/// Removes the uploads and command outputs a server that was killed left in the store directory:
+/// raw input files, personal-data columns and all, and exported rows, which nothing else would
+/// ever delete. For `cis serve` at start,
 /// while it holds the store (no job of another process can be writing one). How many went.
 pub fn remove_stale_uploads(store_dir: &std::path::Path) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(store_dir)? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(UPLOAD_PREFIX) && entry.file_type()?.is_file() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with(UPLOAD_PREFIX) || name.starts_with(OUTPUT_PREFIX);
+        if ours && entry.file_type()?.is_file() {
             std::fs::remove_file(entry.path())?;
             removed += 1;
         }
@@ -84,20 +97,13 @@ pub async fn require_admin(State(state): State<AppState>, mut req: Request, next
     Ok(response)
 }
 
-/// Queues `work` and answers 202 with the job (and where to poll it). `what` says in the access
-/// log what was asked for.
-fn submit(
-    state: &AppState,
-    route: &'static str,
-    kind: &str,
-    by: String,
-    what: String,
-    work: Work,
-) -> Result<Response, AppError> {
+/// The access log's record of a job's end (who, which job, outcome), for [`Jobs`]' `done`.
+///
+/// [`Jobs`]: crate::jobs::Jobs
+fn job_record(state: &AppState, route: &'static str, who: String) -> impl FnOnce(JobView) + Send + 'static {
     let log = state.access.clone();
     let handle = tokio::runtime::Handle::current();
-    let who = by.clone();
-    let done = move |view: JobView| {
+    move |view: JobView| {
         let Some(log) = log else { return };
         let outcome = match (&view.outcome.error, view.outcome.exit_code) {
             (Some(e), _) => format!("failed: {e}"),
@@ -116,26 +122,51 @@ fn submit(
             job: Some(view.id),
             outcome: Some(outcome),
         };
-        // The worker thread is not one of the runtime's, so it may wait for the queue here.
+        // Jobs end on the worker thread or the blocking pool, neither of them the runtime's
+        // own threads, so this may wait for the log's queue.
         if let Err(e) = handle.block_on(log.record(record)) {
             tracing::error!(job = view.id, error = %e, "could not record the job's outcome in the access log");
         }
-    };
-    let view = state
-        .jobs
-        .submit(&state.store, kind, &by, work, done)
-        .map_err(AppError::internal)?;
+    }
+}
+
+/// The answer to a request that made a job: the job, where to poll it, and (for the access
+/// log's record of the request) what was asked.
+fn job_response(status: StatusCode, view: JobView, what: String) -> Response {
     let mut response = (
-        StatusCode::ACCEPTED,
+        status,
         [(header::LOCATION, format!("/admin/jobs/{}", view.id))],
         Json(&view),
     )
         .into_response();
+    let verb = if status == StatusCode::ACCEPTED {
+        "queued"
+    } else {
+        "ran"
+    };
     response.extensions_mut().insert(Audit {
         job: Some(view.id),
-        outcome: Some(format!("queued: {what}")),
+        outcome: Some(format!("{verb}: {what}")),
     });
-    Ok(response)
+    response
+}
+
+/// Queues `work` and answers 202 with the job (and where to poll it). `what` says in the access
+/// log what was asked for.
+fn submit(
+    state: &AppState,
+    route: &'static str,
+    kind: &str,
+    by: String,
+    what: String,
+    work: Work,
+) -> Result<Response, AppError> {
+    let done = job_record(state, route, by.clone());
+    let view = state
+        .jobs
+        .submit(&state.store, kind, &by, work, done)
+        .map_err(AppError::internal)?;
+    Ok(job_response(StatusCode::ACCEPTED, view, what))
 }
 
 /// `POST /admin/jobs/ingest`: the body to a temporary file in the store directory, then a job
@@ -178,7 +209,7 @@ pub async fn ingest(
             .map_err(AppError::internal)
     })
     .await?;
-    let len = receive(body, upload.reopen().map_err(AppError::internal)?).await?;
+    let len = receive(body, upload.reopen().map_err(AppError::internal)?, UPLOAD_LIMIT).await?;
 
     let what = format!(
         "ingest {} from '{}' ({len} bytes, {})",
@@ -201,16 +232,16 @@ pub async fn ingest(
     submit(&state, INGEST_ROUTE, "ingest", by, what, work)
 }
 
-/// Streams the request body into `file`; its length. Over [`UPLOAD_LIMIT`] is a 413.
-async fn receive(mut body: Body, file: std::fs::File) -> Result<u64, AppError> {
+/// Streams the request body into `file`; its length. Over `limit` bytes is a 413.
+async fn receive(mut body: Body, file: std::fs::File, limit: u64) -> Result<u64, AppError> {
     let mut file = tokio::fs::File::from_std(file);
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| AppError::param("body", format!("the upload broke off: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         len += data.len() as u64;
-        if len > UPLOAD_LIMIT {
-            return Err(AppError::PayloadTooLarge(UPLOAD_LIMIT));
+        if len > limit {
+            return Err(AppError::PayloadTooLarge(limit));
         }
         file.write_all(&data).await.map_err(AppError::internal)?;
     }
@@ -235,6 +266,113 @@ pub async fn snapshot(
     let store = state.store.clone();
     let work: Work = Box::new(move |_, out, _| jobs::snapshot(&store, at, out));
     submit(&state, "/admin/jobs/snapshot", "snapshot", by, what, work)
+}
+
+/// A temporary file in the store directory (the system's when the store is in memory).
+fn store_temp(state: &AppState, prefix: &str) -> Result<tempfile::NamedTempFile, AppError> {
+    let dir = state
+        .store
+        .dir()
+        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(&dir)
+        .map_err(AppError::internal)
+}
+
+/// `POST /admin/commands?arg=A&arg=B…`: any `cis` command line the server's [`Commands`] take
+/// (every one that works on a store, but `serve` and `demo`). One that changes the store is
+/// queued as a job (202); one that only reads it runs at once (200, the job already ended). The
+/// body is the file the command reads (`erase --customers FILE`), if it reads one; a file the
+/// command writes (`--out FILE`) is written by the server and fetched from the job.
+///
+/// [`Commands`]: crate::jobs::Commands
+pub async fn command(
+    State(state): State<AppState>,
+    Extension(Admin(by)): Extension<Admin>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Body,
+) -> Result<Response, AppError> {
+    let Some(commands) = state.commands.clone() else {
+        return Err(AppError::NotImplemented(
+            "this server runs no command lines (it was not started by `cis serve`)".into(),
+        ));
+    };
+    let Query(pairs) = q.map_err(|e| AppError::param("query", e.body_text()))?;
+    let mut args = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if name != "arg" {
+            return Err(AppError::param(
+                &name,
+                "unknown parameter; known parameters: arg (repeated)",
+            ));
+        }
+        args.push(value);
+    }
+    if args.is_empty() {
+        return Err(AppError::param(
+            "arg",
+            "is required: the command line, one arg per word",
+        ));
+    }
+    let plan = commands.plan(&args).map_err(|e| AppError::param("arg", e))?;
+
+    let input = if plan.reads_file {
+        let upload = blocking(&state, |s| store_temp(s, UPLOAD_PREFIX)).await?;
+        receive(body, upload.reopen().map_err(AppError::internal)?, COMMAND_UPLOAD_LIMIT).await?;
+        Some(upload.into_temp_path())
+    } else {
+        None
+    };
+    let output = if plan.writes_file {
+        Some(
+            blocking(&state, |s| store_temp(s, OUTPUT_PREFIX))
+                .await?
+                .into_temp_path(),
+        )
+    } else {
+        None
+    };
+    let what = format!("cis {}", access_log::clip(&args.join(" "), 256));
+    let store = state.store.clone();
+    let work: Work = Box::new(move |job, out, err| {
+        let files = jobs::CommandFiles {
+            input: input.as_deref(),
+            output: output.as_deref(),
+        };
+        let code = commands.run(&store, &args, files, out, err).map_err(JobError::Command);
+        // The output of a command that succeeded stays with the job, for the client to fetch;
+        // the input, and a failed command's output, go now.
+        if let (Some(file), Ok(0)) = (output, &code) {
+            job.set_output(file);
+        }
+        code
+    });
+    if plan.writes {
+        return submit(&state, COMMANDS_ROUTE, &plan.kind, by, what, work);
+    }
+    let done = job_record(&state, COMMANDS_ROUTE, by.clone());
+    let view = blocking(&state, move |s| Ok(s.jobs.run_now(&plan.kind, &by, work, done))).await?;
+    Ok(job_response(StatusCode::OK, view, what))
+}
+
+/// `GET /admin/jobs/{id}/output`: the file an ended job wrote, once (it is removed after).
+pub async fn job_output(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, AppError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| AppError::param("id", "a job id (a whole number)"))?;
+    let job = state
+        .jobs
+        .job(id)
+        .ok_or_else(|| AppError::NotFound(format!("no job {id} on this server")))?;
+    let path = job.take_output().ok_or_else(|| {
+        AppError::NotFound(format!(
+            "job {id} has no file to give: it wrote none, has not ended, or it was fetched already"
+        ))
+    })?;
+    // Exports are tables of one row per customer (tens of MB at 10^5 customers): read whole.
+    let bytes = tokio::fs::read(&path).await.map_err(AppError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 /// `GET /admin/jobs/{id}`.

@@ -29,6 +29,8 @@ pub enum AppError {
     MethodNotAllowed,
     UriTooLong(String),
     PayloadTooLarge(u64),
+    /// A route this server does not serve, saying why.
+    NotImplemented(String),
     /// Anything the client cannot fix: logged with its causes, answered as a bare 500.
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -55,6 +57,7 @@ impl AppError {
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,7 +75,7 @@ impl IntoResponse for AppError {
             AppError::Forbidden(why) => json!({ "error": why }),
             AppError::NotFound(what) => json!({ "error": what }),
             AppError::MethodNotAllowed => json!({ "error": "method not allowed" }),
-            AppError::UriTooLong(what) => json!({ "error": what }),
+            AppError::UriTooLong(what) | AppError::NotImplemented(what) => json!({ "error": what }),
             AppError::PayloadTooLarge(limit) => json!({ "error": format!("request body over {limit} bytes") }),
             AppError::Internal(e) => {
                 let mut error = e.to_string();

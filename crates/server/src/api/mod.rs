@@ -55,7 +55,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::access_log::{clip, AccessLog, AccessLogConfig, AccessRecord};
-use crate::jobs::Jobs;
+use crate::jobs::{Commands, Jobs};
 pub use error::AppError;
 use metrics::{Gauge, Metrics};
 use scores::ScoreCache;
@@ -82,6 +82,8 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// Admin jobs submitted to this server (they run one at a time per store).
     pub jobs: Arc<Jobs>,
+    /// The command line's commands, for `POST /admin/commands`; `None`: that route answers 501.
+    pub commands: Option<Arc<dyn Commands>>,
 }
 
 impl AppState {
@@ -101,6 +103,15 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             sessions: Arc::new(Sessions::default()),
             jobs: Arc::new(Jobs::default()),
+            commands: None,
+        }
+    }
+
+    /// With `commands` run by `POST /admin/commands`.
+    pub fn with_commands(self, commands: Arc<dyn Commands>) -> AppState {
+        AppState {
+            commands: Some(commands),
+            ..self
         }
     }
 
@@ -172,6 +183,7 @@ pub fn app_with(state: AppState, extra: ExtraRoutes) -> Router {
     let admin = Router::new()
         .route(admin::INGEST_ROUTE, post(admin::ingest))
         .route("/admin/jobs/snapshot", post(admin::snapshot))
+        .route(admin::COMMANDS_ROUTE, post(admin::command))
         .route("/admin/tokens", post(admin::token_create))
         .route("/admin/tokens/{name}", delete(admin::token_revoke))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin))
@@ -179,6 +191,7 @@ pub fn app_with(state: AppState, extra: ExtraRoutes) -> Router {
     // Polling a job is no action (the CLI polls ten times a second): not in the access log.
     let jobs = Router::new()
         .route("/admin/jobs/{id}", get(admin::job))
+        .route("/admin/jobs/{id}/output", get(admin::job_output))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -225,8 +238,8 @@ fn limits(uri: &Uri, headers: &HeaderMap) -> Option<AppError> {
     if uri.path().len() > MAX_URI_PART {
         return Some(AppError::UriTooLong(format!("path over {MAX_URI_PART} bytes")));
     }
-    if uri.path() == admin::INGEST_ROUTE {
-        // An upload: its handler streams it to disk and stops at admin::UPLOAD_LIMIT.
+    if uri.path() == admin::INGEST_ROUTE || uri.path() == admin::COMMANDS_ROUTE {
+        // An upload: its handler streams it to disk and stops at its own limit.
         return None;
     }
     let length = headers

@@ -19,10 +19,12 @@ pub const ROUTES: [(&str, &str, bool); 7] = [
 ];
 
 /// (method, path) of every admin route: each needs an admin token (a read token gets 403).
-pub const ADMIN_ROUTES: [(&str, &str); 5] = [
+pub const ADMIN_ROUTES: [(&str, &str); 7] = [
     ("POST", "/admin/jobs/ingest"),
     ("POST", "/admin/jobs/snapshot"),
+    ("POST", "/admin/commands"),
     ("GET", "/admin/jobs/{id}"),
+    ("GET", "/admin/jobs/{id}/output"),
     ("POST", "/admin/tokens"),
     ("DELETE", "/admin/tokens/{name}"),
 ];
@@ -138,6 +140,32 @@ fn admin_paths(bearer: &Value) -> Value {
                 "400": error_response("A parameter is missing, malformed or unknown.")
             }))
         } },
+        "/admin/commands": { "post": {
+            "summary": "Run a `cis` command line on the server's store, as `cis` run beside the server does: every command but `ingest` (its own route), `serve`, `demo` and `generate`. One that changes the store (snapshot create, train, score, models promote|retire, token create|revoke, erase, monitor, store compact) is queued as a job; one that only reads it (runs, events, log, quarantine, models list|show, scores, audit, snapshot list|show|diff|replay|export, trainset export, export, access-log, erasures, token list) runs at once. A file the command reads (`erase --customers FILE`) is the body; a file it writes (`--out FILE`) is kept with the job for `GET /admin/jobs/{id}/output`. An erasure's rewrite of the records database is done when the server stops.",
+            "security": bearer,
+            "parameters": [{ "name": "arg", "in": "query", "required": true,
+                "description": "The command line, one word per `arg`, in order (e.g. arg=train&arg=clv&arg=--snapshot&arg=267a5370).",
+                "schema": { "type": "array", "items": { "type": "string" } }, "style": "form", "explode": true }],
+            "requestBody": { "required": false, "content": { "application/octet-stream": {
+                "schema": { "type": "string", "format": "binary" } } } },
+            "responses": admin_guarded(json!({
+                "200": { "description": "A read: it has run; the job, ended.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
+                "202": job_queued(),
+                "400": error_response("Not a command line cis takes, or not one that runs through a server (the error says which, as `cis` would)."),
+                "413": error_response("The file is too large."),
+                "501": error_response("This server runs no command lines (not started by `cis serve`).")
+            }))
+        } },
+        "/admin/jobs/{id}/output": { "get": {
+            "summary": "The file an ended command job wrote (its `--out`), given once: it is removed from the server after.",
+            "security": bearer,
+            "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+            "responses": admin_guarded(json!({
+                "200": { "description": "The file's bytes.", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                "400": error_response("Not a job id."),
+                "404": error_response("No such job, or it wrote no file, has not ended, or its file was fetched already.")
+            }))
+        } },
         "/admin/jobs/{id}": { "get": {
             "summary": "A job of this server: state (queued, running, done, failed), progress, and what the command printed and its exit code.",
             "security": bearer,
@@ -183,7 +211,8 @@ fn admin_schemas() -> Value {
     });
     let mut job = json!({
         "id": { "type": "integer" },
-        "kind": { "type": "string", "enum": ["ingest", "snapshot"] },
+        "kind": { "type": "string", "description": "ingest, snapshot, or the command's name (`train`, `models promote`, …)." },
+        "has_output": { "type": "boolean", "description": "It wrote a file, for `GET /admin/jobs/{id}/output`." },
         "by": { "type": "string", "description": "The token name that queued it." },
         "state": { "type": "string", "enum": ["queued", "running", "done", "failed"] },
         "progress": { "oneOf": [{ "type": "null" }, { "type": "object", "properties": {
