@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use cis_features::snapshot::{self, SnapshotError};
 use cis_ingest::records::IngestRun;
 use cis_ingest::source::Format;
 use cis_ingest::{IngestError, IngestOptions};
-use cis_storage::{hex, Store};
+use cis_storage::{hex, Compaction, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::api::tokens::{self, Scope, TokenError};
@@ -377,13 +377,26 @@ impl cis_ingest::Progress for IngestProgress {
 /// two jobs at once. One worker thread runs the tasks in order; it is started on the first job
 /// (again if it ever died) and ends when the store is dropped.
 #[derive(Default)]
-struct Queue(Mutex<Option<mpsc::Sender<Task>>>);
+struct Queue {
+    sender: Mutex<Option<mpsc::Sender<Task>>>,
+    /// Tasks pushed and not yet started: upkeep gives way when one waits.
+    waiting: Arc<AtomicUsize>,
+}
 
 type Task = Box<dyn FnOnce() + Send>;
 
 impl Queue {
     fn push(&self, task: Task) -> io::Result<()> {
-        let mut sender = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let pushed = self.send(&mut sender, task);
+        if pushed.is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        pushed
+    }
+
+    fn send(&self, sender: &mut Option<mpsc::Sender<Task>>, task: Task) -> io::Result<()> {
         let task = match sender.as_ref() {
             Some(s) => match s.send(task) {
                 Ok(()) => return Ok(()),
@@ -393,13 +406,43 @@ impl Queue {
             None => task,
         };
         let (tx, rx) = mpsc::channel::<Task>();
-        std::thread::Builder::new()
-            .name("cis-jobs".into())
-            .spawn(move || rx.into_iter().for_each(|task| task()))?;
+        let waiting = self.waiting.clone();
+        std::thread::Builder::new().name("cis-jobs".into()).spawn(move || {
+            rx.into_iter().for_each(|task| {
+                waiting.fetch_sub(1, Ordering::SeqCst);
+                task();
+            })
+        })?;
         tx.send(task)
             .map_err(|_| io::Error::other("the job worker ended at once"))?;
         *sender = Some(tx);
         Ok(())
+    }
+}
+
+/// Background upkeep after a job, while no other job waits: the merges that ingest runs left
+/// for later (a bucket whose merge did not fit a run's budget), one bounded round at a time, so
+/// a job queued meanwhile waits for one round at most.
+fn catch_up(store: &Store, waiting: &AtomicUsize) {
+    while waiting.load(Ordering::SeqCst) == 0 {
+        match store.log().compact(Compaction::AfterAppends) {
+            Ok(r) if r.merges > 0 => {
+                tracing::info!(
+                    merges = r.merges,
+                    records = r.records_rewritten,
+                    deferred = r.deferred,
+                    "background compaction"
+                );
+                if r.deferred == 0 {
+                    return;
+                }
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "background compaction failed; the next ingest tries again");
+                return;
+            }
+        }
     }
 }
 
@@ -443,14 +486,17 @@ impl Jobs {
         let view = job.view();
         let running = job.clone();
         let closing = self.closing.clone();
+        let queue = store.companion::<Queue>();
+        let (on, waiting) = (store.clone(), queue.waiting.clone());
         let task: Task = Box::new(move || {
             if closing.load(Ordering::SeqCst) {
                 cancel(&running, done);
             } else {
                 execute(&running, work, done);
+                catch_up(&on, &waiting);
             }
         });
-        if let Err(e) = store.companion::<Queue>().push(task) {
+        if let Err(e) = queue.push(task) {
             self.forget(view.id);
             return Err(e);
         }
