@@ -265,10 +265,10 @@ proptest! {
         let want = reference(&events, t, k);
         // The per-customer path (the API's) agrees with the snapshot, row for row.
         for (i, c) in snap.matrix.customers.iter().enumerate() {
-            let row = customer_row(&store, c, at(t, k)).expect("row").expect("visible");
+            let row = customer_row(&store, c, at(t, k), u64::MAX).expect("row").expect("visible");
             prop_assert!(row.iter().zip(snap.matrix.row(i)).all(|(a, b)| a.to_bits() == b.to_bits()), "{c}");
         }
-        prop_assert_eq!(customer_row(&store, "nobody", at(t, k)).expect("row"), None);
+        prop_assert_eq!(customer_row(&store, "nobody", at(t, k), u64::MAX).expect("row"), None);
         prop_assert_eq!(snap.matrix.customers.len(), want.len());
         for (i, (c, row)) in want.iter().enumerate() {
             prop_assert_eq!(&snap.matrix.customers[i], c);

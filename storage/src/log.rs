@@ -452,9 +452,10 @@ impl EventLog {
         })
     }
 
-    /// Batches that may hold events recorded by `recorded_max`: a range scan of `by_recorded`.
-    fn batches_recorded_by(&self, recorded_max: i64) -> Result<Vec<bool>> {
-        let committed = self.committed_seq()?;
+    /// Batches up to `through` that may hold events recorded by `recorded_max`: a range scan
+    /// of `by_recorded`.
+    fn batches_recorded_by(&self, recorded_max: i64, through: u64) -> Result<Vec<bool>> {
+        let committed = self.committed_seq()?.min(through);
         let mut admitted = vec![false; committed as usize + 1];
         let end = by_recorded_key(recorded_max, u64::MAX);
         self.kv.visit(TreeName::ByRecorded, &[], Some(&end), &mut |k, _| {
@@ -492,9 +493,16 @@ impl EventLog {
     /// One customer's events visible under `vis`, ordered by (event_time, id), erasure
     /// marks included. A prefix range scan over the customer's bucket.
     pub fn subject_events(&self, subject: &str, vis: Visibility) -> Result<Vec<Entry>> {
+        self.subject_events_through(subject, vis, u64::MAX)
+    }
+
+    /// [`EventLog::subject_events`] of the log as it was after batch `through`: what a reader
+    /// that read the head first (a response whose proof names that batch) may show, whatever
+    /// batches commit meanwhile.
+    pub fn subject_events_through(&self, subject: &str, vis: Visibility, through: u64) -> Result<Vec<Entry>> {
         let handle = envelope::subject_handle(subject);
         let bucket = block::bucket_of(handle);
-        let admitted = self.batches_recorded_by(vis.recorded_max)?;
+        let admitted = self.batches_recorded_by(vis.recorded_max, through)?;
         let vault = self.vault.read().map_err(lock_err)?;
         let mut out = Vec::new();
         let (start, end) = block::bucket_range(bucket);
@@ -559,7 +567,7 @@ impl EventLog {
         buckets: std::ops::Range<u16>,
         mut f: impl FnMut(EventRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let admitted = self.batches_recorded_by(vis.recorded_max)?;
+        let admitted = self.batches_recorded_by(vis.recorded_max, u64::MAX)?;
         let vault = self.vault.read().map_err(lock_err)?;
         let mut buf = Vec::new();
         // Records are sorted by handle within a block: reuse the key across a customer's run.
@@ -1060,6 +1068,20 @@ mod tests {
             };
             assert!(reason.contains(expected), "{tamper}: {reason}");
         }
+    }
+
+    #[test]
+    fn a_read_through_a_batch_sees_the_log_as_it_was_after_it() {
+        let (_, log) = mem_log();
+        log.append(vec![ev("c", 1, 1, b"first")], 1, 0).expect("append");
+        log.append(vec![ev("c", 2, 2, b"second")], 2, 0).expect("append");
+        let count = |through| {
+            log.subject_events_through("c", Visibility::ALL, through)
+                .expect("read")
+                .len()
+        };
+        assert_eq!((count(0), count(1), count(2), count(u64::MAX)), (0, 1, 2, 2));
+        assert_eq!(log.subject_events("c", Visibility::ALL).expect("read").len(), 2);
     }
 
     #[test]

@@ -345,11 +345,12 @@ pub fn materialise(store: &Store, at: AsOf) -> Result<Matrix, ComputeError> {
 }
 
 /// One customer's features at (T, K), by the same accumulator as [`materialise`] over a
-/// per-customer range scan of the log. `None` when the customer has no visible event.
-pub fn customer_row(store: &Store, customer: &str, at: AsOf) -> Result<Option<Vec<f64>>, ComputeError> {
+/// per-customer range scan of the log as it was after batch `through` (`u64::MAX`: every
+/// committed batch). `None` when the customer has no visible event.
+pub fn customer_row(store: &Store, customer: &str, at: AsOf, through: u64) -> Result<Option<Vec<f64>>, ComputeError> {
     let mut acc = Acc::default();
     let mut seen = false;
-    for entry in store.log().subject_events(customer, at.visibility())? {
+    for entry in store.log().subject_events_through(customer, at.visibility(), through)? {
         if let cis_storage::Entry::Live(e) = entry {
             let kind = Kind::from_u8(e.kind).ok_or(ComputeError::UnknownKind(e.kind))?;
             acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), &e.id, &e.body)?;

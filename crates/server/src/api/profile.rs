@@ -131,7 +131,8 @@ pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> 
     // Read before the scan: batches committed meanwhile may or may not be seen by it, but
     // none that this head does not cover is needed to reproduce the answer at (T, K) ≤ now.
     let (log_batch, head) = store.log().head_at(i64::MAX)?;
-    let Some(row) = customer_row(store, &q.customer_id, q.at)? else {
+    // The features of the log the proof names: a batch committed meanwhile is not in them.
+    let Some(row) = customer_row(store, &q.customer_id, q.at, log_batch)? else {
         return Err(AppError::NotFound(format!(
             "no customer '{}' as of {} known at {}",
             q.customer_id,
