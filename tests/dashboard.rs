@@ -215,3 +215,46 @@ fn dashboard_has_a_data_quality_and_drift_section() {
     assert_eq!(psi.matches("class=\"bar psi-significant\"").count(), significant);
     assert!(psi.contains(">0.1 moderate<") && psi.contains(">0.25 significant<"));
 }
+
+/// The Models section: one row per model of the latest score run, from its card, with the stage
+/// it held at the page's date.
+#[test]
+fn dashboard_shows_the_models_behind_the_scores() {
+    use cis_models::lifetime::ClvParams;
+    use cis_models::promotion::{Promotions, Stage};
+    use cis_models::segments::SegmentParams;
+    use cis_models::{scores, train};
+
+    let store = cdnow_store();
+    let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
+    let (clv, _) = train::clv(&store, &snap, ClvParams::default())
+        .expect("clv")
+        .store(&store)
+        .expect("store clv");
+    let (seg, _) = train::segments(&store, &snap, SegmentParams::default())
+        .expect("segments")
+        .store(&store)
+        .expect("store segments");
+    scores::score(&store, &snap, &[clv, seg]).expect("score");
+    Promotions::open(&store)
+        .expect("promotions")
+        .promote(&store, &clv, Stage::Production, "test", "ops", t("1997-10-01"))
+        .expect("promote");
+
+    let data = cis_server::dashboard::gather(&store, t("1998-01-01")).expect("gather");
+    let kinds: Vec<(&str, String, &str)> = data.models.iter().map(|m| (m.kind, m.hash.clone(), m.stage)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("clv", cis_storage::hex(&clv), "production"),
+            ("segments", cis_storage::hex(&seg), "none")
+        ]
+    );
+    let html = cis_server::dashboard::render(&data);
+    let models = section(&html, "models", "</section>");
+    assert!(
+        models.contains("repeat customers") && models.contains("silhouette"),
+        "{models}"
+    );
+    assert!(models.contains(&cis_storage::hex(&clv)[..16]), "{models}");
+}

@@ -21,6 +21,8 @@ use crate::api::{authorize, bearer, blocking, metrics, AppError, AppState, Extra
 
 use cis_core::time::{self, Timestamp};
 use cis_ingest::records;
+use cis_models::card::{self, CardMetrics};
+use cis_models::promotion::{stage_name, Record};
 use cis_models::scores::{self, ScoreSet};
 use cis_models::ModelError;
 use cis_ops::monitor::drift::{DriftError, DriftReport};
@@ -61,6 +63,66 @@ pub struct DashboardData {
     pub quality: QualityReport,
     /// PSI per feature between the latest two snapshots as of T.
     pub drift: Option<Arc<DriftReport>>,
+    /// The models behind the latest score run, from their cards.
+    pub models: Vec<ModelSummary>,
+}
+
+/// What the Models section shows of one model: from its card (`cis models show --json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    pub kind: &'static str,
+    pub hash: String,
+    pub method: String,
+    pub as_of: String,
+    /// The stage it held at the dashboard's T (`production`, `staging`, or `none`).
+    pub stage: &'static str,
+    /// (what, value) of its headline metrics.
+    pub measures: Vec<(String, String)>,
+    /// Churn: the features with the largest standardised coefficients, signed.
+    pub drivers: Vec<(String, f64)>,
+}
+
+/// The strongest drivers the section lists.
+const DRIVERS: usize = 5;
+
+fn summary(store: &Store, hash: &str, stage: &'static str) -> Result<Option<ModelSummary>, DashboardError> {
+    let Some(h) = cis_storage::unhex32(hash) else {
+        return Ok(None);
+    };
+    let (stored, model) = cis_models::load(store, &h)?;
+    let card = card::card(store, &stored, model, None)?;
+    let measures = match &card.metrics {
+        CardMetrics::Churn { train, validation } => vec![
+            ("validation ROC AUC".to_string(), format!("{:.3}", validation.roc_auc)),
+            ("validation log loss".to_string(), format!("{:.3}", validation.log_loss)),
+            ("training rows".to_string(), train.rows.to_string()),
+        ],
+        CardMetrics::Clv {
+            customers_fitted,
+            repeat_customers_fitted,
+        } => vec![
+            ("customers fitted".to_string(), customers_fitted.to_string()),
+            ("repeat customers".to_string(), repeat_customers_fitted.to_string()),
+        ],
+        CardMetrics::Segments { k, silhouette, .. } => vec![
+            ("segments".to_string(), k.to_string()),
+            ("silhouette".to_string(), format!("{silhouette:.3}")),
+        ],
+    };
+    Ok(Some(ModelSummary {
+        kind: card.kind,
+        hash: card.hash,
+        method: card.method,
+        as_of: card.as_of,
+        stage,
+        measures,
+        drivers: card
+            .feature_importance
+            .iter()
+            .take(DRIVERS)
+            .map(|i| (i.feature.clone(), i.coefficient))
+            .collect(),
+    }))
 }
 
 /// A customer's risk: the churn probability, or 1 − P(alive) when no churn model scored it.
@@ -105,12 +167,21 @@ pub fn gather(store: &Store, as_of: Timestamp) -> Result<DashboardData, Dashboar
         }
     }
     let runs = records::runs(store).map_err(QualityError::from)?;
+    let mut models = Vec::new();
+    if let Some((_, set)) = &latest {
+        let record = Record::read(store)?;
+        for (_, hash) in &set.models {
+            let stage = stage_name(record.stage_of(hash, as_of));
+            models.extend(summary(store, hash, stage)?);
+        }
+    }
     Ok(DashboardData {
         as_of,
         latest,
         trend,
         quality: quality::build(&runs, &quality::Filter::default(), &quality::Rules::default())?,
         drift: metrics::latest_drift(store, as_of)?,
+        models,
     })
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::{risk, sign_in, DashboardData};
+use super::{risk, sign_in, DashboardData, ModelSummary};
 use cis_core::event::Kind;
 use cis_core::time::{self, Timestamp};
 use cis_models::scores::ScoreRow;
@@ -355,6 +355,38 @@ fn scores_section(hash: &str, set: &cis_models::scores::ScoreSet) -> Markup {
     }
 }
 
+/// The models behind the latest score run: what each is, how well it did, what drives it.
+fn models_section(models: &[ModelSummary]) -> Markup {
+    html! {
+        section id="models" {
+            h2 { "Models behind these scores" }
+            table {
+                thead { tr {
+                    th { "kind" } th { "method" } th { "trained as of" } th { "stage" }
+                    th { "measures" } th { "strongest drivers" } th { "model" }
+                } }
+                tbody {
+                    @for m in models {
+                        tr {
+                            td { (m.kind) }
+                            td { (m.method) }
+                            td { (m.as_of.get(..10).unwrap_or(&m.as_of)) }
+                            td { (m.stage) }
+                            td { @for (what, value) in &m.measures { (what) " " strong { (value) } br; } }
+                            td {
+                                @if m.drivers.is_empty() { "-" }
+                                @for (feature, c) in &m.drivers { (feature) " " (format!("{c:+.2}")) br; }
+                            }
+                            td { code { (m.hash.get(..16).unwrap_or(&m.hash)) } }
+                        }
+                    }
+                }
+            }
+            p class="meta" { "Each model's whole card: " code { "cis models show HASH --json" } " or " code { "/artifacts/{hash}" } "." }
+        }
+    }
+}
+
 /// The page. Its forms carry no credentials: the browser's session cookie does.
 pub fn render(d: &DashboardData) -> String {
     let runs = &d.quality.runs[d.quality.runs.len().saturating_sub(QUALITY_RUNS)..];
@@ -378,6 +410,9 @@ pub fn render(d: &DashboardData) -> String {
         @match &d.latest {
             None => (empty("no-scores", "Scores", "No score run exists as of this date: run `cis score` first.")),
             Some((hash, set)) => (scores_section(hash, set)),
+        }
+        @if !d.models.is_empty() {
+            (models_section(&d.models))
         }
         section class="grid" {
             @if trend.is_empty() {
@@ -474,6 +509,7 @@ mod tests {
             quality: quality::build(&[], &quality::Filter::default(), &quality::Rules::default())
                 .expect("empty report"),
             drift: None,
+            models: vec![],
         }
     }
 
@@ -523,5 +559,35 @@ mod tests {
         );
         assert!(html.contains("&quot;&gt;&lt;img src=x&gt;"), "{html}");
         assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn the_models_section_shows_each_models_card() {
+        let churn = ModelSummary {
+            kind: "churn",
+            hash: "ab".repeat(32),
+            method: "logistic regression".into(),
+            as_of: "1997-09-30T00:00:00Z".into(),
+            stage: "production",
+            measures: vec![("validation ROC AUC".into(), "0.791".into())],
+            drivers: vec![("orders_90d".into(), -0.75)],
+        };
+        let html = render(&DashboardData {
+            models: vec![churn],
+            ..no_data()
+        });
+        let section = html.split("id=\"models\"").nth(1).expect("a models section");
+        for text in [
+            "churn",
+            "logistic regression",
+            "1997-09-30",
+            "production",
+            "0.791",
+            "orders_90d -0.75",
+            &"ab".repeat(8),
+        ] {
+            assert!(section.contains(text), "{text} in {section}");
+        }
+        assert!(!render(&no_data()).contains("id=\"models\""));
     }
 }
