@@ -95,7 +95,7 @@ pub enum Command {
     /// Bearer tokens for the HTTP API: create (printed once, stored hashed) or revoke.
     #[command(subcommand)]
     Token(serve::TokenCommand),
-    /// Export analytical tables (customer_risk_scores) as CSV or Parquet.
+    /// Export analytical tables (customer_risk_scores, the event log) as CSV or Parquet.
     #[command(subcommand)]
     Export(export::ExportCommand),
     /// Monitoring: feature drift, data quality over time, model decay.
