@@ -6,6 +6,7 @@ mod demo;
 mod drift;
 mod erase;
 mod export;
+mod features;
 mod models;
 mod monitor;
 mod quality;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Bearer tokens for the HTTP API: create (printed once, stored hashed) or revoke.
     #[command(subcommand)]
     Token(serve::TokenCommand),
+    /// Feature definitions for other engines: `features sql` renders them as Spark SQL or DuckDB.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
     /// Export analytical tables (customer_risk_scores, the event log) as CSV or Parquet.
     #[command(subcommand)]
     Export(export::ExportCommand),
@@ -256,6 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             remote::Target::Server(server) => serve::token_remote(&server, cmd, &mut out),
         },
         Command::Export(cmd) => export::run(&open()?, cmd, &mut out),
+        Command::Features(cmd) => features::run(cmd, &mut out),
         Command::Monitor(cmd) => monitor::run(&open()?, cmd, &mut out),
         Command::AccessLog(a) => access_log::run(&open()?, a, &mut out),
         Command::Erase(a) => erase::run(&store_dir, a, &mut out),

@@ -38,6 +38,7 @@ use cis_models::{ModelError, ModelKind};
 
 pub mod events;
 pub mod features;
+pub mod sql;
 
 /// The table's name, in Parquet metadata as `cis.table`.
 pub const TABLE: &str = "customer_risk_scores";
