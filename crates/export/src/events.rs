@@ -14,7 +14,7 @@
 //! the precision features sum in, exact for every currency's minor units) beside its
 //! `currency`; counts and durations int64; `signup_date` a timestamp; `attributes` a map.
 //!
-//! The export is streamed bucket by bucket (at most [`crate::BATCH_ROWS`] rows of each table in
+//! The export is streamed bucket by bucket (at most 65,536 rows, one record batch, of each table in
 //! memory) into `DIR.tmp-<pid>`, each file synced; `_SUCCESS` (T, K, the bucket count and the
 //! row counts) is written last and the directory then renamed to `DIR`, so a half-written
 //! export is never at `DIR` and a directory without `_SUCCESS` is not an export.
@@ -558,6 +558,27 @@ mod tests {
             Columns::new(kind).batch().expect("builders follow the schema");
         }
         assert_eq!(BUCKETS % EXPORT_BUCKETS, 0);
+    }
+
+    /// A failure part-way (here an event of an unknown kind, met in its bucket's scan after
+    /// other buckets were written) leaves nothing at the target and no temporary directory.
+    #[test]
+    fn a_failed_export_leaves_no_directory() {
+        let store = Store::in_memory().expect("store");
+        let event = cis_storage::NewEvent {
+            kind: 9,
+            subject: "c1".into(),
+            event_time: 0,
+            recorded_at: 0,
+            body: vec![1],
+        };
+        store.log().append(vec![event], 1, 0).expect("append");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("events");
+        let at = AsOf::new(Some(Timestamp::from_day(1)), None);
+        let err = export_events(&store, at, &target).expect_err("unknown kind");
+        assert!(matches!(err, ExportError::UnknownKind(9)), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).expect("read dir").count(), 0);
     }
 
     #[test]
