@@ -409,3 +409,123 @@ fn the_cli_exports_and_reports() {
     assert!(!early.exists());
     assert!(!dir.path().join("risk.dat").exists());
 }
+
+/// `cis export events` and `cis features sql` refuse what they cannot do, with a non-zero exit and
+/// a message naming the problem: an unknown dialect, a directory that is not a finished export,
+/// a cutoff the export cannot answer, an export over an existing directory.
+#[test]
+fn events_export_and_feature_sql_refuse_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = dir.path().join("store");
+    ingest_cdnow(&Store::open(&store_dir).expect("store"));
+    let cis = |args: &[&str]| crate::util::cis(&store_dir, args);
+    let failed = |out: &std::process::Output, needle: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "expected a failure: {stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    };
+    let events = dir.path().join("events");
+    let ev = events.to_str().expect("utf-8 path");
+    let out = cis(&["export", "events", "--as-of", "1997-12-31", "--out", ev]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(events.join("_SUCCESS").is_file());
+    assert!(events.join("orders/bucket=00/part-0.parquet").is_file());
+    assert!(events.join("sessions/bucket=31/part-0.parquet").is_file());
+    // No temporary directory is left beside the export.
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+
+    failed(
+        &cis(&["export", "events", "--as-of", "1997-12-31", "--out", ev]),
+        "exists already",
+    );
+    failed(
+        &cis(&[
+            "export",
+            "events",
+            "--as-of",
+            "1997-12-31",
+            "--format",
+            "csv",
+            "--out",
+            "x",
+        ]),
+        "parquet only",
+    );
+    failed(
+        &cis(&["features", "sql", "--dialect", "oracle", "--events", ev]),
+        "invalid value 'oracle'",
+    );
+    let absent = dir.path().join("absent");
+    failed(
+        &cis(&[
+            "features",
+            "sql",
+            "--dialect",
+            "duckdb",
+            "--events",
+            absent.to_str().expect("utf-8"),
+        ]),
+        "is not an events export of this cis: no such directory",
+    );
+    // A directory without the marker (an export cut short, or anything else) is not an export.
+    fs::remove_file(events.join("_SUCCESS")).expect("remove marker");
+    failed(
+        &cis(&["features", "sql", "--dialect", "spark", "--events", ev]),
+        "_SUCCESS",
+    );
+    let again = dir.path().join("again");
+    let again = again.to_str().expect("utf-8 path");
+    let out = cis(&["export", "events", "--as-of", "1997-12-31", "--out", again]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    failed(
+        &cis(&[
+            "features",
+            "sql",
+            "--dialect",
+            "duckdb",
+            "--events",
+            again,
+            "--as-of",
+            "1998-01-31",
+        ]),
+        "cannot answer as of 1998-01-31",
+    );
+    // The export's T by default; the path made absolute.
+    let out = cis(&["features", "sql", "--dialect", "duckdb", "--events", again]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8_lossy(&out.stdout);
+    assert!(sql.contains("as of T = 1997-12-31T00:00:00Z"), "{sql}");
+    let abs = fs::canonicalize(again).expect("canonical");
+    assert!(
+        sql.contains(&format!("read_parquet('{}/orders/*/*.parquet'", abs.display())),
+        "{sql}"
+    );
+    // An object-store URL is passed through, but cis cannot read its T.
+    failed(
+        &cis(&[
+            "features",
+            "sql",
+            "--dialect",
+            "spark",
+            "--events",
+            "s3://bucket/events",
+        ]),
+        "pass --as-of",
+    );
+    let out = cis(&[
+        "features",
+        "sql",
+        "--dialect",
+        "spark",
+        "--events",
+        "s3://bucket/events",
+        "--as-of",
+        "1997-12-31",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("USING parquet OPTIONS (path 's3://bucket/events/orders')"));
+}

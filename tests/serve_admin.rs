@@ -296,6 +296,14 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     // from the next export.
     let runs = ok(&cis_with(&served, Some(&admin), &["runs"]));
     assert_eq!(runs.lines().count(), 2, "{runs}");
+    // The token from a file instead of CIS_TOKEN: the first line of it.
+    let token_file = write(dir.path(), "admin.token", &format!("{admin}\n# ops\n"));
+    let from_file = ok(&cis_with(
+        &served,
+        None,
+        &["--token-file", token_file.to_str().expect("path"), "runs"],
+    ));
+    assert_eq!(from_file, runs);
     let ids = write(dir.path(), "erase.txt", "0003\n");
     let erased = ok(&cis_with(
         &served,

@@ -104,9 +104,15 @@ pub fn cdnow_models(
 /// An in-memory store holding the synthetic population `cfg` generates (customers, orders,
 /// sessions, returns; recorded_at from the files).
 pub fn synth_store(cfg: cis_synth::SynthConfig) -> Store {
+    let store = Store::in_memory().expect("store");
+    ingest_synth(&store, cfg);
+    store
+}
+
+/// Ingests the synthetic population `cfg` generates into `store`, as [`synth_store`] does.
+pub fn ingest_synth(store: &Store, cfg: cis_synth::SynthConfig) {
     let dir = tempfile::tempdir().expect("tempdir");
     cfg.validate().expect("config").write_csv(dir.path()).expect("generate");
-    let store = Store::in_memory().expect("store");
     for (kind, file) in [
         (Kind::Customer, "customers.csv"),
         (Kind::Order, "orders.csv"),
@@ -114,14 +120,13 @@ pub fn synth_store(cfg: cis_synth::SynthConfig) -> Store {
         (Kind::Return, "returns.csv"),
     ] {
         ingest(
-            &store,
+            store,
             kind,
             Format::Csv,
             &dir.path().join(file),
             RecordedAt::Column("recorded_at".into()),
         );
     }
-    store
 }
 
 /// Copies the directory tree `from` to `to`.

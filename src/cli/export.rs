@@ -9,6 +9,7 @@ use cis_storage::Store;
 use clap::Subcommand;
 
 use cis_core::time::{self, Timestamp};
+use cis_core::AsOf;
 use cis_export::{self as export, Format};
 
 #[derive(Subcommand, Debug)]
@@ -25,7 +26,39 @@ pub enum ExportCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The event log visible at (T, K) as Parquet tables, for Spark or DuckDB (`cis features sql`).
+    #[command(after_long_help = EVENTS_HELP)]
+    Events {
+        /// Event-time cut-off T (RFC 3339 or YYYY-MM-DD): events with event_time <= T.
+        #[arg(long, value_parser = super::parse_time)]
+        as_of: Timestamp,
+        /// Knowledge time K (default T): only events recorded by then.
+        #[arg(long, value_parser = super::parse_time)]
+        known_at: Option<Timestamp>,
+        /// Output format: parquet (the only one for events).
+        #[arg(long, value_parser = super::choice::<Format>(), default_value = "parquet")]
+        format: Format,
+        /// Directory to create (it must not exist); complete once it holds `_SUCCESS`.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
+
+const EVENTS_HELP: &str = "\
+Layout: DIR/<table>/bucket=NN/part-0.parquet, one table per event kind (orders, sessions,
+returns, customers), partitioned hive-style by customer bucket. A customer's bucket (00-31) is
+the first 5 bits of blake3 of its customer id: all of a customer's events are in one bucket, and
+every bucket has a file of every table (possibly empty). DIR/_SUCCESS (T, K, row counts) is
+written last, and the whole tree is written beside DIR and renamed into place, so a directory at
+DIR is always a finished export.
+
+Columns of every table: event_id (hex), customer_id, event_time and recorded_at (timestamp,
+UTC), then the payload: orders order_id, amount, currency, quantity, channel; sessions
+session_id, duration_s, page_views, device; returns return_id, order_id, amount, currency,
+reason; customers signup_date, country, attributes (map). amount is decimal(38, 6) in major
+units of its currency (exact for every currency's minor units).
+
+What is exported is what a snapshot at (T, K) sees: erased customers' events are not.";
 
 /// `--format`, else what the file's extension says.
 pub(super) fn format_of(format: Option<Format>, path: &Path) -> anyhow::Result<Format> {
@@ -46,11 +79,15 @@ pub fn run(
     write_to: Option<&Path>,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let ExportCommand::Scores {
-        as_of,
-        format,
-        out: path,
-    } = cmd;
+    let (as_of, format, path) = match cmd {
+        ExportCommand::Scores { as_of, format, out } => (as_of, format, out),
+        ExportCommand::Events {
+            as_of,
+            known_at,
+            format,
+            out: dir,
+        } => return events(store, AsOf::new(Some(as_of), known_at), format, &dir, out),
+    };
     let format = format_of(format, &path)?;
     let s = export::export_scores(store, as_of, format, write_to.unwrap_or(&path))?;
     exported(out, s.rows, s.table, s.format, s.bytes, &path)?;
@@ -61,6 +98,24 @@ pub fn run(
         time::format(s.as_of),
         time::format(s.generated_at),
         s.snapshot_hash
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn events(store: &Store, at: AsOf, format: Format, dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    if format != Format::Parquet {
+        bail!("events are exported as parquet only (--format parquet)");
+    }
+    let s = export::events::export_events(store, at, dir)?;
+    let rows: Vec<String> = s.rows.iter().map(|(table, n)| format!("{n} {table}")).collect();
+    writeln!(
+        out,
+        "exported the events visible as of {} known at {} ({}; {} bytes) to {}",
+        time::format(s.at.as_of),
+        time::format(s.at.known_at),
+        rows.join(", "),
+        s.bytes,
+        s.dir.display()
     )?;
     Ok(ExitCode::SUCCESS)
 }

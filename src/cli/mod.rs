@@ -6,6 +6,7 @@ mod demo;
 mod drift;
 mod erase;
 mod export;
+mod features;
 mod models;
 mod monitor;
 mod quality;
@@ -97,7 +98,10 @@ pub enum Command {
     /// Bearer tokens for the HTTP API: create (printed once, stored hashed) or revoke.
     #[command(subcommand)]
     Token(serve::TokenCommand),
-    /// Export analytical tables (customer_risk_scores) as CSV or Parquet.
+    /// Feature definitions for other engines: `features sql` renders them as Spark SQL or DuckDB.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
+    /// Export analytical tables (customer_risk_scores, the event log) as CSV or Parquet.
     #[command(subcommand)]
     Export(export::ExportCommand),
     /// Monitoring: feature drift, data quality over time, model decay.
@@ -231,6 +235,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => return demo::run(&store_dir, a, &mut out),
         Command::Serve(a) => return serve::serve(&store_dir, a),
         Command::Generate(a) => return generate(a, &mut out),
+        // Reads an events export, not the store.
+        Command::Features(cmd) => return features::run(cmd, &mut out),
         command => command,
     };
     // Direct, or through the running server that holds the store (src/cli/remote.rs).
@@ -280,8 +286,8 @@ pub(crate) fn on_store(
         Command::Erase(a) => erase::run_served(store, a, files.input, out, err),
         Command::Erasures => erase::list(store, out),
         Command::Store(cmd) => store::run(store, cmd, out),
-        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) => {
-            bail!("`cis demo`, `cis serve` and `cis generate` do not run on an open store")
+        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) => {
+            bail!("`cis demo`, `cis serve`, `cis generate` and `cis features` do not run on an open store")
         }
         Command::Log(LogCommand::Verify) => {
             match store.log().verify() {

@@ -64,8 +64,15 @@ fn plan_of(kind: String, command: &Command) -> Result<Plan, String> {
                 cis_server::api::admin::INGEST_ROUTE
             ))
         }
-        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) => {
+        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) => {
             return Err(format!("`cis {kind}` does not run through a server"))
+        }
+        Command::Export(export::ExportCommand::Events { .. }) => {
+            return Err(
+                "`cis export events` writes a directory, which a server cannot hand over yet: \
+                 run it with the server stopped"
+                    .into(),
+            )
         }
         Command::Snapshot(snapshot::SnapshotCommand::Create { .. })
         | Command::Train(_)

@@ -36,7 +36,9 @@ use cis_features::snapshot::SnapshotError;
 use cis_models::scores::{self, ScoreRow, ScoreSet};
 use cis_models::{ModelError, ModelKind};
 
+pub mod events;
 pub mod features;
+pub mod sql;
 
 /// The table's name, in Parquet metadata as `cis.table`.
 pub const TABLE: &str = "customer_risk_scores";
@@ -134,6 +136,16 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("cannot export to {}: it exists already (an events export goes to a new directory)", .0.display())]
+    Exists(PathBuf),
+    #[error("{} is not an events export of this cis: {reason}", .dir.display())]
+    NotAnExport { dir: PathBuf, reason: String },
+    #[error("stored event has unknown kind {0}")]
+    UnknownKind(u8),
+    #[error("an event of another kind reached the {0} table")]
+    KindMismatch(&'static str),
+    #[error(transparent)]
+    Decode(#[from] cis_core::event::DecodeError),
     #[error("building the Arrow table: {0}")]
     Arrow(#[from] ArrowError),
     #[error("encoding Parquet: {0}")]
