@@ -408,6 +408,7 @@ impl Queue {
         let (tx, rx) = mpsc::channel::<Task>();
         let waiting = self.waiting.clone();
         std::thread::Builder::new().name("cis-jobs".into()).spawn(move || {
+            lower_priority();
             rx.into_iter().for_each(|task| {
                 waiting.fetch_sub(1, Ordering::SeqCst);
                 task();
@@ -417,6 +418,25 @@ impl Queue {
             .map_err(|_| io::Error::other("the job worker ended at once"))?;
         *sender = Some(tx);
         Ok(())
+    }
+}
+
+/// How far below the API's threads the job worker runs (a nice value: 19 is the lowest).
+pub const JOB_NICE: i32 = 10;
+
+/// Puts this thread (the job worker) below the API's readers: a job (an ingest, a snapshot)
+/// takes every core it can get, and readers must not queue behind it. On Linux a thread's nice
+/// value is its own and the threads it starts inherit it (an ingest's parser, a snapshot's
+/// scanners), so the whole job runs at [`JOB_NICE`] while the server's threads keep theirs.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority(2) only changes a scheduling attribute; `who = 0` with
+        // PRIO_PROCESS names the calling thread on Linux.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, JOB_NICE) };
+        if r != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "could not lower the job worker's priority");
+        }
     }
 }
 
@@ -592,4 +612,84 @@ fn execute(job: &Arc<Job>, work: Work, done: impl FnOnce(JobView)) {
     // Recorded before a poll can see the job ended, so whoever saw it finds the record.
     done(view.clone());
     job.update(|v| *v = view);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `id` until it has ended.
+    fn ended(jobs: &Jobs, id: u64) -> JobView {
+        loop {
+            let view = jobs.get(id).expect("job");
+            if matches!(view.state, JobState::Done | JobState::Failed) {
+                return view;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn jobs_run_below_the_readers() {
+        let store = Arc::new(Store::in_memory().expect("store"));
+        let jobs = Jobs::default();
+        let work: Work = Box::new(|_, out, _| {
+            // SAFETY: getpriority(2) reads a scheduling attribute of the calling thread.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            let child = std::thread::spawn(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+                .join()
+                .expect("thread");
+            writeln!(out, "{nice} {child}")?;
+            Ok(0)
+        });
+        let id = jobs.submit(&store, "probe", "test", work, |_| ()).expect("submit").id;
+        let view = ended(&jobs, id);
+        let niceness: Vec<i32> = view
+            .outcome
+            .stdout
+            .split_whitespace()
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert!(niceness.iter().all(|n| *n >= JOB_NICE), "{niceness:?}");
+        // SAFETY: as above, on the test's own thread.
+        assert!(
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } < JOB_NICE,
+            "the caller keeps its priority"
+        );
+    }
+
+    #[test]
+    fn a_stopping_server_cancels_the_jobs_not_yet_started() {
+        let store = Arc::new(Store::in_memory().expect("store"));
+        let jobs = Jobs::default();
+        let (release, wait) = mpsc::channel::<()>();
+        let first: Work = Box::new(move |_, _, _| {
+            wait.recv().map_err(|_| io::Error::other("released"))?;
+            Ok(0)
+        });
+        let first = jobs.submit(&store, "first", "test", first, |_| ()).expect("submit").id;
+        let second: Work = Box::new(|_, out, _| {
+            writeln!(out, "ran")?;
+            Ok(0)
+        });
+        let second = jobs
+            .submit(&store, "second", "test", second, |_| ())
+            .expect("submit")
+            .id;
+        while jobs.running().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        jobs.close();
+        release.send(()).expect("release");
+        assert_eq!(ended(&jobs, first).state, JobState::Done);
+        let cancelled = ended(&jobs, second);
+        assert_eq!(cancelled.state, JobState::Failed);
+        assert!(cancelled.outcome.stdout.is_empty());
+        assert!(cancelled
+            .outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("cancelled")));
+    }
 }
