@@ -421,8 +421,9 @@ impl Queue {
     }
 }
 
-/// How far below the API's threads the job worker runs (a nice value: 19 is the lowest).
-pub const JOB_NICE: i32 = 10;
+/// How far below the API's threads the job worker runs: the lowest nice value (at nice 10
+/// the benchmark's p99 during a job was 3.6 x idle; see `cargo bench --bench serve`).
+pub const JOB_NICE: i32 = 19;
 
 /// Puts this thread (the job worker) below the API's readers: a job (an ingest, a snapshot)
 /// takes every core it can get, and readers must not queue behind it. On Linux a thread's nice
