@@ -260,17 +260,24 @@ struct Source {
     args: IngestArgs,
 }
 
+/// Reads the pipeline file as written, unchecked ([`Pipeline::validate`] checks it).
+pub fn read_config(file: &Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading the pipeline file {}", file.display()))?;
+    parse_config(file, &text)
+}
+
+fn parse_config(file: &Path, text: &str) -> anyhow::Result<Config> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("pipeline file {}: {e}", file.display()))
+}
+
 impl Pipeline {
     pub fn read(file: &Path) -> anyhow::Result<Pipeline> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading the pipeline file {}", file.display()))?;
-        Pipeline::parse(file, &text)
+        Pipeline::validate(file, read_config(file)?)
     }
 
     pub fn parse(file: &Path, text: &str) -> anyhow::Result<Pipeline> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("pipeline file {}: {e}", file.display()))?;
-        Pipeline::validate(file, config)
+        Pipeline::validate(file, parse_config(file, text)?)
     }
 
     /// Checks every field; an error names the file, the field and what is allowed.
