@@ -9,6 +9,7 @@
 //! 2. 2025-06-30, inside the synthetic population's two years: churn on cutoffs 180 and 90 days
 //!    earlier (labels matured by T), CLV and segments on the snapshot at T, scores, and drift
 //!    against the first run's snapshot.
+//!
 //! Each run exports `customer_risk_scores` and the snapshot and is recorded as a
 //! `pipeline-run` artifact, so running the demo again is a no-op that says so.
 
