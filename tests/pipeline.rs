@@ -91,7 +91,7 @@ fn records(store_dir: &Path) -> (Vec<RunRecord>, usize) {
         }
         assert!(!r.exports.is_empty());
         for e in &r.exports {
-            let hash = cis_ingest::file_hash(Path::new(&e.path)).expect("the export is there");
+            let hash = cis_ingest::file_hash(&store_dir.join(&e.path)).expect("the export is there");
             assert_eq!(hash, e.file_hash, "{} is what the run wrote", e.path);
         }
     }

@@ -853,44 +853,91 @@ fn export(
     snap: &ArtifactHash,
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<record::Exported>> {
-    let dir = store_dir
-        .join(&p.config.export.dir)
-        .join(time::format(t).replace(':', ""));
+    // The record names each file relative to the store directory, wherever the store is opened from.
+    let rel = Path::new(&p.config.export.dir).join(time::format(t).replace(':', ""));
+    let dir = store_dir.join(&rel);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut exports = Vec::new();
-    let mut note = |table: &str, format: ExportFormat, path: PathBuf, rows: usize| -> anyhow::Result<()> {
-        let file_hash = cis_ingest::file_hash(&path)?;
-        writeln!(
-            out,
-            "      {table}: {} ({rows} rows, blake3 {})",
-            path.display(),
-            &file_hash[..16]
-        )?;
-        exports.push(record::Exported {
-            table: table.into(),
-            format: format.choice_name().into(),
-            path: path.display().to_string(),
-            rows: rows as u64,
-            file_hash,
-        });
-        Ok(())
+    let file = |table: &str, format: ExportFormat| {
+        let name = format!("{table}.{}", format.choice_name());
+        (dir.join(&name), rel.join(name))
     };
+    let mut exports = Vec::new();
+    let mut note =
+        |table: &str, format: ExportFormat, (path, recorded): (PathBuf, PathBuf), rows: usize| -> anyhow::Result<()> {
+            let file_hash = cis_ingest::file_hash(&path)?;
+            writeln!(
+                out,
+                "      {table}: {} ({rows} rows, blake3 {})",
+                path.display(),
+                &file_hash[..16]
+            )?;
+            exports.push(record::Exported {
+                table: table.into(),
+                format: format.choice_name().into(),
+                path: recorded.display().to_string(),
+                rows: rows as u64,
+                file_hash,
+            });
+            Ok(())
+        };
     if !p.score_formats.is_empty() {
         let table = ScoreTable::of(store, scores_hash)?;
         for &format in &p.score_formats {
-            let path = dir.join(format!("{}.{}", cis_export::TABLE, format.choice_name()));
+            let (path, recorded) = file(cis_export::TABLE, format);
             write_table(&table, format, &path)?;
-            note(cis_export::TABLE, format, path, table.set.rows.len())?;
+            note(cis_export::TABLE, format, (path, recorded), table.set.rows.len())?;
         }
     }
     for &format in &p.snapshot_formats {
-        let path = dir.join(format!(
-            "{}.{}",
-            cis_export::features::SNAPSHOT_TABLE,
-            format.choice_name()
-        ));
+        let (path, recorded) = file(cis_export::features::SNAPSHOT_TABLE, format);
         let s = export_snapshot(store, snap, format, &path)?;
-        note(s.table, format, path, s.rows)?;
+        note(s.table, format, (path, recorded), s.rows)?;
     }
     Ok(exports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        time::parse_timestamp(s).expect("time")
+    }
+
+    #[test]
+    fn the_cutoff_is_the_latest_instant_of_the_rule_not_after_now() {
+        let p = Pipeline::parse(Path::new("cis.toml"), "cutoff = \"daily 06:30 UTC\"").expect("parse");
+        assert_eq!(p.cutoff_at(at("2025-01-02T06:29:59Z")), at("2025-01-01T06:30:00Z"));
+        assert_eq!(p.cutoff_at(at("2025-01-02T06:30:00Z")), at("2025-01-02T06:30:00Z"));
+        assert_eq!(p.cutoff_at(at("1969-12-31T23:00:00Z")), at("1969-12-31T06:30:00Z"));
+        for bad in [
+            "daily 24:00 UTC",
+            "daily 6:30 UTC",
+            "daily 06:30",
+            "hourly 06:30 UTC",
+            "daily 06:30 UTC x",
+        ] {
+            assert_eq!(parse_cutoff(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_config_hash_is_of_the_settings_not_the_text() {
+        let a = Pipeline::parse(Path::new("a.toml"), "cutoff = \"daily 00:00 UTC\"").expect("a");
+        let b = Pipeline::parse(
+            Path::new("b.toml"),
+            "# a comment\ncutoff   =   \"daily 00:00 UTC\"\nlabel_horizon_days = 90\n",
+        )
+        .expect("b");
+        let c = Pipeline::parse(
+            Path::new("c.toml"),
+            "cutoff = \"daily 00:00 UTC\"\nlabel_horizon_days = 60",
+        )
+        .expect("c");
+        assert_eq!(
+            a.config_hash, b.config_hash,
+            "a default written out is the same setting"
+        );
+        assert_ne!(a.config_hash, c.config_hash);
+    }
 }

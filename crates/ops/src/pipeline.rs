@@ -79,6 +79,7 @@ pub struct UsedModel {
 pub struct Exported {
     pub table: String,
     pub format: String,
+    /// Relative to the store directory (unless the pipeline file's `export.dir` is absolute).
     pub path: String,
     pub rows: u64,
     /// blake3 of the file as written.
