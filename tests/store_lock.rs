@@ -33,6 +33,13 @@ fn a_command_beside_a_running_server_names_the_store_the_pid_and_the_way_out() {
 
     // A read of the store (commands that change it go through the server: tests/serve_admin.rs).
     let out = cis(&store_dir, &["runs"]);
+    // A pipeline run trains and scores, which have no path through the server: refused alike.
+    let config = dir.path().join("cis.toml");
+    std::fs::write(&config, "cutoff = \"daily 00:00 UTC\"\n").expect("pipeline file");
+    let pipeline = cis(
+        &store_dir,
+        &["pipeline", "run", "--config", &config.display().to_string()],
+    );
     server.kill().expect("stop the server");
     server.wait().expect("reap the server");
 
@@ -49,6 +56,8 @@ fn a_command_beside_a_running_server_names_the_store_the_pid_and_the_way_out() {
         "{err}"
     );
     assert_eq!(err.matches("busy").count(), 1, "said once: {err}");
+    assert_eq!(pipeline.status.code(), Some(1));
+    assert!(stderr(&pipeline).contains(&busy), "{}", stderr(&pipeline));
     assert!(
         !err.contains("Os {") && !err.contains("sled"),
         "no raw sled error: {err}"
