@@ -88,8 +88,9 @@ pub enum Command {
     Scores(models::ScoresCommand),
     /// Re-derive an artifact (snapshot, model, scores) from its parents and print its lineage.
     Audit { hash: String },
-    /// The main job: ingest CDNOW and a synthetic population, snapshot, train, score, export,
-    /// print every hash, then serve the API and dashboard (--no-serve stops after the batch).
+    /// The main job: the pipeline file fixtures/demo/cis.toml (CDNOW and a synthetic population)
+    /// run as of 1997-09-30 and 2025-06-30, every hash printed, then the API and dashboard served
+    /// (--no-serve stops after the batch).
     Demo(demo::DemoArgs),
     /// Serve the HTTP API (as-of profiles, artifacts, metrics) and the dashboard.
     Serve(serve::ServeArgs),
