@@ -147,12 +147,11 @@ fn erase_template(dir: &Path) -> PathBuf {
     let run = ingest(&store, Kind::Customer, Format::Csv, &rows, RecordedAt::EventTime);
     assert_eq!((run.accepted, run.quarantined), (1, 1));
     let opts = DemoOptions {
-        customers: 1_000,
-        seed: 42,
-        cdnow: fixture("CDNOW_sample.txt"),
-        progress: false,
+        config: fixture("demo/cis.toml"),
+        customers: Some(1_000),
+        seed: Some(42),
     };
-    let demo = cis::demo::run(&store, &dir.join("demo"), &opts).expect("demo");
+    let demo = cis::demo::run(&store, &store_dir, &opts, &mut std::io::sink()).expect("demo");
     let (_, set) = scores::load_scores(&store, &demo.scores).expect("scores");
     assert!(
         set.rows.iter().any(|r| r.customer_id == VICTIM),

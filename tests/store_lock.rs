@@ -38,6 +38,14 @@ fn a_command_beside_a_running_server_names_the_store_the_pid_and_the_way_out() {
     // would leave it) cannot take the command: the store is busy, and what to do is said.
     std::fs::remove_file(store_dir.join("server.json")).expect("remove the address file");
     let busy_out = cis(&store_dir, &["runs"]);
+    // A pipeline run reads and writes files by path, which a server does not do for a client:
+    // refused with the busy message.
+    let config = dir.path().join("cis.toml");
+    std::fs::write(&config, "cutoff = \"daily 00:00 UTC\"\n").expect("pipeline file");
+    let pipeline = cis(
+        &store_dir,
+        &["pipeline", "run", "--config", &config.display().to_string()],
+    );
     server.kill().expect("stop the server");
     server.wait().expect("reap the server");
 
@@ -66,6 +74,8 @@ fn a_command_beside_a_running_server_names_the_store_the_pid_and_the_way_out() {
         "{err}"
     );
     assert_eq!(err.matches("busy").count(), 1, "said once: {err}");
+    assert_eq!(pipeline.status.code(), Some(1));
+    assert!(stderr(&pipeline).contains(&busy), "{}", stderr(&pipeline));
     assert!(
         !err.contains("Os {") && !err.contains("sled"),
         "no raw sled error: {err}"

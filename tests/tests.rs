@@ -23,6 +23,7 @@ mod ingest;
 mod models;
 mod mutation;
 mod parquet_in;
+mod pipeline;
 mod promotion;
 mod quality;
 mod serve_admin;

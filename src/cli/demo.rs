@@ -1,6 +1,6 @@
-//! `cis demo`: the batch job end to end, then the API and dashboard.
+//! `cis demo`: the demo's pipeline file run at its two cutoffs, then the API and dashboard.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,14 +11,15 @@ use crate::demo::{self, DemoOptions};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Size of the synthetic population.
-    #[arg(long, default_value_t = 20_000)]
-    pub customers: usize,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// The CDNOW transaction log.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/CDNOW_sample.txt"))]
-    pub cdnow: PathBuf,
+    /// The pipeline file the demo runs (copy it to start your own).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/demo/cis.toml"))]
+    pub config: PathBuf,
+    /// Size of the synthetic population (default: the file's `[synthetic] customers`).
+    #[arg(long)]
+    pub customers: Option<usize>,
+    /// The synthetic population's seed (default: the file's `[synthetic] seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Stop after the batch job (do not serve).
     #[arg(long)]
     pub no_serve: bool,
@@ -28,22 +29,21 @@ pub struct DemoArgs {
 }
 
 pub fn run(store_dir: &Path, a: DemoArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    if !a.cdnow.is_file() {
+    if !a.config.is_file() {
         anyhow::bail!(
-            "the CDNOW fixture {} is not there: pass --cdnow PATH",
-            a.cdnow.display()
+            "the demo's pipeline file {} is not there: pass --config PATH",
+            a.config.display()
         );
     }
     let store = Arc::new(super::open_store(store_dir, super::SERVER)?);
     let opts = DemoOptions {
+        config: a.config.clone(),
         customers: a.customers,
         seed: a.seed,
-        cdnow: a.cdnow.clone(),
-        progress: std::io::stderr().is_terminal(),
     };
     let started = std::time::Instant::now();
-    let report = demo::run(&store, &store_dir.join("demo"), &opts)?;
-    write!(out, "{}", report.summary())?;
+    let report = demo::run(&store, store_dir, &opts, out)?;
+    write!(out, "{}", report.summary(&store)?)?;
     writeln!(
         out,
         "batch job done in {:.1}s on store {}",

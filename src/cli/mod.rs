@@ -9,6 +9,7 @@ mod export;
 mod features;
 mod models;
 mod monitor;
+pub mod pipeline;
 mod quality;
 mod remote;
 mod serve;
@@ -90,8 +91,9 @@ pub enum Command {
     Scores(models::ScoresCommand),
     /// Re-derive an artifact (snapshot, model, scores) from its parents and print its lineage.
     Audit { hash: String },
-    /// The main job: ingest CDNOW and a synthetic population, snapshot, train, score, export,
-    /// print every hash, then serve the API and dashboard (--no-serve stops after the batch).
+    /// The main job: the pipeline file fixtures/demo/cis.toml (CDNOW and a synthetic population)
+    /// run as of 1997-09-30 and 2025-06-30, every hash printed, then the API and dashboard served
+    /// (--no-serve stops after the batch).
     Demo(demo::DemoArgs),
     /// Serve the HTTP API (as-of profiles, artifacts, metrics) and the dashboard.
     Serve(serve::ServeArgs),
@@ -107,6 +109,10 @@ pub enum Command {
     /// Monitoring: feature drift, data quality over time, model decay.
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
+    /// A daily pipeline from a pipeline file (cis.toml): ingest, snapshot, train what is due,
+    /// score, export, drift and quality, recorded as a pipeline-run artifact.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// Who read what through the API, and whether the access log is intact.
     AccessLog(access_log::AccessLogArgs),
     /// Erase one customer's data (a data-subject request), keeping the log verifiable.
@@ -120,7 +126,7 @@ pub enum Command {
     Generate(GenerateArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 #[command(after_long_help = PARQUET_HELP)]
 pub struct IngestArgs {
     #[arg(value_parser = choice::<Kind>())]
@@ -237,6 +243,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(a) => return generate(a, &mut out),
         // Reads an events export, not the store.
         Command::Features(cmd) => return features::run(cmd, &mut out),
+        // Reads its sources and writes its exports by path, so it opens the store itself
+        // (beside a server it is refused with the busy message, and its steps go through).
+        Command::Pipeline(cmd) => return pipeline::run(&store_dir, cmd, &mut out),
         command => command,
     };
     // Direct, or through the running server that holds the store (src/cli/remote.rs).
@@ -286,8 +295,8 @@ pub(crate) fn on_store(
         Command::Erase(a) => erase::run_served(store, a, files.input, out, err),
         Command::Erasures => erase::list(store, out),
         Command::Store(cmd) => store::run(store, cmd, out),
-        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) => {
-            bail!("`cis demo`, `cis serve`, `cis generate` and `cis features` do not run on an open store")
+        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) | Command::Pipeline(_) => {
+            bail!("`cis demo`, `cis serve`, `cis generate`, `cis features` and `cis pipeline` do not run on an open store")
         }
         Command::Log(LogCommand::Verify) => {
             match store.log().verify() {
@@ -398,18 +407,48 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
         ingest::Inputs::File(f) => return ingest_one(store, &a, &f, out).map(|(_, code)| code),
         ingest::Inputs::Many(files) => files,
     };
+    let done = ingest_new(store, &a, &files, out)?;
+    writeln!(
+        out,
+        "{} file(s): {} ingested, {} skipped as already ingested",
+        files.len(),
+        done.runs.len(),
+        done.skipped.len()
+    )?;
+    Ok(done.code)
+}
+
+/// What [`ingest_new`] did.
+pub(crate) struct IngestedFiles {
+    pub runs: Vec<records::IngestRun>,
+    /// (file, its blake3, the earlier run that ingested it).
+    pub skipped: Vec<(PathBuf, String, u64)>,
+    /// The exit code of the last run that did not succeed, else success.
+    pub code: ExitCode,
+}
+
+/// Ingests each of `files` whose content no completed run of the kind has ingested, in order.
+pub(crate) fn ingest_new(
+    store: &Store,
+    a: &IngestArgs,
+    files: &[PathBuf],
+    out: &mut impl Write,
+) -> anyhow::Result<IngestedFiles> {
     let mut done = records::completed_by_hash(store, a.kind)?;
-    let (mut ingested, mut skipped) = (0, 0);
-    let mut code = ExitCode::SUCCESS;
+    let mut result = IngestedFiles {
+        runs: Vec::new(),
+        skipped: Vec::new(),
+        code: ExitCode::SUCCESS,
+    };
     for (i, f) in files.iter().enumerate() {
         let hash = ingest::file_hash(f)?;
         if let Some(run) = done.get(&hash) {
             writeln!(out, "skipped {}: already ingested as run {run}", f.display())?;
-            skipped += 1;
+            result.skipped.push((f.clone(), hash, *run));
             continue;
         }
         // A failed file stops the rest: later days must not be known before an earlier one.
-        let (run, run_code) = ingest_one(store, &a, f, out).map_err(|e| {
+        let (run, run_code) = ingest_one(store, a, f, out).map_err(|e| {
             e.context(format!(
                 "{} of {} file(s) not ingested, from {} on",
                 files.len() - i,
@@ -418,18 +457,13 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
             ))
         })?;
         if run_code != ExitCode::SUCCESS {
-            code = run_code;
+            result.code = run_code;
         }
         // The run read the whole file (it returned): a copy of it later in the list is skipped.
         done.insert(hash, run.run);
-        ingested += 1;
+        result.runs.push(run);
     }
-    writeln!(
-        out,
-        "{} file(s): {ingested} ingested, {skipped} skipped as already ingested",
-        files.len()
-    )?;
-    Ok(code)
+    Ok(result)
 }
 
 /// One file, one ingest run: the run and the command's exit code for it.

@@ -64,7 +64,11 @@ fn plan_of(kind: String, command: &Command) -> Result<Plan, String> {
                 cis_server::api::admin::INGEST_ROUTE
             ))
         }
-        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) => {
+        Command::Demo(_)
+        | Command::Serve(_)
+        | Command::Generate(_)
+        | Command::Features(_)
+        | Command::Pipeline(_) => {
             return Err(format!("`cis {kind}` does not run through a server"))
         }
         Command::Export(export::ExportCommand::Events { .. }) => {

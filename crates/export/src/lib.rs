@@ -22,7 +22,7 @@ use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMicrosecondArra
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use cis_storage::{hex, StorageError, Store};
+use cis_storage::{hex, ArtifactHash, StorageError, Store};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -191,7 +191,12 @@ impl ScoreTable {
             .artifacts()
             .latest(scores::KIND, as_of.micros())?
             .ok_or(ExportError::NoScores { as_of })?;
-        let (artifact, set) = scores::load_scores(store, &r.hash)?;
+        ScoreTable::of(store, &r.hash)
+    }
+
+    /// The score run `hash`.
+    pub fn of(store: &Store, hash: &ArtifactHash) -> Result<ScoreTable, ExportError> {
+        let (artifact, set) = scores::load_scores(store, hash)?;
         let content = artifact.recomputed_hash();
         // An erasure's redaction changes the content on purpose: the last redaction note names
         // what it left. Any other difference is tampering.
@@ -200,11 +205,11 @@ impl ScoreTable {
             Ok(notes.last().is_some_and(|n| n.content_hash == content))
         };
         if content != artifact.hash && !redacted()? {
-            return Err(ExportError::Tampered(hex(&r.hash)));
+            return Err(ExportError::Tampered(hex(hash)));
         }
         let model = |kind: ModelKind| set.models.iter().find(|(k, _)| *k == kind).map(|(_, h)| h.clone());
         Ok(ScoreTable {
-            score_hash: hex(&r.hash),
+            score_hash: hex(hash),
             generated_at: Timestamp::from_micros(artifact.created_at),
             churn_model: model(ModelKind::Churn),
             clv_model: model(ModelKind::Clv),
