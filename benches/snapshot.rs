@@ -1,7 +1,8 @@
 //! Snapshot materialisation: 100,000 synthetic customers (~5.2 million events: orders,
 //! sessions, returns, metadata) as of one T. Setup (generate + ingest) runs once into
 //! `target/bench-data/`; the snapshot is timed in a fresh child process so its peak RSS is
-//! its own.
+//! its own. Then the stored snapshot is exported (`cis snapshot export`) as Parquet and CSV:
+//! seconds and bytes.
 //!
 //! Run: `cargo bench --bench snapshot` (env `CIS_BENCH_CUSTOMERS` to change the size).
 
@@ -12,6 +13,8 @@ use std::process::Command;
 
 use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
+use cis_export::features::export_snapshot;
+use cis_export::Format;
 use cis_features::snapshot;
 use cis_storage::Store;
 use common::{peak_rss_mib, BenchResult};
@@ -34,6 +37,20 @@ fn measure(store_dir: &Path) -> BenchResult {
         snap.features.len(),
         peak_rss_mib()
     );
+    export(&store, AsOf::new(Some(t), None), runs)
+}
+
+/// `cis snapshot export` of the stored snapshot, as Parquet and as CSV, `runs` times each.
+fn export(store: &Store, at: AsOf, runs: usize) -> BenchResult {
+    let (hash, ..) = snapshot::create(store, at)?;
+    let dir = tempfile::tempdir()?;
+    println!("| export | s min / median / max | rows | bytes |");
+    println!("|---|---:|---:|---:|");
+    for (format, name) in [(Format::Parquet, "snapshot.parquet"), (Format::Csv, "snapshot.csv")] {
+        let path = dir.path().join(name);
+        let (summary, secs) = common::repeat(runs, || Ok(export_snapshot(store, &hash, format, &path)?))?;
+        println!("| {format} | {} | {} | {} |", secs.cell(2), summary.rows, summary.bytes);
+    }
     Ok(())
 }
 
