@@ -21,13 +21,16 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 4;
+pub(crate) const STORE_FORMAT: u32 = 5;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
 const UNINDEXED: u32 = 2;
 /// The format with one database, migrated on open.
 const UNSPLIT: u32 = 3;
+/// The last format with one `chain` value per batch (format 5 splits a batch's ids into
+/// chunks; a format-4 store's values read as one-chunk batches, so only the number changes).
+const UNCHUNKED: u32 = 4;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -166,7 +169,7 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
         });
     match (found, upgrading) {
         (STORE_FORMAT, None) => Ok(()),
-        (UNVERSIONED..=UNSPLIT, None) => upgrade(kv, found),
+        (UNVERSIONED..=UNCHUNKED, None) => upgrade(kv, found),
         // An unfinished migration, this build's or a format-3 build's (to 3, from 1 or 2).
         (UNVERSIONED..=STORE_FORMAT, Some(from)) => upgrade(kv, from.min(found)),
         _ => Err(StorageError::Version {
@@ -176,8 +179,10 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1, 2 or 3 → 4: every bare record gets its version (from format 1), and every block
-/// its `block_ids` entry (from format 1 or 2). Steps, each flushed: `upgrading` set to the
+/// Format 1, 2, 3 or 4 → 5: every bare record gets its version (from format 1), and every block
+/// its `block_ids` entry (from format 1 or 2); from 3 and 4 only the number changes (the split
+/// of a format-3 directory is `layout`'s, before this; format 4's one-value chains read as
+/// one-chunk ones). Steps, each flushed: `upgrading` set to the
 /// format migrated from; `format = 4`; every record still bare rewritten in place (one insert
 /// each, so a record is bare or versioned, never torn); every block without an ids entry
 /// given one; `upgrading` removed. Run again after a crash at any point, it skips what is
@@ -487,13 +492,28 @@ mod tests {
     }
 
     #[test]
+    fn a_format_4_store_is_renumbered_and_nothing_else() {
+        let kv = MemKv::default();
+        kv.insert(TreeName::Meta, FORMAT_KEY, &UNCHUNKED.to_be_bytes())
+            .expect("format 4");
+        kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64]).expect("a chain value");
+        ensure(&kv).expect("migrates");
+        assert_eq!(meta_format(&kv), Some(STORE_FORMAT.to_be_bytes().to_vec()));
+        assert_eq!(kv.get(TreeName::Meta, UPGRADING_KEY).expect("get"), None);
+        assert_eq!(
+            kv.get(TreeName::Chain, &1u64.to_be_bytes()).expect("get"),
+            Some(vec![7u8; 64])
+        );
+    }
+
+    #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &5u32.to_be_bytes())
-            .expect("format 5");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &6u32.to_be_bytes())
+            .expect("format 6");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 5, supported: 4 })
+            Err(StorageError::Version { found: 6, supported: 5 })
         ));
     }
 }

@@ -157,6 +157,23 @@ struct AppendState {
     appended: u64,
 }
 
+/// Event ids per `chain` value: a batch's ids are split into values of at most this many (32 KB),
+/// keyed `batch` for the first and `batch ‖ chunk u32` for the next. sled splits a leaf by its
+/// number of entries (16), not their size, so one value per batch put several batches' ids
+/// (3.2 MB each at 100,000 events) in the tree's last leaf, which every append then read whole:
+/// a one-row ingest read and decoded 20 MB of it.
+const CHAIN_CHUNK: usize = 1024;
+
+/// The `chain` key of chunk `chunk` of batch `seq`.
+fn chain_key(seq: u64, chunk: usize) -> Vec<u8> {
+    let mut key = be(seq).to_vec();
+    if chunk > 0 {
+        // A store never holds 2^32 chunks (4 × 10^12 events) of one batch.
+        key.extend_from_slice(&(chunk as u32).to_be_bytes());
+    }
+    key
+}
+
 fn be(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
@@ -214,7 +231,9 @@ impl EventLog {
                 self.kv.remove(TreeName::Blocks, &key)?;
                 self.kv.remove(TreeName::BlockIds, &key)?;
             }
-            self.kv.remove(TreeName::Chain, &be(pending))?;
+            for key in self.chain_keys(pending)? {
+                self.kv.remove(TreeName::Chain, &key)?;
+            }
         }
         let mut stale = Vec::new();
         self.kv.visit(TreeName::ByRecorded, &[], None, &mut |k, _| {
@@ -228,6 +247,28 @@ impl EventLog {
         }
         self.kv.remove(TreeName::Meta, b"pending")?;
         self.kv.flush()
+    }
+
+    /// The `chain` keys of batch `seq`, in order: its first value's and its chunks'.
+    fn chain_keys(&self, seq: u64) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        let end = be(seq.saturating_add(1));
+        self.kv.visit(TreeName::Chain, &be(seq), Some(&end), &mut |k, _| {
+            keys.push(k.to_vec());
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(keys)
+    }
+
+    /// Batch `seq`'s event ids in append order (its chain values joined), if it has any.
+    fn chain(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let mut ids: Option<Vec<u8>> = None;
+        let end = be(seq.saturating_add(1));
+        self.kv.visit(TreeName::Chain, &be(seq), Some(&end), &mut |_, v| {
+            ids.get_or_insert_with(Vec::new).extend_from_slice(v);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(ids)
     }
 
     fn committed_seq(&self) -> Result<u64> {
@@ -372,7 +413,9 @@ impl EventLog {
             chain.extend_from_slice(id);
             head = extend_head(&head, id);
         }
-        self.kv.insert(TreeName::Chain, &be(seq), &chain)?;
+        for (i, part) in chain.chunks(CHAIN_CHUNK * 32).enumerate() {
+            self.kv.insert(TreeName::Chain, &chain_key(seq, i), part)?;
+        }
 
         // Sort keys computed once: (handle, event_time, id prefix, index). The handle's top
         // bits are the bucket, so each bucket's records come out contiguous.
@@ -618,7 +661,7 @@ impl EventLog {
         let mut head = GENESIS;
         let mut next_event = 0u64;
         for b in &batches {
-            let chain = self.kv.get(TreeName::Chain, &be(b.seq))?.ok_or(StorageError::Verify {
+            let chain = self.chain(b.seq)?.ok_or(StorageError::Verify {
                 seq: b.first_event,
                 reason: format!("batch {} has no chain entry", b.seq),
             })?;
@@ -1082,6 +1125,33 @@ mod tests {
         };
         assert_eq!((count(0), count(1), count(2), count(u64::MAX)), (0, 1, 2, 2));
         assert_eq!(log.subject_events("c", Visibility::ALL).expect("read").len(), 2);
+    }
+
+    #[test]
+    fn a_large_batch_chains_its_ids_in_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys.bin");
+        let kv = Arc::new(MemKv::default());
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
+        let many: Vec<NewEvent> = (0..2 * CHAIN_CHUNK as i64 + 5)
+            .map(|i| ev(&format!("c{}", i % 97), i, i, format!("e{i}").as_bytes()))
+            .collect();
+        let first = log.append(many.clone(), 1, 0).expect("append");
+        assert_eq!(log.chain_keys(1).expect("keys").len(), 3);
+        assert_eq!(log.chain(1).expect("chain").map(|c| c.len()), Some(many.len() * 32));
+        let report = log.verify().expect("verifies");
+        assert_eq!((report.events, report.head), (many.len() as u64, first.head));
+        // A chunked batch left uncommitted by a crash goes whole on reopen.
+        let more: Vec<NewEvent> = (0..CHAIN_CHUNK as i64 + 1)
+            .map(|i| ev("late", i, i, format!("l{i}").as_bytes()))
+            .collect();
+        log.append(more, 2, 0).expect("append");
+        kv.remove(TreeName::Batches, &be(2)).expect("drop the commit record");
+        kv.insert(TreeName::Meta, b"pending", &be(2)).expect("pending");
+        drop(log);
+        let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("reopens");
+        assert!(log.chain_keys(2).expect("keys").is_empty());
+        assert_eq!(log.verify().expect("verifies").head, first.head);
     }
 
     #[test]
