@@ -26,10 +26,9 @@ pub(crate) const STORE_FORMAT: u32 = 5;
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
 const UNINDEXED: u32 = 2;
-/// The format with one database, migrated on open.
-const UNSPLIT: u32 = 3;
-/// The last format with one `chain` value per batch (format 5 splits a batch's ids into
-/// chunks; a format-4 store's values read as one-chunk batches, so only the number changes).
+/// The last format with one `chain` value per batch: format 5 splits a batch's ids into chunks,
+/// and a format-4 store's values read as one-chunk batches, so only the number changes. (Format
+/// 3, one database, is split by `layout` before this runs, then renumbered the same way.)
 const UNCHUNKED: u32 = 4;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
@@ -465,7 +464,7 @@ mod tests {
         // A format-3 build's crash after the batch record and one artifact were rewritten: its
         // marker does not say where it migrated from.
         kv.insert(TreeName::Meta, UPGRADING_KEY, &[]).expect("marker");
-        kv.insert(TreeName::Meta, FORMAT_KEY, &UNSPLIT.to_be_bytes())
+        kv.insert(TreeName::Meta, FORMAT_KEY, &3u32.to_be_bytes())
             .expect("format 3");
         for (kind, k, v) in records(kv.as_ref()).into_iter().take(2) {
             let mut versioned = vec![TAG, 1];
@@ -496,7 +495,8 @@ mod tests {
         let kv = MemKv::default();
         kv.insert(TreeName::Meta, FORMAT_KEY, &UNCHUNKED.to_be_bytes())
             .expect("format 4");
-        kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64]).expect("a chain value");
+        kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64])
+            .expect("a chain value");
         ensure(&kv).expect("migrates");
         assert_eq!(meta_format(&kv), Some(STORE_FORMAT.to_be_bytes().to_vec()));
         assert_eq!(kv.get(TreeName::Meta, UPGRADING_KEY).expect("get"), None);
