@@ -162,3 +162,90 @@ fn forward_validation_is_stored_shown_and_re_derives() {
     let err = train::churn_validated(&store, &[june], Some(&sept), ChurnParams::default(), 90, known);
     assert!(err.is_err(), "{err:?}");
 }
+
+#[test]
+fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdnow = crate::util::fixture("CDNOW_sample.txt");
+    let run = |args: &[&str]| {
+        let out = crate::util::cis(dir.path(), args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let path = cdnow.to_str().expect("utf-8");
+    run(&[
+        "ingest",
+        "orders",
+        path,
+        "--format",
+        "cdnow",
+        "--recorded-at",
+        "event-time",
+    ]);
+    let after = |text: &str, what: &str| {
+        let start = text.find(what).expect(what) + what.len();
+        text[start..].split_whitespace().next().expect("hash").to_owned()
+    };
+    let march = after(&run(&["snapshot", "create", "--as-of", "1997-03-31"]), "snapshot ");
+    let june = after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
+    // Given later cutoff first: the default still holds out the latest one.
+    let text = run(&[
+        "train",
+        "churn",
+        "--snapshot",
+        &june,
+        "--snapshot",
+        &march,
+        "--known-at",
+        TRAIN_KNOWN,
+    ]);
+    assert!(
+        text.contains("forward validation on the 1997-06-30T00:00:00Z cutoff: ROC AUC"),
+        "{text}"
+    );
+    let model = after(&text, "model ");
+    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    assert_eq!(
+        card["learned_from"]["cutoffs"],
+        serde_json::json!(["1997-03-31T00:00:00Z"])
+    );
+    assert_eq!(card["learned_from"]["snapshots"], serde_json::json!([march, june]));
+    assert_eq!(card["metrics"]["forward"]["snapshot"].as_str(), Some(june.as_str()));
+    assert!(card["metrics"]["validation"]["roc_auc"].as_f64().is_some());
+    let shown = run(&["models", "show", &model]);
+    assert!(shown.contains("forward validation on the 1997-06-30"), "{shown}");
+
+    // --validate-on none trains on both; --clv-features records its CLV models.
+    let text = run(&[
+        "train",
+        "churn",
+        "--snapshot",
+        &march,
+        "--snapshot",
+        &june,
+        "--known-at",
+        TRAIN_KNOWN,
+        "--validate-on",
+        "none",
+        "--clv-features",
+    ]);
+    assert!(text.contains("no forward validation"), "{text}");
+    let model = after(&text, "model ");
+    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    assert_eq!(
+        card["learned_from"]["cutoffs"],
+        serde_json::json!(["1997-03-31T00:00:00Z", "1997-06-30T00:00:00Z"])
+    );
+    assert_eq!(card["learned_from"]["models"].as_array().map(Vec::len), Some(2));
+    assert_eq!(card["metrics"]["forward"], serde_json::Value::Null);
+    assert_eq!(
+        card["method"].as_str(),
+        Some("logistic regression, L2 1 (Newton), with BG/NBD inputs")
+    );
+    assert!(run(&["audit", &model]).contains("model/clv"));
+}
