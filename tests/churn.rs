@@ -3,7 +3,6 @@
 //! and the audit of the churn → CLV → snapshot chain.
 
 use cis_core::time::Timestamp;
-use cis_core::AsOf;
 use cis_features::labels::churn_labels;
 use cis_features::snapshot;
 use cis_models::churn::{ChurnParams, CLV_FEATURES};
@@ -11,20 +10,9 @@ use cis_models::lifetime::ClvParams;
 use cis_models::metrics::{evaluate, Metrics};
 use cis_models::{load, scores, train, Model, ModelKind};
 use cis_ops::audit::audit;
-use cis_storage::{hex, ArtifactHash, Store};
+use cis_storage::{hex, ArtifactHash};
 
-use crate::util::{cdnow_store, t};
-
-/// Labels of the training cutoffs are known here (1997-06-30 + 90 days ≤ K).
-const TRAIN_KNOWN: &str = "1997-09-28";
-/// The scored cutoff's labels are known here (1997-09-30 + 90 days).
-const TEST_KNOWN: &str = "1997-12-29";
-
-fn snap(store: &Store, at: &str) -> ArtifactHash {
-    snapshot::create(store, AsOf::new(Some(t(at)), None))
-        .expect("snapshot")
-        .0
-}
+use crate::util::{t, ChurnTest, CHURN_TRAIN_KNOWN as TRAIN_KNOWN};
 
 fn with_clv(clv: bool) -> ChurnParams {
     ChurnParams {
@@ -33,52 +21,34 @@ fn with_clv(clv: bool) -> ChurnParams {
     }
 }
 
-/// Stores `trained`, scores the `scored` snapshot with it, and measures the scores against that
-/// cutoff's labels as known at `known`.
-fn measure(
-    store: &Store,
-    trained: &cis_models::Trained,
-    scored: &ArtifactHash,
-    known: Timestamp,
-) -> (ArtifactHash, Metrics) {
-    let (model, _) = trained.store(store).expect("store");
-    let (hash, _, set) = scores::score(store, scored, &[model]).expect("score");
-    let (_, snap) = snapshot::load(store, scored).expect("load");
-    let truth = churn_labels(store, &snap.matrix.customers, snap.as_of, 90, known).expect("labels");
-    let p: Vec<f64> = set.rows.iter().map(|r| r.churn_probability.expect("churn")).collect();
-    (hash, evaluate(&p, &truth).expect("metrics"))
+/// Scores the `scored` snapshot with `trained` and measures the scores against that cutoff's
+/// labels as known at `known`.
+fn measure(test: &ChurnTest, trained: &cis_models::Trained, scored: &ArtifactHash, known: Timestamp) -> Metrics {
+    let (_, p) = test.score(trained, scored);
+    let (_, snap) = snapshot::load(&test.store, scored).expect("load");
+    let truth = churn_labels(&test.store, &snap.matrix.customers, snap.as_of, 90, known).expect("labels");
+    evaluate(&p, &truth).expect("metrics")
 }
 
-/// The issue's test: train at 1997-06-30 (labels known 1997-09-28), score 1997-09-30, label = no
-/// purchase in the next 90 days (known 1997-12-29). Today's churn against CLV features and against
-/// two training cutoffs with CLV features; nothing is tuned on the scored cutoff.
+/// The issue's test ([`ChurnTest`]): today's churn against CLV features and against two training
+/// cutoffs with CLV features, scored on 1997-09-30; nothing is tuned on the scored cutoff.
 #[test]
 fn clv_features_rank_the_later_cutoff_at_least_as_well_as_todays_churn() {
-    let store = cdnow_store();
-    let (march, june, sept) = (
-        snap(&store, "1997-03-31"),
-        snap(&store, "1997-06-30"),
-        snap(&store, "1997-09-30"),
-    );
-    let known = t(TRAIN_KNOWN);
-    let train =
-        |cutoffs: &[ArtifactHash], clv: bool| train::churn(&store, cutoffs, with_clv(clv), 90, known).expect("train");
-    let variants = [
-        ("today (42 features, 1997-06-30)", train(&[june], false)),
-        ("CLV features (1997-06-30)", train(&[june], true)),
-        ("CLV features, 1997-03-31 + 1997-06-30", train(&[march, june], true)),
-        // Not asked for by the issue; shows what the second cutoff alone does.
-        ("42 features, 1997-03-31 + 1997-06-30", train(&[march, june], false)),
-    ];
+    let test = ChurnTest::new();
+    let variants = test.variants();
     let mut measured = Vec::new();
     for (name, trained) in &variants {
-        let (scores_hash, m) = measure(&store, trained, &sept, t(TEST_KNOWN));
+        let (scores_hash, p) = test.score(trained, &test.sept);
+        let m = evaluate(&p, &test.truth).expect("metrics");
         println!(
             "{name:<40} ROC AUC {:.4}  log loss {:.4}  ({} rows)",
             m.roc_auc, m.log_loss, m.rows
         );
         // The whole chain re-derives: scores → churn → CLV models → snapshots → log.
-        assert!(audit(&store, &scores_hash).expect("audit").all_identical(), "{name}");
+        assert!(
+            audit(&test.store, &scores_hash).expect("audit").all_identical(),
+            "{name}"
+        );
         measured.push(m);
     }
     let today = &measured[0];
@@ -91,9 +61,9 @@ fn clv_features_rank_the_later_cutoff_at_least_as_well_as_todays_churn() {
 
 #[test]
 fn a_churn_model_with_clv_features_records_its_clv_models_and_scores_as_it_trained() {
-    let store = cdnow_store();
-    let june = snap(&store, "1997-06-30");
-    let trained = train::churn(&store, &[june], with_clv(true), 90, t(TRAIN_KNOWN)).expect("train");
+    let test = ChurnTest::new();
+    let (store, june) = (&test.store, test.june);
+    let trained = train::churn(store, &[june], with_clv(true), 90, t(TRAIN_KNOWN)).expect("train");
     let Model::Churn(m) = &trained.model else {
         panic!("a churn model")
     };
@@ -101,24 +71,24 @@ fn a_churn_model_with_clv_features_records_its_clv_models_and_scores_as_it_train
     assert_eq!(trained.parents.len(), 2);
     assert_eq!(trained.parents[0], june);
     // The CLV parent is the one `cis train clv --model bg-nbd` makes of that snapshot.
-    let clv = train::clv(&store, &june, ClvParams::default()).expect("clv");
+    let clv = train::clv(store, &june, ClvParams::default()).expect("clv");
     assert_eq!(trained.parents[1], clv.artifact().expect("artifact").hash());
-    let (hash, _) = trained.store(&store).expect("store");
-    let (stored, _) = load(&store, &trained.parents[1]).expect("the CLV model is stored");
+    let (hash, _) = trained.store(store).expect("store");
+    let (stored, _) = load(store, &trained.parents[1]).expect("the CLV model is stored");
     assert_eq!(ModelKind::of_artifact(&stored.kind), Some(ModelKind::Clv));
-    let tree = audit(&store, &hash).expect("audit");
+    let tree = audit(store, &hash).expect("audit");
     assert!(tree.all_identical());
     assert!(tree.parents.iter().any(|p| p.kind == "model/clv"), "{tree:?}");
     // Scoring the training cutoff reproduces the training rows' predictions (same CLV inputs).
-    let (_, _, set) = scores::score(&store, &june, &[hash]).expect("score");
-    let (_, snap) = snapshot::load(&store, &june).expect("load");
+    let (_, _, set) = scores::score(store, &june, &[hash]).expect("score");
+    let (_, snap) = snapshot::load(store, &june).expect("load");
     let rows = m.rows(&snap).expect("rows");
     let w = m.features.len();
     for (i, r) in set.rows.iter().enumerate().step_by(97) {
         assert_eq!(r.churn_probability, Some(m.predict(&rows[i * w..(i + 1) * w])));
     }
     // And the P(alive) column is the stored CLV model's.
-    let Model::Clv(c) = load(&store, &trained.parents[1]).expect("clv").1 else {
+    let Model::Clv(c) = load(store, &trained.parents[1]).expect("clv").1 else {
         panic!("CLV")
     };
     let cols = cis_models::lifetime::rfm_columns(&snap).expect("rfm");
@@ -131,12 +101,12 @@ fn a_churn_model_with_clv_features_records_its_clv_models_and_scores_as_it_train
 
 #[test]
 fn forward_validation_is_stored_shown_and_re_derives() {
-    let store = cdnow_store();
-    let (march, june) = (snap(&store, "1997-03-31"), snap(&store, "1997-06-30"));
+    let test = ChurnTest::new();
+    let (store, march, june, sept) = (&test.store, test.march, test.june, test.sept);
     let known = t(TRAIN_KNOWN);
-    let plain = train::churn(&store, &[march], ChurnParams::default(), 90, known).expect("train");
+    let plain = train::churn(store, &[march], ChurnParams::default(), 90, known).expect("train");
     let forward =
-        train::churn_validated(&store, &[march], Some(&june), ChurnParams::default(), 90, known).expect("train");
+        train::churn_validated(store, &[march], Some(&june), ChurnParams::default(), 90, known).expect("train");
     let (Model::Churn(p), Model::Churn(f)) = (&plain.model, &forward.model) else {
         panic!("churn models")
     };
@@ -149,17 +119,16 @@ fn forward_validation_is_stored_shown_and_re_derives() {
     assert_eq!((v.snapshot.as_str(), v.cutoff), (hex(&june).as_str(), t("1997-06-30")));
     assert_eq!(forward.parents, vec![march, june]);
     // It is the model's scores of June against June's labels as known at K.
-    let (_, measured) = measure(&store, &forward, &june, known);
+    let measured = measure(&test, &forward, &june, known);
     assert_eq!(v.metrics, measured);
-    let (hash, _) = forward.store(&store).expect("store");
-    assert!(audit(&store, &hash).expect("audit").all_identical());
+    let (hash, _) = forward.store(store).expect("store");
+    assert!(audit(store, &hash).expect("audit").all_identical());
 
     // A validation cutoff not after the training ones is refused.
-    let err = train::churn_validated(&store, &[june], Some(&march), ChurnParams::default(), 90, known);
+    let err = train::churn_validated(store, &[june], Some(&march), ChurnParams::default(), 90, known);
     assert!(err.is_err(), "{err:?}");
     // Its labels must have matured too.
-    let sept = snap(&store, "1997-09-30");
-    let err = train::churn_validated(&store, &[june], Some(&sept), ChurnParams::default(), 90, known);
+    let err = train::churn_validated(store, &[june], Some(&sept), ChurnParams::default(), 90, known);
     assert!(err.is_err(), "{err:?}");
 }
 
