@@ -148,6 +148,34 @@ fn churn_learns_the_planted_drivers() {
     assert_eq!(audit(store, &hash).expect("audit").verdict, Verdict::Identical);
 }
 
+/// With CLV features the planted drivers still lead, and the model re-derives (its CLV parents too).
+#[test]
+fn churn_with_clv_features_still_learns_the_planted_drivers() {
+    let (store, snaps) = synthetic();
+    let params = ChurnParams {
+        clv_features: Some(Box::default()),
+        ..ChurnParams::default()
+    };
+    let trained = train::churn(store, snaps, params, 90, t("2026-01-01")).expect("train");
+    let Model::Churn(m) = &trained.model else {
+        panic!("a churn model")
+    };
+    println!("validation AUC {}", m.validation.roc_auc);
+    assert!(m.validation.roc_auc > 0.75, "validation AUC {}", m.validation.roc_auc);
+    let strongest = m
+        .features
+        .iter()
+        .zip(&m.coefficients)
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map(|(f, _)| f.as_str());
+    assert_eq!(strongest, Some("days_since_last_session"));
+    let c = |f: &str| m.coefficient(f).unwrap_or_else(|| panic!("{f}"));
+    assert!(c("days_since_last_session") > 0.0 && c("sessions_30d") < 0.0);
+    assert_eq!(trained.parents.len(), 2 * snaps.len());
+    let (hash, _) = trained.store(store).expect("store");
+    assert!(audit(store, &hash).expect("audit").all_identical());
+}
+
 #[test]
 fn segments_are_seeded_and_named() {
     let store = cdnow_store();

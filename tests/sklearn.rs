@@ -116,3 +116,123 @@ fn churn_reaches_scikit_learns_optimum_on_the_same_matrix() {
         fit.objective * c
     );
 }
+
+/// The 9 RFM and window features of the issue's scikit-learn reference: the issue does not list
+/// them, so these are cis's RFM columns and its 30/90-day order windows.
+const PEER_FEATURES: [&str; 9] = [
+    "rfm_frequency",
+    "rfm_recency_days",
+    "rfm_age_days",
+    "rfm_monetary",
+    "days_since_last_order",
+    "orders_30d",
+    "orders_90d",
+    "gross_revenue_30d",
+    "gross_revenue_90d",
+];
+
+/// Bootstrap draws of the scored customers, and the generator's seed.
+const DRAWS: usize = 2000;
+const SEED: u64 = 20_260_101;
+
+/// Fits `StandardScaler` + `LogisticRegression(C=1)` on the training matrix, scores the test one,
+/// and for each column of cis's predictions the AUC difference (cis − scikit-learn) on the test
+/// labels with a percentile interval over `draws` seeded resamples of the customers (the same
+/// resamples for every column).
+const PEER_PYTHON: &str = r#"
+import json, sys
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+d, width, ours_width, draws, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+read = lambda name, w: np.fromfile(f"{d}/{name}", dtype="<f8").reshape(-1, w)
+X, Xs = read("x_train.f64", width), read("x_test.f64", width)
+y = np.fromfile(f"{d}/y_train.u8", dtype=np.uint8)
+ys = np.fromfile(f"{d}/y_test.u8", dtype=np.uint8)
+ours = read("p_ours.f64", ours_width)
+theirs = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(X, y).predict_proba(Xs)[:, 1]
+rng = np.random.default_rng(seed)
+samples = [i for i in (rng.integers(0, len(ys), len(ys)) for _ in range(draws)) if 0 < ys[i].sum() < len(i)]
+out = {"sklearn_auc": float(roc_auc_score(ys, theirs)), "sklearn_log_loss": float(log_loss(ys, theirs)), "draws": len(samples), "ours": []}
+for j in range(ours_width):
+    p = ours[:, j]
+    diffs = np.array([roc_auc_score(ys[i], p[i]) - roc_auc_score(ys[i], theirs[i]) for i in samples])
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    out["ours"].append({"auc": float(roc_auc_score(ys, p)), "log_loss": float(log_loss(ys, p)),
+                        "difference": float(roc_auc_score(ys, p) - roc_auc_score(ys, theirs)), "low": float(lo), "high": float(hi)})
+print(json.dumps(out))
+"#;
+
+/// README "Churn on CDNOW, forward in time": each variant's AUC minus scikit-learn's on the scored
+/// cutoff, with a seeded 95 % bootstrap interval. Both are trained on 1997-06-30 (scikit-learn on
+/// every customer of it, as the issue's reference is) and scored on 1997-09-30.
+#[test]
+fn churn_variants_against_scikit_learns_logistic_regression_with_a_bootstrap_interval() {
+    if python_skipped("comparing churn with scikit-learn") {
+        return;
+    }
+    let test = crate::util::ChurnTest::new();
+    let variants = test.variants();
+    let predictions: Vec<Vec<f64>> = variants.iter().map(|(_, m)| test.score(m, &test.sept).1).collect();
+    let set = labels::training_set(&test.store, &[test.june], 90, t(crate::util::CHURN_TRAIN_KNOWN)).expect("labels");
+    let peer = PEER_FEATURES.map(String::from);
+    let rows_of = |features: &[String], values: &[f64]| -> Vec<u8> {
+        let cols = cis_models::columns(features, &peer).expect("the peer's features");
+        values
+            .chunks_exact(features.len())
+            .flat_map(|r| cols.iter().flat_map(|&j| r[j].to_le_bytes()).collect::<Vec<_>>())
+            .collect()
+    };
+    let (_, scored) = snapshot::load(&test.store, &test.sept).expect("load");
+    let bytes = |b: &[bool]| b.iter().map(|&y| u8::from(y)).collect::<Vec<u8>>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let put = |name: &str, data: Vec<u8>| std::fs::write(dir.path().join(name), data).expect("write");
+    put("x_train.f64", rows_of(&set.features, &set.values));
+    put("y_train.u8", bytes(&set.churned));
+    put("x_test.f64", rows_of(&scored.features, &scored.matrix.values));
+    put("y_test.u8", bytes(&test.truth));
+    let ours: Vec<u8> = (0..test.truth.len())
+        .flat_map(|i| predictions.iter().flat_map(move |p| p[i].to_le_bytes()))
+        .collect();
+    put("p_ours.f64", ours);
+    let (width, ours_width) = (PEER_FEATURES.len().to_string(), variants.len().to_string());
+    let (draws, seed) = (DRAWS.to_string(), SEED.to_string());
+    let args = [
+        dir.path().as_os_str(),
+        width.as_ref(),
+        ours_width.as_ref(),
+        draws.as_ref(),
+        seed.as_ref(),
+    ];
+    let v = python_json(PEER_PYTHON, &args, "numpy scikit-learn");
+    let number = |v: &serde_json::Value| v.as_f64().expect("a number");
+    let sklearn_auc = number(&v["sklearn_auc"]);
+    println!(
+        "scikit-learn LogisticRegression (9 features): ROC AUC {sklearn_auc:.4}, log loss {:.4}; {} draws",
+        number(&v["sklearn_log_loss"]),
+        v["draws"]
+    );
+    // The issue's reference measured 0.7903 with its 9 features; ours are a guess at them.
+    assert!((sklearn_auc - 0.7903).abs() < 0.01, "scikit-learn AUC {sklearn_auc}");
+    for ((name, _), (r, p)) in variants
+        .iter()
+        .zip(v["ours"].as_array().expect("list").iter().zip(&predictions))
+    {
+        let (low, high, difference) = (number(&r["low"]), number(&r["high"]), number(&r["difference"]));
+        println!(
+            "{name:<40} AUC {:.4} (log loss {:.4}), minus scikit-learn's {difference:+.4}, 95 % [{low:+.4}, {high:+.4}]",
+            number(&r["auc"]),
+            number(&r["log_loss"])
+        );
+        // scikit-learn's AUC of our predictions is cis's own (linfa's, in f32).
+        let ours = cis_models::metrics::evaluate(p, &test.truth).expect("metrics").roc_auc;
+        assert!(
+            (number(&r["auc"]) - ours).abs() < 1e-3,
+            "{name}: {} vs {ours}",
+            r["auc"]
+        );
+        assert!(low <= difference && difference <= high, "{name}");
+    }
+}

@@ -8,6 +8,7 @@ mod util;
 mod access_log;
 mod admin;
 mod api;
+mod churn;
 mod crash;
 mod dashboard;
 mod decay;

@@ -142,3 +142,77 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The churn test on CDNOW (README "Churn on CDNOW, forward in time"): snapshots at the
+/// cutoffs 1997-03-31 and 1997-06-30 to train on (labels known at [`CHURN_TRAIN_KNOWN`]), and at
+/// 1997-09-30 to score, with that cutoff's labels (no order in the next 90 days) as known at
+/// 1997-12-29.
+pub struct ChurnTest {
+    pub store: Store,
+    pub march: cis_storage::ArtifactHash,
+    pub june: cis_storage::ArtifactHash,
+    pub sept: cis_storage::ArtifactHash,
+    pub truth: Vec<bool>,
+}
+
+/// Labels of the training cutoffs are known here (1997-06-30 + 90 days ≤ K).
+pub const CHURN_TRAIN_KNOWN: &str = "1997-09-28";
+
+impl ChurnTest {
+    pub fn new() -> ChurnTest {
+        let store = cdnow_store();
+        let snap = |at: &str| {
+            cis_features::snapshot::create(&store, cis_core::AsOf::new(Some(t(at)), None))
+                .expect("snapshot")
+                .0
+        };
+        let (march, june, sept) = (snap("1997-03-31"), snap("1997-06-30"), snap("1997-09-30"));
+        let (_, scored) = cis_features::snapshot::load(&store, &sept).expect("load");
+        let truth =
+            cis_features::labels::churn_labels(&store, &scored.matrix.customers, scored.as_of, 90, t("1997-12-29"))
+                .expect("labels");
+        ChurnTest {
+            store,
+            march,
+            june,
+            sept,
+            truth,
+        }
+    }
+
+    /// Stores `trained`, scores `scored` with it: the scores' hash and the churn probabilities.
+    pub fn score(
+        &self,
+        trained: &cis_models::Trained,
+        scored: &cis_storage::ArtifactHash,
+    ) -> (cis_storage::ArtifactHash, Vec<f64>) {
+        let (model, _) = trained.store(&self.store).expect("store");
+        let (hash, _, set) = cis_models::scores::score(&self.store, scored, &[model]).expect("score");
+        (
+            hash,
+            set.rows.iter().map(|r| r.churn_probability.expect("churn")).collect(),
+        )
+    }
+
+    /// The variants, trained with labels known at [`CHURN_TRAIN_KNOWN`]: today's churn
+    /// (1997-06-30), with CLV features, and with CLV features on 1997-03-31 and 1997-06-30; and, not
+    /// asked for, the two cutoffs without CLV features.
+    pub fn variants(&self) -> Vec<(&'static str, cis_models::Trained)> {
+        let train = |cutoffs: &[cis_storage::ArtifactHash], clv: bool| {
+            let params = cis_models::churn::ChurnParams {
+                clv_features: clv.then(Box::default),
+                ..cis_models::churn::ChurnParams::default()
+            };
+            cis_models::train::churn(&self.store, cutoffs, params, 90, t(CHURN_TRAIN_KNOWN)).expect("train")
+        };
+        vec![
+            ("(a) today: 42 features, 1997-06-30", train(&[self.june], false)),
+            ("(b) + CLV features, 1997-06-30", train(&[self.june], true)),
+            (
+                "(c) + CLV features, 03-31 + 06-30",
+                train(&[self.march, self.june], true),
+            ),
+            ("(d) 42 features, 03-31 + 06-30", train(&[self.march, self.june], false)),
+        ]
+    }
+}

@@ -33,9 +33,21 @@ pub struct TrainArgs {
     /// Churn: label horizon in days.
     #[arg(long, default_value_t = DEFAULT_HORIZON_DAYS)]
     pub horizon: u32,
-    /// Churn: labels as known at this time (default now).
+    /// Churn: labels as known at this time (default now). Every cutoff given, the validation one
+    /// too, must have labels matured by then (cutoff + horizon ≤ K); training is refused otherwise.
     #[arg(long, value_parser = super::parse_time)]
     pub known_at: Option<Timestamp>,
+    /// Churn: validate forward in time on this later snapshot too (its customers, labelled as known
+    /// at --known-at, scored with the model), beside the customer-disjoint split. Default: with two
+    /// or more --snapshot, the one with the latest cutoff is held out for this and the model learns
+    /// from the others; with one, no forward validation. `none`: train on every --snapshot given.
+    #[arg(long)]
+    pub validate_on: Option<String>,
+    /// Churn: add a CLV model's outputs as features (P(alive), P(no purchase within the horizon),
+    /// expected purchases within it), from BG/NBD fitted on each cutoff's snapshot alone; those CLV
+    /// models are stored as the churn model's parents, and scoring fits one on the scored snapshot.
+    #[arg(long)]
+    pub clv_features: bool,
     /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
     #[arg(long)]
     pub k: Option<usize>,
@@ -150,13 +162,25 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     if a.kind != ModelKind::Clv && a.purchase_model.is_some() {
         bail!("--model chooses the purchase-count model of CLV; {:?} has none", a.kind);
     }
+    if a.kind != ModelKind::Churn && (a.validate_on.is_some() || a.clv_features) {
+        bail!("--validate-on and --clv-features are churn's; {:?} has neither", a.kind);
+    }
     let trained: Trained = match a.kind {
         ModelKind::Churn => {
             let params = ChurnParams {
                 seed: a.seed,
+                clv_features: a.clv_features.then(Box::default),
                 ..ChurnParams::default()
             };
-            train::churn(store, &snaps, params, a.horizon, a.known_at.unwrap_or_else(time::now))?
+            let (training, validate_on) = forward_split(store, snaps, a.validate_on.as_deref())?;
+            train::churn_validated(
+                store,
+                &training,
+                validate_on.as_ref(),
+                params,
+                a.horizon,
+                a.known_at.unwrap_or_else(time::now),
+            )?
         }
         ModelKind::Clv => {
             let params = match a.purchase_model.unwrap_or(ClvChoice::Auto) {
@@ -191,16 +215,19 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
         time::format(trained.as_of)
     )?;
     match &trained.model {
-        Model::Churn(m) => writeln!(
-            out,
-            "validation: ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows (train AUC {:.3}, {} rows)",
-            m.validation.roc_auc,
-            m.validation.log_loss,
-            m.validation.brier,
-            m.validation.rows,
-            m.train.roc_auc,
-            m.train.rows
-        )?,
+        Model::Churn(m) => {
+            writeln!(
+                out,
+                "validation: ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows (train AUC {:.3}, {} rows)",
+                m.validation.roc_auc,
+                m.validation.log_loss,
+                m.validation.brier,
+                m.validation.rows,
+                m.train.roc_auc,
+                m.train.rows
+            )?;
+            forward_summary(m, out)?;
+        }
         Model::Clv(m) => clv_summary(m, out)?,
         Model::Segments(m) => {
             writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?;
@@ -245,6 +272,53 @@ pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Resul
         writeln!(out, "  {} model {h} ({why})", kind_label(*kind))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The training snapshots and the forward validation one, per `--validate-on` (see its help).
+fn forward_split(
+    store: &Store,
+    mut snaps: Vec<ArtifactHash>,
+    validate_on: Option<&str>,
+) -> anyhow::Result<(Vec<ArtifactHash>, Option<ArtifactHash>)> {
+    match validate_on {
+        Some("none") => Ok((snaps, None)),
+        Some(text) => {
+            let v = artifact::resolve(store, text)?;
+            snaps.retain(|s| *s != v);
+            Ok((snaps, Some(v)))
+        }
+        None if snaps.len() < 2 => Ok((snaps, None)),
+        None => {
+            let as_of =
+                |h: &ArtifactHash| -> anyhow::Result<i64> { Ok(artifact::fetch(store, h, snapshot::KIND)?.as_of) };
+            let mut latest = 0;
+            for i in 1..snaps.len() {
+                if as_of(&snaps[i])? > as_of(&snaps[latest])? {
+                    latest = i;
+                }
+            }
+            let v = snaps.remove(latest);
+            Ok((snaps, Some(v)))
+        }
+    }
+}
+
+fn forward_summary(m: &cis_models::churn::ChurnModel, out: &mut impl Write) -> std::io::Result<()> {
+    match &m.forward {
+        Some(f) => writeln!(
+            out,
+            "forward validation on the {} cutoff: ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows",
+            time::format(f.cutoff),
+            f.metrics.roc_auc,
+            f.metrics.log_loss,
+            f.metrics.brier,
+            f.metrics.rows
+        ),
+        None => writeln!(
+            out,
+            "no forward validation (trained on one cutoff, or --validate-on none)"
+        ),
+    }
 }
 
 fn kind_label(k: ModelKind) -> String {
@@ -415,15 +489,18 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut imp
         time::format(as_of)
     )?;
     match &model {
-        Model::Churn(m) => writeln!(
-            out,
-            "{} features; validation ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows",
-            m.features.len(),
-            m.validation.roc_auc,
-            m.validation.log_loss,
-            m.validation.brier,
-            m.validation.rows
-        )?,
+        Model::Churn(m) => {
+            writeln!(
+                out,
+                "{} features; validation ROC AUC {:.3}, log loss {:.3}, Brier {:.3} on {} rows",
+                m.features.len(),
+                m.validation.roc_auc,
+                m.validation.log_loss,
+                m.validation.brier,
+                m.validation.rows
+            )?;
+            forward_summary(m, out)?;
+        }
         Model::Segments(m) => writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?,
         Model::Clv(m) => {
             clv_summary(m, out)?;

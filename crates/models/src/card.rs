@@ -9,7 +9,7 @@ use cis_core::time::{self, Timestamp};
 use cis_core::Choice;
 use cis_storage::{hex, Store, StoredArtifact};
 
-use crate::churn::ChurnSolver;
+use crate::churn::{ChurnSolver, ForwardValidation};
 use crate::lifetime::ConditionalExpectations;
 use crate::metrics::Metrics;
 use crate::{Model, ModelError};
@@ -27,7 +27,8 @@ pub struct ModelCard {
     pub created_at: String,
     pub definition_set: String,
     pub learned_from: LearnedFrom,
-    /// The model's parents (snapshots), each with the log prefix it was computed from.
+    /// The model's parents (snapshots, and the CLV models that fed a churn model), each snapshot
+    /// with the log prefix it was computed from.
     pub lineage: Vec<Parent>,
     pub metrics: CardMetrics,
     /// Churn: each feature's coefficient on the standardised feature, largest magnitude first.
@@ -42,7 +43,12 @@ pub struct ModelCard {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LearnedFrom {
+    /// The parents that are snapshots (training cutoffs, then a churn model's forward validation
+    /// cutoff).
     pub snapshots: Vec<String>,
+    /// Churn with CLV features: the CLV models whose outputs were inputs, one per snapshot above,
+    /// in the same order. Empty otherwise.
+    pub models: Vec<String>,
     /// The training cutoffs (churn: every labelled cutoff; otherwise the snapshot's as-of).
     pub cutoffs: Vec<String>,
     /// Churn only: when the labels were known, and their horizon.
@@ -64,8 +70,13 @@ pub struct Parent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "of", rename_all = "lowercase")]
 pub enum CardMetrics {
-    /// On the training rows and on the customer-disjoint validation split.
-    Churn { train: Metrics, validation: Metrics },
+    /// On the training rows, on the customer-disjoint validation split, and (`forward`, null when
+    /// the model has none) on a later cutoff it did not learn from.
+    Churn {
+        train: Metrics,
+        validation: Metrics,
+        forward: Option<ForwardValidation>,
+    },
     Clv {
         customers_fitted: usize,
         repeat_customers_fitted: usize,
@@ -112,7 +123,11 @@ pub fn card(
             log_head: prefix.map(|p| p.log_head),
         });
     }
-    let snapshots: Vec<String> = lineage.iter().map(|p| p.hash.clone()).collect();
+    let (snapshots, models): (Vec<&Parent>, Vec<&Parent>) = lineage
+        .iter()
+        .partition(|p| crate::ModelKind::of_artifact(&p.kind).is_none());
+    let hashes = |ps: Vec<&Parent>| -> Vec<String> { ps.into_iter().map(|p| p.hash.clone()).collect() };
+    let (snapshots, models) = (hashes(snapshots), hashes(models));
     let (method, definition_set, cutoffs, labels, metrics, feature_importance) = match &model {
         Model::Churn(m) => {
             let solver = match m.params.solver {
@@ -130,13 +145,21 @@ pub fn card(
                 .collect();
             importance.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
             (
-                format!("logistic regression, L2 {} ({solver})", m.params.l2),
+                format!(
+                    "logistic regression, L2 {} ({solver}){}",
+                    m.params.l2,
+                    m.params
+                        .clv_features
+                        .as_ref()
+                        .map_or_else(String::new, |c| format!(", with {} inputs", c.purchase_model.name()))
+                ),
                 m.definition_set.clone(),
                 m.cutoffs.iter().map(|t| time::format(*t)).collect(),
                 Some((time::format(m.labels_known_at), m.horizon_days)),
                 CardMetrics::Churn {
                     train: m.train.clone(),
                     validation: m.validation.clone(),
+                    forward: m.forward.clone(),
                 },
                 importance,
             )
@@ -175,6 +198,7 @@ pub fn card(
         definition_set,
         learned_from: LearnedFrom {
             snapshots,
+            models,
             cutoffs,
             labels_known_at: labels.as_ref().map(|(k, _)| k.clone()),
             horizon_days: labels.map(|(_, h)| h),

@@ -3,19 +3,27 @@
 //!
 //! Rows come from one or more cutoffs with matured labels ([`cis_features::labels`]);
 //! validation is a customer-disjoint split decided by a seeded hash of the customer id, so
-//! a customer seen at two cutoffs is never on both sides.
+//! a customer seen at two cutoffs is never on both sides. A model may also be validated forward in
+//! time: scored on a later cutoff it did not learn from ([`ForwardValidation`]).
+//!
+//! With [`ChurnParams::clv_features`] the rows of each cutoff carry three more columns
+//! ([`CLV_FEATURES`]) from a CLV model fitted on that cutoff's snapshot alone ([`clv_inputs`]), so
+//! nothing after the cutoff leaks in; scoring fits the same CLV model on the scored snapshot.
 
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use crate::clv::PurchaseModelKind;
+use crate::lifetime::{rfm_columns, rfm_row, ClvModel, ClvParams};
 use crate::logistic;
 use crate::metrics::{evaluate, Metrics};
 use crate::standardise::Standardiser;
 use crate::{FitError, ModelError, ParamError};
 use cis_core::time::Timestamp;
 use cis_features::labels::TrainingSet;
+use cis_features::snapshot::Snapshot;
 
 /// The solver a churn model was fitted with; part of its parameters, so retraining (and so an
 /// audit) runs the same one.
@@ -55,6 +63,10 @@ pub struct ChurnParams {
         skip_serializing_if = "ChurnSolver::is_lbfgs"
     )]
     pub solver: ChurnSolver,
+    /// The CLV model whose outputs become [`CLV_FEATURES`], fitted on each cutoff's snapshot (none:
+    /// the snapshot's features only, and the field is not written, so older models keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clv_features: Option<Box<ClvParams>>,
 }
 
 impl Default for ChurnParams {
@@ -65,6 +77,7 @@ impl Default for ChurnParams {
             l2: 1.0,
             max_iterations: 200,
             solver: ChurnSolver::Newton,
+            clv_features: None,
         }
     }
 }
@@ -82,6 +95,13 @@ impl ChurnParams {
         }
         if self.max_iterations == 0 {
             return Err(ParamError::MaxIterations.into());
+        }
+        if let Some(clv) = &self.clv_features {
+            // P(no purchase) has a closed form for these two only, and a forward selection would
+            // fit on a second, earlier snapshot that scoring does not have.
+            if clv.purchase_model == PurchaseModelKind::ParetoNbd || clv.select_by_holdout_weeks.is_some() {
+                return Err(ParamError::ClvFeatures.into());
+            }
         }
         Ok(ValidChurnParams(self))
     }
@@ -101,6 +121,69 @@ pub struct ChurnModel {
     pub labels_known_at: Timestamp,
     pub train: Metrics,
     pub validation: Metrics,
+    /// Scored on a later cutoff it did not learn from; none for a model validated only on the
+    /// customer-disjoint split (every model stored before forward validation reads so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardValidation>,
+}
+
+/// A churn model's forward-in-time check: every customer of a later cutoff, labelled as known at
+/// the model's `labels_known_at`, scored with the fitted model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardValidation {
+    /// The validation cutoff's snapshot (one of the model's parents).
+    pub snapshot: String,
+    pub cutoff: Timestamp,
+    pub metrics: Metrics,
+}
+
+/// The columns [`ChurnParams::clv_features`] adds, after the snapshot's, over the churn horizon:
+/// P(alive) at the cutoff, P(no purchase within the horizon), and the expected purchases in it.
+pub const CLV_FEATURES: [&str; 3] = [
+    "clv_p_alive",
+    "clv_p_no_purchase_horizon",
+    "clv_expected_purchases_horizon",
+];
+
+/// [`CLV_FEATURES`] of every customer of `snapshot`, in row order, from `clv` (fitted on `snapshot`
+/// alone). A customer without orders has no RFM row: they get the predictions of a customer just
+/// made (x = t_x = T = 0), which is what the model says of someone with no history yet.
+pub fn clv_inputs(clv: &ClvModel, snapshot: &Snapshot, horizon_days: u32) -> Result<Vec<[f64; 3]>, ModelError> {
+    let cols = rfm_columns(snapshot)?;
+    let weeks = f64::from(horizon_days) / 7.0;
+    let new = crate::clv::RfmRow {
+        x: 0.0,
+        t_x: 0.0,
+        t: 0.0,
+        monetary: 0.0,
+    };
+    (0..snapshot.matrix.customers.len())
+        .map(|i| {
+            let row = rfm_row(snapshot, &cols, i).unwrap_or(new);
+            let none = clv
+                .purchases
+                .p_no_purchase(weeks, &row)
+                .ok_or(ModelError::Param(ParamError::ClvFeatures))?;
+            Ok([
+                crate::clv::PurchaseCounts::p_alive(&clv.purchases, &row),
+                none,
+                crate::clv::PurchaseCounts::expected_purchases(&clv.purchases, weeks, &row),
+            ])
+        })
+        .collect()
+}
+
+/// `set` with `extra` (one row per training row) appended to each row, and their names.
+pub fn with_clv_inputs(mut set: TrainingSet, extra: &[[f64; 3]]) -> TrainingSet {
+    let width = set.features.len();
+    set.values = set
+        .values
+        .chunks_exact(width.max(1))
+        .zip(extra)
+        .flat_map(|(row, more)| row.iter().chain(more).copied().collect::<Vec<_>>())
+        .collect();
+    set.features.extend(CLV_FEATURES.map(String::from));
+    set
 }
 
 /// Whether a customer is in the validation share: a seeded hash, stable across cutoffs.
@@ -235,6 +318,7 @@ impl ValidChurnParams {
             labels_known_at: set.known_at,
             train: train_metrics,
             validation,
+            forward: None,
         })
     }
 }
@@ -249,6 +333,43 @@ impl ChurnModel {
             .map(|(x, c)| x * c)
             .sum();
         1.0 / (1.0 + (-(z + self.intercept)).exp())
+    }
+
+    /// The features read from a snapshot: all of them, less [`CLV_FEATURES`] when those are added.
+    pub fn snapshot_features(&self) -> &[String] {
+        let added = if self.params.clv_features.is_some() {
+            CLV_FEATURES.len()
+        } else {
+            0
+        };
+        &self.features[..self.features.len().saturating_sub(added)]
+    }
+
+    /// Raw rows (this model's feature order, row-major) for every customer of `snapshot`, with the
+    /// CLV inputs fitted on `snapshot` when the model takes them.
+    pub fn rows(&self, snapshot: &Snapshot) -> Result<Vec<f64>, ModelError> {
+        let w = snapshot.features.len();
+        let cols = crate::columns(&snapshot.features, self.snapshot_features())?;
+        let extra = match &self.params.clv_features {
+            Some(params) => clv_inputs(&params.fit(snapshot)?, snapshot, self.horizon_days)?,
+            None => Vec::new(),
+        };
+        Ok((0..snapshot.matrix.customers.len())
+            .flat_map(|i| {
+                let base = cols.iter().map(move |&j| snapshot.matrix.values[i * w + j]);
+                base.chain(extra.get(i).into_iter().flatten().copied())
+            })
+            .collect())
+    }
+
+    /// Scores `set` (rows in this model's feature order) against its labels.
+    pub fn evaluate_on(&self, set: &TrainingSet) -> Result<Metrics, ModelError> {
+        let p: Vec<f64> = set
+            .values
+            .chunks_exact(self.features.len())
+            .map(|r| self.predict(r))
+            .collect();
+        Ok(evaluate(&p, &set.churned)?)
     }
 
     pub fn coefficient(&self, feature: &str) -> Option<f64> {

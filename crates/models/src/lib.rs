@@ -86,6 +86,10 @@ pub enum ParamError {
     NoModel { as_of: Timestamp },
     #[error("two {0:?} models given; score with one of each kind")]
     TwoOfAKind(ModelKind),
+    #[error("CLV features need a fixed BG/NBD or MBG/NBD purchase model (P(no purchase) has no closed form here for Pareto/NBD, and a forward choice needs an earlier snapshot scoring does not have)")]
+    ClvFeatures,
+    #[error("the forward validation cutoff {} is not after every training cutoff (latest {})", time::format(*validation), time::format(*latest))]
+    ForwardCutoff { validation: Timestamp, latest: Timestamp },
 }
 
 /// Why a fit did not produce a model.
@@ -164,12 +168,15 @@ impl Model {
     }
 }
 
-/// A model with what is needed to store it: its as-of and the snapshots it learned from.
+/// A model with what is needed to store it: its as-of and the artifacts it learned from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trained {
     pub model: Model,
     pub as_of: Timestamp,
+    /// Snapshots, and for a churn model with CLV features also the CLV models that fed it.
     pub parents: Vec<ArtifactHash>,
+    /// Models among `parents` made by the same training (a churn model's CLV inputs), stored with it.
+    pub feeders: Vec<Trained>,
 }
 
 impl Trained {
@@ -185,8 +192,12 @@ impl Trained {
         })
     }
 
-    /// Stores the model; returns its hash and whether it was new.
+    /// Stores the model, after the models that fed it (so no parent is missing); returns its hash
+    /// and whether it was new.
     pub fn store(&self, store: &Store) -> Result<(ArtifactHash, bool), ModelError> {
+        for feeder in &self.feeders {
+            feeder.store(store)?;
+        }
         Ok(store.artifacts().put(self.artifact()?)?)
     }
 }

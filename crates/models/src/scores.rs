@@ -131,10 +131,11 @@ fn compute(
     for (_, model) in models {
         match model {
             Model::Churn(m) => {
-                let cols = columns(&snap.features, &m.features)?;
-                for (i, row) in rows.iter_mut().enumerate() {
-                    let raw: Vec<f64> = cols.iter().map(|&j| snap.matrix.values[i * w + j]).collect();
-                    let p = m.predict(&raw);
+                // With CLV features, this fits the CLV model on this snapshot as training did on
+                // each of its cutoffs: the same parameters and code, so the same inputs.
+                let raw = m.rows(snap)?;
+                for (row, x) in rows.iter_mut().zip(raw.chunks_exact(m.features.len())) {
+                    let p = m.predict(x);
                     row.churn_probability = Some(p);
                     row.churn_band = Some(band(p).to_string());
                 }

@@ -3,20 +3,36 @@
 
 use cis_storage::{hex, ArtifactHash, Store};
 
-use crate::churn::ChurnParams;
-use crate::lifetime::ClvParams;
+use crate::churn::{clv_inputs, with_clv_inputs, ChurnParams, ForwardValidation};
+use crate::lifetime::{ClvModel, ClvParams};
 use crate::segments::SegmentParams;
 use crate::{Model, ModelError, ParamError, Trained};
 use cis_core::time::Timestamp;
 use cis_core::AsOf;
-use cis_features::labels::training_set;
-use cis_features::snapshot;
+use cis_features::labels::{training_set, TrainingSet};
+use cis_features::snapshot::{self, Snapshot, SnapshotError};
 
-/// Churn on the snapshots at several cutoffs, labels as known at `known_at`.
-/// The model's as-of is `known_at`: it contains information up to then.
+/// Churn on the snapshots at several cutoffs, labels as known at `known_at`, validated on the
+/// customer-disjoint split only. The model's as-of is `known_at`: it contains information up to then.
 pub fn churn(
     store: &Store,
     snapshots: &[ArtifactHash],
+    params: ChurnParams,
+    horizon_days: u32,
+    known_at: Timestamp,
+) -> Result<Trained, ModelError> {
+    churn_validated(store, snapshots, None, params, horizon_days, known_at)
+}
+
+/// [`churn`], and with `validate_on` also validated forward in time: that later cutoff's customers,
+/// labelled as known at `known_at` too, scored with the fitted model ([`ForwardValidation`]).
+///
+/// Parents: the training snapshots, then `validate_on`, then (with `params.clv_features`) the CLV
+/// model fitted on each of those snapshots in the same order, which `Trained::store` stores first.
+pub fn churn_validated(
+    store: &Store,
+    snapshots: &[ArtifactHash],
+    validate_on: Option<&ArtifactHash>,
     params: ChurnParams,
     horizon_days: u32,
     known_at: Timestamp,
@@ -25,14 +41,65 @@ pub fn churn(
         return Err(ModelError::EmptyTrainingSet);
     }
     let valid = params.validate()?;
-    let set = training_set(store, snapshots, horizon_days, known_at)?;
+    let mut feeders = Vec::new();
+    let mut labelled = |hashes: &[ArtifactHash]| -> Result<TrainingSet, ModelError> {
+        let set = training_set(store, hashes, horizon_days, known_at)?;
+        let Some(clv_params) = &valid.params().clv_features else {
+            return Ok(set);
+        };
+        let mut extra = Vec::with_capacity(set.churned.len());
+        for hash in hashes {
+            let (_, snap) = snapshot::load(store, hash)?;
+            let model = clv_params.fit(&snap)?;
+            extra.extend(clv_inputs(&model, &snap, horizon_days)?);
+            feeders.push(clv_trained(hash, &snap, model));
+        }
+        Ok(with_clv_inputs(set, &extra))
+    };
+    let set = labelled(snapshots)?;
     let (_, first) = snapshot::load(store, &snapshots[0])?;
-    let model = valid.fit(&set, hex(&first.definition_set))?;
+    let mut model = valid.fit(&set, hex(&first.definition_set))?;
+    let mut parents = snapshots.to_vec();
+    if let Some(v) = validate_on {
+        let cutoff = Timestamp::from_micros(cis_core::artifact::fetch(store, v, snapshot::KIND)?.as_of);
+        let latest = model.cutoffs.last().copied().unwrap_or(Timestamp::MIN);
+        if cutoff <= latest {
+            return Err(ParamError::ForwardCutoff {
+                validation: cutoff,
+                latest,
+            }
+            .into());
+        }
+        let forward = labelled(std::slice::from_ref(v))?;
+        if forward.features != set.features {
+            return Err(SnapshotError::OtherFeatureSet(hex(v)).into());
+        }
+        model.forward = Some(ForwardValidation {
+            snapshot: hex(v),
+            cutoff,
+            metrics: model.evaluate_on(&forward)?,
+        });
+        parents.push(*v);
+    }
+    for feeder in &feeders {
+        parents.push(feeder.artifact()?.hash());
+    }
     Ok(Trained {
         model: Model::Churn(model),
         as_of: known_at,
-        parents: snapshots.to_vec(),
+        parents,
+        feeders,
     })
+}
+
+/// A CLV model fitted on one snapshot, ready to store (its parent is that snapshot).
+fn clv_trained(hash: &ArtifactHash, snap: &Snapshot, model: ClvModel) -> Trained {
+    Trained {
+        model: Model::Clv(model),
+        as_of: snap.as_of,
+        parents: vec![*hash],
+        feeders: Vec::new(),
+    }
 }
 
 /// CLV on one snapshot. With `params.select_by_holdout_weeks` the purchase-count model is chosen by
@@ -42,11 +109,7 @@ pub fn clv(store: &Store, snapshot_hash: &ArtifactHash, params: ClvParams) -> Re
     let Some(weeks) = params.select_by_holdout_weeks else {
         let (_, snap) = snapshot::load(store, snapshot_hash)?;
         let model = params.fit(&snap)?;
-        return Ok(Trained {
-            model: Model::Clv(model),
-            as_of: snap.as_of,
-            parents: vec![*snapshot_hash],
-        });
+        return Ok(clv_trained(snapshot_hash, &snap, model));
     };
     if weeks == 0 {
         return Err(ParamError::HoldoutWeeks.into());
@@ -74,6 +137,7 @@ fn clv_selected(
         model: Model::Clv(model),
         as_of: snap.as_of,
         parents: vec![*snapshot_hash, *calibration_hash],
+        feeders: Vec::new(),
     })
 }
 
@@ -84,13 +148,32 @@ pub fn segments(store: &Store, snapshot_hash: &ArtifactHash, params: SegmentPara
         model: Model::Segments(model),
         as_of: snap.as_of,
         parents: vec![*snapshot_hash],
+        feeders: Vec::new(),
     })
 }
 
 /// Trains again from a stored model's parents and parameters.
 pub fn retrain(store: &Store, model: &Model, parents: &[ArtifactHash]) -> Result<Trained, ModelError> {
     match model {
-        Model::Churn(m) => churn(store, parents, m.params.clone(), m.horizon_days, m.labels_known_at),
+        Model::Churn(m) => {
+            // Parents as `churn_validated` lays them out: snapshots, then one CLV model per snapshot.
+            let snapshots = match m.params.clv_features {
+                Some(_) => &parents[..parents.len() / 2],
+                None => parents,
+            };
+            let (train, validate_on) = match (&m.forward, snapshots.split_last()) {
+                (Some(_), Some((last, rest))) => (rest, Some(last)),
+                _ => (snapshots, None),
+            };
+            churn_validated(
+                store,
+                train,
+                validate_on,
+                m.params.clone(),
+                m.horizon_days,
+                m.labels_known_at,
+            )
+        }
         Model::Clv(m) => match parents {
             [snapshot, calibration] if m.params.select_by_holdout_weeks.is_some() => {
                 clv_selected(store, snapshot, calibration, m.params.clone())

@@ -92,7 +92,7 @@ fn summary(store: &Store, hash: &str, stage: &'static str) -> Result<Option<Mode
     let (stored, model) = cis_models::load(store, &h)?;
     let card = card::card(store, &stored, model, None)?;
     let measures = match &card.metrics {
-        CardMetrics::Churn { train, validation } => vec![
+        CardMetrics::Churn { train, validation, .. } => vec![
             ("validation ROC AUC".to_string(), format!("{:.3}", validation.roc_auc)),
             ("validation log loss".to_string(), format!("{:.3}", validation.log_loss)),
             ("training rows".to_string(), train.rows.to_string()),

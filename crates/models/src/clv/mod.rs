@@ -346,6 +346,26 @@ impl BgNbd {
         self.p_alive_with(drop_out, row) * alive
     }
 
+    /// P(no purchase in (T, T + t] | x, t_x, T) = `1 − P(alive) · (1 − ((α+T)/(α+T+t))^(r+x))`.
+    ///
+    /// Why: given λ and p the data's likelihood is an "alive at T" term `(1−p)^x λ^x e^(−λT)` plus a
+    /// "dropped out after the last purchase" term; no purchase in the next t multiplies the first by
+    /// `e^(−λt)` (a live customer can only drop out right after a purchase) and leaves the second
+    /// alone. Integrating over the gamma and beta priors, the alive share is P(alive) and, given
+    /// alive, λ is gamma(r + x, α + T), whose zero-count probability over t is the power above.
+    /// NaN for an invalid row or `t < 0`.
+    pub fn p_no_purchase(&self, t: f64, row: &RfmRow) -> f64 {
+        self.p_no_purchase_with(DropOut::AfterRepeats, t, row)
+    }
+
+    fn p_no_purchase_with(&self, drop_out: DropOut, t: f64, row: &RfmRow) -> f64 {
+        if t.is_nan() || t < 0.0 || row.problem().is_some() {
+            return f64::NAN;
+        }
+        let purchase_if_alive = -(-(self.r + row.x) * (t / (self.alpha + row.t)).ln_1p()).exp_m1();
+        1.0 - self.p_alive_with(drop_out, row) * purchase_if_alive
+    }
+
     /// Unconditional E[X(t)]: expected repeat purchases in the first `t` periods of a new customer
     /// (paper eq. 9, which is eq. 10 with x = t_x = T = 0).
     pub fn expected_purchases_new(&self, t: f64) -> f64 {
@@ -381,6 +401,12 @@ impl MbgNbd {
     /// (Batislam et al.), computed as [`BgNbd::expected_purchases`] is.
     pub fn expected_purchases(&self, t: f64, row: &RfmRow) -> f64 {
         self.0.expected_purchases_with(DropOut::AlsoAfterFirst, t, row)
+    }
+
+    /// P(no purchase in (T, T + t] | x, t_x, T): [`BgNbd::p_no_purchase`]'s derivation holds as is
+    /// (a live customer still drops out only right after a purchase), with MBG/NBD's P(alive).
+    pub fn p_no_purchase(&self, t: f64, row: &RfmRow) -> f64 {
+        self.0.p_no_purchase_with(DropOut::AlsoAfterFirst, t, row)
     }
 }
 
@@ -477,6 +503,16 @@ impl PurchaseModel {
             PurchaseModel::BgNbd(_) => PurchaseModelKind::BgNbd,
             PurchaseModel::ParetoNbd(_) => PurchaseModelKind::ParetoNbd,
             PurchaseModel::MbgNbd(_) => PurchaseModelKind::MbgNbd,
+        }
+    }
+
+    /// P(no purchase in (T, T + t] | x, t_x, T) in closed form, for BG/NBD and MBG/NBD; `None` for
+    /// Pareto/NBD, whose customers may also die within the window (no closed form is coded).
+    pub fn p_no_purchase(&self, t: f64, row: &RfmRow) -> Option<f64> {
+        match self {
+            PurchaseModel::BgNbd(m) => Some(m.p_no_purchase(t, row)),
+            PurchaseModel::MbgNbd(m) => Some(m.p_no_purchase(t, row)),
+            PurchaseModel::ParetoNbd(_) => None,
         }
     }
 
@@ -1286,6 +1322,83 @@ mod tests {
         // A purchase at the very end of calibration is the strongest evidence of being alive.
         assert!(model.p_alive(&RfmRow { t_x: 39.0, ..row }) > model.p_alive(&row));
         assert!(model.p_alive(&RfmRow { t_x: 5.0, ..row }) < model.p_alive(&row));
+    }
+
+    /// P(no purchase in (T, T+t]) from its definition: the data's likelihood with and without the
+    /// t more periods of silence, each integrated over λ ~ gamma(r, α) numerically (λ = e^u, trapezoid
+    /// on u) and over p ~ beta(a, b) in closed form (`alive` / `dead`: the beta integrals of the
+    /// alive-at-T and dropped-out terms).
+    fn p_no_purchase_by_quadrature(m: &BgNbd, drop_out: DropOut, t: f64, row: &RfmRow) -> f64 {
+        let ln_beta = |p: f64, q: f64| ln_gamma(p) + ln_gamma(q) - ln_gamma(p + q);
+        let (x, b) = (row.x, m.b + drop_out.shift());
+        let alive = ln_beta(m.a, b + x).exp();
+        let dead = if x == 0.0 && drop_out == DropOut::AfterRepeats {
+            0.0
+        } else {
+            ln_beta(m.a + 1.0, b + x - 1.0).exp()
+        };
+        let over_lambda = |silent_until: f64, last: f64| -> f64 {
+            let h = 1.0 / 64.0;
+            (-200 * 64..=10 * 64)
+                .map(|k| {
+                    let lambda = (f64::from(k) * h).exp();
+                    // λ^(r−1) e^(−αλ) dλ with dλ = λ du; the gamma normalisation cancels in the ratio.
+                    let prior = lambda.powf(m.r) * (-m.alpha * lambda).exp();
+                    let data = lambda.powf(x);
+                    h * prior * data * (alive * (-lambda * silent_until).exp() + dead * (-lambda * last).exp())
+                })
+                .sum()
+        };
+        over_lambda(row.t + t, row.t_x) / over_lambda(row.t, row.t_x)
+    }
+
+    #[test]
+    fn p_no_purchase_matches_its_definition_by_quadrature() {
+        let rows = [
+            RfmRow {
+                x: 0.0,
+                t_x: 0.0,
+                t: 30.0,
+                monetary: 0.0,
+            },
+            RfmRow {
+                x: 2.0,
+                t_x: 30.4,
+                t: 38.9,
+                monetary: 22.0,
+            },
+            RfmRow {
+                x: 7.0,
+                t_x: 12.0,
+                t: 38.0,
+                monetary: 22.0,
+            },
+        ];
+        let m = paper_bgnbd();
+        for row in &rows {
+            for t in [0.5, 90.0 / 7.0, 520.0] {
+                for drop_out in [DropOut::AfterRepeats, DropOut::AlsoAfterFirst] {
+                    let closed = match drop_out {
+                        DropOut::AfterRepeats => m.p_no_purchase(t, row),
+                        DropOut::AlsoAfterFirst => MbgNbd(m).p_no_purchase(t, row),
+                    };
+                    let numeric = p_no_purchase_by_quadrature(&m, drop_out, t, row);
+                    assert!(
+                        (closed - numeric).abs() < 1e-9,
+                        "{drop_out:?} {row:?} t={t}: {closed} vs {numeric}"
+                    );
+                }
+            }
+        }
+        // A new customer (x = 0, nothing to die after) is BG/NBD's P(X(t) = 0) = (α/(α+t))^r.
+        let new = RfmRow {
+            x: 0.0,
+            t_x: 0.0,
+            t: 0.0,
+            monetary: 0.0,
+        };
+        assert!((m.p_no_purchase(13.0, &new) - (m.alpha / (m.alpha + 13.0)).powf(m.r)).abs() < 1e-15);
+        assert_eq!(m.p_no_purchase(0.0, &rows[1]), 1.0);
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! Churn validated forward in time and fed by CLV models fitted at the same cutoff, on CDNOW: the
+//! issue's measurement (README "Churn on CDNOW, forward in time"), forward validation's record,
+//! and the audit of the churn → CLV → snapshot chain.
+
+use cis_core::time::Timestamp;
+use cis_features::labels::churn_labels;
+use cis_features::snapshot;
+use cis_models::churn::{ChurnParams, CLV_FEATURES};
+use cis_models::lifetime::ClvParams;
+use cis_models::metrics::{evaluate, Metrics};
+use cis_models::{load, scores, train, Model, ModelKind};
+use cis_ops::audit::audit;
+use cis_storage::{hex, ArtifactHash};
+
+use crate::util::{t, ChurnTest, CHURN_TRAIN_KNOWN as TRAIN_KNOWN};
+
+fn with_clv(clv: bool) -> ChurnParams {
+    ChurnParams {
+        clv_features: clv.then(Box::default),
+        ..ChurnParams::default()
+    }
+}
+
+/// Scores the `scored` snapshot with `trained` and measures the scores against that cutoff's
+/// labels as known at `known`.
+fn measure(test: &ChurnTest, trained: &cis_models::Trained, scored: &ArtifactHash, known: Timestamp) -> Metrics {
+    let (_, p) = test.score(trained, scored);
+    let (_, snap) = snapshot::load(&test.store, scored).expect("load");
+    let truth = churn_labels(&test.store, &snap.matrix.customers, snap.as_of, 90, known).expect("labels");
+    evaluate(&p, &truth).expect("metrics")
+}
+
+/// The test ([`ChurnTest`]): today's churn against CLV features and against two training
+/// cutoffs with CLV features, scored on 1997-09-30; nothing is tuned on the scored cutoff.
+#[test]
+fn clv_features_rank_the_later_cutoff_at_least_as_well_as_todays_churn() {
+    let test = ChurnTest::new();
+    let variants = test.variants();
+    let mut measured = Vec::new();
+    for (name, trained) in &variants {
+        let (scores_hash, p) = test.score(trained, &test.sept);
+        let m = evaluate(&p, &test.truth).expect("metrics");
+        println!(
+            "{name:<40} ROC AUC {:.4}  log loss {:.4}  ({} rows)",
+            m.roc_auc, m.log_loss, m.rows
+        );
+        // The whole chain re-derives: scores → churn → CLV models → snapshots → log.
+        assert!(
+            audit(&test.store, &scores_hash).expect("audit").all_identical(),
+            "{name}"
+        );
+        measured.push(m);
+    }
+    let today = &measured[0];
+    // The reference for today's churn (0.7912 / 0.3827) is this very measurement.
+    assert!((today.roc_auc - 0.7912).abs() < 5e-4, "today's AUC {}", today.roc_auc);
+    for (m, (name, _)) in measured.iter().zip(&variants).take(3).skip(1) {
+        assert!(m.roc_auc >= today.roc_auc, "{name}: {} < {}", m.roc_auc, today.roc_auc);
+    }
+}
+
+#[test]
+fn a_churn_model_with_clv_features_records_its_clv_models_and_scores_as_it_trained() {
+    let test = ChurnTest::new();
+    let (store, june) = (&test.store, test.june);
+    let trained = train::churn(store, &[june], with_clv(true), 90, t(TRAIN_KNOWN)).expect("train");
+    let Model::Churn(m) = &trained.model else {
+        panic!("a churn model")
+    };
+    assert_eq!(&m.features[m.features.len() - 3..], CLV_FEATURES.map(String::from));
+    assert_eq!(trained.parents.len(), 2);
+    assert_eq!(trained.parents[0], june);
+    // The CLV parent is the one `cis train clv --model bg-nbd` makes of that snapshot.
+    let clv = train::clv(store, &june, ClvParams::default()).expect("clv");
+    assert_eq!(trained.parents[1], clv.artifact().expect("artifact").hash());
+    let (hash, _) = trained.store(store).expect("store");
+    let (stored, _) = load(store, &trained.parents[1]).expect("the CLV model is stored");
+    assert_eq!(ModelKind::of_artifact(&stored.kind), Some(ModelKind::Clv));
+    let tree = audit(store, &hash).expect("audit");
+    assert!(tree.all_identical());
+    assert!(tree.parents.iter().any(|p| p.kind == "model/clv"), "{tree:?}");
+    // Scoring the training cutoff reproduces the training rows' predictions (same CLV inputs).
+    let (_, _, set) = scores::score(store, &june, &[hash]).expect("score");
+    let (_, snap) = snapshot::load(store, &june).expect("load");
+    let rows = m.rows(&snap).expect("rows");
+    let w = m.features.len();
+    for (i, r) in set.rows.iter().enumerate().step_by(97) {
+        assert_eq!(r.churn_probability, Some(m.predict(&rows[i * w..(i + 1) * w])));
+    }
+    // And the P(alive) column is the stored CLV model's.
+    let Model::Clv(c) = load(store, &trained.parents[1]).expect("clv").1 else {
+        panic!("CLV")
+    };
+    let cols = cis_models::lifetime::rfm_columns(&snap).expect("rfm");
+    let i = (0..snap.matrix.customers.len())
+        .find(|&i| cis_models::lifetime::rfm_row(&snap, &cols, i).is_some_and(|r| r.x > 2.0))
+        .expect("a repeat customer");
+    let row = cis_models::lifetime::rfm_row(&snap, &cols, i).expect("row");
+    assert_eq!(rows[i * w + w - 3], c.predict(&row).p_alive);
+}
+
+#[test]
+fn forward_validation_is_stored_shown_and_re_derives() {
+    let test = ChurnTest::new();
+    let (store, march, june, sept) = (&test.store, test.march, test.june, test.sept);
+    let known = t(TRAIN_KNOWN);
+    let plain = train::churn(store, &[march], ChurnParams::default(), 90, known).expect("train");
+    let forward =
+        train::churn_validated(store, &[march], Some(&june), ChurnParams::default(), 90, known).expect("train");
+    let (Model::Churn(p), Model::Churn(f)) = (&plain.model, &forward.model) else {
+        panic!("churn models")
+    };
+    assert_eq!(p.forward, None);
+    let body = String::from_utf8(plain.artifact().expect("artifact").body).expect("utf-8");
+    assert!(!body.contains("forward"), "no forward field when there is none: {body}");
+    // The same fit; the forward check is an addition.
+    assert_eq!((&p.coefficients, &p.validation), (&f.coefficients, &f.validation));
+    let v = f.forward.as_ref().expect("forward validation");
+    assert_eq!((v.snapshot.as_str(), v.cutoff), (hex(&june).as_str(), t("1997-06-30")));
+    assert_eq!(forward.parents, vec![march, june]);
+    // It is the model's scores of June against June's labels as known at K.
+    let measured = measure(&test, &forward, &june, known);
+    assert_eq!(v.metrics, measured);
+    let (hash, _) = forward.store(store).expect("store");
+    assert!(audit(store, &hash).expect("audit").all_identical());
+
+    // A validation cutoff not after the training ones is refused.
+    let err = train::churn_validated(store, &[june], Some(&march), ChurnParams::default(), 90, known);
+    assert!(err.is_err(), "{err:?}");
+    // Its labels must have matured too.
+    let err = train::churn_validated(store, &[june], Some(&sept), ChurnParams::default(), 90, known);
+    assert!(err.is_err(), "{err:?}");
+}
+
+#[test]
+fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdnow = crate::util::fixture("CDNOW_sample.txt");
+    let run = |args: &[&str]| {
+        let out = crate::util::cis(dir.path(), args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let path = cdnow.to_str().expect("utf-8");
+    run(&[
+        "ingest",
+        "orders",
+        path,
+        "--format",
+        "cdnow",
+        "--recorded-at",
+        "event-time",
+    ]);
+    let after = |text: &str, what: &str| {
+        let start = text.find(what).expect(what) + what.len();
+        text[start..].split_whitespace().next().expect("hash").to_owned()
+    };
+    let march = after(&run(&["snapshot", "create", "--as-of", "1997-03-31"]), "snapshot ");
+    let june = after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
+    // Given later cutoff first: the default still holds out the latest one.
+    let text = run(&[
+        "train",
+        "churn",
+        "--snapshot",
+        &june,
+        "--snapshot",
+        &march,
+        "--known-at",
+        TRAIN_KNOWN,
+    ]);
+    assert!(
+        text.contains("forward validation on the 1997-06-30T00:00:00Z cutoff: ROC AUC"),
+        "{text}"
+    );
+    let model = after(&text, "model ");
+    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    assert_eq!(
+        card["learned_from"]["cutoffs"],
+        serde_json::json!(["1997-03-31T00:00:00Z"])
+    );
+    assert_eq!(card["learned_from"]["snapshots"], serde_json::json!([march, june]));
+    assert_eq!(card["metrics"]["forward"]["snapshot"].as_str(), Some(june.as_str()));
+    assert!(card["metrics"]["validation"]["roc_auc"].as_f64().is_some());
+    let shown = run(&["models", "show", &model]);
+    assert!(shown.contains("forward validation on the 1997-06-30"), "{shown}");
+
+    // --validate-on none trains on both; --clv-features records its CLV models.
+    let text = run(&[
+        "train",
+        "churn",
+        "--snapshot",
+        &march,
+        "--snapshot",
+        &june,
+        "--known-at",
+        TRAIN_KNOWN,
+        "--validate-on",
+        "none",
+        "--clv-features",
+    ]);
+    assert!(text.contains("no forward validation"), "{text}");
+    let model = after(&text, "model ");
+    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    assert_eq!(
+        card["learned_from"]["cutoffs"],
+        serde_json::json!(["1997-03-31T00:00:00Z", "1997-06-30T00:00:00Z"])
+    );
+    assert_eq!(card["learned_from"]["models"].as_array().map(Vec::len), Some(2));
+    assert_eq!(card["metrics"]["forward"], serde_json::Value::Null);
+    assert_eq!(
+        card["method"].as_str(),
+        Some("logistic regression, L2 1 (Newton), with BG/NBD inputs")
+    );
+    assert!(run(&["audit", &model]).contains("model/clv"));
+}
