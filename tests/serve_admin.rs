@@ -131,6 +131,20 @@ fn batch(store: &Path, token: Option<&str>, file: &str) -> (String, String) {
     (ingest, snap)
 }
 
+/// A directory of two files: a copy of `ingested` (whose content the store has) and one new day.
+/// The same path each call, so both stores see the same file names.
+fn feed_dir(base: &Path, ingested: &str) -> std::path::PathBuf {
+    let feed = base.join("feed");
+    std::fs::create_dir_all(&feed).expect("feed dir");
+    std::fs::copy(ingested, feed.join("a-copy.csv")).expect("copy");
+    write(
+        &feed,
+        "b-new-day.csv",
+        "order_id,customer_id,event_time,amount,currency\nd1,0004,1997-09-01,7.00,USD\n",
+    );
+    feed
+}
+
 /// The first 64-hex-digit word of `text` (a hash a command printed).
 fn first_hash(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_hexdigit())
@@ -337,6 +351,29 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     assert!(!ids_after.iter().any(|c| c == "0003"));
     assert_eq!(ids_after.len() + 1, ids_served.len());
 
+    // A directory through the server: a file whose content was ingested already is skipped
+    // (asked before uploading), the new one is ingested, as directly (compared on the twin below).
+    let feed = feed_dir(dir.path(), file);
+    let fed_served = ok(&cis_with(
+        &served,
+        Some(&admin),
+        &[
+            "ingest",
+            "orders",
+            feed.to_str().expect("path"),
+            "--recorded-at",
+            "event-time",
+        ],
+    ));
+    assert!(
+        fed_served.contains("a-copy.csv: already ingested as run 2"),
+        "{fed_served}"
+    );
+    assert!(
+        fed_served.ends_with("2 file(s): 1 ingested, 1 skipped as already ingested\n"),
+        "{fed_served}"
+    );
+
     stop.store(true, Ordering::SeqCst);
     let (done, failed) = reads.join().expect("reader");
     assert!(done > 10, "only {done} reads");
@@ -358,6 +395,18 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
         snap_served.starts_with("snapshot ") && snap_served.contains("(new)"),
         "{snap_served}"
     );
+    let fed_twin = ok(&cis_with(
+        &twin,
+        None,
+        &[
+            "ingest",
+            "orders",
+            feed_dir(dir.path(), file).to_str().expect("path"),
+            "--recorded-at",
+            "event-time",
+        ],
+    ));
+    assert_eq!(fed_served, fed_twin);
     let twin_export = dir.path().join("twin-scores.csv");
     let (model_twin, scores_twin, ids_twin) = models_batch(&twin, None, &snapshot, &twin_export);
     assert_eq!((model_served, scores_served), (model_twin, scores_twin));

@@ -194,21 +194,86 @@ impl Remote {
         )
     }
 
-    /// Uploads `file` as an ingest job and follows it, drawing the ingest bar from its progress.
+    /// `cis ingest` through the server: a file is uploaded as one ingest job; a directory's or a
+    /// glob's files are each asked about first (`GET /admin/ingested`) and uploaded only when no
+    /// completed run of the kind has that content, in name order, stopping at the first failure,
+    /// with the lines and the summary `cis ingest` prints directly.
     pub fn ingest(&self, a: &super::IngestArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-        let (file, _) = cis_ingest::open_input(&a.file)?;
+        let files = match cis_ingest::inputs(&a.file)? {
+            cis_ingest::Inputs::File(f) => return self.ingest_file(a, &f, out),
+            cis_ingest::Inputs::Many(files) => files,
+        };
+        // Content ingested by this command's own earlier files, as the server would count it.
+        let mut done: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let (mut ingested, mut skipped, mut code) = (0, 0, ExitCode::SUCCESS);
+        for (i, f) in files.iter().enumerate() {
+            let hash = cis_ingest::file_hash(f)?;
+            let earlier = match done.get(&hash) {
+                Some(run) => Some(*run),
+                None => self.ingested_as(a.kind, &hash)?,
+            };
+            if let Some(run) = earlier {
+                writeln!(out, "skipped {}: already ingested as run {run}", f.display())?;
+                skipped += 1;
+                continue;
+            }
+            // Printed as it comes, and kept: its summary names the run, for a later copy.
+            let mut tee = Tee {
+                out: &mut *out,
+                copy: Vec::new(),
+            };
+            let run_code = self.ingest_file(a, f, &mut tee).map_err(|e| {
+                e.context(format!(
+                    "{} of {} file(s) not ingested, from {} on",
+                    files.len() - i,
+                    files.len(),
+                    f.display()
+                ))
+            })?;
+            if run_code != ExitCode::SUCCESS {
+                code = run_code;
+            }
+            if let Some(run) = ran(&tee.copy) {
+                done.insert(hash, run);
+            }
+            ingested += 1;
+        }
+        writeln!(
+            out,
+            "{} file(s): {ingested} ingested, {skipped} skipped as already ingested",
+            files.len()
+        )?;
+        Ok(code)
+    }
+
+    /// The completed ingest run of `kind` whose file had content `hash`, if the server has one.
+    fn ingested_as(&self, kind: cis_core::event::Kind, hash: &str) -> anyhow::Result<Option<u64>> {
+        let reply = self
+            .agent
+            .get(self.url("/admin/ingested"))
+            .header("Authorization", self.auth())
+            .query("kind", cis_core::Choice::choice_name(kind))
+            .query("blake3", hash)
+            .call();
+        let answer: serde_json::Value = self.answer(self.wrap(reply)?)?;
+        Ok(answer["run"].as_u64())
+    }
+
+    /// Uploads `file` as an ingest job and follows it, drawing the ingest bar from its progress.
+    fn ingest_file(&self, a: &super::IngestArgs, file: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+        let (input, _) = cis_ingest::open_input(file)?;
         let mut req = self
             .agent
             .post(self.url(cis_server::api::admin::INGEST_ROUTE))
             .header("Authorization", self.auth())
             .query("kind", cis_core::Choice::choice_name(a.kind))
-            .query("name", a.file.display().to_string())
+            .query("name", file.display().to_string())
             .query("recorded_at", &a.recorded_at)
             .query("batch_rows", a.batch_rows.to_string());
         if let Some(f) = a.format {
             req = req.query("format", cis_core::Choice::choice_name(f));
         }
-        let job: JobView = self.answer(self.wrap(req.send(file))?)?;
+        let job: JobView = self.answer(self.wrap(req.send(input))?)?;
         let bar = crate::progress::ingest_bar(std::io::stderr().is_terminal());
         // The bar takes increments: how far it was last drawn to.
         let mut drawn: Option<u64> = None;
@@ -370,6 +435,31 @@ fn command_line() -> Vec<String> {
         }
     }
     kept
+}
+
+/// Writes to `out` and keeps a copy.
+struct Tee<'a, W: Write> {
+    out: &'a mut W,
+    copy: Vec<u8>,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.copy.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The run an ingest's output names (`ingest run N: …`).
+fn ran(text: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(text);
+    let line = text.lines().find(|l| l.starts_with("ingest run "))?;
+    line["ingest run ".len()..].split(':').next()?.parse().ok()
 }
 
 /// The directory a file named `path` is in.

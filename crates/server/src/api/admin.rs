@@ -5,6 +5,7 @@
 //! | `POST /admin/jobs/ingest?kind=K&name=FILE[&format=&recorded_at=&batch_rows=]` | body = the file's bytes; a job |
 //! | `POST /admin/jobs/snapshot?as_of=T[&known_at=K]` | a job |
 //! | `POST /admin/commands?arg=A&arg=B…` | any other `cis` command line; body = the file it reads, if any; a job (a read runs at once) |
+//! | `GET /admin/ingested?kind=K&blake3=H` | the completed ingest run of that kind whose file had that content, if any |
 //! | `GET /admin/jobs/{id}` | the job: state, progress, output, exit code |
 //! | `GET /admin/jobs/{id}/output` | the file an ended job wrote (an export) |
 //! | `POST /admin/tokens?name=N[&scope=read\|admin]`, `DELETE /admin/tokens/{name}` | at once |
@@ -373,6 +374,29 @@ pub async fn job_output(State(state): State<AppState>, Path(id): Path<String>) -
     // Exports are tables of one row per customer (tens of MB at 10^5 customers): read whole.
     let bytes = tokio::fs::read(&path).await.map_err(AppError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /admin/ingested?kind=K&blake3=H`: `{"run": N}` for the completed ingest run of kind K
+/// whose file's content had blake3 H, else `{"run": null}`. A client ingesting a directory or a
+/// glob through the server asks before uploading each file, and skips what was ingested already,
+/// as `cis ingest` does directly.
+pub async fn ingested(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let params = Params::parse(q, &["kind", "blake3"])?;
+    let kind = cis_core::event::Kind::from_choice(params.required("kind")?)
+        .map_err(|e| AppError::param("kind", e.to_string()))?;
+    let hash = params.required("blake3")?.to_string();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::param("blake3", "64 hexadecimal digits"));
+    }
+    let run = blocking(&state, move |s| {
+        let done = cis_ingest::records::completed_by_hash(&s.store, kind).map_err(AppError::internal)?;
+        Ok(done.get(&hash.to_ascii_lowercase()).copied())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "run": run })))
 }
 
 /// `GET /admin/jobs/{id}`.

@@ -192,6 +192,7 @@ pub fn app_with(state: AppState, extra: ExtraRoutes) -> Router {
     let jobs = Router::new()
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/jobs/{id}/output", get(admin::job_output))
+        .route("/admin/ingested", get(admin::ingested))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
         .route("/healthz", get(healthz))

@@ -19,12 +19,13 @@ pub const ROUTES: [(&str, &str, bool); 7] = [
 ];
 
 /// (method, path) of every admin route: each needs an admin token (a read token gets 403).
-pub const ADMIN_ROUTES: [(&str, &str); 7] = [
+pub const ADMIN_ROUTES: [(&str, &str); 8] = [
     ("POST", "/admin/jobs/ingest"),
     ("POST", "/admin/jobs/snapshot"),
     ("POST", "/admin/commands"),
     ("GET", "/admin/jobs/{id}"),
     ("GET", "/admin/jobs/{id}/output"),
+    ("GET", "/admin/ingested"),
     ("POST", "/admin/tokens"),
     ("DELETE", "/admin/tokens/{name}"),
 ];
@@ -154,6 +155,18 @@ fn admin_paths(bearer: &Value) -> Value {
                 "400": error_response("Not a command line cis takes, or not one that runs through a server (the error says which, as `cis` would)."),
                 "413": error_response("The file is too large."),
                 "501": error_response("This server runs no command lines (not started by `cis serve`).")
+            }))
+        } },
+        "/admin/ingested": { "get": {
+            "summary": "Whether a file was ingested already: the completed ingest run of this kind whose file had this content (what `cis ingest DIR` beside a server asks before uploading each file).",
+            "security": bearer,
+            "parameters": [
+                { "name": "kind", "in": "query", "required": true, "schema": { "type": "string", "enum": ["orders", "sessions", "returns", "customers"] } },
+                { "name": "blake3", "in": "query", "required": true, "description": "The file's blake3, 64 hex digits.", "schema": hash() }
+            ],
+            "responses": admin_guarded(json!({
+                "200": { "description": "`{\"run\": N}`, or `{\"run\": null}` when no completed run ingested it.", "content": { "application/json": { "schema": { "type": "object", "properties": { "run": { "type": ["integer", "null"] } } } } } },
+                "400": error_response("A parameter is missing or malformed.")
             }))
         } },
         "/admin/jobs/{id}/output": { "get": {
