@@ -131,6 +131,26 @@ fn batch(store: &Path, token: Option<&str>, file: &str) -> (String, String) {
     (ingest, snap)
 }
 
+/// Every file under `dir`: its path relative to `dir` and its bytes, in path order.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("inside").display().to_string();
+                files.push((rel, std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() > 2, "an export holds its tables and _SUCCESS");
+    files
+}
+
 /// A directory of two files: a copy of `ingested` (whose content the store has) and one new day.
 /// The same path each call, so both stores see the same file names.
 fn feed_dir(base: &Path, ingested: &str) -> std::path::PathBuf {
@@ -318,6 +338,37 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
         &["--token-file", token_file.to_str().expect("path"), "runs"],
     ));
     assert_eq!(from_file, runs);
+    // An events export (a directory) through the server: the server's tar, unpacked here.
+    let events_served = dir.path().join("events-served");
+    let line = ok(&cis_with(
+        &served,
+        Some(&admin),
+        &[
+            "export",
+            "events",
+            "--as-of",
+            "1998-06-30",
+            "--out",
+            events_served.to_str().expect("path"),
+        ],
+    ));
+    assert!(line.contains(&events_served.display().to_string()), "{line}");
+    assert!(events_served.join("_SUCCESS").is_file());
+    let again = cis_with(
+        &served,
+        Some(&admin),
+        &[
+            "export",
+            "events",
+            "--as-of",
+            "1998-06-30",
+            "--out",
+            events_served.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
     let ids = write(dir.path(), "erase.txt", "0003\n");
     let erased = ok(&cis_with(
         &served,
@@ -395,6 +446,20 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
         snap_served.starts_with("snapshot ") && snap_served.contains("(new)"),
         "{snap_served}"
     );
+    let events_twin = dir.path().join("events-twin");
+    ok(&cis_with(
+        &twin,
+        None,
+        &[
+            "export",
+            "events",
+            "--as-of",
+            "1998-06-30",
+            "--out",
+            events_twin.to_str().expect("path"),
+        ],
+    ));
+    assert_eq!(tree(&events_served), tree(&events_twin));
     let fed_twin = ok(&cis_with(
         &twin,
         None,

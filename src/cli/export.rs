@@ -86,7 +86,10 @@ pub fn run(
             known_at,
             format,
             out: dir,
-        } => return events(store, AsOf::new(Some(as_of), known_at), format, &dir, out),
+        } => {
+            let at = AsOf::new(Some(as_of), known_at);
+            return events(store, at, format, write_to.unwrap_or(&dir), &dir, out);
+        }
     };
     let format = format_of(format, &path)?;
     let s = export::export_scores(store, as_of, format, write_to.unwrap_or(&path))?;
@@ -102,11 +105,20 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn events(store: &Store, at: AsOf, format: Format, dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// Exports the events visible at `at` into the new directory `write_to`, reported as `dir` (the
+/// client's name for it, when a server writes its own for the client to fetch).
+fn events(
+    store: &Store,
+    at: AsOf,
+    format: Format,
+    write_to: &Path,
+    dir: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     if format != Format::Parquet {
         bail!("events are exported as parquet only (--format parquet)");
     }
-    let s = export::events::export_events(store, at, dir)?;
+    let s = export::events::export_events(store, at, write_to)?;
     let rows: Vec<String> = s.rows.iter().map(|(table, n)| format!("{n} {table}")).collect();
     writeln!(
         out,
@@ -115,7 +127,7 @@ fn events(store: &Store, at: AsOf, format: Format, dir: &Path, out: &mut impl Wr
         time::format(s.at.known_at),
         rows.join(", "),
         s.bytes,
-        s.dir.display()
+        dir.display()
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -318,11 +318,21 @@ impl Remote {
                 args.extend(["--by".to_string(), user]);
             }
         }
-        if let Some(path) = output {
-            // Checked here, where the file will be, before the server does the work.
+        if let Some((path, shape)) = output {
+            // Checked here, where the output will be, before the server does the work.
             let dir = parent_dir(path);
-            if path.is_dir() || !dir.is_dir() {
-                bail!("cannot write {}: not a file in an existing directory", path.display());
+            match shape {
+                Shape::File if path.is_dir() || !dir.is_dir() => {
+                    bail!("cannot write {}: not a file in an existing directory", path.display())
+                }
+                Shape::Directory if path.exists() => bail!(
+                    "cannot export to {}: it exists already (an events export goes to a new directory)",
+                    path.display()
+                ),
+                Shape::Directory if !dir.is_dir() => {
+                    bail!("cannot write {}: {} is not a directory", path.display(), dir.display())
+                }
+                _ => {}
             }
         }
         let body = match input {
@@ -339,7 +349,7 @@ impl Remote {
         let job: JobView = self.answer(self.wrap(req.send(&body[..]))?)?;
         let id = job.id;
         let code = self.follow(job, out, |_| ())?;
-        if let (Some(path), true) = (output, code == ExitCode::SUCCESS) {
+        if let (Some((path, _)), true) = (output, code == ExitCode::SUCCESS) {
             let reply = self
                 .agent
                 .get(self.url(&format!("/admin/jobs/{id}/output")))
@@ -349,7 +359,17 @@ impl Remote {
             if !reply.status().is_success() {
                 return self.answer::<serde_json::Value>(reply).map(|_| ExitCode::FAILURE);
             }
-            save(path, &mut reply.body_mut().as_reader())?;
+            let shape = reply
+                .headers()
+                .get(cis_server::api::admin::OUTPUT_SHAPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("file")
+                .to_string();
+            let body = &mut reply.body_mut().as_reader();
+            match shape.as_str() {
+                "directory" => unpack(path, body)?,
+                _ => save(path, body)?,
+            }
         }
         Ok(code)
     }
@@ -491,17 +511,45 @@ fn save(path: &Path, from: &mut impl std::io::Read) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The file `command` reads (sent as the request's body) and the one it writes (fetched from
-/// the job), as its arguments name them here.
-fn client_files(command: &super::Command) -> (Option<&Path>, Option<&Path>) {
+/// What a command writes: a file, or a directory (an events export).
+#[derive(Clone, Copy)]
+enum Shape {
+    File,
+    Directory,
+}
+
+/// The file `command` reads (sent as the request's body) and what it writes (fetched from the
+/// job), as its arguments name them here.
+fn client_files(command: &super::Command) -> (Option<&Path>, Option<(&Path, Shape)>) {
     use super::{export::ExportCommand, snapshot::SnapshotCommand, trainset::TrainsetCommand, Command};
     match command {
         Command::Erase(a) => (a.customers.as_deref(), None),
         Command::Snapshot(SnapshotCommand::Export { out, .. })
         | Command::Trainset(TrainsetCommand::Export { out, .. })
-        | Command::Export(ExportCommand::Scores { out, .. }) => (None, Some(out)),
+        | Command::Export(ExportCommand::Scores { out, .. }) => (None, Some((out, Shape::File))),
+        Command::Export(ExportCommand::Events { out, .. }) => (None, Some((out, Shape::Directory))),
         _ => (None, None),
     }
+}
+
+/// Unpacks the tar `from` gives into a new directory `path`, as an events export makes one: a
+/// directory beside it, renamed to `path` once whole (tar refuses entries that would land
+/// outside it); on an error nothing is left.
+fn unpack(path: &Path, from: &mut impl std::io::Read) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent_dir(path).join(format!(".{name}.cis-fetch.{}", std::process::id()));
+    let unpacked = tar::Archive::new(from)
+        .unpack(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = unpacked {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("writing {} from the server's job", path.display())));
+    }
+    Ok(())
 }
 
 /// Prints what `text` holds past `printed` bytes.

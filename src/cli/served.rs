@@ -71,13 +71,6 @@ fn plan_of(kind: String, command: &Command) -> Result<Plan, String> {
         | Command::Pipeline(_) => {
             return Err(format!("`cis {kind}` does not run through a server"))
         }
-        Command::Export(export::ExportCommand::Events { .. }) => {
-            return Err(
-                "`cis export events` writes a directory, which a server cannot hand over yet: \
-                 run it with the server stopped"
-                    .into(),
-            )
-        }
         Command::Snapshot(snapshot::SnapshotCommand::Create { .. })
         | Command::Train(_)
         | Command::Score(_)
@@ -92,7 +85,9 @@ fn plan_of(kind: String, command: &Command) -> Result<Plan, String> {
         }
         Command::Snapshot(snapshot::SnapshotCommand::Export { .. })
         | Command::Trainset(trainset::TrainsetCommand::Export { .. })
-        | Command::Export(export::ExportCommand::Scores { .. }) => writes_file = true,
+        | Command::Export(export::ExportCommand::Scores { .. } | export::ExportCommand::Events { .. }) => {
+            writes_file = true
+        }
         Command::Events(_)
         | Command::Log(_)
         | Command::Quarantine(_)

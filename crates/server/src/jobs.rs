@@ -177,10 +177,13 @@ pub struct Plan {
     pub writes: bool,
     /// It reads a file of the client's (`--customers FILE`): the request's body is that file.
     pub reads_file: bool,
-    /// It writes a file (`--out FILE`): the server writes a file of its own, and the client
-    /// fetches it from the job.
+    /// It writes a file or a directory (`--out`): the server writes one of its own, and the
+    /// client fetches it from the job.
     pub writes_file: bool,
 }
+
+/// The name, inside a job's output directory, of the file or directory a command writes.
+pub const OUTPUT: &str = "out";
 
 /// The files of a command run through the server, in place of the ones its line names: the
 /// server opens no path a client names.
@@ -293,11 +296,12 @@ pub struct JobView {
     pub outcome: Outcome,
 }
 
-/// A job's shared record: its view, updated by the job's thread, read by the API, and the file
-/// it wrote, if any (removed from the store directory when the job is forgotten).
+/// A job's shared record: its view, updated by the job's thread, read by the API, and the
+/// directory holding what it wrote, if anything (removed from the store directory when the job
+/// is forgotten, or its output fetched).
 pub struct Job {
     view: Mutex<JobView>,
-    output: Mutex<Option<tempfile::TempPath>>,
+    output: Mutex<Option<tempfile::TempDir>>,
 }
 
 impl Job {
@@ -309,14 +313,15 @@ impl Job {
         f(&mut self.view.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Keeps `file` as what the job wrote, for `GET /admin/jobs/{id}/output`.
-    pub fn set_output(&self, file: tempfile::TempPath) {
-        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+    /// Keeps `dir` (holding [`OUTPUT`]) as what the job wrote, for `GET /admin/jobs/{id}/output`.
+    pub fn set_output(&self, dir: tempfile::TempDir) {
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
     }
 
-    /// The file the job wrote, once it has ended, handed over once: it is removed from the
-    /// store directory when the caller drops it (exported rows are not left lying there).
-    pub fn take_output(&self) -> Option<tempfile::TempPath> {
+    /// The directory holding what the job wrote, once it has ended, handed over once: it is
+    /// removed from the store directory when the caller drops it (exported rows are not left
+    /// lying there).
+    pub fn take_output(&self) -> Option<tempfile::TempDir> {
         if !matches!(self.view().state, JobState::Done | JobState::Failed) {
             return None;
         }

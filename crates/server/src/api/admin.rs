@@ -49,8 +49,11 @@ pub const COMMANDS_ROUTE: &str = "/admin/commands";
 pub const COMMAND_UPLOAD_LIMIT: u64 = 64 * 1024 * 1024;
 /// How an upload's temporary file in the store directory is named.
 const UPLOAD_PREFIX: &str = ".upload-";
-/// How a command's output file in the store directory is named (removed when the job is).
+/// How a command's output directory in the store directory is named (removed when the job is).
 const OUTPUT_PREFIX: &str = ".output-";
+/// The header of `GET /admin/jobs/{id}/output` saying what the body is: `file` (its bytes) or
+/// `directory` (a tar of it).
+pub const OUTPUT_SHAPE: &str = "x-cis-output";
 
 /// Removes the uploads and command outputs a server that was killed left in the store directory:
 /// raw input files, personal-data columns and all, and exported rows, which nothing else would
@@ -62,9 +65,12 @@ pub fn remove_stale_uploads(store_dir: &std::path::Path) -> std::io::Result<usiz
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours = name.starts_with(UPLOAD_PREFIX) || name.starts_with(OUTPUT_PREFIX);
-        if ours && entry.file_type()?.is_file() {
+        let kind = entry.file_type()?;
+        if name.starts_with(UPLOAD_PREFIX) && kind.is_file() {
             std::fs::remove_file(entry.path())?;
+            removed += 1;
+        } else if name.starts_with(OUTPUT_PREFIX) && kind.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
             removed += 1;
         }
     }
@@ -269,15 +275,28 @@ pub async fn snapshot(
     submit(&state, "/admin/jobs/snapshot", "snapshot", by, what, work)
 }
 
-/// A temporary file in the store directory (the system's when the store is in memory).
-fn store_temp(state: &AppState, prefix: &str) -> Result<tempfile::NamedTempFile, AppError> {
-    let dir = state
+/// Where a job's temporary files go: the store directory (the system's when the store is in
+/// memory).
+fn temp_root(state: &AppState) -> std::path::PathBuf {
+    state
         .store
         .dir()
-        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf)
+}
+
+/// A temporary file in the store directory.
+fn store_temp(state: &AppState, prefix: &str) -> Result<tempfile::NamedTempFile, AppError> {
     tempfile::Builder::new()
         .prefix(prefix)
-        .tempfile_in(&dir)
+        .tempfile_in(temp_root(state))
+        .map_err(AppError::internal)
+}
+
+/// A temporary directory in the store directory.
+fn store_temp_dir(state: &AppState, prefix: &str) -> Result<tempfile::TempDir, AppError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(temp_root(state))
         .map_err(AppError::internal)
 }
 
@@ -326,20 +345,17 @@ pub async fn command(
         None
     };
     let output = if plan.writes_file {
-        Some(
-            blocking(&state, |s| store_temp(s, OUTPUT_PREFIX))
-                .await?
-                .into_temp_path(),
-        )
+        Some(blocking(&state, |s| store_temp_dir(s, OUTPUT_PREFIX)).await?)
     } else {
         None
     };
     let what = format!("cis {}", access_log::clip(&args.join(" "), 256));
     let store = state.store.clone();
     let work: Work = Box::new(move |job, out, err| {
+        let written = output.as_ref().map(|d| d.path().join(jobs::OUTPUT));
         let files = jobs::CommandFiles {
             input: input.as_deref(),
-            output: output.as_deref(),
+            output: written.as_deref(),
         };
         let code = commands.run(&store, &args, files, out, err).map_err(JobError::Command);
         // The output of a command that succeeded stays with the job, for the client to fetch;
@@ -366,14 +382,48 @@ pub async fn job_output(State(state): State<AppState>, Path(id): Path<String>) -
         .jobs
         .job(id)
         .ok_or_else(|| AppError::NotFound(format!("no job {id} on this server")))?;
-    let path = job.take_output().ok_or_else(|| {
+    let dir = job.take_output().ok_or_else(|| {
         AppError::NotFound(format!(
-            "job {id} has no file to give: it wrote none, has not ended, or it was fetched already"
+            "job {id} has no output to give: it wrote none, has not ended, or it was fetched already"
         ))
     })?;
-    // Exports are tables of one row per customer (tens of MB at 10^5 customers): read whole.
-    let bytes = tokio::fs::read(&path).await.map_err(AppError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let written = dir.path().join(jobs::OUTPUT);
+    let (shape, file) = if written.is_dir() {
+        // A directory goes as one tar stream, made beside it first.
+        let tar = dir.path().join("out.tar");
+        let packed = tar.clone();
+        blocking(&state, move |_| {
+            let mut b = tar::Builder::new(std::fs::File::create(&packed).map_err(AppError::internal)?);
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &written).map_err(AppError::internal)?;
+            b.into_inner().and_then(|f| f.sync_all()).map_err(AppError::internal)
+        })
+        .await?;
+        ("directory", tar)
+    } else {
+        ("file", written)
+    };
+    let file = tokio::fs::File::open(&file).await.map_err(AppError::internal)?;
+    // Streamed in chunks; `dir` goes with the stream, removed once the body has been sent.
+    let chunks = futures_util::stream::unfold((file, dir), |(mut file, dir)| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match tokio::io::AsyncReadExt::read(&mut file, &mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), (file, dir)))
+            }
+            Err(e) => Some((Err(e), (file, dir))),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::HeaderName::from_static(OUTPUT_SHAPE), shape),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// `GET /admin/ingested?kind=K&blake3=H`: `{"run": N}` for the completed ingest run of kind K

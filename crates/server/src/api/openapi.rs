@@ -170,11 +170,11 @@ fn admin_paths(bearer: &Value) -> Value {
             }))
         } },
         "/admin/jobs/{id}/output": { "get": {
-            "summary": "The file an ended command job wrote (its `--out`), given once: it is removed from the server after.",
+            "summary": "What an ended command job wrote (its `--out`), given once and removed from the server after: a file's bytes, or a tar of a directory (an events export); the `x-cis-output` header says `file` or `directory`.",
             "security": bearer,
             "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
             "responses": admin_guarded(json!({
-                "200": { "description": "The file's bytes.", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                "200": { "description": "The file's bytes, or the directory as a tar.", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
                 "400": error_response("Not a job id."),
                 "404": error_response("No such job, or it wrote no file, has not ended, or its file was fetched already.")
             }))
