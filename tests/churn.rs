@@ -121,6 +121,11 @@ fn forward_validation_is_stored_shown_and_re_derives() {
     // It is the model's scores of June against June's labels as known at K.
     let measured = measure(&test, &forward, &june, known);
     assert_eq!(v.metrics, measured);
+    // The API's model summary (`/artifacts/{hash}`) shows it, and says null when there is none.
+    let summary = cis_server::api::artifacts::model_summary(&forward.model);
+    assert_eq!(summary["forward_validation"]["cutoff"], "1997-06-30T00:00:00Z");
+    assert_eq!(summary["forward_validation"]["metrics"]["roc_auc"], v.metrics.roc_auc);
+    assert!(cis_server::api::artifacts::model_summary(&plain.model)["forward_validation"].is_null());
     let (hash, _) = forward.store(store).expect("store");
     assert!(audit(store, &hash).expect("audit").all_identical());
 

@@ -57,6 +57,12 @@ pub fn model_summary(model: &Model) -> Value {
             "labels_known_at": time::format(m.labels_known_at),
             "train": metrics(&m.train),
             "validation": metrics(&m.validation),
+            // Scored on a later cutoff it did not learn from (null: validated on the split only).
+            "forward_validation": m.forward.as_ref().map(|f| json!({
+                "cutoff": time::format(f.cutoff),
+                "snapshot": f.snapshot,
+                "metrics": metrics(&f.metrics),
+            })),
         }),
         Model::Clv(m) => {
             let mut summary = json!({
