@@ -195,6 +195,10 @@ fn a_bad_field_is_refused_naming_the_file_the_field_and_what_is_allowed() {
             CONFIG.replace("scores = [\"csv\"]", "scores = [\"xlsx\"]"),
             vec!["export.scores[0]", "csv, parquet"],
         ),
+        (
+            CONFIG.replace("[export]", "[export]\ndir = \"../outside\""),
+            vec!["export.dir", "inside the store directory"],
+        ),
     ];
     for (text, words) in cases {
         std::fs::write(&config, &text).expect("config");

@@ -405,6 +405,20 @@ impl Pipeline {
                 })
                 .collect()
         };
+        // Exports go under the store directory (the server's own, when it runs the steps), never
+        // to a path a file names outside it.
+        let export_dir = Path::new(&config.export.dir);
+        if export_dir.is_absolute()
+            || export_dir
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            return Err(bad(
+                "export.dir",
+                &config.export.dir,
+                "a relative path inside the store directory (no `..`, not absolute)",
+            ));
+        }
         let score_formats = formats("export.scores", &config.export.scores)?;
         let snapshot_formats = formats("export.snapshot", &config.export.snapshot)?;
         let q = config.thresholds.quarantine_rate_max;
