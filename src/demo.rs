@@ -69,7 +69,7 @@ pub fn run(store: &Store, store_dir: &Path, opts: &DemoOptions, out: &mut impl W
     let mut runs = Vec::new();
     for when in RUNS {
         let t: Timestamp = parse_timestamp(when)?;
-        runs.push(pipeline::execute(store, store_dir, &p, Some(t), out)?);
+        runs.push(pipeline::execute(store, store_dir, &p, Some(t), None, out)?);
     }
     let last = runs.last().map(|o| o.record().1.scores.clone()).unwrap_or_default();
     let Some(scores) = unhex32(&last) else {

@@ -235,3 +235,127 @@ fn a_breached_threshold_is_recorded_and_exits_4() {
     assert_eq!(recs.len(), 2, "the breaching run is recorded");
     assert_eq!(recs[1].breaches.len(), 1);
 }
+
+/// `cis pipeline run` with the server holding the store: it runs through the server (the file and
+/// the new sources go up as one bundle) and prints, ingests and records what it does directly on
+/// a twin store.
+#[test]
+fn a_pipeline_beside_a_server_runs_through_it_as_it_runs_directly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (served, twin) = (dir.path().join("served"), dir.path().join("twin"));
+    let config = dir.path().join("cis.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let feed = dir.path().join("feed");
+    std::fs::create_dir(&feed).expect("feed dir");
+    std::fs::write(feed.join("day-0928.txt"), cdnow_days("0", "19970928")).expect("day");
+
+    let mut server = Command::new(crate::util::cis_bin())
+        .arg("--store")
+        .arg(&served)
+        .args(["serve", "--addr", "127.0.0.1:0", "--print-admin-token"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cis serve");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let listening = lines.next().expect("a line").expect("read");
+    assert!(listening.contains("listening on"), "{listening}");
+    let admin_line = lines.next().expect("a line").expect("read");
+    let admin = admin_line.rsplit(' ').next().expect("the token").to_string();
+    // What two stores can share: not the scores table's `generated_at`, nor the quality report's
+    // ingest times (wall clock), so not the hashes that cover them.
+    let comparable = |text: &str| -> String {
+        text.lines()
+            .map(|l| {
+                let l = l.trim_start();
+                if l.starts_with("customer_risk_scores:") || l.starts_with("quality:") || l.starts_with("pipeline run ")
+                {
+                    l.split(" (")
+                        .next()
+                        .unwrap_or(l)
+                        .split(" blake3")
+                        .next()
+                        .unwrap_or(l)
+                        .to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| {
+                if l.starts_with("pipeline run ") {
+                    "pipeline run HASH".to_string()
+                } else if let Some(rest) = l.strip_prefix("drift against run ") {
+                    // The earlier run's hash covers its quality report.
+                    format!("drift against run HASH{}", &rest[rest.find(' ').unwrap_or(0)..])
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let through = |as_of: &str| {
+        let out = Command::new(crate::util::cis_bin())
+            .arg("--store")
+            .arg(&served)
+            .args([
+                "pipeline",
+                "run",
+                "--config",
+                &config.display().to_string(),
+                "--as-of",
+                as_of,
+            ])
+            .env("CIS_TOKEN", &admin)
+            .output()
+            .expect("run cis");
+        (
+            out.status.code().expect("exit code"),
+            String::from_utf8_lossy(&out.stdout).replace(&served.display().to_string(), "STORE"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let direct = |as_of: &str| {
+        let (code, out, err) = run(&twin, &config, as_of);
+        (code, out.replace(&twin.display().to_string(), "STORE"), err)
+    };
+
+    for (as_of, next_day) in [("1997-09-29", Some(("19970928", "19970929"))), ("1997-09-30", None)] {
+        let (code, out, err) = through(as_of);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let (code, want, err) = direct(as_of);
+        assert_eq!(code, 0, "{want}\n{err}");
+        assert_eq!(comparable(&out), comparable(&want), "through the server as directly");
+        if let Some((after, upto)) = next_day {
+            std::fs::write(feed.join("day-0929.txt"), cdnow_days(after, upto)).expect("day");
+        }
+    }
+    // The second run skipped the first day's file, which went up only once.
+    let (_, again, _) = through("1997-09-30");
+    assert!(again.contains("already run"), "{again}");
+
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
+    assert!(server.wait().expect("wait").success());
+    let same = |r: &RunRecord| {
+        (
+            r.as_of,
+            r.ingested.clone(),
+            r.skipped.clone(),
+            r.snapshot.clone(),
+            r.trained.clone(),
+            r.models.clone(),
+            r.scores.clone(),
+            r.log_head.clone(),
+        )
+    };
+    let ((served_records, _), (twin_records, _)) = (records(&served), records(&twin));
+    assert_eq!(served_records.len(), 2);
+    assert_eq!(served_records[1].skipped.len(), 1, "the first day's file, skipped");
+    let served_records: Vec<_> = served_records.iter().map(same).collect();
+    let twin_records: Vec<_> = twin_records.iter().map(same).collect();
+    assert_eq!(served_records, twin_records, "the same runs, recorded the same");
+}

@@ -38,8 +38,8 @@ fn a_command_beside_a_running_server_names_the_store_the_pid_and_the_way_out() {
     // would leave it) cannot take the command: the store is busy, and what to do is said.
     std::fs::remove_file(store_dir.join("server.json")).expect("remove the address file");
     let busy_out = cis(&store_dir, &["runs"]);
-    // A pipeline run reads and writes files by path, which a server does not do for a client:
-    // refused with the busy message.
+    // A pipeline run beside a holder that does not answer as a server: refused alike (beside a
+    // server it runs through it: tests/pipeline.rs).
     let config = dir.path().join("cis.toml");
     std::fs::write(&config, "cutoff = \"daily 00:00 UTC\"\n").expect("pipeline file");
     let pipeline = cis(

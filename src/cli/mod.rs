@@ -243,9 +243,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(a) => return generate(a, &mut out),
         // Reads an events export, not the store.
         Command::Features(cmd) => return features::run(cmd, &mut out),
-        // Reads its sources and writes its exports by path, so it opens the store itself
-        // (beside a server it is refused with the busy message, and its steps go through).
-        Command::Pipeline(cmd) => return pipeline::run(&store_dir, cmd, &mut out),
+        // Reads its pipeline file and sources here, whichever side runs its steps.
+        Command::Pipeline(cmd) => return pipeline::run(&store_dir, cmd, cli.token_file.as_deref(), &mut out),
         command => command,
     };
     // Direct, or through the running server that holds the store (src/cli/remote.rs).
@@ -295,8 +294,10 @@ pub(crate) fn on_store(
         Command::Erase(a) => erase::run_served(store, a, files.input, out, err),
         Command::Erasures => erase::list(store, out),
         Command::Store(cmd) => store::run(store, cmd, out),
-        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) | Command::Pipeline(_) => {
-            bail!("`cis demo`, `cis serve`, `cis generate`, `cis features` and `cis pipeline` do not run on an open store")
+        // The server's side of `cis pipeline run` (the client's bundle is the input).
+        Command::Pipeline(cmd) => pipeline::run_served(store, cmd, files.input, out),
+        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) => {
+            bail!("`cis demo`, `cis serve`, `cis generate` and `cis features` do not run on an open store")
         }
         Command::Log(LogCommand::Verify) => {
             match store.log().verify() {
@@ -404,9 +405,10 @@ row) and the field.";
 
 fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let files = match ingest::inputs(&a.file)? {
-        ingest::Inputs::File(f) => return ingest_one(store, &a, &f, out).map(|(_, code)| code),
+        ingest::Inputs::File(f) => return ingest_one(store, &a, &f, &f, out).map(|(_, code)| code),
         ingest::Inputs::Many(files) => files,
     };
+    let files: Vec<InputFile> = files.into_iter().map(InputFile::local).collect();
     let done = ingest_new(store, &a, &files, out)?;
     writeln!(
         out,
@@ -416,6 +418,26 @@ fn ingest(store: &Store, a: IngestArgs, out: &mut impl Write) -> anyhow::Result<
         done.skipped.len()
     )?;
     Ok(done.code)
+}
+
+/// A file to ingest: the name it goes by (its path where it was found), where its bytes are
+/// read from (the same path, or a server's copy), and its blake3 when known. A file whose content
+/// the store has already may come without bytes (`read: None`): it is only ever skipped.
+#[derive(Clone)]
+pub struct InputFile {
+    pub shown: PathBuf,
+    pub read: Option<PathBuf>,
+    pub blake3: Option<String>,
+}
+
+impl InputFile {
+    pub fn local(path: PathBuf) -> InputFile {
+        InputFile {
+            read: Some(path.clone()),
+            shown: path,
+            blake3: None,
+        }
+    }
 }
 
 /// What [`ingest_new`] did.
@@ -431,7 +453,7 @@ pub(crate) struct IngestedFiles {
 pub(crate) fn ingest_new(
     store: &Store,
     a: &IngestArgs,
-    files: &[PathBuf],
+    files: &[InputFile],
     out: &mut impl Write,
 ) -> anyhow::Result<IngestedFiles> {
     let mut done = records::completed_by_hash(store, a.kind)?;
@@ -441,19 +463,29 @@ pub(crate) fn ingest_new(
         code: ExitCode::SUCCESS,
     };
     for (i, f) in files.iter().enumerate() {
-        let hash = ingest::file_hash(f)?;
+        let hash = match (&f.blake3, &f.read) {
+            (Some(h), _) => h.clone(),
+            (None, Some(read)) => ingest::file_hash(read)?,
+            (None, None) => bail!("{}: neither its content nor its hash", f.shown.display()),
+        };
         if let Some(run) = done.get(&hash) {
-            writeln!(out, "skipped {}: already ingested as run {run}", f.display())?;
-            result.skipped.push((f.clone(), hash, *run));
+            writeln!(out, "skipped {}: already ingested as run {run}", f.shown.display())?;
+            result.skipped.push((f.shown.clone(), hash, *run));
             continue;
         }
+        let Some(read) = &f.read else {
+            bail!(
+                "{}: its content was not sent, as if it had been ingested, but no run of the store has it",
+                f.shown.display()
+            )
+        };
         // A failed file stops the rest: later days must not be known before an earlier one.
-        let (run, run_code) = ingest_one(store, a, f, out).map_err(|e| {
+        let (run, run_code) = ingest_one(store, a, &f.shown, read, out).map_err(|e| {
             e.context(format!(
                 "{} of {} file(s) not ingested, from {} on",
                 files.len() - i,
                 files.len(),
-                f.display()
+                f.shown.display()
             ))
         })?;
         if run_code != ExitCode::SUCCESS {
@@ -466,14 +498,16 @@ pub(crate) fn ingest_new(
     Ok(result)
 }
 
-/// One file, one ingest run: the run and the command's exit code for it.
+/// One file, one ingest run, under the name `shown`, its bytes from `read`: the run and the
+/// command's exit code for it.
 fn ingest_one(
     store: &Store,
     a: &IngestArgs,
-    file: &Path,
+    shown: &Path,
+    read: &Path,
     out: &mut impl Write,
 ) -> anyhow::Result<(records::IngestRun, ExitCode)> {
-    let name = file.display().to_string();
+    let name = shown.display().to_string();
     let format = a.format.unwrap_or_else(|| Format::from_file_name(&name));
     let opts = IngestOptions {
         recorded_at: RecordedAt::parse(&a.recorded_at),
@@ -481,7 +515,7 @@ fn ingest_one(
         progress: crate::progress::ingest_bar(std::io::stderr().is_terminal()),
         ..IngestOptions::new(a.kind, format)
     };
-    let (input, len) = ingest::open_input(file)?;
+    let (input, len) = ingest::open_input(read)?;
     let (run, code) = cis_server::jobs::ingest_run(store, input, &name, len, &opts, out, &mut std::io::stderr())?;
     Ok((run, ExitCode::from(code)))
 }

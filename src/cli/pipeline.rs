@@ -55,14 +55,102 @@ pub struct RunArgs {
     pub as_of: Option<Timestamp>,
 }
 
-pub fn run(store_dir: &Path, cmd: PipelineCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// `cis pipeline run` on the store in `store_dir`: directly, or through the running server that
+/// holds it, which is sent the pipeline file and the source files it has not ingested
+/// ([`Bundle`]) and runs the same steps on its store.
+pub fn run(
+    store_dir: &Path,
+    cmd: PipelineCommand,
+    token_file: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     let PipelineCommand::Run(a) = cmd;
     let pipeline = Pipeline::read(&a.config)?;
-    // No step has a remote path but ingest and snapshot, so beside a server the whole run is
-    // refused with the store's busy message.
-    let store = super::open_store(store_dir, super::COMMAND)?;
-    let outcome = execute(&store, store_dir, &pipeline, a.as_of, out)?;
+    match super::remote::open(store_dir, token_file)? {
+        super::remote::Target::Direct(store) => {
+            let outcome = execute(&store, store_dir, &pipeline, a.as_of, None, out)?;
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
+        super::remote::Target::Server(server) => server.pipeline(&a.config, &pipeline, out),
+    }
+}
+
+/// `cis pipeline run` as a server runs it for a client: the pipeline file and the source files
+/// come from the client's [`Bundle`] (a tar, the request's body), unpacked into a directory of the
+/// server's own; exports go under the server's store directory, as they do directly.
+pub fn run_served(
+    store: &Store,
+    cmd: PipelineCommand,
+    bundle: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let PipelineCommand::Run(a) = cmd;
+    let tar = bundle.context("a pipeline run through a server needs its bundle (the request's body)")?;
+    let store_dir = store.dir().context("a served store has a directory")?.to_path_buf();
+    // Beside the uploads (raw input files), where a server started after a kill removes them.
+    let unpacked = tempfile::Builder::new()
+        .prefix(cis_server::api::admin::UPLOAD_PREFIX)
+        .tempdir_in(&store_dir)?;
+    tar::Archive::new(std::fs::File::open(tar)?)
+        .unpack(unpacked.path())
+        .context("unpacking the pipeline bundle")?;
+    let bundle: Bundle = serde_json::from_slice(&std::fs::read(unpacked.path().join(Bundle::NAME))?)
+        .context("reading the pipeline bundle")?;
+    let pipeline = Pipeline::parse(Path::new(&bundle.config_file), &bundle.config_text)?;
+    let mut sent: Vec<Vec<super::InputFile>> = (0..pipeline.sources.len()).map(|_| Vec::new()).collect();
+    for f in bundle.files {
+        let list = sent
+            .get_mut(f.source)
+            .context("the bundle names a source the file does not have")?;
+        list.push(super::InputFile {
+            shown: PathBuf::from(f.name),
+            read: f.member.map(|m| unpacked.path().join(m)),
+            blake3: Some(f.blake3),
+        });
+    }
+    let outcome = execute(store, &store_dir, &pipeline, a.as_of, Some(&sent), out)?;
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// What `cis pipeline run` beside a server sends: its pipeline file and every source file it
+/// found, in order, with the bytes of each one the server has not ingested (as `GET
+/// /admin/ingested` said), as `files/<n>` beside this in one tar.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The pipeline file's path as the client named it (sources are relative to it).
+    pub config_file: String,
+    pub config_text: String,
+    pub files: Vec<BundleFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BundleFile {
+    /// The index of its `[[source]]`.
+    pub source: usize,
+    /// Its path where the client found it (what the run records).
+    pub name: String,
+    pub blake3: String,
+    /// Its member in the tar; none for a file the server has ingested already.
+    pub member: Option<String>,
+}
+
+impl Bundle {
+    /// The bundle's own member in the tar.
+    pub const NAME: &'static str = "bundle.json";
+}
+
+/// Each source's files, as this side finds them: for the client's [`Bundle`].
+pub fn source_files(p: &Pipeline) -> anyhow::Result<Vec<(Kind, Vec<PathBuf>)>> {
+    p.sources
+        .iter()
+        .map(|s| {
+            let files = match cis_ingest::inputs(&s.args.file)? {
+                cis_ingest::Inputs::File(f) => vec![f],
+                cis_ingest::Inputs::Many(files) => files,
+            };
+            Ok((s.args.kind, files))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,6 +605,7 @@ pub fn execute(
     store_dir: &Path,
     p: &Pipeline,
     as_of: Option<Timestamp>,
+    sent: Option<&[Vec<super::InputFile>]>,
     out: &mut impl Write,
 ) -> anyhow::Result<Outcome> {
     let t = as_of.unwrap_or_else(|| p.cutoff_at(time::now()));
@@ -539,7 +628,7 @@ pub fn execute(
     }
 
     writeln!(out, "[1/7] ingest")?;
-    let (ingested, skipped) = ingest_sources(store, p, out)?;
+    let (ingested, skipped) = ingest_sources(store, p, sent, out)?;
     writeln!(
         out,
         "      {} file(s) ingested, {} skipped as already ingested",
@@ -695,18 +784,20 @@ fn state(new: bool) -> &'static str {
 }
 
 /// Every source's new files, then the synthetic population's (generated, ingested, removed).
+/// `sent`: each source's files as a client sent them (a run through the server), in place of the
+/// ones this side would find.
 fn ingest_sources(
     store: &Store,
     p: &Pipeline,
+    sent: Option<&[Vec<super::InputFile>]>,
     out: &mut impl Write,
 ) -> anyhow::Result<(Vec<record::Ingested>, Vec<record::Skipped>)> {
     let mut ingested = Vec::new();
     let mut skipped = Vec::new();
-    let mut one = |args: &IngestArgs, out: &mut dyn FnMut(&str) -> std::io::Result<()>| -> anyhow::Result<()> {
-        let files = match cis_ingest::inputs(&args.file)? {
-            cis_ingest::Inputs::File(f) => vec![f],
-            cis_ingest::Inputs::Many(files) => files,
-        };
+    let mut one = |args: &IngestArgs,
+                   files: Vec<super::InputFile>,
+                   out: &mut dyn FnMut(&str) -> std::io::Result<()>|
+     -> anyhow::Result<()> {
         let mut text = Vec::new();
         let done = super::ingest_new(store, args, &files, &mut text)?;
         for line in String::from_utf8_lossy(&text).lines() {
@@ -736,9 +827,16 @@ fn ingest_sources(
         Ok(())
     };
     let mut print = |line: &str| writeln!(out, "      {line}");
-    for s in &p.sources {
+    for (i, s) in p.sources.iter().enumerate() {
         print(&format!("{} {}", s.args.kind.choice_name(), s.args.file.display()))?;
-        one(&s.args, &mut print)?;
+        let files = match sent {
+            Some(sent) => sent
+                .get(i)
+                .map(|f| f.iter().map(super::InputFile::clone).collect())
+                .unwrap_or_default(),
+            None => local_files(&s.args.file)?,
+        };
+        one(&s.args, files, &mut print)?;
     }
     if let Some(syn) = &p.config.synthetic {
         // The generated files carry e-mail addresses (to show them dropped at ingest), so they
@@ -772,11 +870,21 @@ fn ingest_sources(
                 syn.customers,
                 syn.seed
             ))?;
-            one(&args, &mut print)?;
+            let files = local_files(&args.file)?;
+            one(&args, files, &mut print)?;
         }
         scratch.close()?;
     }
     Ok((ingested, skipped))
+}
+
+/// The files `path` names here (a file, a directory's, a glob's), to ingest from where they are.
+fn local_files(path: &Path) -> anyhow::Result<Vec<super::InputFile>> {
+    let files = match cis_ingest::inputs(path)? {
+        cis_ingest::Inputs::File(f) => vec![f],
+        cis_ingest::Inputs::Many(files) => files,
+    };
+    Ok(files.into_iter().map(super::InputFile::local).collect())
 }
 
 /// Trains each configured kind that is due: no model of the kind with as-of ≤ T, or the latest

@@ -374,6 +374,63 @@ impl Remote {
         Ok(code)
     }
 
+    /// `cis pipeline run` through the server: the pipeline file and each source file the server
+    /// has not ingested go up as one tar ([`super::pipeline::Bundle`]); the server runs the steps
+    /// on its store, and what it prints is printed here.
+    pub fn pipeline(
+        &self,
+        config: &Path,
+        p: &super::pipeline::Pipeline,
+        out: &mut impl Write,
+    ) -> anyhow::Result<ExitCode> {
+        use super::pipeline::{Bundle, BundleFile};
+        let config_text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+        let packed = tempfile::tempfile().context("a temporary file for the pipeline bundle")?;
+        let mut tar = tar::Builder::new(packed);
+        let mut files = Vec::new();
+        for (source, (kind, paths)) in super::pipeline::source_files(p)?.into_iter().enumerate() {
+            for path in paths {
+                let blake3 = cis_ingest::file_hash(&path)?;
+                let member = match self.ingested_as(kind, &blake3)? {
+                    Some(_) => None,
+                    None => {
+                        let member = format!("files/{}", files.len());
+                        tar.append_path_with_name(&path, &member)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        Some(member)
+                    }
+                };
+                files.push(BundleFile {
+                    source,
+                    name: path.display().to_string(),
+                    blake3,
+                    member,
+                });
+            }
+        }
+        let bundle = serde_json::to_vec(&Bundle {
+            config_file: config.display().to_string(),
+            config_text,
+            files,
+        })?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bundle.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, Bundle::NAME, &bundle[..])?;
+        let mut body = tar.into_inner()?;
+        std::io::Seek::rewind(&mut body)?;
+        let mut req = self
+            .agent
+            .post(self.url(cis_server::api::admin::COMMANDS_ROUTE))
+            .header("Authorization", self.auth());
+        for a in command_line() {
+            req = req.query("arg", a);
+        }
+        let job: JobView = self.answer(self.wrap(req.send(body))?)?;
+        self.follow(job, out, |_| ())
+    }
+
     /// Queues a snapshot job and follows it.
     pub fn snapshot(&self, at: cis_core::AsOf, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         let bar = super::snapshot::spinner("materialising features (on the server)");

@@ -64,11 +64,7 @@ fn plan_of(kind: String, command: &Command) -> Result<Plan, String> {
                 cis_server::api::admin::INGEST_ROUTE
             ))
         }
-        Command::Demo(_)
-        | Command::Serve(_)
-        | Command::Generate(_)
-        | Command::Features(_)
-        | Command::Pipeline(_) => {
+        Command::Demo(_) | Command::Serve(_) | Command::Generate(_) | Command::Features(_) => {
             return Err(format!("`cis {kind}` does not run through a server"))
         }
         Command::Snapshot(snapshot::SnapshotCommand::Create { .. })
@@ -79,6 +75,11 @@ fn plan_of(kind: String, command: &Command) -> Result<Plan, String> {
         // Drift and quality reports are stored; decay reads the score runs it is asked about.
         | Command::Monitor(_)
         | Command::Store(_) => writes = true,
+        // Its body is the client's bundle: the pipeline file and the sources not yet ingested.
+        Command::Pipeline(_) => {
+            writes = true;
+            reads_file = true;
+        }
         Command::Erase(erase::EraseArgs { customers, .. }) => {
             writes = true;
             reads_file = customers.is_some();

@@ -47,8 +47,9 @@ pub const INGEST_ROUTE: &str = "/admin/jobs/ingest";
 pub const COMMANDS_ROUTE: &str = "/admin/commands";
 /// Largest file a command run through [`COMMANDS_ROUTE`] reads (a list of customers to erase).
 pub const COMMAND_UPLOAD_LIMIT: u64 = 64 * 1024 * 1024;
-/// How an upload's temporary file in the store directory is named.
-const UPLOAD_PREFIX: &str = ".upload-";
+/// How an upload's temporary file (or directory: a pipeline's unpacked bundle) in the store
+/// directory is named.
+pub const UPLOAD_PREFIX: &str = ".upload-";
 /// How a command's output directory in the store directory is named (removed when the job is).
 const OUTPUT_PREFIX: &str = ".output-";
 /// The header of `GET /admin/jobs/{id}/output` saying what the body is: `file` (its bytes) or
@@ -69,7 +70,7 @@ pub fn remove_stale_uploads(store_dir: &std::path::Path) -> std::io::Result<usiz
         if name.starts_with(UPLOAD_PREFIX) && kind.is_file() {
             std::fs::remove_file(entry.path())?;
             removed += 1;
-        } else if name.starts_with(OUTPUT_PREFIX) && kind.is_dir() {
+        } else if (name.starts_with(UPLOAD_PREFIX) || name.starts_with(OUTPUT_PREFIX)) && kind.is_dir() {
             std::fs::remove_dir_all(entry.path())?;
             removed += 1;
         }
