@@ -160,6 +160,33 @@ impl SegmentMatrix {
         let x = Array2::from_shape_vec((raw.len(), FEATURES.len()), z).map_err(FitError::from)?;
         Ok(SegmentMatrix { raw, standardiser, x })
     }
+
+    /// Each row's HDBSCAN cluster (`None`: noise), clusters numbered 0.. by their first row, so
+    /// the labels do not depend on how the crate numbers them.
+    pub fn hdbscan(&self, min_cluster_size: usize, min_samples: usize) -> Result<Vec<Option<usize>>, ModelError> {
+        let n = self.raw.len();
+        if n > HDBSCAN_MAX_ROWS {
+            return Err(FitError::TooManyForHdbscan {
+                customers: n,
+                limit: HDBSCAN_MAX_ROWS,
+            }
+            .into());
+        }
+        if n < min_cluster_size.max(min_samples) {
+            return Err(FitError::TooFewCustomers {
+                customers: n,
+                segments: 1,
+            }
+            .into());
+        }
+        let rows: Vec<Vec<f64>> = self.x.outer_iter().map(|r| r.to_vec()).collect();
+        let hyper = HdbscanHyperParams::builder()
+            .min_cluster_size(min_cluster_size)
+            .min_samples(min_samples)
+            .build();
+        let found = Hdbscan::new(&rows, hyper).cluster().map_err(FitError::from)?;
+        Ok(renumber(&found))
+    }
 }
 
 fn transform(raw: &[f64]) -> Vec<f64> {
@@ -263,8 +290,8 @@ impl SegmentParams {
         })
     }
 
-    /// HDBSCAN on the whole matrix; clusters are numbered by their first row, so the labels
-    /// (and the model) do not depend on how the crate numbers them.
+    /// HDBSCAN on the whole matrix ([`SegmentMatrix::hdbscan`]): its clusters become segments
+    /// named from their centroids, its noise the [`UNSEGMENTED`] segment.
     fn fit_hdbscan(
         &self,
         snapshot: &Snapshot,
@@ -273,28 +300,18 @@ impl SegmentParams {
         min_cluster_size: usize,
         min_samples: usize,
     ) -> Result<SegmentModel, ModelError> {
+        let labels = m.hdbscan(min_cluster_size, min_samples)?;
         let SegmentMatrix { raw, standardiser, x } = m;
-        if raw.len() > HDBSCAN_MAX_ROWS {
-            return Err(FitError::TooManyForHdbscan {
-                customers: raw.len(),
-                limit: HDBSCAN_MAX_ROWS,
-            }
-            .into());
-        }
-        if raw.len() < min_cluster_size.max(min_samples) {
-            return Err(FitError::TooFewCustomers {
-                customers: raw.len(),
-                segments: 1,
-            }
-            .into());
-        }
         let rows: Vec<Vec<f64>> = x.outer_iter().map(|r| r.to_vec()).collect();
-        let hyper = HdbscanHyperParams::builder()
-            .min_cluster_size(min_cluster_size)
-            .min_samples(min_samples)
-            .build();
-        let found = Hdbscan::new(&rows, hyper).cluster().map_err(FitError::from)?;
-        let (labels, members, noise) = renumber(&found);
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut noise = Vec::new();
+        for (row, label) in labels.iter().enumerate() {
+            match *label {
+                Some(id) if id < members.len() => members[id].push(row),
+                Some(_) => members.push(vec![row]),
+                None => noise.push(row),
+            }
+        }
         let k = members.len();
         if k == 0 {
             return Err(FitError::AllNoise { customers: raw.len() }.into());
@@ -347,33 +364,20 @@ impl SegmentParams {
     }
 }
 
-/// Cluster labels (`-1` noise) renumbered 0.. in the order of each cluster's first row: each
-/// row's cluster, the members of each cluster and the noise rows, all in row order.
-fn renumber(found: &[i32]) -> (Vec<Option<usize>>, Vec<Vec<usize>>, Vec<usize>) {
-    let mut ids: Vec<(i32, usize)> = Vec::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    let mut noise = Vec::new();
-    let labels = found
+/// Cluster labels (`-1` noise) renumbered 0.. in the order of each cluster's first row.
+fn renumber(found: &[i32]) -> Vec<Option<usize>> {
+    let mut ids: Vec<i32> = Vec::new();
+    found
         .iter()
-        .enumerate()
-        .map(|(row, &label)| {
-            if label < 0 {
-                noise.push(row);
-                return None;
-            }
-            let id = match ids.iter().find(|(l, _)| *l == label) {
-                Some(&(_, id)) => id,
-                None => {
-                    ids.push((label, members.len()));
-                    members.push(Vec::new());
-                    members.len() - 1
-                }
-            };
-            members[id].push(row);
-            Some(id)
+        .map(|&label| {
+            (label >= 0).then(|| {
+                ids.iter().position(|&l| l == label).unwrap_or_else(|| {
+                    ids.push(label);
+                    ids.len() - 1
+                })
+            })
         })
-        .collect();
-    (labels, members, noise)
+        .collect()
 }
 
 /// The mean of rows of [`FEATURES`] width (zeros for none).
@@ -507,5 +511,51 @@ impl SegmentModel {
         self.density.as_ref().map_or(0.0, |d| {
             d.unsegmented.size as f64 / (clustered + d.unsegmented.size).max(1) as f64
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmeans_params_keep_the_bytes_of_the_models_before_hdbscan() {
+        let old = r#"{"k":null,"k_range":[3,6],"seed":42,"max_iterations":200,"silhouette_sample":2000}"#;
+        let p: SegmentParams = serde_json::from_str(old).expect("old params");
+        assert_eq!(p, SegmentParams::default());
+        assert_eq!(serde_json::to_string(&p).expect("json"), old);
+        let h = SegmentParams {
+            method: SegmentMethod::Hdbscan {
+                min_cluster_size: 50,
+                min_samples: 10,
+            },
+            ..SegmentParams::default()
+        };
+        let text = serde_json::to_string(&h).expect("json");
+        assert!(
+            text.ends_with(r#""method":{"hdbscan":{"min_cluster_size":50,"min_samples":10}}}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<SegmentParams>(&text).expect("decode"), h);
+    }
+
+    #[test]
+    fn clusters_are_numbered_by_their_first_row() {
+        assert_eq!(
+            renumber(&[3, -1, 0, 3, 7, 0, -1]),
+            vec![Some(0), None, Some(1), Some(0), Some(2), Some(1), None]
+        );
+    }
+
+    #[test]
+    fn hdbscan_refuses_more_rows_than_its_limit_before_clustering() {
+        let n = HDBSCAN_MAX_ROWS + 1;
+        let m = SegmentMatrix {
+            raw: vec![vec![0.0; FEATURES.len()]; n],
+            standardiser: Standardiser::fit(&[0.0; FEATURES.len()], FEATURES.len()),
+            x: Array2::zeros((n, FEATURES.len())),
+        };
+        let e = m.hdbscan(50, 50).expect_err("too many rows");
+        assert!(e.to_string().contains("20000"), "{e}");
     }
 }
