@@ -8,7 +8,7 @@ use cis_features::snapshot;
 use cis_models::churn::ChurnParams;
 use cis_models::clv::{PurchaseCounts, PurchaseModel, PurchaseModelKind};
 use cis_models::lifetime::{self, rfm_columns, rfm_row, ClvParams};
-use cis_models::segments::SegmentParams;
+use cis_models::segments::{SegmentMethod, SegmentParams, UNSEGMENTED};
 use cis_models::{load, scores, train, Model, ModelError, ModelKind};
 use cis_ops::audit::{audit, Verdict};
 use cis_storage::{ArtifactHash, Store};
@@ -596,4 +596,137 @@ fn model_cards_describe_each_kind_as_json() {
     );
     assert_eq!(c["feature_importance"], serde_json::json!([]));
     assert!(c["conditional_expectations"].is_null());
+}
+
+/// `cis train segments --method hdbscan`: HDBSCAN's parameters, clusters and noise share in the
+/// training output, `models show` and the card; the same fit is the same model; KMeans keeps
+/// its flags to itself.
+#[test]
+fn the_cli_trains_hdbscan_segments_and_shows_their_noise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first_hash = |text: &str, after: &str| {
+        let start = text.find(after).expect(after) + after.len();
+        text[start..].split_whitespace().next().expect("hash").to_owned()
+    };
+    let run = |args: &[&str]| {
+        let out = crate::util::cis(dir.path(), args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let cdnow = fixture("CDNOW_sample.txt");
+    let path = cdnow.to_str().expect("utf-8");
+    let (ok, text) = run(&[
+        "ingest",
+        "orders",
+        path,
+        "--format",
+        "cdnow",
+        "--recorded-at",
+        "event-time",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["snapshot", "create", "--as-of", "1997-09-30"]);
+    assert!(ok, "{text}");
+    let snap = first_hash(&text, "snapshot ");
+    let train = ["train", "segments", "--snapshot", &snap, "--method", "hdbscan"];
+    let (ok, text) = run(&train);
+    let summary = "method: HDBSCAN, min_cluster_size = 50, min_samples = 50: 4 clusters, 17.4 % unsegmented";
+    assert!(ok && text.contains(summary) && text.contains("(new)"), "{text}");
+    assert!(
+        text.contains("  unsegmented: in no dense cluster: HDBSCAN's noise; 411 customers"),
+        "{text}"
+    );
+    let model = first_hash(&text, "model ");
+    let (ok, text) = run(&train);
+    assert!(
+        ok && text.contains("already stored") && first_hash(&text, "model ") == model,
+        "{text}"
+    );
+    let (ok, text) = run(&["models", "show", &model]);
+    assert!(ok && text.contains(summary), "{text}");
+    let (ok, text) = run(&["models", "show", &model, "--json"]);
+    assert!(ok, "{text}");
+    let card: serde_json::Value = serde_json::from_str(&text).expect("a JSON card");
+    assert_eq!(card["method"].as_str(), Some(&summary["method: ".len()..]));
+    let h = &card["metrics"]["hdbscan"];
+    assert_eq!(
+        (
+            h["min_cluster_size"].as_u64(),
+            h["min_samples"].as_u64(),
+            h["clusters"].as_u64()
+        ),
+        (Some(50), Some(50), Some(4))
+    );
+    assert!(
+        (h["noise_share"].as_f64().expect("share") - 411.0 / 2357.0).abs() < 1e-12,
+        "{h}"
+    );
+
+    let (ok, text) = run(&["train", "segments", "--snapshot", &snap, "--min-cluster-size", "10"]);
+    assert!(!ok && text.contains("--method hdbscan"), "{text}");
+    let (ok, text) = run(&[
+        "train",
+        "segments",
+        "--snapshot",
+        &snap,
+        "--method",
+        "hdbscan",
+        "--k",
+        "4",
+    ]);
+    assert!(!ok && text.contains("no k"), "{text}");
+    let (ok, text) = run(&[
+        "train",
+        "segments",
+        "--snapshot",
+        &snap,
+        "--method",
+        "hdbscan",
+        "--min-cluster-size",
+        "1",
+    ]);
+    assert!(!ok && text.contains("min_cluster_size ≥ 2"), "{text}");
+}
+
+/// Scoring with an HDBSCAN model: customers near no cluster (here a far-out one, and some of the
+/// fitted noise) are `unsegmented`, the others get a cluster's name; the scores re-derive.
+#[test]
+fn hdbscan_segments_score_far_customers_as_unsegmented() {
+    let store = cdnow_store();
+    let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
+    let params = SegmentParams {
+        method: SegmentMethod::Hdbscan {
+            min_cluster_size: 50,
+            min_samples: 50,
+        },
+        ..SegmentParams::default()
+    };
+    let trained = train::segments(&store, &snap, params).expect("fit");
+    let Model::Segments(m) = &trained.model else {
+        panic!("segments")
+    };
+    assert_eq!(m.k, 4);
+    let far = [5000.0, 1.0, 1.0, 3000.0, 0.0, 0.0, 0.0, 0.0];
+    assert_eq!(m.assign(&far).name, UNSEGMENTED);
+    let loyal = m.segments.iter().find(|s| s.name == "loyal high value").expect("loyal");
+    assert_eq!(
+        m.assign(&loyal.centroid).name,
+        "loyal high value",
+        "a cluster's mean customer is in it"
+    );
+    let (hash, _) = trained.store(&store).expect("store");
+    let (score_hash, _, set) = scores::score(&store, &snap, &[hash]).expect("score");
+    let count = |name: &str| set.rows.iter().filter(|r| r.segment.as_deref() == Some(name)).count();
+    let unsegmented = count(UNSEGMENTED);
+    assert!(unsegmented > 0 && unsegmented < 2357, "{unsegmented}");
+    assert_eq!(
+        m.segments.iter().map(|s| count(&s.name)).sum::<usize>() + unsegmented,
+        2357,
+        "every customer has a segment of the model"
+    );
+    assert!(audit(&store, &score_hash).expect("audit").all_identical());
 }

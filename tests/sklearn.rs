@@ -1,11 +1,13 @@
 //! The churn fit against scikit-learn (Python): the same standardised CDNOW training matrix, fitted
 //! by `LogisticRegression(solver="newton-cholesky")`, reaches the same optimum of
-//! `C · Σ log loss + ½‖w‖²` (intercept unpenalised) as cis's Newton's method.
+//! `C · Σ log loss + ½‖w‖²` (intercept unpenalised) as cis's Newton's method. HDBSCAN segments
+//! against `sklearn.cluster.HDBSCAN` on the same standardised segment matrix.
 
 use cis_core::AsOf;
 use cis_features::{labels, snapshot};
 use cis_models::churn::ChurnParams;
-use cis_models::logistic;
+use cis_models::segments::{SegmentMatrix, SegmentMethod, SegmentParams, FEATURES, UNSEGMENTED};
+use cis_models::{logistic, train, Model};
 
 use crate::python::{python_json, python_skipped};
 use crate::util::{cdnow_store, t};
@@ -234,5 +236,110 @@ fn churn_variants_against_scikit_learns_logistic_regression_with_a_bootstrap_int
             r["auc"]
         );
         assert!(low <= difference && difference <= high, "{name}");
+    }
+}
+
+/// Clusters the matrix (f64, little-endian, row-major) with `sklearn.cluster.HDBSCAN` and scores
+/// cis's labels (JSON, `-1` noise) against its by the adjusted Rand index, noise a label of its own.
+const HDBSCAN_PYTHON: &str = r#"
+import json, sys
+import numpy as np
+from sklearn.cluster import HDBSCAN
+from sklearn.metrics import adjusted_rand_score
+x_path, width, min_cluster_size, min_samples, ours_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+X = np.fromfile(x_path, dtype="<f8").reshape(-1, width)
+ours = np.array(json.load(open(ours_path)))
+theirs = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples).fit(X).labels_
+both = (ours >= 0) & (theirs >= 0)
+print(json.dumps({
+    "rows": X.shape[0], "clusters": int(theirs.max() + 1), "noise": int((theirs < 0).sum()),
+    "ari": float(adjusted_rand_score(ours, theirs)),
+    "ari_clustered_by_both": float(adjusted_rand_score(ours[both], theirs[both])),
+}))
+"#;
+
+/// HDBSCAN segments against scikit-learn's on the same standardised CDNOW matrix (2,357
+/// customers, 1997-09-30), at the CLI's default parameters and at smaller ones.
+#[test]
+fn hdbscan_segments_agree_with_scikit_learns_hdbscan() {
+    if python_skipped("comparing HDBSCAN with scikit-learn") {
+        return;
+    }
+    let store = cdnow_store();
+    let (snap, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-09-30")), None)).expect("snapshot");
+    let (_, loaded) = snapshot::load(&store, &snap).expect("load");
+    let matrix = SegmentMatrix::of(&loaded).expect("matrix");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let x_path = dir.path().join("x.f64");
+    std::fs::write(
+        &x_path,
+        matrix.x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .expect("write matrix");
+    for (min_cluster_size, min_samples) in [(50, 50), (25, 10)] {
+        let labels = matrix.hdbscan(min_cluster_size, min_samples).expect("hdbscan");
+        assert_eq!(labels.len(), 2357);
+        let clusters = labels.iter().flatten().max().map_or(0, |m| m + 1);
+        let noise = labels.iter().filter(|l| l.is_none()).count();
+
+        // The stored model is this clustering: one segment per cluster, noise unsegmented.
+        let trained = train::segments(
+            &store,
+            &snap,
+            SegmentParams {
+                method: SegmentMethod::Hdbscan {
+                    min_cluster_size,
+                    min_samples,
+                },
+                ..SegmentParams::default()
+            },
+        )
+        .expect("fit");
+        let Model::Segments(model) = &trained.model else {
+            panic!("segments")
+        };
+        let density = model.density.as_ref().expect("an HDBSCAN model");
+        assert_eq!((model.k, density.unsegmented.size), (clusters, noise));
+        for (id, s) in model.segments.iter().enumerate() {
+            assert_eq!(s.size, labels.iter().filter(|&&l| l == Some(id)).count(), "{}", s.name);
+        }
+        // Scoring's rule (nearest centroid within its farthest member) on the fitted customers.
+        let agree = matrix
+            .raw
+            .iter()
+            .zip(&labels)
+            .filter(|(raw, l)| {
+                let s = model.assign(raw);
+                l.map_or(s.name == UNSEGMENTED, |id| s.id == id && s.name != UNSEGMENTED)
+            })
+            .count();
+
+        let ours: Vec<i64> = labels.iter().map(|l| l.map_or(-1, |id| id as i64)).collect();
+        let ours_path = dir.path().join("ours.json");
+        std::fs::write(&ours_path, serde_json::to_vec(&ours).expect("json")).expect("write labels");
+        let (width, mcs, ms) = (
+            FEATURES.len().to_string(),
+            min_cluster_size.to_string(),
+            min_samples.to_string(),
+        );
+        let args = [
+            x_path.as_os_str(),
+            width.as_ref(),
+            mcs.as_ref(),
+            ms.as_ref(),
+            ours_path.as_os_str(),
+        ];
+        let v = python_json(HDBSCAN_PYTHON, &args, "numpy scikit-learn");
+        let ari = v["ari"].as_f64().expect("ari");
+        println!(
+            "min_cluster_size {min_cluster_size}, min_samples {min_samples}: cis {clusters} clusters, {noise} noise; scikit-learn {} clusters, {} noise; ARI {ari:.4} (on rows both cluster {:.4}); scoring's rule keeps {agree} of 2357 fitted labels",
+            v["clusters"], v["noise"], v["ari_clustered_by_both"]
+        );
+        assert_eq!(v["rows"], 2357);
+        assert!(clusters >= 2, "{clusters} clusters");
+        assert!(
+            ari >= 0.9,
+            "ARI {ari} at min_cluster_size {min_cluster_size}, min_samples {min_samples}"
+        );
     }
 }

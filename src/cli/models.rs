@@ -17,7 +17,7 @@ use cis_models::clv::PurchaseModelKind;
 use cis_models::lifetime::{self, ClvParams};
 use cis_models::promotion::{Change, Promotions, Record, Stage};
 use cis_models::scores::Rule;
-use cis_models::segments::SegmentParams;
+use cis_models::segments::{SegmentMethod, SegmentModel, SegmentParams};
 use cis_models::{scores, train, Model, ModelKind, Trained};
 use cis_ops::audit;
 
@@ -51,6 +51,17 @@ pub struct TrainArgs {
     /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
     #[arg(long)]
     pub k: Option<usize>,
+    /// Segments: kmeans (the default) or hdbscan (density clusters; customers in none are
+    /// `unsegmented`; at most 20,000 customers).
+    #[arg(long, value_parser = super::choice::<SegmentChoice>())]
+    pub method: Option<SegmentChoice>,
+    /// Segments with --method hdbscan: the fewest customers a cluster has.
+    #[arg(long)]
+    pub min_cluster_size: Option<usize>,
+    /// Segments with --method hdbscan: the neighbours (the customer counted) whose distance is a
+    /// customer's density (default: --min-cluster-size, as in scikit-learn).
+    #[arg(long)]
+    pub min_samples: Option<usize>,
     /// CLV: the purchase-count model. auto (the default) fits each --holdout-weeks before the
     /// snapshot and takes the one whose predictions came closest to the purchases made since
     /// (BG/NBD if none fits there); the check is kept in the model.
@@ -60,6 +71,28 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 39)]
     pub holdout_weeks: u32,
 }
+
+/// `--method` of `cis train segments`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentChoice {
+    Kmeans,
+    Hdbscan,
+}
+
+impl cis_core::Choice for SegmentChoice {
+    const CHOICES: &'static [SegmentChoice] = &[SegmentChoice::Kmeans, SegmentChoice::Hdbscan];
+
+    fn choice_name(self) -> &'static str {
+        match self {
+            SegmentChoice::Kmeans => "kmeans",
+            SegmentChoice::Hdbscan => "hdbscan",
+        }
+    }
+}
+
+/// `--min-cluster-size` when none is given: large enough that a segment is a group worth acting
+/// on, not a handful of look-alikes.
+const DEFAULT_MIN_CLUSTER_SIZE: usize = 50;
 
 /// `--model` of `cis train clv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,15 +228,33 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
             };
             train::clv(store, &snaps[0], params)?
         }
-        ModelKind::Segments => train::segments(
-            store,
-            &snaps[0],
-            SegmentParams {
-                k: a.k,
-                seed: a.seed,
-                ..SegmentParams::default()
-            },
-        )?,
+        ModelKind::Segments => {
+            let method = match a.method.unwrap_or(SegmentChoice::Kmeans) {
+                SegmentChoice::Kmeans => {
+                    if a.min_cluster_size.is_some() || a.min_samples.is_some() {
+                        bail!("--min-cluster-size and --min-samples are for --method hdbscan");
+                    }
+                    SegmentMethod::Kmeans
+                }
+                SegmentChoice::Hdbscan => {
+                    let min_cluster_size = a.min_cluster_size.unwrap_or(DEFAULT_MIN_CLUSTER_SIZE);
+                    SegmentMethod::Hdbscan {
+                        min_cluster_size,
+                        min_samples: a.min_samples.unwrap_or(min_cluster_size),
+                    }
+                }
+            };
+            train::segments(
+                store,
+                &snaps[0],
+                SegmentParams {
+                    k: a.k,
+                    seed: a.seed,
+                    method,
+                    ..SegmentParams::default()
+                },
+            )?
+        }
     };
     let (hash, new) = trained.store(store)?;
     writeln!(
@@ -230,13 +281,21 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
         }
         Model::Clv(m) => clv_summary(m, out)?,
         Model::Segments(m) => {
-            writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?;
-            for s in &m.segments {
+            segments_summary(m, out)?;
+            for s in m.segments.iter().chain(m.density.as_ref().map(|d| &d.unsegmented)) {
                 writeln!(out, "  {}: {}", s.name, s.description)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// KMeans models keep their one line; HDBSCAN's adds its parameters and noise share first.
+fn segments_summary(m: &SegmentModel, out: &mut impl Write) -> std::io::Result<()> {
+    if m.density.is_some() {
+        writeln!(out, "method: {}", m.method_summary())?;
+    }
+    writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)
 }
 
 pub fn score(store: &Store, a: ScoreArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -501,7 +560,7 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut imp
             )?;
             forward_summary(m, out)?;
         }
-        Model::Segments(m) => writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)?,
+        Model::Segments(m) => segments_summary(m, out)?,
         Model::Clv(m) => {
             clv_summary(m, out)?;
             let Some(table) = expectations else {

@@ -12,6 +12,7 @@ use cis_storage::{hex, Store, StoredArtifact};
 use crate::churn::{ChurnSolver, ForwardValidation};
 use crate::lifetime::ConditionalExpectations;
 use crate::metrics::Metrics;
+use crate::segments::SegmentMethod;
 use crate::{Model, ModelError};
 
 pub const CARD_SCHEMA: u32 = 1;
@@ -85,7 +86,18 @@ pub enum CardMetrics {
         k: usize,
         silhouette: f64,
         silhouette_by_k: Vec<(usize, f64)>,
+        /// HDBSCAN only: its parameters, and the share of customers it left unsegmented.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hdbscan: Option<HdbscanCard>,
     },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HdbscanCard {
+    pub min_cluster_size: usize,
+    pub min_samples: usize,
+    pub clusters: usize,
+    pub noise_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,7 +188,7 @@ pub fn card(
             Vec::new(),
         ),
         Model::Segments(m) => (
-            format!("KMeans, k = {}", m.k),
+            m.method_summary(),
             m.definition_set.clone(),
             lineage.iter().map(|p| p.as_of.clone()).collect(),
             None,
@@ -184,6 +196,18 @@ pub fn card(
                 k: m.k,
                 silhouette: m.silhouette,
                 silhouette_by_k: m.silhouette_by_k.clone(),
+                hdbscan: match m.params.method {
+                    SegmentMethod::Kmeans => None,
+                    SegmentMethod::Hdbscan {
+                        min_cluster_size,
+                        min_samples,
+                    } => Some(HdbscanCard {
+                        min_cluster_size,
+                        min_samples,
+                        clusters: m.k,
+                        noise_share: m.noise_share(),
+                    }),
+                },
             },
             Vec::new(),
         ),

@@ -82,6 +82,11 @@ pub enum ParamError {
     SegmentCount { lo: usize, hi: usize },
     #[error("max_iterations ≥ 1 and silhouette_sample ≥ 10 are required")]
     SegmentSearch,
+    #[error("HDBSCAN needs min_cluster_size ≥ 2 and min_samples ≥ 1, and no k (got min_cluster_size {min_cluster_size}, min_samples {min_samples})")]
+    Hdbscan {
+        min_cluster_size: usize,
+        min_samples: usize,
+    },
     #[error("no model to score with: none is given and none was trained as of {}", time::format(*as_of))]
     NoModel { as_of: Timestamp },
     #[error("two {0:?} models given; score with one of each kind")]
@@ -100,6 +105,12 @@ pub enum FitError {
     TooFewCustomers { customers: usize, segments: usize },
     #[error("no k was tried")]
     NoSegmentCount,
+    #[error("{customers} customers are more than HDBSCAN's limit of {limit} (it is quadratic in rows); use KMeans")]
+    TooManyForHdbscan { customers: usize, limit: usize },
+    #[error("HDBSCAN found no cluster among {customers} customers (all noise); lower min_cluster_size")]
+    AllNoise { customers: usize },
+    #[error(transparent)]
+    Hdbscan(#[from] hdbscan::HdbscanError),
     #[error(transparent)]
     Shape(#[from] ndarray::ShapeError),
     #[error(transparent)]
