@@ -102,9 +102,21 @@ pub fn run_served(
         let list = sent
             .get_mut(f.source)
             .context("the bundle names a source the file does not have")?;
+        // A member is a name inside the unpacked bundle, never a way out of it.
+        let read = match f.member {
+            None => None,
+            Some(m)
+                if Path::new(&m)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))) =>
+            {
+                Some(unpacked.path().join(m))
+            }
+            Some(m) => bail!("the bundle names a member outside itself: {m:?}"),
+        };
         list.push(super::InputFile {
             shown: PathBuf::from(f.name),
-            read: f.member.map(|m| unpacked.path().join(m)),
+            read,
             blake3: Some(f.blake3),
         });
     }
@@ -1024,6 +1036,40 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         time::parse_timestamp(s).expect("time")
+    }
+
+    /// A served run refuses a bundle whose member would point outside the unpacked bundle (a
+    /// server-side path named by a client), before ingesting anything.
+    #[test]
+    fn a_bundle_member_outside_the_bundle_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("store");
+        let bundle = serde_json::to_vec(&Bundle {
+            config_file: "cis.toml".into(),
+            config_text: "cutoff = \"daily 00:00 UTC\"\n[[source]]\nkind = \"orders\"\npath = \"feed\"\n".into(),
+            files: vec![BundleFile {
+                source: 0,
+                name: "feed/day.csv".into(),
+                blake3: "0".repeat(64),
+                member: Some("../../keys.bin".into()),
+            }],
+        })
+        .expect("json");
+        let tar_path = dir.path().join("bundle.tar");
+        let mut tar = tar::Builder::new(std::fs::File::create(&tar_path).expect("tar"));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bundle.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, Bundle::NAME, &bundle[..]).expect("append");
+        tar.finish().expect("finish");
+        let cmd = PipelineCommand::Run(RunArgs {
+            config: "cis.toml".into(),
+            as_of: Some(at("1997-09-30T00:00:00Z")),
+        });
+        let err = run_served(&store, cmd, Some(&tar_path), &mut Vec::new()).expect_err("refused");
+        assert!(err.to_string().contains("outside itself"), "{err:#}");
+        assert_eq!(store.log().event_count().expect("count"), 0);
     }
 
     #[test]
