@@ -12,7 +12,7 @@ mod common;
 
 use std::sync::Arc;
 
-use cis_core::time::{format, parse_timestamp, MICROS_PER_DAY};
+use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
 use cis_features::snapshot;
 use cis_models::lifetime::ClvParams;
@@ -21,9 +21,8 @@ use cis_models::{scores, train};
 use cis_server::access_log::AccessLogConfig;
 use cis_server::api::{tokens, AppState};
 use cis_storage::Store;
-use common::load::{env_or, load, PathFn, Run, CONNECTIONS};
+use common::load::{env_or, load, random_profiles, Run, CONNECTIONS};
 use common::BenchResult;
-use rand::Rng;
 
 /// Makes sure the store has a score run to join profiles with (idempotent: same hashes).
 fn ensure_scores(store: &Store) -> BenchResult {
@@ -41,15 +40,7 @@ fn main() -> BenchResult {
     ensure_scores(&store)?;
     let token = tokens::create(&store, &format!("load-{}", std::process::id()))?;
     let store = Arc::new(store);
-    let first_day = parse_timestamp("2025-07-01")?;
-    let path: PathFn = Arc::new(move |rng| {
-        let customer = rng.gen_range(1..=customers);
-        let as_of = first_day + rng.gen_range(0..180) * MICROS_PER_DAY;
-        format!(
-            "/customer/profile?customer_id=c{customer:06}&as_of={}",
-            &format(as_of)[..10]
-        )
-    });
+    let path = random_profiles(customers)?;
     let rps = env_or("CIS_LOAD_RPS", 2000);
     let seconds = env_or("CIS_LOAD_SECONDS", 10);
     let off = AccessLogConfig {

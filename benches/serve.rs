@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cis_core::event::Kind;
-use cis_core::time::{format, parse_timestamp, MICROS_PER_DAY};
+use cis_core::time::parse_timestamp;
 use cis_core::AsOf;
 use cis_ingest::source::Format;
 use cis_ingest::{IngestOptions, RecordedAt};
@@ -33,9 +33,8 @@ use cis_server::api::{tokens, AppState};
 use cis_server::jobs::{self, JobState, Work};
 use cis_storage::Store;
 use cis_synth::SynthConfig;
-use common::load::{env_or, load, PathFn, Run};
+use common::load::{env_or, load, random_profiles, Run};
 use common::{BenchResult, Spread};
-use rand::Rng;
 
 /// Copies the store directory `from` to `to` (files only: a store is plain files).
 fn copy_dir(from: &Path, to: &Path) -> BenchResult {
@@ -128,15 +127,7 @@ fn run(customers: usize, source: &Path, work: &Path) -> BenchResult {
             ..AccessLogConfig::default()
         },
     );
-    let first_day = parse_timestamp("2025-07-01")?;
-    let path: PathFn = Arc::new(move |rng| {
-        let customer = rng.gen_range(1..=customers);
-        let as_of = first_day + rng.gen_range(0..180) * MICROS_PER_DAY;
-        format!(
-            "/customer/profile?customer_id=c{customer:06}&as_of={}",
-            &format(as_of)[..10]
-        )
-    });
+    let path = random_profiles(customers)?;
     let rps = env_or("CIS_LOAD_RPS", 2000);
     let seconds = env_or("CIS_LOAD_SECONDS", 10);
     let feed_customers = env_or("CIS_SERVE_FEED_CUSTOMERS", 20_000) as usize;

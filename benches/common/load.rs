@@ -26,6 +26,20 @@ pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Profiles of random synthetic customers (`c000001`…) at random as-of dates in the 180 days
+/// from 2025-07-01: what `load` and `serve` ask the 100,000-customer store.
+pub fn random_profiles(customers: usize) -> BenchResult<PathFn> {
+    let first_day = cis_core::time::parse_timestamp("2025-07-01")?;
+    Ok(Arc::new(move |rng| {
+        let customer = rand::Rng::gen_range(rng, 1..=customers);
+        let as_of = first_day + rand::Rng::gen_range(rng, 0..180) * cis_core::time::MICROS_PER_DAY;
+        format!(
+            "/customer/profile?customer_id=c{customer:06}&as_of={}",
+            &cis_core::time::format(as_of)[..10]
+        )
+    }))
+}
+
 /// One HTTP/1.1 GET on a kept-alive connection; returns the status.
 async fn get(conn: &mut TcpStream, path: &str, token: &str, buf: &mut Vec<u8>) -> std::io::Result<u16> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n");
