@@ -14,7 +14,7 @@ use cis_ops::audit::{audit, Verdict};
 use cis_storage::{ArtifactHash, Store};
 use cis_synth::SynthConfig;
 
-use crate::util::{cdnow_models, cdnow_store, fixture, synth_store, t};
+use crate::util::{cdnow_dir, cdnow_models, cdnow_store, cis_text, fixture, synth_store, t, word_after};
 
 fn within(got: f64, published: f64, name: &str) {
     let rel = (got - published).abs() / published;
@@ -423,29 +423,11 @@ fn bad_training_input_is_a_clear_error_and_stores_nothing() {
 /// `cis train clv --model …` and `cis models show` on a store on disk.
 #[test]
 fn the_cli_trains_each_clv_model_and_shows_its_conditional_expectations() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cdnow = fixture("CDNOW_sample.txt");
-    let run = |args: &[&str]| {
-        let out = crate::util::cis(dir.path(), args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
-    let (ok, text) = run(&[
-        "ingest",
-        "orders",
-        cdnow.to_str().expect("utf-8"),
-        "--format",
-        "cdnow",
-        "--recorded-at",
-        "event-time",
-    ]);
-    assert!(ok, "{text}");
+    let dir = cdnow_dir();
+    let run = |args: &[&str]| cis_text(dir.path(), args);
     let (ok, text) = run(&["snapshot", "create", "--as-of", "1997-09-30"]);
     assert!(ok, "{text}");
-    let first_hash = |text: &str, after: &str| {
-        let start = text.find(after).expect(after) + after.len();
-        text[start..].split_whitespace().next().expect("hash").to_owned()
-    };
+    let first_hash = word_after;
     let snap = first_hash(&text, "snapshot ");
     let (ok, text) = run(&["train", "clv", "--snapshot", &snap, "--model", "pareto-nbd"]);
     assert!(ok, "{text}");
@@ -603,32 +585,9 @@ fn model_cards_describe_each_kind_as_json() {
 /// its flags to itself.
 #[test]
 fn the_cli_trains_hdbscan_segments_and_shows_their_noise() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let first_hash = |text: &str, after: &str| {
-        let start = text.find(after).expect(after) + after.len();
-        text[start..].split_whitespace().next().expect("hash").to_owned()
-    };
-    let run = |args: &[&str]| {
-        let out = crate::util::cis(dir.path(), args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
-    let cdnow = fixture("CDNOW_sample.txt");
-    let path = cdnow.to_str().expect("utf-8");
-    let (ok, text) = run(&[
-        "ingest",
-        "orders",
-        path,
-        "--format",
-        "cdnow",
-        "--recorded-at",
-        "event-time",
-    ]);
-    assert!(ok, "{text}");
+    let dir = cdnow_dir();
+    let first_hash = word_after;
+    let run = |args: &[&str]| cis_text(dir.path(), args);
     let (ok, text) = run(&["snapshot", "create", "--as-of", "1997-09-30"]);
     assert!(ok, "{text}");
     let snap = first_hash(&text, "snapshot ");
@@ -729,4 +688,95 @@ fn hdbscan_segments_score_far_customers_as_unsegmented() {
         "every customer has a segment of the model"
     );
     assert!(audit(&store, &score_hash).expect("audit").all_identical());
+}
+
+/// `cis train embedding`: a hashed model with lineage that re-derives, a card with its explained
+/// variance, vectors in `snapshot export --embedding` whose variances are the model's, and clear
+/// refusals where an embedding does not belong.
+#[test]
+fn the_cli_trains_an_embedding_exports_its_vectors_and_audits_it() {
+    let dir = cdnow_dir();
+    let run = |args: &[&str]| cis_text(dir.path(), args);
+    let (ok, text) = run(&["snapshot", "create", "--as-of", "1997-09-30"]);
+    assert!(ok, "{text}");
+    let snap = word_after(&text, "snapshot ");
+    let train = ["train", "embedding", "--snapshot", &snap, "--dims", "4"];
+    let (ok, text) = run(&train);
+    assert!(ok && text.contains("(new)"), "{text}");
+    assert!(
+        text.contains("4 dimensions of 42 features over 2357 customers explain"),
+        "{text}"
+    );
+    let model = word_after(&text, "model ");
+    let (ok, text) = run(&train);
+    assert!(
+        ok && text.contains("already stored") && word_after(&text, "model ") == model,
+        "{text}"
+    );
+    let (ok, text) = run(&["audit", &model]);
+    assert!(ok && text.contains("identical") && !text.contains("differs"), "{text}");
+
+    let (ok, text) = run(&["models", "show", &model, "--json"]);
+    assert!(ok, "{text}");
+    let card: serde_json::Value = serde_json::from_str(&text).expect("a JSON card");
+    assert_eq!(card["kind"], "embedding");
+    assert_eq!(card["learned_from"]["snapshots"][0].as_str(), Some(snap.as_str()));
+    let m = &card["metrics"];
+    assert_eq!((m["of"].as_str(), m["dims"].as_u64()), (Some("embedding"), Some(4)));
+    let ratios: Vec<f64> = m["explained_variance_ratio"]
+        .as_array()
+        .expect("ratios")
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect();
+    assert!(ratios.len() == 4 && ratios.windows(2).all(|w| w[0] >= w[1]), "{m}");
+    assert!((ratios.iter().sum::<f64>() - m["explained"].as_f64().expect("sum")).abs() < 1e-12);
+    assert_eq!(card["feature_importance"].as_array().map(Vec::len), Some(42));
+
+    let csv = dir.path().join("embedded.csv");
+    let out = csv.to_str().expect("utf-8");
+    let (ok, text) = run(&["snapshot", "export", &snap, "--embedding", &model, "--out", out]);
+    assert!(ok && text.contains(&format!("embedding {model}")), "{text}");
+    let table = std::fs::read_to_string(&csv).expect("the export");
+    let header: Vec<&str> = table.lines().next().expect("header").split(',').collect();
+    let first = header.iter().position(|c| *c == "embedding_1").expect("embedding_1");
+    assert_eq!(header[first - 1], "rfm_monetary", "after the features");
+    assert_eq!(header[first + 3], "embedding_4");
+    let variances = &card["model"]["explained_variance"];
+    for d in 0..4 {
+        let col: Vec<f64> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(first + d).expect("cell").parse().expect("a float"))
+            .collect();
+        let n = col.len() as f64;
+        let mean = col.iter().sum::<f64>() / n;
+        let var = col.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+        let want = variances[d].as_f64().expect("variance");
+        assert!(col.len() == 2357 && mean.abs() < 1e-9, "dimension {d}: mean {mean}");
+        assert!((var - want).abs() < 1e-9 * want, "dimension {d}: {var} vs {want}");
+    }
+
+    for (args, says) in [
+        (vec!["score", "--snapshot", &snap, "--models", &model], "not scored"),
+        (
+            vec!["models", "promote", &model, "--stage", "production", "--reason", "r"],
+            "not scored",
+        ),
+        (
+            vec!["train", "embedding", "--snapshot", &snap, "--dims", "43"],
+            "1 to 42 dimensions",
+        ),
+        (
+            vec!["train", "churn", "--snapshot", &snap, "--dims", "3"],
+            "--dims is the embedding's",
+        ),
+        (
+            vec!["snapshot", "export", &snap, "--embedding", &snap, "--out", out],
+            "is not an embedding",
+        ),
+    ] {
+        let (ok, text) = run(&args);
+        assert!(!ok && text.contains(says), "{args:?}: {text}");
+    }
 }

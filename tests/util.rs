@@ -216,3 +216,34 @@ impl ChurnTest {
         ]
     }
 }
+
+/// `cis` on the store in `dir`: whether it succeeded, and what it printed (stdout, then stderr).
+pub fn cis_text(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = cis(dir, args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The word after the first `after` in `text`: a hash `cis` printed, e.g. after "snapshot ".
+pub fn word_after(text: &str, after: &str) -> String {
+    let start = text.find(after).expect(after) + after.len();
+    text[start..].split_whitespace().next().expect("a word").to_owned()
+}
+
+/// A store directory holding the CDNOW fixture ingested by `cis ingest` (backfilled).
+pub fn cdnow_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdnow = fixture("CDNOW_sample.txt");
+    let args = [
+        "ingest",
+        "orders",
+        cdnow.to_str().expect("utf-8"),
+        "--format",
+        "cdnow",
+        "--recorded-at",
+        "event-time",
+    ];
+    let (ok, text) = cis_text(dir.path(), &args);
+    assert!(ok, "{text}");
+    dir
+}

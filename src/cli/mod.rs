@@ -234,6 +234,23 @@ fn parse_time(s: &str) -> Result<Timestamp, time::TimeError> {
     time::parse_timestamp(s)
 }
 
+/// An error and its causes as `cis` prints them after `error: `. Like anyhow's `{:#}`, but a cause
+/// whose text the message before it already ends with is not repeated: a library error that wraps
+/// another (`invalid hyperparameter: {0}`) also names it as its source.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store_dir = cli.store;
     let mut out = std::io::stdout().lock();

@@ -14,6 +14,7 @@ use cis_features::labels::DEFAULT_HORIZON_DAYS;
 use cis_features::snapshot;
 use cis_models::churn::ChurnParams;
 use cis_models::clv::PurchaseModelKind;
+use cis_models::embedding::{EmbeddingModel, EmbeddingParams, DEFAULT_DIMS};
 use cis_models::lifetime::{self, ClvParams};
 use cis_models::promotion::{Change, Promotions, Record, Stage};
 use cis_models::scores::Rule;
@@ -70,6 +71,9 @@ pub struct TrainArgs {
     /// CLV with --model auto: the forward check's holdout in weeks.
     #[arg(long, default_value_t = 39)]
     pub holdout_weeks: u32,
+    /// Embedding: the dimensions kept (principal components of the snapshot's features).
+    #[arg(long)]
+    pub dims: Option<usize>,
 }
 
 /// `--method` of `cis train segments`.
@@ -198,6 +202,9 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     if a.kind != ModelKind::Churn && (a.validate_on.is_some() || a.clv_features) {
         bail!("--validate-on and --clv-features are churn's; {:?} has neither", a.kind);
     }
+    if a.kind != ModelKind::Embedding && a.dims.is_some() {
+        bail!("--dims is the embedding's; {:?} has none", a.kind);
+    }
     let trained: Trained = match a.kind {
         ModelKind::Churn => {
             let params = ChurnParams {
@@ -255,6 +262,13 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
                 },
             )?
         }
+        ModelKind::Embedding => train::embedding(
+            store,
+            &snaps[0],
+            EmbeddingParams {
+                dims: a.dims.unwrap_or(DEFAULT_DIMS),
+            },
+        )?,
     };
     let (hash, new) = trained.store(store)?;
     writeln!(
@@ -286,8 +300,26 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
                 writeln!(out, "  {}: {}", s.name, s.description)?;
             }
         }
+        Model::Embedding(m) => embedding_summary(m, out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn embedding_summary(m: &EmbeddingModel, out: &mut impl Write) -> std::io::Result<()> {
+    let shares: Vec<String> = m
+        .explained_variance_ratio
+        .iter()
+        .map(|r| format!("{:.1}%", 100.0 * r))
+        .collect();
+    writeln!(
+        out,
+        "{} dimensions of {} features over {} customers explain {:.1}% of the variance ({})",
+        m.params.dims,
+        m.features.len(),
+        m.customers,
+        100.0 * m.explained(),
+        shares.join(", ")
+    )
 }
 
 /// KMeans models keep their one line; HDBSCAN's adds its parameters and noise share first.
@@ -407,7 +439,7 @@ pub fn models(store: &Store, cmd: ModelsCommand, out: &mut impl Write) -> anyhow
             let t = as_of.unwrap_or_else(time::now);
             let record = Record::read(store)?;
             writeln!(out, "stages as of {}:", time::format(t))?;
-            for kind in ModelKind::ALL {
+            for kind in ModelKind::SCORED {
                 for stage in Stage::ALL {
                     let who = record.holder(kind, stage, t).map_or_else(
                         || "none".to_string(),
@@ -531,7 +563,7 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut imp
     let (stored, model) = cis_models::load(store, &hash)?;
     let expectations = match &model {
         Model::Clv(m) => conditional_expectations(store, &stored, m, holdout_weeks)?,
-        Model::Churn(_) | Model::Segments(_) => None,
+        Model::Churn(_) | Model::Segments(_) | Model::Embedding(_) => None,
     };
     if json {
         let card = cis_models::card::card(store, &stored, model, expectations)?;
@@ -561,6 +593,7 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut imp
             forward_summary(m, out)?;
         }
         Model::Segments(m) => segments_summary(m, out)?,
+        Model::Embedding(m) => embedding_summary(m, out)?,
         Model::Clv(m) => {
             clv_summary(m, out)?;
             let Some(table) = expectations else {

@@ -958,6 +958,8 @@ fn train_due(
                 };
                 train::segments(store, snap, params)?
             }
+            // Not in `configured`: a pipeline file has no `train.embedding` table.
+            ModelKind::Embedding => bail!("a pipeline does not train embeddings"),
         };
         let (hash, new) = m.store(store)?;
         writeln!(

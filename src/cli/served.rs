@@ -29,8 +29,8 @@ impl Commands for Served {
         err: &mut dyn Write,
     ) -> Result<u8, String> {
         let (_, cli) = parse(args)?;
-        // `{:#}`: the error and its causes, as `cis` prints them after `error: `.
-        let code = super::on_store(store, cli.command, files, &mut out, err).map_err(|e| format!("{e:#}"))?;
+        // The error and its causes, as `cis` prints them after `error: `.
+        let code = super::on_store(store, cli.command, files, &mut out, err).map_err(|e| super::message(&e))?;
         Ok(exit_code(code))
     }
 }

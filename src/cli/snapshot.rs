@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
-use cis_export::features::{export_snapshot, TableSummary};
+use cis_export::features::{export_embedded_snapshot, export_snapshot, TableSummary};
 use cis_export::Format;
 use cis_features::snapshot::{self, Provenance, Replay};
 
@@ -54,6 +54,10 @@ pub enum SnapshotCommand {
         /// File to write (replaced atomically; nothing is written on an error).
         #[arg(long)]
         out: PathBuf,
+        /// Add each customer's vector of this embedding model (hash or 8+ hex digits; see
+        /// `cis train embedding`) as the columns embedding_1, embedding_2, … after the features.
+        #[arg(long)]
+        embedding: Option<String>,
     },
 }
 
@@ -67,6 +71,7 @@ Columns, in order:
                        (ratios, days, minutes) float64. Averages of money are rounded to
                        the cent. Null only for a value that is not finite (none is: each
                        feature says what it is when data is missing).
+  embedding_1, …       snapshot exports with --embedding only: the customer's vector (float64)
   label_churn          training sets only: 1 = no order in (T, T + horizon] as known at
                        labels_known_at, else 0 (int64), the label churn training uses
   horizon_days         training sets only (int64)
@@ -210,14 +215,23 @@ pub fn run(
             hash,
             format,
             out: path,
+            embedding,
         } => {
             let format = super::export::format_of(format, &path)?;
             let h = artifact::resolve(store, &hash)?;
+            let embedding = embedding.map(|e| artifact::resolve(store, &e)).transpose()?;
             let bar = spinner("writing the table");
-            let s = export_snapshot(store, &h, format, write_to.unwrap_or(&path))?;
+            let to = write_to.unwrap_or(&path);
+            let s = match &embedding {
+                Some(e) => export_embedded_snapshot(store, &h, e, format, to)?,
+                None => export_snapshot(store, &h, format, to)?,
+            };
             bar.finish_and_clear();
             report(out, &s, &path)?;
             writeln!(out, "  snapshot {}", hex(&h))?;
+            if let Some(e) = embedding {
+                writeln!(out, "  embedding {}", hex(&e))?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

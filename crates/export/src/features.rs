@@ -38,6 +38,8 @@ use cis_core::time::{self, Timestamp};
 use cis_features::defs::definitions;
 use cis_features::labels::for_each_labelled;
 use cis_features::snapshot::{self, Snapshot};
+use cis_models::embedding::{self, EmbeddingModel};
+use cis_models::{Model, ModelError};
 
 /// The table a snapshot exports as (`cis.table` in Parquet metadata).
 pub const SNAPSHOT_TABLE: &str = "feature_snapshot";
@@ -141,10 +143,44 @@ pub fn export_snapshot(
     format: Format,
     path: &Path,
 ) -> Result<TableSummary, ExportError> {
-    let (_, snap) = snapshot::load(store, hash)?;
+    write_snapshot(store, hash, None, format, path)
+}
+
+/// [`export_snapshot`] with each customer's vector of the embedding model `embedding` as the
+/// columns `embedding_1`, `embedding_2`, … after the features (float64), the model named in the
+/// metadata (`cis.embedding_model`).
+pub fn export_embedded_snapshot(
+    store: &Store,
+    hash: &ArtifactHash,
+    embedding: &ArtifactHash,
+    format: Format,
+    path: &Path,
+) -> Result<TableSummary, ExportError> {
+    write_snapshot(store, hash, Some(embedding), format, path)
+}
+
+fn write_snapshot(
+    store: &Store,
+    hash: &ArtifactHash,
+    embedding: Option<&ArtifactHash>,
+    format: Format,
+    path: &Path,
+) -> Result<TableSummary, ExportError> {
+    let (_, mut snap) = snapshot::load(store, hash)?;
+    let mut extra = Vec::new();
+    if let Some(e) = embedding {
+        let model = match cis_models::load(store, e) {
+            Ok((_, Model::Embedding(m))) => m,
+            Ok(_) | Err(ModelError::NotAModel { .. }) => return Err(ExportError::NotAnEmbedding(hex(e))),
+            Err(other) => return Err(other.into()),
+        };
+        with_embedding(&mut snap, &model)?;
+        extra.push(("cis.embedding_model", hex(e)));
+    }
     let mut rows = 0;
     let bytes = atomic_write(path, |file| {
         let mut w = TableWriter::new(file, format, &snap.features, None)?;
+        w.extra = extra;
         rows = w.write(hash, &snap, None)?;
         w.finish(SNAPSHOT_TABLE)
     })?;
@@ -157,6 +193,21 @@ pub fn export_snapshot(
         snapshots: vec![hex(hash)],
         churned: None,
     })
+}
+
+/// `snap` with `model`'s vector of each customer appended to their row, as more columns.
+fn with_embedding(snap: &mut Snapshot, model: &EmbeddingModel) -> Result<(), ExportError> {
+    let vectors = model.embed_snapshot(snap)?;
+    let (w, dims) = (snap.features.len(), model.components.len());
+    snap.matrix.values = snap
+        .matrix
+        .values
+        .chunks_exact(w.max(1))
+        .zip(vectors.chunks_exact(dims.max(1)))
+        .flat_map(|(row, v)| row.iter().chain(v).copied().collect::<Vec<_>>())
+        .collect();
+    snap.features.extend((0..dims).map(embedding::column_name));
+    Ok(())
 }
 
 /// Exports the training set churn training builds from `snapshots` (labels over
@@ -220,6 +271,8 @@ struct TableWriter<'f> {
     sink: Sink<'f>,
     /// The snapshots written, in order.
     written: Vec<Written>,
+    /// More `cis.*` metadata, after the standard keys.
+    extra: Vec<(&'static str, String)>,
 }
 
 /// A snapshot written, as the metadata names it.
@@ -253,6 +306,7 @@ impl<'f> TableWriter<'f> {
             labels,
             sink,
             written: Vec::new(),
+            extra: Vec::new(),
         })
     }
 
@@ -343,7 +397,10 @@ impl<'f> TableWriter<'f> {
     fn finish(self, table: &str) -> Result<(), ExportError> {
         match self.sink {
             Sink::Parquet(mut w) => {
-                for (k, v) in metadata(table, &self.written, self.labels) {
+                for (k, v) in metadata(table, &self.written, self.labels)
+                    .into_iter()
+                    .chain(self.extra)
+                {
                     w.append_key_value_metadata(KeyValue::new(k.to_string(), v));
                 }
                 w.close()?;

@@ -119,6 +119,8 @@ pub enum ExportError {
     IsDirectory(PathBuf),
     #[error("cannot write {}: directory {} does not exist", .path.display(), .dir.display())]
     NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("model {0} is not an embedding (train one with `cis train embedding`)")]
+    NotAnEmbedding(String),
     #[error("loading scores: {0}")]
     Scores(#[from] ModelError),
     #[error("a training set needs at least one snapshot")]

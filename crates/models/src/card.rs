@@ -21,7 +21,7 @@ pub const CARD_SCHEMA: u32 = 1;
 pub struct ModelCard {
     pub card_schema: u32,
     pub hash: String,
-    /// `churn`, `clv` or `segments`.
+    /// `churn`, `clv`, `segments` or `embedding`.
     pub kind: &'static str,
     pub method: String,
     pub as_of: String,
@@ -32,8 +32,8 @@ pub struct ModelCard {
     /// with the log prefix it was computed from.
     pub lineage: Vec<Parent>,
     pub metrics: CardMetrics,
-    /// Churn: each feature's coefficient on the standardised feature, largest magnitude first.
-    /// Empty for the other kinds.
+    /// Churn: each feature's coefficient on the standardised feature; embedding: each feature's
+    /// loading on the first dimension; largest magnitude first. Empty for the other kinds.
     pub feature_importance: Vec<Importance>,
     /// CLV: mean holdout repeat purchases by calibration frequency, predicted vs actual, when
     /// the log holds the holdout (computed from the log, not stored).
@@ -81,6 +81,13 @@ pub enum CardMetrics {
     Clv {
         customers_fitted: usize,
         repeat_customers_fitted: usize,
+    },
+    Embedding {
+        dims: usize,
+        customers: usize,
+        /// Each dimension's share of the standardised features' variance, and their sum.
+        explained_variance_ratio: Vec<f64>,
+        explained: f64,
     },
     Segments {
         k: usize,
@@ -146,16 +153,6 @@ pub fn card(
                 ChurnSolver::Newton => "Newton",
                 ChurnSolver::Lbfgs => "L-BFGS",
             };
-            let mut importance: Vec<Importance> = m
-                .features
-                .iter()
-                .zip(&m.coefficients)
-                .map(|(feature, c)| Importance {
-                    feature: feature.clone(),
-                    coefficient: *c,
-                })
-                .collect();
-            importance.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
             (
                 format!(
                     "logistic regression, L2 {} ({solver}){}",
@@ -173,7 +170,7 @@ pub fn card(
                     validation: m.validation.clone(),
                     forward: m.forward.clone(),
                 },
-                importance,
+                importance(&m.features, &m.coefficients),
             )
         }
         Model::Clv(m) => (
@@ -211,6 +208,24 @@ pub fn card(
             },
             Vec::new(),
         ),
+        Model::Embedding(m) => (
+            format!(
+                "principal components of {} standardised features, {} dimensions",
+                m.features.len(),
+                m.params.dims
+            ),
+            m.definition_set.clone(),
+            lineage.iter().map(|p| p.as_of.clone()).collect(),
+            None,
+            CardMetrics::Embedding {
+                dims: m.params.dims,
+                customers: m.customers,
+                explained_variance_ratio: m.explained_variance_ratio.clone(),
+                explained: m.explained(),
+            },
+            // Loadings of the first dimension: what the main axis of behaviour is made of.
+            importance(&m.features, m.components.first().map_or(&[][..], |c| c.as_slice())),
+        ),
     };
     Ok(ModelCard {
         card_schema: CARD_SCHEMA,
@@ -233,6 +248,20 @@ pub fn card(
         conditional_expectations: expectations,
         model,
     })
+}
+
+/// `weights` by feature, largest magnitude first.
+fn importance(features: &[String], weights: &[f64]) -> Vec<Importance> {
+    let mut out: Vec<Importance> = features
+        .iter()
+        .zip(weights)
+        .map(|(feature, c)| Importance {
+            feature: feature.clone(),
+            coefficient: *c,
+        })
+        .collect();
+    out.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
+    out
 }
 
 fn stamp(micros: i64) -> String {

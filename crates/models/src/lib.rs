@@ -8,6 +8,7 @@
 pub mod card;
 pub mod churn;
 pub mod clv;
+pub mod embedding;
 pub mod lifetime;
 pub mod logistic;
 pub mod metrics;
@@ -89,10 +90,14 @@ pub enum ParamError {
     },
     #[error("no model to score with: none is given and none was trained as of {}", time::format(*as_of))]
     NoModel { as_of: Timestamp },
+    #[error("{0:?} models are not scored: export them with `cis snapshot export --embedding`, or segment on them")]
+    NotScored(ModelKind),
     #[error("two {0:?} models given; score with one of each kind")]
     TwoOfAKind(ModelKind),
     #[error("CLV features need a fixed BG/NBD or MBG/NBD purchase model (P(no purchase) has no closed form here for Pareto/NBD, and a forward choice needs an earlier snapshot scoring does not have)")]
     ClvFeatures,
+    #[error("an embedding keeps 1 to {features} dimensions (the snapshot's features), not {dims}")]
+    EmbeddingDims { dims: usize, features: usize },
     #[error("the forward validation cutoff {} is not after every training cutoff (latest {})", time::format(*validation), time::format(*latest))]
     ForwardCutoff { validation: Timestamp, latest: Timestamp },
 }
@@ -111,6 +116,10 @@ pub enum FitError {
     AllNoise { customers: usize },
     #[error(transparent)]
     Hdbscan(#[from] hdbscan::HdbscanError),
+    #[error("{0} is not finite")]
+    NotFinite(&'static str),
+    #[error(transparent)]
+    Linalg(#[from] linfa_linalg::LinalgError),
     #[error(transparent)]
     Shape(#[from] ndarray::ShapeError),
     #[error(transparent)]
@@ -129,16 +138,26 @@ pub enum ModelKind {
     Churn,
     Clv,
     Segments,
+    /// Behaviour embeddings ([`embedding`]): not scored, read by exports and segmentation.
+    Embedding,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 3] = [ModelKind::Churn, ModelKind::Clv, ModelKind::Segments];
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Churn,
+        ModelKind::Clv,
+        ModelKind::Segments,
+        ModelKind::Embedding,
+    ];
+    /// The kinds a score run uses, promotes and reports.
+    pub const SCORED: [ModelKind; 3] = [ModelKind::Churn, ModelKind::Clv, ModelKind::Segments];
 
     pub fn artifact_kind(self) -> &'static str {
         match self {
             ModelKind::Churn => "model/churn",
             ModelKind::Clv => "model/clv",
             ModelKind::Segments => "model/segments",
+            ModelKind::Embedding => "model/embedding",
         }
     }
 
@@ -155,6 +174,7 @@ impl cis_core::Choice for ModelKind {
             ModelKind::Churn => "churn",
             ModelKind::Clv => "clv",
             ModelKind::Segments => "segments",
+            ModelKind::Embedding => "embedding",
         }
     }
 }
@@ -167,6 +187,7 @@ pub enum Model {
     Churn(churn::ChurnModel),
     Clv(lifetime::ClvModel),
     Segments(segments::SegmentModel),
+    Embedding(embedding::EmbeddingModel),
 }
 
 impl Model {
@@ -175,6 +196,7 @@ impl Model {
             Model::Churn(_) => ModelKind::Churn,
             Model::Clv(_) => ModelKind::Clv,
             Model::Segments(_) => ModelKind::Segments,
+            Model::Embedding(_) => ModelKind::Embedding,
         }
     }
 }

@@ -231,6 +231,9 @@ impl Promotions {
         at: Timestamp,
     ) -> Result<(ModelKind, String, Record), PromotionError> {
         let (_, m) = load(store, model)?;
+        if !ModelKind::SCORED.contains(&m.kind()) {
+            return Err(ModelError::from(crate::ParamError::NotScored(m.kind())).into());
+        }
         if reason.trim().is_empty() {
             return Err(PromotionError::EmptyReason);
         }

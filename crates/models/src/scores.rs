@@ -73,7 +73,7 @@ pub struct Chosen {
 /// Either way a model that learned from data after T is never used: it would leak the future.
 pub fn choose_models(store: &Store, record: &Record, as_of: Timestamp) -> Result<Vec<Chosen>, ModelError> {
     let mut out = Vec::new();
-    for kind in ModelKind::ALL {
+    for kind in ModelKind::SCORED {
         let mut production_after_t = None;
         if let Some(h) = record.holder(kind, Stage::Production, as_of) {
             let hash = artifact::resolve(store, &h.model)?;
@@ -158,6 +158,8 @@ fn compute(
                     row.segment = Some(m.assign(&raw).name.clone());
                 }
             }
+            // Refused above: an embedding adds no column to a score run.
+            Model::Embedding(_) => {}
         }
     }
     Ok(ScoreSet {
@@ -204,6 +206,9 @@ pub fn build(
     let mut models = Vec::new();
     for h in model_hashes {
         let (_, m) = load(store, h)?;
+        if !ModelKind::SCORED.contains(&m.kind()) {
+            return Err(ParamError::NotScored(m.kind()).into());
+        }
         if models
             .iter()
             .any(|(_, other): &(ArtifactHash, Model)| other.kind() == m.kind())

@@ -4,6 +4,7 @@
 use cis_storage::{hex, ArtifactHash, Store};
 
 use crate::churn::{clv_inputs, with_clv_inputs, ChurnParams, ForwardValidation};
+use crate::embedding::EmbeddingParams;
 use crate::lifetime::{ClvModel, ClvParams};
 use crate::segments::SegmentParams;
 use crate::{Model, ModelError, ParamError, Trained};
@@ -152,6 +153,18 @@ pub fn segments(store: &Store, snapshot_hash: &ArtifactHash, params: SegmentPara
     })
 }
 
+/// A behaviour embedding of one snapshot ([`crate::embedding`]); its parent is that snapshot.
+pub fn embedding(store: &Store, snapshot_hash: &ArtifactHash, params: EmbeddingParams) -> Result<Trained, ModelError> {
+    let (_, snap) = snapshot::load(store, snapshot_hash)?;
+    let model = params.fit(&snap)?;
+    Ok(Trained {
+        model: Model::Embedding(model),
+        as_of: snap.as_of,
+        parents: vec![*snapshot_hash],
+        feeders: Vec::new(),
+    })
+}
+
 /// Trains again from a stored model's parents and parameters.
 pub fn retrain(store: &Store, model: &Model, parents: &[ArtifactHash]) -> Result<Trained, ModelError> {
     match model {
@@ -185,6 +198,11 @@ pub fn retrain(store: &Store, model: &Model, parents: &[ArtifactHash]) -> Result
             ),
         },
         Model::Segments(m) => segments(
+            store,
+            parents.first().ok_or(ModelError::EmptyTrainingSet)?,
+            m.params.clone(),
+        ),
+        Model::Embedding(m) => embedding(
             store,
             parents.first().ok_or(ModelError::EmptyTrainingSet)?,
             m.params.clone(),

@@ -108,6 +108,10 @@ fn summary(store: &Store, hash: &str, stage: &'static str) -> Result<Option<Mode
             ("segments".to_string(), k.to_string()),
             ("silhouette".to_string(), format!("{silhouette:.3}")),
         ],
+        CardMetrics::Embedding { dims, explained, .. } => vec![
+            ("dimensions".to_string(), dims.to_string()),
+            ("variance explained".to_string(), format!("{:.1}%", 100.0 * explained)),
+        ],
     };
     Ok(Some(ModelSummary {
         kind: card.kind,

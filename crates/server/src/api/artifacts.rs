@@ -93,6 +93,13 @@ pub fn model_summary(model: &Model) -> Value {
                 "size": s.size,
             })).collect::<Vec<_>>(),
         }),
+        Model::Embedding(m) => json!({
+            "model": "embedding",
+            "dims": m.params.dims,
+            "features": m.features.len(),
+            "customers": m.customers,
+            "explained_variance_ratio": m.explained_variance_ratio,
+        }),
     }
 }
 

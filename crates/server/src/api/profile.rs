@@ -117,14 +117,6 @@ struct Profile<'a> {
     proof: Proof,
 }
 
-fn kind_name(k: cis_models::ModelKind) -> &'static str {
-    match k {
-        cis_models::ModelKind::Churn => "churn",
-        cis_models::ModelKind::Clv => "clv",
-        cis_models::ModelKind::Segments => "segments",
-    }
-}
-
 /// The profile as JSON bytes. Blocking: a per-customer range scan of the log.
 pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> {
     let store = &state.store;
@@ -168,14 +160,19 @@ pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> 
             snapshot: meta.map(|m| m.snapshot.clone()),
             // No score run yet: no models and no stages, not a failure.
             models: meta
-                .map(|m| m.models.iter().map(|(k, h, _)| (kind_name(*k), h.clone())).collect())
+                .map(|m| {
+                    m.models
+                        .iter()
+                        .map(|(k, h, _)| (cis_core::Choice::choice_name(*k), h.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
             model_stages: meta
                 .zip(record.as_ref())
                 .map(|(m, r)| {
                     m.models
                         .iter()
-                        .map(|(k, h, _)| (kind_name(*k), stage_name(r.stage_of(h, m.as_of))))
+                        .map(|(k, h, _)| (cis_core::Choice::choice_name(*k), stage_name(r.stage_of(h, m.as_of))))
                         .collect()
                 })
                 .unwrap_or_default(),
