@@ -757,8 +757,55 @@ fn the_cli_trains_an_embedding_exports_its_vectors_and_audits_it() {
         assert!((var - want).abs() < 1e-9 * want, "dimension {d}: {var} vs {want}");
     }
 
+    // Segments of the vectors: named by the segment features, scored through the embedding.
+    let (ok, text) = run(&[
+        "train",
+        "segments",
+        "--snapshot",
+        &snap,
+        "--embedding",
+        &model,
+        "--k",
+        "4",
+    ]);
+    assert!(
+        ok && text.contains("KMeans, k = 4, on the 4-dimension embedding"),
+        "{text}"
+    );
+    assert!(text.contains("loyal high value") && text.contains("lapsed"), "{text}");
+    let segments = word_after(&text, "model ");
+    let (ok, text) = run(&["models", "show", &segments, "--json"]);
+    assert!(ok, "{text}");
+    let card: serde_json::Value = serde_json::from_str(&text).expect("a JSON card");
+    assert_eq!(card["learned_from"]["models"][0].as_str(), Some(model.as_str()));
+    let (ok, text) = run(&["audit", &segments]);
+    assert!(ok && text.contains("identical") && !text.contains("differs"), "{text}");
+    let (ok, text) = run(&["score", "--snapshot", &snap, "--models", &segments]);
+    assert!(ok, "{text}");
+    let scores = dir.path().join("scores.csv");
+    let (ok, text) = run(&["export", "scores", "--out", scores.to_str().expect("utf-8")]);
+    assert!(ok, "{text}");
+    let table = std::fs::read_to_string(&scores).expect("the scores");
+    let col = table
+        .lines()
+        .next()
+        .expect("header")
+        .split(',')
+        .position(|c| c == "segment")
+        .expect("a segment column");
+    let names: std::collections::BTreeSet<&str> = table.lines().skip(1).filter_map(|l| l.split(',').nth(col)).collect();
+    assert!(names.len() == 4 && !names.contains(""), "{names:?}");
+
     for (args, says) in [
         (vec!["score", "--snapshot", &snap, "--models", &model], "not scored"),
+        (
+            vec!["train", "segments", "--snapshot", &snap, "--embedding", &snap],
+            "is a snapshot, not a model",
+        ),
+        (
+            vec!["train", "churn", "--snapshot", &snap, "--embedding", &model],
+            "--embedding is an input of segments",
+        ),
         (
             vec!["models", "promote", &model, "--stage", "production", "--reason", "r"],
             "not scored",

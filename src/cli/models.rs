@@ -74,6 +74,10 @@ pub struct TrainArgs {
     /// Embedding: the dimensions kept (principal components of the snapshot's features).
     #[arg(long)]
     pub dims: Option<usize>,
+    /// Segments: cluster this embedding model's vectors of the customers (hash or 8+ hex digits;
+    /// see `cis train embedding`) instead of the segment features; names still come from those.
+    #[arg(long)]
+    pub embedding: Option<String>,
 }
 
 /// `--method` of `cis train segments`.
@@ -205,6 +209,9 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     if a.kind != ModelKind::Embedding && a.dims.is_some() {
         bail!("--dims is the embedding's; {:?} has none", a.kind);
     }
+    if a.kind != ModelKind::Segments && a.embedding.is_some() {
+        bail!("--embedding is an input of segments; {:?} takes none", a.kind);
+    }
     let trained: Trained = match a.kind {
         ModelKind::Churn => {
             let params = ChurnParams {
@@ -258,6 +265,10 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
                     k: a.k,
                     seed: a.seed,
                     method,
+                    embedding: a
+                        .embedding
+                        .map(|e| artifact::resolve(store, &e).map(|h| hex(&h)))
+                        .transpose()?,
                     ..SegmentParams::default()
                 },
             )?
@@ -324,7 +335,7 @@ fn embedding_summary(m: &EmbeddingModel, out: &mut impl Write) -> std::io::Resul
 
 /// KMeans models keep their one line; HDBSCAN's adds its parameters and noise share first.
 fn segments_summary(m: &SegmentModel, out: &mut impl Write) -> std::io::Result<()> {
-    if m.density.is_some() {
+    if m.density.is_some() || m.embedding.is_some() {
         writeln!(out, "method: {}", m.method_summary())?;
     }
     writeln!(out, "k = {} (silhouette {:.3})", m.k, m.silhouette)

@@ -81,6 +81,8 @@ pub enum ParamError {
     HoldoutWeeks,
     #[error("k must be within 2..=20 (got {lo}..={hi})")]
     SegmentCount { lo: usize, hi: usize },
+    #[error("segments on an embedding need the embedding model the parameters name, and only then one")]
+    SegmentEmbedding,
     #[error("max_iterations ≥ 1 and silhouette_sample ≥ 10 are required")]
     SegmentSearch,
     #[error("HDBSCAN needs min_cluster_size ≥ 2 and min_samples ≥ 1, and no k (got min_cluster_size {min_cluster_size}, min_samples {min_samples})")]

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::churn::band;
 use crate::lifetime::{rfm_columns, rfm_row};
 use crate::promotion::{Record, Stage};
-use crate::segments::FEATURES as SEGMENT_FEATURES;
-use crate::{columns, load, Model, ModelError, ModelKind, ParamError};
+use crate::{load, Model, ModelError, ModelKind, ParamError};
 use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
@@ -113,7 +112,6 @@ fn compute(
     snapshot_hash: &ArtifactHash,
     models: &[(ArtifactHash, Model)],
 ) -> Result<ScoreSet, ModelError> {
-    let w = snap.features.len();
     let mut rows: Vec<ScoreRow> = snap
         .matrix
         .customers
@@ -152,10 +150,8 @@ fn compute(
                 }
             }
             Model::Segments(m) => {
-                let cols = columns(&snap.features, &SEGMENT_FEATURES.map(String::from))?;
-                for (i, row) in rows.iter_mut().enumerate() {
-                    let raw: Vec<f64> = cols.iter().map(|&j| snap.matrix.values[i * w + j]).collect();
-                    row.segment = Some(m.assign(&raw).name.clone());
+                for (row, s) in rows.iter_mut().zip(m.assign_all(snap)?) {
+                    row.segment = Some(s.name.clone());
                 }
             }
             // Refused above: an embedding adds no column to a score run.

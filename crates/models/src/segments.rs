@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use serde::{Deserialize, Serialize};
 
+use crate::embedding::EmbeddingModel;
 use crate::standardise::Standardiser;
 use crate::{columns, FitError, ModelError, ParamError};
 use cis_features::snapshot::Snapshot;
@@ -82,6 +83,10 @@ pub struct SegmentParams {
     /// Not written for KMeans, so the models before HDBSCAN keep their bytes (and hashes).
     #[serde(default, skip_serializing_if = "SegmentMethod::is_kmeans")]
     pub method: SegmentMethod,
+    /// The embedding model (hash) whose vectors are clustered instead of [`FEATURES`]; segments
+    /// are still named and described by [`FEATURES`]. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<String>,
 }
 
 impl Default for SegmentParams {
@@ -93,6 +98,7 @@ impl Default for SegmentParams {
             max_iterations: 200,
             silhouette_sample: 2000,
             method: SegmentMethod::Kmeans,
+            embedding: None,
         }
     }
 }
@@ -123,6 +129,10 @@ pub struct SegmentModel {
     /// HDBSCAN only (not written for KMeans, whose models keep their bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub density: Option<DensityFit>,
+    /// With [`SegmentParams::embedding`]: that model, which scoring embeds customers with (the
+    /// centroids are then in its space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Box<EmbeddingModel>>,
 }
 
 /// What scoring needs of an HDBSCAN fit beyond the centroids.
@@ -141,6 +151,8 @@ pub struct SegmentMatrix {
     pub standardiser: Standardiser,
     /// `ln(1 + x)` of the skewed columns, then standardised: rows × [`FEATURES`].
     pub x: Array2<f64>,
+    /// With an embedding: each row's vector, clustered instead of `x` (which still names them).
+    pub vectors: Option<Array2<f64>>,
 }
 
 impl SegmentMatrix {
@@ -158,7 +170,39 @@ impl SegmentMatrix {
             .flat_map(|r| standardiser.apply(r).collect::<Vec<_>>())
             .collect();
         let x = Array2::from_shape_vec((raw.len(), FEATURES.len()), z).map_err(FitError::from)?;
-        Ok(SegmentMatrix { raw, standardiser, x })
+        Ok(SegmentMatrix {
+            raw,
+            standardiser,
+            x,
+            vectors: None,
+        })
+    }
+
+    /// [`SegmentMatrix::of`], with the rows' vectors of `embedding` to cluster.
+    pub fn embedded(snapshot: &Snapshot, embedding: &EmbeddingModel) -> Result<SegmentMatrix, ModelError> {
+        let mut m = SegmentMatrix::of(snapshot)?;
+        let dims = embedding.components.len();
+        let v = embedding.embed_snapshot(snapshot)?;
+        m.vectors = Some(Array2::from_shape_vec((m.raw.len(), dims), v).map_err(FitError::from)?);
+        Ok(m)
+    }
+
+    /// The rows segments are found in: the vectors with an embedding, else `x`.
+    pub fn clustered(&self) -> &Array2<f64> {
+        self.vectors.as_ref().unwrap_or(&self.x)
+    }
+
+    /// The standardised centroids segments are named by: `centroids` themselves when they are in
+    /// [`FEATURES`] space, else the mean of each segment's members there.
+    fn naming(&self, centroids: &[Vec<f64>], members: &[Vec<usize>]) -> Vec<Vec<f64>> {
+        if self.vectors.is_none() {
+            return centroids.to_vec();
+        }
+        let rows: Vec<&[f64]> = self.x.outer_iter().map(|r| r.to_slice().unwrap_or(&[])).collect();
+        members
+            .iter()
+            .map(|m| mean(m.iter().map(|&i| rows[i]), FEATURES.len()))
+            .collect()
     }
 
     /// Each row's HDBSCAN cluster (`None`: noise), clusters numbered 0.. by their first row, so
@@ -179,7 +223,7 @@ impl SegmentMatrix {
             }
             .into());
         }
-        let rows: Vec<Vec<f64>> = self.x.outer_iter().map(|r| r.to_vec()).collect();
+        let rows: Vec<Vec<f64>> = self.clustered().outer_iter().map(|r| r.to_vec()).collect();
         let hyper = HdbscanHyperParams::builder()
             .min_cluster_size(min_cluster_size)
             .min_samples(min_samples)
@@ -221,18 +265,26 @@ impl SegmentParams {
         Ok(())
     }
 
-    pub fn fit(&self, snapshot: &Snapshot) -> Result<SegmentModel, ModelError> {
+    /// Fits on `snapshot`, clustering the vectors of `embedding` when the parameters name one
+    /// (it must be the model they name).
+    pub fn fit(&self, snapshot: &Snapshot, embedding: Option<&EmbeddingModel>) -> Result<SegmentModel, ModelError> {
         self.validate()?;
-        let m = SegmentMatrix::of(snapshot)?;
+        let m = match (&self.embedding, embedding) {
+            (None, None) => SegmentMatrix::of(snapshot)?,
+            (Some(_), Some(e)) => SegmentMatrix::embedded(snapshot, e)?,
+            _ => return Err(ParamError::SegmentEmbedding.into()),
+        };
         let mut rng = Xoshiro256Plus::seed_from_u64(self.seed);
         let sample_rows = sample(&mut rng, m.raw.len(), self.silhouette_sample.min(m.raw.len())).into_vec();
-        match self.method {
+        let mut model = match self.method {
             SegmentMethod::Kmeans => self.fit_kmeans(snapshot, m, &sample_rows),
             SegmentMethod::Hdbscan {
                 min_cluster_size,
                 min_samples,
             } => self.fit_hdbscan(snapshot, m, &sample_rows, min_cluster_size, min_samples),
-        }
+        }?;
+        model.embedding = embedding.cloned().map(Box::new);
+        Ok(model)
     }
 
     fn fit_kmeans(
@@ -241,8 +293,9 @@ impl SegmentParams {
         m: SegmentMatrix,
         sample_rows: &[usize],
     ) -> Result<SegmentModel, ModelError> {
-        let SegmentMatrix { raw, standardiser, x } = m;
+        let x = m.clustered();
         let (lo, hi) = self.k.map_or(self.k_range, |k| (k, k));
+        let raw = &m.raw;
         if raw.len() < hi.max(2) * 2 {
             return Err(FitError::TooFewCustomers {
                 customers: raw.len(),
@@ -275,18 +328,19 @@ impl SegmentParams {
         for (i, row) in x.outer_iter().enumerate() {
             members[nearest(&centroid_rows, row.as_slice().unwrap_or(&[]))].push(i);
         }
-        let segments = name_segments(&centroid_rows, &members, &raw);
+        let segments = name_segments(&m.naming(&centroid_rows, &members), &members, raw);
         Ok(SegmentModel {
             params: self.clone(),
             features: FEATURES.map(String::from).to_vec(),
             definition_set: cis_storage::hex(&snapshot.definition_set),
-            standardiser,
+            standardiser: m.standardiser.clone(),
             centroids: centroid_rows,
             k,
             silhouette,
             silhouette_by_k,
             segments,
             density: None,
+            embedding: None,
         })
     }
 
@@ -301,7 +355,7 @@ impl SegmentParams {
         min_samples: usize,
     ) -> Result<SegmentModel, ModelError> {
         let labels = m.hdbscan(min_cluster_size, min_samples)?;
-        let SegmentMatrix { raw, standardiser, x } = m;
+        let (raw, x) = (&m.raw, m.clustered());
         let rows: Vec<Vec<f64>> = x.outer_iter().map(|r| r.to_vec()).collect();
         let mut members: Vec<Vec<usize>> = Vec::new();
         let mut noise = Vec::new();
@@ -318,7 +372,7 @@ impl SegmentParams {
         }
         let centroids: Vec<Vec<f64>> = members
             .iter()
-            .map(|m| mean(m.iter().map(|&i| rows[i].as_slice())))
+            .map(|m| mean(m.iter().map(|&i| rows[i].as_slice()), x.ncols()))
             .collect();
         let radii = members
             .iter()
@@ -340,26 +394,27 @@ impl SegmentParams {
         } else {
             0.0
         };
-        let segments = name_segments(&centroids, &members, &raw);
+        let segments = name_segments(&m.naming(&centroids, &members), &members, raw);
         let unsegmented = segment(
             k,
             UNSEGMENTED.to_string(),
             "in no dense cluster: HDBSCAN's noise",
             &noise,
-            &raw,
+            raw,
         );
         tracing::info!(clusters = k, noise = noise.len(), "HDBSCAN segments");
         Ok(SegmentModel {
             params: self.clone(),
             features: FEATURES.map(String::from).to_vec(),
             definition_set: cis_storage::hex(&snapshot.definition_set),
-            standardiser,
+            standardiser: m.standardiser.clone(),
             centroids,
             k,
             silhouette,
             silhouette_by_k: Vec::new(),
             segments,
             density: Some(DensityFit { radii, unsegmented }),
+            embedding: None,
         })
     }
 }
@@ -380,10 +435,10 @@ fn renumber(found: &[i32]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// The mean of rows of [`FEATURES`] width (zeros for none).
-fn mean<'a>(rows: impl ExactSizeIterator<Item = &'a [f64]>) -> Vec<f64> {
+/// The mean of rows `width` wide (zeros for none).
+fn mean<'a>(rows: impl ExactSizeIterator<Item = &'a [f64]>, width: usize) -> Vec<f64> {
     let n = rows.len().max(1) as f64;
-    let mut m = vec![0.0; FEATURES.len()];
+    let mut m = vec![0.0; width];
     for r in rows {
         for (m, v) in m.iter_mut().zip(r) {
             *m += v / n;
@@ -465,7 +520,7 @@ fn name_segments(centroids: &[Vec<f64>], members: &[Vec<usize>], raw: &[Vec<f64>
 /// A segment of these member rows, described by their mean in raw units.
 fn segment(id: usize, name: String, why: &str, members: &[usize], raw: &[Vec<f64>]) -> Segment {
     let size = members.len();
-    let centroid = mean(members.iter().map(|&i| raw[i].as_slice()));
+    let centroid = mean(members.iter().map(|&i| raw[i].as_slice()), FEATURES.len());
     let description = format!(
         "{why}; {size} customers, on average {:.0} days since the last order, {:.1} orders, {:.2} revenue",
         centroid[0], centroid[1], centroid[2]
@@ -480,19 +535,49 @@ fn segment(id: usize, name: String, why: &str, members: &[usize], raw: &[Vec<f64
 }
 
 impl SegmentModel {
-    /// The segment of one snapshot row given in [`FEATURES`] order (raw units).
+    /// The segment of one snapshot row given in [`FEATURES`] order (raw units), for a model
+    /// fitted on [`FEATURES`] (see [`SegmentModel::assign_all`]).
     pub fn assign(&self, raw: &[f64]) -> &Segment {
         let z: Vec<f64> = self.standardiser.apply(&transform(raw)).collect();
-        let s = nearest(&self.centroids, &z);
+        self.nearest_segment(&z)
+    }
+
+    /// The segment of every customer of `snapshot`, in row order: of their [`FEATURES`], or of
+    /// their vector when the model clusters an embedding's.
+    pub fn assign_all(&self, snapshot: &Snapshot) -> Result<Vec<&Segment>, ModelError> {
+        if let Some(e) = &self.embedding {
+            let dims = e.components.len().max(1);
+            let v = e.embed_snapshot(snapshot)?;
+            return Ok(v.chunks_exact(dims).map(|z| self.nearest_segment(z)).collect());
+        }
+        let w = snapshot.features.len();
+        let cols = columns(&snapshot.features, &self.features)?;
+        Ok((0..snapshot.matrix.customers.len())
+            .map(|i| {
+                let raw: Vec<f64> = cols.iter().map(|&j| snapshot.matrix.values[i * w + j]).collect();
+                self.assign(&raw)
+            })
+            .collect())
+    }
+
+    /// The segment of the centroid nearest `z` (a point in the centroids' space), or
+    /// [`UNSEGMENTED`] when HDBSCAN's cluster there does not reach it.
+    fn nearest_segment(&self, z: &[f64]) -> &Segment {
+        let s = nearest(&self.centroids, z);
         match &self.density {
-            Some(d) if squared_distance(&self.centroids[s], &z).sqrt() > d.radii[s] => &d.unsegmented,
+            Some(d) if squared_distance(&self.centroids[s], z).sqrt() > d.radii[s] => &d.unsegmented,
             _ => &self.segments[s],
         }
     }
 
-    /// The method in one line: `KMeans, k = 4`, or HDBSCAN's parameters, clusters and noise.
+    /// The method in one line: `KMeans, k = 4`, or HDBSCAN's parameters, clusters and noise;
+    /// then what was clustered when it was an embedding.
     pub fn method_summary(&self) -> String {
-        match self.params.method {
+        let on = self.params.embedding.as_ref().map_or_else(String::new, |h| {
+            let dims = self.embedding.as_ref().map_or(0, |e| e.components.len());
+            format!(", on the {dims}-dimension embedding {}", &h[..h.len().min(16)])
+        });
+        let method = match self.params.method {
             SegmentMethod::Kmeans => format!("KMeans, k = {}", self.k),
             SegmentMethod::Hdbscan {
                 min_cluster_size,
@@ -502,7 +587,8 @@ impl SegmentModel {
                 self.k,
                 100.0 * self.noise_share()
             ),
-        }
+        };
+        method + &on
     }
 
     /// The share of the fitted customers HDBSCAN left unsegmented (0 for KMeans).
@@ -554,6 +640,7 @@ mod tests {
             raw: vec![vec![0.0; FEATURES.len()]; n],
             standardiser: Standardiser::fit(&[0.0; FEATURES.len()], FEATURES.len()),
             x: Array2::zeros((n, FEATURES.len())),
+            vectors: None,
         };
         let e = m.hdbscan(50, 50).expect_err("too many rows");
         assert!(e.to_string().contains("20000"), "{e}");

@@ -142,13 +142,30 @@ fn clv_selected(
     })
 }
 
+/// Segments of one snapshot; with `params.embedding`, of that embedding model's vectors (a model
+/// of the same feature set), which becomes the second parent.
 pub fn segments(store: &Store, snapshot_hash: &ArtifactHash, params: SegmentParams) -> Result<Trained, ModelError> {
     let (_, snap) = snapshot::load(store, snapshot_hash)?;
-    let model = params.fit(&snap)?;
+    let mut parents = vec![*snapshot_hash];
+    let embedding = match &params.embedding {
+        None => None,
+        Some(text) => {
+            let hash = cis_core::artifact::resolve(store, text)?;
+            let Model::Embedding(e) = crate::load(store, &hash)?.1 else {
+                return Err(ParamError::SegmentEmbedding.into());
+            };
+            if e.definition_set != hex(&snap.definition_set) {
+                return Err(SnapshotError::OtherFeatureSet(hex(&hash)).into());
+            }
+            parents.push(hash);
+            Some(e)
+        }
+    };
+    let model = params.fit(&snap, embedding.as_ref())?;
     Ok(Trained {
         model: Model::Segments(model),
         as_of: snap.as_of,
-        parents: vec![*snapshot_hash],
+        parents,
         feeders: Vec::new(),
     })
 }
