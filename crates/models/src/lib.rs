@@ -8,6 +8,7 @@
 pub mod card;
 pub mod churn;
 pub mod clv;
+pub mod gbt;
 pub mod lifetime;
 pub mod logistic;
 pub mod metrics;
@@ -93,6 +94,12 @@ pub enum ParamError {
     TwoOfAKind(ModelKind),
     #[error("CLV features need a fixed BG/NBD or MBG/NBD purchase model (P(no purchase) has no closed form here for Pareto/NBD, and a forward choice needs an earlier snapshot scoring does not have)")]
     ClvFeatures,
+    #[error("gbt {name} is {value}; it must be {rule}")]
+    Gbt {
+        name: &'static str,
+        value: f64,
+        rule: &'static str,
+    },
     #[error("the forward validation cutoff {} is not after every training cutoff (latest {})", time::format(*validation), time::format(*latest))]
     ForwardCutoff { validation: Timestamp, latest: Timestamp },
 }
@@ -121,6 +128,8 @@ pub enum FitError {
     Logistic(#[from] linfa_logistic::error::Error),
     #[error(transparent)]
     Newton(#[from] logistic::NewtonError),
+    #[error(transparent)]
+    Gbt(#[from] gbt::GbtError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
