@@ -317,8 +317,12 @@ impl ValidChurnParams {
         let matrix = |z: &[f64]| -> Result<Array2<f64>, ModelError> {
             Array2::from_shape_vec((z.len() / d.width, d.width), z.to_vec()).map_err(|e| FitError::from(e).into())
         };
-        let (coefficients, intercept) = match (&p.method, p.solver) {
-            (ChurnMethod::Gbt(_), _) => (Array1::zeros(0), 0.0),
+        let (coefficients, intercept, learned) = match (&p.method, p.solver) {
+            (ChurnMethod::Gbt(params), _) => {
+                let ensemble = crate::gbt::fit(&d.x_train, d.width, &d.y_train, params).map_err(FitError::from)?;
+                tracing::debug!(trees = ensemble.trees.len(), "churn fitted by gradient boosting");
+                (Array1::zeros(0), 0.0, Some(Learned::Gbt(ensemble)))
+            }
             (ChurnMethod::Logistic, ChurnSolver::Newton) => {
                 let fit =
                     logistic::fit(&d.x_train, d.width, &d.y_train, p.l2, p.max_iterations).map_err(FitError::from)?;
@@ -327,7 +331,7 @@ impl ValidChurnParams {
                     objective = fit.objective,
                     "churn fitted by Newton's method"
                 );
-                (Array1::from(fit.coefficients), fit.intercept)
+                (Array1::from(fit.coefficients), fit.intercept, None)
             }
             (ChurnMethod::Logistic, ChurnSolver::Lbfgs) => {
                 let y: Array1<bool> = d.y_train.iter().copied().collect();
@@ -340,15 +344,7 @@ impl ValidChurnParams {
                 // label), which is "not churned" whenever churn is the minority: orient the fit
                 // towards churn.
                 let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-                (fitted.params().mapv(|c| sign * c), sign * fitted.intercept())
-            }
-        };
-        let learned = match &p.method {
-            ChurnMethod::Logistic => None,
-            ChurnMethod::Gbt(params) => {
-                let ensemble = crate::gbt::fit(&d.x_train, d.width, &d.y_train, params).map_err(FitError::from)?;
-                tracing::debug!(trees = ensemble.trees.len(), "churn fitted by gradient boosting");
-                Some(Learned::Gbt(ensemble))
+                (fitted.params().mapv(|c| sign * c), sign * fitted.intercept(), None)
             }
         };
         // P(churn) of standardised rows; logistic's by one matrix product, as models were always
@@ -495,6 +491,40 @@ mod tests {
             );
             assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
         }
+    }
+
+    #[test]
+    fn a_gbt_model_predicts_through_its_trees_and_round_trips() {
+        let params = ChurnParams {
+            method: ChurnMethod::Gbt(crate::gbt::GbtParams::default()),
+            ..ChurnParams::default()
+        };
+        let json = serde_json::to_string(&params).expect("json");
+        assert!(json.contains(r#""method":{"gbt":{"iterations":100,"#), "{json}");
+        let m = params
+            .validate()
+            .expect("valid")
+            .fit(&set(0.2), String::new())
+            .expect("fit");
+        assert!(matches!(m.learned, Some(Learned::Gbt(_))) && m.coefficients.is_empty());
+        assert!(m.validation.roc_auc > 0.9, "{m:?}");
+        assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
+        let back: ChurnModel = serde_json::from_str(&serde_json::to_string(&m).expect("json")).expect("back");
+        assert_eq!(back, m);
+        let bad = ChurnParams {
+            method: ChurnMethod::Gbt(crate::gbt::GbtParams {
+                learning_rate: 0.0,
+                ..crate::gbt::GbtParams::default()
+            }),
+            ..ChurnParams::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ModelError::Param(ParamError::Gbt {
+                name: "learning_rate",
+                ..
+            }))
+        ));
     }
 
     #[test]
