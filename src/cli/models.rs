@@ -12,9 +12,10 @@ use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::labels::DEFAULT_HORIZON_DAYS;
 use cis_features::snapshot;
-use cis_models::churn::ChurnParams;
+use cis_models::churn::{ChurnMethod, ChurnParams};
 use cis_models::clv::PurchaseModelKind;
 use cis_models::embedding::{EmbeddingModel, EmbeddingParams, DEFAULT_DIMS};
+use cis_models::gbt::GbtParams;
 use cis_models::lifetime::{self, ClvParams};
 use cis_models::promotion::{Change, Promotions, Record, Stage};
 use cis_models::scores::Rule;
@@ -52,10 +53,12 @@ pub struct TrainArgs {
     /// Segments: a fixed number of segments (default: chosen by silhouette over 3..=6).
     #[arg(long)]
     pub k: Option<usize>,
-    /// Segments: kmeans (the default) or hdbscan (density clusters; customers in none are
-    /// `unsegmented`; at most 20,000 customers).
-    #[arg(long, value_parser = super::choice::<SegmentChoice>())]
-    pub method: Option<SegmentChoice>,
+    /// How the model learns. Segments: kmeans (the default) or hdbscan (density clusters;
+    /// customers in none are `unsegmented`; at most 20,000 customers). Churn: logistic (the
+    /// default; L2 logistic regression) or gbt (gradient-boosted trees, scikit-learn's
+    /// HistGradientBoostingClassifier defaults: 100 trees of up to 31 leaves, learning rate 0.1).
+    #[arg(long, value_parser = super::choice::<MethodChoice>())]
+    pub method: Option<MethodChoice>,
     /// Segments with --method hdbscan: the fewest customers a cluster has.
     #[arg(long)]
     pub min_cluster_size: Option<usize>,
@@ -80,21 +83,63 @@ pub struct TrainArgs {
     pub embedding: Option<String>,
 }
 
-/// `--method` of `cis train segments`.
+/// `--method` of `cis train`: each kind takes its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentChoice {
+pub enum MethodChoice {
     Kmeans,
     Hdbscan,
+    Logistic,
+    Gbt,
 }
 
-impl cis_core::Choice for SegmentChoice {
-    const CHOICES: &'static [SegmentChoice] = &[SegmentChoice::Kmeans, SegmentChoice::Hdbscan];
+impl cis_core::Choice for MethodChoice {
+    const CHOICES: &'static [MethodChoice] = &[
+        MethodChoice::Kmeans,
+        MethodChoice::Hdbscan,
+        MethodChoice::Logistic,
+        MethodChoice::Gbt,
+    ];
 
     fn choice_name(self) -> &'static str {
         match self {
-            SegmentChoice::Kmeans => "kmeans",
-            SegmentChoice::Hdbscan => "hdbscan",
+            MethodChoice::Kmeans => "kmeans",
+            MethodChoice::Hdbscan => "hdbscan",
+            MethodChoice::Logistic => "logistic",
+            MethodChoice::Gbt => "gbt",
         }
+    }
+}
+
+impl MethodChoice {
+    /// The kind of model the method trains.
+    fn kind(self) -> ModelKind {
+        match self {
+            MethodChoice::Kmeans | MethodChoice::Hdbscan => ModelKind::Segments,
+            MethodChoice::Logistic | MethodChoice::Gbt => ModelKind::Churn,
+        }
+    }
+
+    /// `method` when it is one of `kind`'s, else an error naming both kinds' methods.
+    fn of(method: Option<MethodChoice>, kind: ModelKind) -> anyhow::Result<Option<MethodChoice>> {
+        use cis_core::Choice;
+        let Some(m) = method else { return Ok(None) };
+        if m.kind() == kind {
+            return Ok(Some(m));
+        }
+        let takes: Vec<&str> = Self::CHOICES
+            .iter()
+            .filter(|c| c.kind() == kind)
+            .map(|c| c.choice_name())
+            .collect();
+        let (name, of) = (kind.choice_name(), m.kind().choice_name());
+        if takes.is_empty() {
+            bail!("--method {} is {of}'s; {name} has no --method", m.choice_name())
+        }
+        bail!(
+            "--method {} is {of}'s; {name} takes {}",
+            m.choice_name(),
+            takes.join("|")
+        )
     }
 }
 
@@ -212,11 +257,16 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     if a.kind != ModelKind::Segments && a.embedding.is_some() {
         bail!("--embedding is an input of segments; {:?} takes none", a.kind);
     }
+    let method = MethodChoice::of(a.method, a.kind)?;
     let trained: Trained = match a.kind {
         ModelKind::Churn => {
             let params = ChurnParams {
                 seed: a.seed,
                 clv_features: a.clv_features.then(Box::default),
+                method: match method {
+                    Some(MethodChoice::Gbt) => ChurnMethod::Gbt(GbtParams::default()),
+                    _ => ChurnMethod::Logistic,
+                },
                 ..ChurnParams::default()
             };
             let (training, validate_on) = forward_split(store, snaps, a.validate_on.as_deref())?;
@@ -243,19 +293,19 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
             train::clv(store, &snaps[0], params)?
         }
         ModelKind::Segments => {
-            let method = match a.method.unwrap_or(SegmentChoice::Kmeans) {
-                SegmentChoice::Kmeans => {
-                    if a.min_cluster_size.is_some() || a.min_samples.is_some() {
-                        bail!("--min-cluster-size and --min-samples are for --method hdbscan");
-                    }
-                    SegmentMethod::Kmeans
-                }
-                SegmentChoice::Hdbscan => {
+            let method = match method {
+                Some(MethodChoice::Hdbscan) => {
                     let min_cluster_size = a.min_cluster_size.unwrap_or(DEFAULT_MIN_CLUSTER_SIZE);
                     SegmentMethod::Hdbscan {
                         min_cluster_size,
                         min_samples: a.min_samples.unwrap_or(min_cluster_size),
                     }
+                }
+                _ => {
+                    if a.min_cluster_size.is_some() || a.min_samples.is_some() {
+                        bail!("--min-cluster-size and --min-samples are for --method hdbscan");
+                    }
+                    SegmentMethod::Kmeans
                 }
             };
             train::segments(

@@ -9,7 +9,7 @@ use cis_core::time::{self, Timestamp};
 use cis_core::Choice;
 use cis_storage::{hex, Store, StoredArtifact};
 
-use crate::churn::{ChurnSolver, ForwardValidation};
+use crate::churn::{ChurnMethod, ChurnSolver, ForwardValidation, Learned};
 use crate::lifetime::ConditionalExpectations;
 use crate::metrics::Metrics;
 use crate::segments::SegmentMethod;
@@ -32,8 +32,9 @@ pub struct ModelCard {
     /// with the log prefix it was computed from.
     pub lineage: Vec<Parent>,
     pub metrics: CardMetrics,
-    /// Churn: each feature's coefficient on the standardised feature; embedding: each feature's
-    /// loading on the first dimension; largest magnitude first. Empty for the other kinds.
+    /// Churn: each feature's coefficient on the standardised feature (logistic) or share of the
+    /// trees' split gain (gbt); embedding: each feature's loading on the first dimension (as a
+    /// coefficient); largest magnitude first. Empty for the other kinds.
     pub feature_importance: Vec<Importance>,
     /// CLV: mean holdout repeat purchases by calibration frequency, predicted vs actual, when
     /// the log holds the holdout (computed from the log, not stored).
@@ -110,7 +111,32 @@ pub struct HdbscanCard {
 #[derive(Debug, Clone, Serialize)]
 pub struct Importance {
     pub feature: String,
-    pub coefficient: f64,
+    /// Logistic churn: the signed coefficient on the standardised feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coefficient: Option<f64>,
+    /// GBT churn: the feature's share of the total split gain of every tree (≥ 0, summing to 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gain_share: Option<f64>,
+}
+
+impl Importance {
+    fn magnitude(&self) -> f64 {
+        self.coefficient.or(self.gain_share).map_or(0.0, f64::abs)
+    }
+}
+
+/// One [`Importance`] per feature, `of` making each from its value.
+fn importances(features: &[String], values: &[f64], of: impl Fn(String, f64) -> Importance) -> Vec<Importance> {
+    features.iter().zip(values).map(|(f, v)| of(f.clone(), *v)).collect()
+}
+
+/// Signed weights (coefficients, loadings) as importances, in feature order.
+fn coefficients(features: &[String], weights: &[f64]) -> Vec<Importance> {
+    importances(features, weights, |feature, c| Importance {
+        feature,
+        coefficient: Some(c),
+        gain_share: None,
+    })
 }
 
 /// The snapshot provenance fields a card reads (written by `cis_features::snapshot`).
@@ -153,10 +179,31 @@ pub fn card(
                 ChurnSolver::Newton => "Newton",
                 ChurnSolver::Lbfgs => "L-BFGS",
             };
+            let (learner, mut importance) = match (&m.params.method, &m.learned) {
+                (ChurnMethod::Gbt(p), Some(Learned::Gbt(e))) => (
+                    format!(
+                        "gradient-boosted trees: {} trees of up to {} leaves (deepest {}), learning rate {}, min {} rows a leaf",
+                        e.trees.len(),
+                        p.max_leaf_nodes,
+                        e.depth(),
+                        p.learning_rate,
+                        p.min_samples_leaf
+                    ),
+                    importances(&m.features, &e.importance, |feature, g| Importance {
+                        feature,
+                        coefficient: None,
+                        gain_share: Some(g),
+                    }),
+                ),
+                _ => (
+                    format!("logistic regression, L2 {} ({solver})", m.params.l2),
+                    coefficients(&m.features, &m.coefficients),
+                ),
+            };
+            importance.sort_by(|a, b| b.magnitude().total_cmp(&a.magnitude()));
             (
                 format!(
-                    "logistic regression, L2 {} ({solver}){}",
-                    m.params.l2,
+                    "{learner}{}",
                     m.params
                         .clv_features
                         .as_ref()
@@ -170,7 +217,7 @@ pub fn card(
                     validation: m.validation.clone(),
                     forward: m.forward.clone(),
                 },
-                importance(&m.features, &m.coefficients),
+                importance,
             )
         }
         Model::Clv(m) => (
@@ -224,7 +271,11 @@ pub fn card(
                 explained: m.explained(),
             },
             // Loadings of the first dimension: what the main axis of behaviour is made of.
-            importance(&m.features, m.components.first().map_or(&[][..], |c| c.as_slice())),
+            {
+                let mut loadings = coefficients(&m.features, m.components.first().map_or(&[][..], |c| c.as_slice()));
+                loadings.sort_by(|a, b| b.magnitude().total_cmp(&a.magnitude()));
+                loadings
+            },
         ),
     };
     Ok(ModelCard {
@@ -248,20 +299,6 @@ pub fn card(
         conditional_expectations: expectations,
         model,
     })
-}
-
-/// `weights` by feature, largest magnitude first.
-fn importance(features: &[String], weights: &[f64]) -> Vec<Importance> {
-    let mut out: Vec<Importance> = features
-        .iter()
-        .zip(weights)
-        .map(|(feature, c)| Importance {
-            feature: feature.clone(),
-            coefficient: *c,
-        })
-        .collect();
-    out.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
-    out
 }
 
 fn stamp(micros: i64) -> String {

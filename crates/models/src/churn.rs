@@ -48,6 +48,35 @@ impl ChurnSolver {
     }
 }
 
+/// How a churn model learns; part of ChurnParams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChurnMethod {
+    /// L2 logistic regression ([`ChurnParams::l2`], [`ChurnParams::solver`]).
+    Logistic,
+    /// Gradient-boosted trees ([`crate::gbt`]).
+    Gbt(crate::gbt::GbtParams),
+}
+
+impl ChurnMethod {
+    /// Every model stored before the method was a parameter is logistic.
+    fn logistic() -> ChurnMethod {
+        ChurnMethod::Logistic
+    }
+
+    fn is_logistic(&self) -> bool {
+        *self == ChurnMethod::Logistic
+    }
+
+    /// The method's name, as `cis train churn --method` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChurnMethod::Logistic => "logistic",
+            ChurnMethod::Gbt(_) => "gbt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChurnParams {
     pub seed: u64,
@@ -67,6 +96,10 @@ pub struct ChurnParams {
     /// the snapshot's features only, and the field is not written, so older models keep their bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clv_features: Option<Box<ClvParams>>,
+    /// How the model learns; logistic (the models stored before this field) is not written, so
+    /// those keep their bytes.
+    #[serde(default = "ChurnMethod::logistic", skip_serializing_if = "ChurnMethod::is_logistic")]
+    pub method: ChurnMethod,
 }
 
 impl Default for ChurnParams {
@@ -78,6 +111,7 @@ impl Default for ChurnParams {
             max_iterations: 200,
             solver: ChurnSolver::Newton,
             clv_features: None,
+            method: ChurnMethod::Logistic,
         }
     }
 }
@@ -103,6 +137,9 @@ impl ChurnParams {
                 return Err(ParamError::ClvFeatures.into());
             }
         }
+        if let ChurnMethod::Gbt(gbt) = &self.method {
+            gbt.validate()?;
+        }
         Ok(ValidChurnParams(self))
     }
 }
@@ -113,7 +150,8 @@ pub struct ChurnModel {
     pub features: Vec<String>,
     pub definition_set: String,
     pub standardiser: Standardiser,
-    /// Coefficients on standardised features, in `features` order.
+    /// Coefficients on standardised features, in `features` order (logistic only: empty, and the
+    /// intercept 0, for a model whose [`ChurnModel::learned`] is the model).
     pub coefficients: Vec<f64>,
     pub intercept: f64,
     pub cutoffs: Vec<Timestamp>,
@@ -125,6 +163,16 @@ pub struct ChurnModel {
     /// customer-disjoint split (every model stored before forward validation reads so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<ForwardValidation>,
+    /// What a non-logistic method learned (none: the logistic coefficients above are the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<Learned>,
+}
+
+/// What a churn model of a method other than logistic regression learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Learned {
+    Gbt(crate::gbt::Ensemble),
 }
 
 /// A churn model's forward-in-time check: every customer of a later cutoff, labelled as known at
@@ -269,9 +317,13 @@ impl ValidChurnParams {
         let matrix = |z: &[f64]| -> Result<Array2<f64>, ModelError> {
             Array2::from_shape_vec((z.len() / d.width, d.width), z.to_vec()).map_err(|e| FitError::from(e).into())
         };
-        let x_train = matrix(&d.x_train)?;
-        let (coefficients, intercept) = match p.solver {
-            ChurnSolver::Newton => {
+        let (coefficients, intercept, learned) = match (&p.method, p.solver) {
+            (ChurnMethod::Gbt(params), _) => {
+                let ensemble = crate::gbt::fit(&d.x_train, d.width, &d.y_train, params).map_err(FitError::from)?;
+                tracing::debug!(trees = ensemble.trees.len(), "churn fitted by gradient boosting");
+                (Array1::zeros(0), 0.0, Some(Learned::Gbt(ensemble)))
+            }
+            (ChurnMethod::Logistic, ChurnSolver::Newton) => {
                 let fit =
                     logistic::fit(&d.x_train, d.width, &d.y_train, p.l2, p.max_iterations).map_err(FitError::from)?;
                 tracing::debug!(
@@ -279,30 +331,35 @@ impl ValidChurnParams {
                     objective = fit.objective,
                     "churn fitted by Newton's method"
                 );
-                (Array1::from(fit.coefficients), fit.intercept)
+                (Array1::from(fit.coefficients), fit.intercept, None)
             }
-            ChurnSolver::Lbfgs => {
+            (ChurnMethod::Logistic, ChurnSolver::Lbfgs) => {
                 let y: Array1<bool> = d.y_train.iter().copied().collect();
                 let fitted = LogisticRegression::default()
                     .alpha(p.l2)
                     .max_iterations(p.max_iterations)
-                    .fit(&Dataset::new(x_train.clone(), y))
+                    .fit(&Dataset::new(matrix(&d.x_train)?, y))
                     .map_err(FitError::from)?;
                 // linfa-logistic's probabilities are those of the *larger* class (its positive
                 // label), which is "not churned" whenever churn is the minority: orient the fit
                 // towards churn.
                 let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-                (fitted.params().mapv(|c| sign * c), sign * fitted.intercept())
+                (fitted.params().mapv(|c| sign * c), sign * fitted.intercept(), None)
             }
         };
-        let p_churn = |x: &Array2<f64>| -> Vec<f64> {
-            (x.dot(&coefficients) + intercept)
-                .iter()
-                .map(|z| 1.0 / (1.0 + (-z).exp()))
-                .collect()
+        // P(churn) of standardised rows; logistic's by one matrix product, as models were always
+        // measured, so their stored metrics keep their bits.
+        let p_churn = |z: &[f64]| -> Result<Vec<f64>, ModelError> {
+            Ok(match &learned {
+                None => (matrix(z)?.dot(&coefficients) + intercept)
+                    .iter()
+                    .map(|z| 1.0 / (1.0 + (-z).exp()))
+                    .collect(),
+                Some(Learned::Gbt(e)) => z.chunks_exact(d.width).map(|r| e.predict(r)).collect(),
+            })
         };
-        let train_metrics = evaluate(&p_churn(&x_train), &d.y_train)?;
-        let validation = evaluate(&p_churn(&matrix(&d.x_valid)?), &d.y_valid)?;
+        let train_metrics = evaluate(&p_churn(&d.x_train)?, &d.y_train)?;
+        let validation = evaluate(&p_churn(&d.x_valid)?, &d.y_valid)?;
         let mut cutoffs = set.cutoffs.clone();
         cutoffs.sort_unstable();
         cutoffs.dedup();
@@ -319,6 +376,7 @@ impl ValidChurnParams {
             train: train_metrics,
             validation,
             forward: None,
+            learned,
         })
     }
 }
@@ -326,6 +384,9 @@ impl ValidChurnParams {
 impl ChurnModel {
     /// P(churn) for one snapshot row (raw features, in this model's feature order).
     pub fn predict(&self, row: &[f64]) -> f64 {
+        if let Some(Learned::Gbt(e)) = &self.learned {
+            return e.predict(&self.standardiser.apply(row).collect::<Vec<_>>());
+        }
         let z: f64 = self
             .standardiser
             .apply(row)
@@ -376,7 +437,7 @@ impl ChurnModel {
         self.features
             .iter()
             .position(|f| f == feature)
-            .map(|j| self.coefficients[j])
+            .and_then(|j| self.coefficients.get(j).copied())
     }
 }
 
@@ -430,6 +491,40 @@ mod tests {
             );
             assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
         }
+    }
+
+    #[test]
+    fn a_gbt_model_predicts_through_its_trees_and_round_trips() {
+        let params = ChurnParams {
+            method: ChurnMethod::Gbt(crate::gbt::GbtParams::default()),
+            ..ChurnParams::default()
+        };
+        let json = serde_json::to_string(&params).expect("json");
+        assert!(json.contains(r#""method":{"gbt":{"iterations":100,"#), "{json}");
+        let m = params
+            .validate()
+            .expect("valid")
+            .fit(&set(0.2), String::new())
+            .expect("fit");
+        assert!(matches!(m.learned, Some(Learned::Gbt(_))) && m.coefficients.is_empty());
+        assert!(m.validation.roc_auc > 0.9, "{m:?}");
+        assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
+        let back: ChurnModel = serde_json::from_str(&serde_json::to_string(&m).expect("json")).expect("back");
+        assert_eq!(back, m);
+        let bad = ChurnParams {
+            method: ChurnMethod::Gbt(crate::gbt::GbtParams {
+                learning_rate: 0.0,
+                ..crate::gbt::GbtParams::default()
+            }),
+            ..ChurnParams::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ModelError::Param(ParamError::Gbt {
+                name: "learning_rate",
+                ..
+            }))
+        ));
     }
 
     #[test]

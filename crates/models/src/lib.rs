@@ -9,6 +9,7 @@ pub mod card;
 pub mod churn;
 pub mod clv;
 pub mod embedding;
+pub mod gbt;
 pub mod lifetime;
 pub mod logistic;
 pub mod metrics;
@@ -100,6 +101,12 @@ pub enum ParamError {
     ClvFeatures,
     #[error("an embedding keeps 1 to {features} dimensions (the snapshot's features), not {dims}")]
     EmbeddingDims { dims: usize, features: usize },
+    #[error("gbt {name} is {value}; it must be {rule}")]
+    Gbt {
+        name: &'static str,
+        value: f64,
+        rule: &'static str,
+    },
     #[error("the forward validation cutoff {} is not after every training cutoff (latest {})", time::format(*validation), time::format(*latest))]
     ForwardCutoff { validation: Timestamp, latest: Timestamp },
 }
@@ -132,6 +139,8 @@ pub enum FitError {
     Logistic(#[from] linfa_logistic::error::Error),
     #[error(transparent)]
     Newton(#[from] logistic::NewtonError),
+    #[error(transparent)]
+    Gbt(#[from] gbt::GbtError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

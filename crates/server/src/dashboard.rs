@@ -78,7 +78,8 @@ pub struct ModelSummary {
     pub stage: &'static str,
     /// (what, value) of its headline metrics.
     pub measures: Vec<(String, String)>,
-    /// Churn: the features with the largest standardised coefficients, signed.
+    /// Churn: the features with the largest standardised coefficients, signed (gbt: the largest
+    /// shares of the trees' split gain).
     pub drivers: Vec<(String, f64)>,
 }
 
@@ -124,7 +125,7 @@ fn summary(store: &Store, hash: &str, stage: &'static str) -> Result<Option<Mode
             .feature_importance
             .iter()
             .take(DRIVERS)
-            .map(|i| (i.feature.clone(), i.coefficient))
+            .filter_map(|i| Some((i.feature.clone(), i.coefficient.or(i.gain_share)?)))
             .collect(),
     }))
 }

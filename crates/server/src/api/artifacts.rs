@@ -51,6 +51,7 @@ pub fn model_summary(model: &Model) -> Value {
     match model {
         Model::Churn(m) => json!({
             "model": "churn",
+            "method": m.params.method.name(),
             "features": m.features.len(),
             "cutoffs": m.cutoffs.iter().map(|t| time::format(*t)).collect::<Vec<_>>(),
             "horizon_days": m.horizon_days,
