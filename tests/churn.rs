@@ -31,6 +31,54 @@ fn measure(test: &ChurnTest, trained: &cis_models::Trained, scored: &ArtifactHas
     evaluate(&p, &truth).expect("metrics")
 }
 
+/// The default method on the test: chosen by forward validation on 1997-06-30 among the
+/// candidates trained on 1997-03-31, then fitted on both cutoffs, and scored on 1997-09-30. The
+/// choice is the candidate of the lowest held-out log loss, recorded in the model, and re-derives.
+#[test]
+fn the_method_chosen_by_forward_validation_is_recorded_re_derives_and_is_measured() {
+    let test = ChurnTest::new();
+    let candidates = ChurnParams::candidates(42);
+    let trained =
+        train::churn_selected(&test.store, &[test.june, test.march], &candidates, 90, t(TRAIN_KNOWN)).expect("train");
+    let Model::Churn(m) = &trained.model else {
+        panic!("a churn model")
+    };
+    let s = m.selection.as_ref().expect("a recorded selection");
+    assert_eq!(
+        (s.cutoff, s.snapshot.as_str()),
+        (t("1997-06-30"), hex(&test.june).as_str())
+    );
+    assert_eq!(
+        s.candidates.iter().map(|c| &c.params).collect::<Vec<_>>(),
+        candidates.iter().collect::<Vec<_>>()
+    );
+    for c in &s.candidates {
+        println!(
+            "candidate {:<24} forward on 06-30: ROC AUC {:.4}  log loss {:.4}",
+            c.params.summary(),
+            c.forward.roc_auc,
+            c.forward.log_loss
+        );
+        assert!(s.candidates[s.chosen].forward.log_loss <= c.forward.log_loss);
+    }
+    assert_eq!(m.params, s.candidates[s.chosen].params);
+    assert_eq!(m.cutoffs, [t("1997-03-31"), t("1997-06-30")], "fitted on both cutoffs");
+    assert!(m.forward.is_none());
+    let (scores_hash, p) = test.score(&trained, &test.sept);
+    let scored = evaluate(&p, &test.truth).expect("metrics");
+    println!(
+        "chosen {} → scored on 1997-09-30: ROC AUC {:.4}  log loss {:.4}  (target ≥ 0.7923, ≤ 0.3780)",
+        m.params.summary(),
+        scored.roc_auc,
+        scored.log_loss
+    );
+    assert!(scored.roc_auc > 0.75, "{scored:?}");
+    assert!(
+        audit(&test.store, &scores_hash).expect("audit").all_identical(),
+        "scores → chosen model → snapshots re-derive"
+    );
+}
+
 /// The test ([`ChurnTest`]): today's churn against CLV features and against two training
 /// cutoffs with CLV features, scored on 1997-09-30; nothing is tuned on the scored cutoff.
 #[test]
@@ -235,7 +283,7 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     };
     let march = after(&run(&["snapshot", "create", "--as-of", "1997-03-31"]), "snapshot ");
     let june = after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
-    // Given later cutoff first: the default still holds out the latest one.
+    // Given later cutoff first: a given method still holds out the latest one.
     let text = run(&[
         "train",
         "churn",
@@ -245,6 +293,8 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
         &march,
         "--known-at",
         TRAIN_KNOWN,
+        "--method",
+        "logistic",
     ]);
     assert!(
         text.contains("forward validation on the 1997-06-30T00:00:00Z cutoff: ROC AUC"),
@@ -261,6 +311,35 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     assert!(card["metrics"]["validation"]["roc_auc"].as_f64().is_some());
     let shown = run(&["models", "show", &model]);
     assert!(shown.contains("forward validation on the 1997-06-30"), "{shown}");
+
+    // No method: chosen by forward validation on the latest cutoff, then fitted on both.
+    let text = run(&[
+        "train",
+        "churn",
+        "--snapshot",
+        &march,
+        "--snapshot",
+        &june,
+        "--known-at",
+        TRAIN_KNOWN,
+    ]);
+    assert!(
+        text.contains("method chosen by forward validation on the 1997-06-30T00:00:00Z cutoff"),
+        "{text}"
+    );
+    assert!(text.contains("* logistic + BG/NBD inputs"), "{text}");
+    let model = after(&text, "model ");
+    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    let method = card["method"].as_str().expect("method");
+    assert!(
+        method.contains(
+            "chosen by forward validation on 1997-06-30T00:00:00Z among logistic, logistic + BG/NBD inputs, gbt"
+        ),
+        "{method}"
+    );
+    assert_eq!(card["metrics"]["selection"]["chosen"].as_u64(), Some(1));
+    assert_eq!(card["learned_from"]["cutoffs"].as_array().map(Vec::len), Some(2));
+    assert!(run(&["audit", &model]).contains("identical"));
 
     // --validate-on none trains on both; --clv-features records its CLV models.
     let text = run(&[

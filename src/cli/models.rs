@@ -54,9 +54,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub k: Option<usize>,
     /// How the model learns. Segments: kmeans (the default) or hdbscan (density clusters;
-    /// customers in none are `unsegmented`; at most 20,000 customers). Churn: logistic (the
-    /// default; L2 logistic regression) or gbt (gradient-boosted trees, scikit-learn's
-    /// HistGradientBoostingClassifier defaults: 100 trees of up to 31 leaves, learning rate 0.1).
+    /// customers in none are `unsegmented`; at most 20,000 customers). Churn: logistic (L2
+    /// logistic regression), gbt (gradient-boosted trees, scikit-learn's
+    /// HistGradientBoostingClassifier defaults: 100 trees of up to 31 leaves, learning rate 0.1),
+    /// or auto: each of logistic, logistic with CLV inputs and gbt learns from every cutoff but the
+    /// latest and is scored on the latest; the lowest log loss there is fitted on every cutoff and
+    /// the choice recorded. Churn's default: auto with two or more --snapshot (and no
+    /// --validate-on or --clv-features), else logistic.
     #[arg(long, value_parser = super::choice::<MethodChoice>())]
     pub method: Option<MethodChoice>,
     /// Segments with --method hdbscan: the fewest customers a cluster has.
@@ -90,6 +94,8 @@ pub enum MethodChoice {
     Hdbscan,
     Logistic,
     Gbt,
+    /// Churn: chosen by forward validation among [`ChurnParams::candidates`].
+    Auto,
 }
 
 impl cis_core::Choice for MethodChoice {
@@ -98,6 +104,7 @@ impl cis_core::Choice for MethodChoice {
         MethodChoice::Hdbscan,
         MethodChoice::Logistic,
         MethodChoice::Gbt,
+        MethodChoice::Auto,
     ];
 
     fn choice_name(self) -> &'static str {
@@ -106,6 +113,7 @@ impl cis_core::Choice for MethodChoice {
             MethodChoice::Hdbscan => "hdbscan",
             MethodChoice::Logistic => "logistic",
             MethodChoice::Gbt => "gbt",
+            MethodChoice::Auto => "auto",
         }
     }
 }
@@ -115,7 +123,7 @@ impl MethodChoice {
     fn kind(self) -> ModelKind {
         match self {
             MethodChoice::Kmeans | MethodChoice::Hdbscan => ModelKind::Segments,
-            MethodChoice::Logistic | MethodChoice::Gbt => ModelKind::Churn,
+            MethodChoice::Logistic | MethodChoice::Gbt | MethodChoice::Auto => ModelKind::Churn,
         }
     }
 
@@ -140,6 +148,15 @@ impl MethodChoice {
             m.choice_name(),
             takes.join("|")
         )
+    }
+}
+
+/// Whether `cis train churn` chooses its method by forward validation: when asked to, and by
+/// default with two or more cutoffs and neither a method, a validation cutoff nor CLV inputs given.
+fn chooses_method(method: Option<MethodChoice>, a: &TrainArgs, cutoffs: usize) -> bool {
+    match method {
+        Some(m) => m == MethodChoice::Auto,
+        None => cutoffs >= 2 && a.validate_on.is_none() && !a.clv_features,
     }
 }
 
@@ -259,6 +276,18 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     }
     let method = MethodChoice::of(a.method, a.kind)?;
     let trained: Trained = match a.kind {
+        ModelKind::Churn if chooses_method(method, &a, snaps.len()) => {
+            if a.validate_on.is_some() || a.clv_features {
+                bail!("--method auto holds out the latest cutoff itself and tries CLV inputs as a candidate: drop --validate-on and --clv-features");
+            }
+            train::churn_selected(
+                store,
+                &snaps,
+                &ChurnParams::candidates(a.seed),
+                a.horizon,
+                a.known_at.unwrap_or_else(time::now),
+            )?
+        }
         ModelKind::Churn => {
             let params = ChurnParams {
                 seed: a.seed,
@@ -456,6 +485,25 @@ fn forward_split(
 }
 
 fn forward_summary(m: &cis_models::churn::ChurnModel, out: &mut impl Write) -> std::io::Result<()> {
+    if let Some(s) = &m.selection {
+        writeln!(
+            out,
+            "method chosen by forward validation on the {} cutoff (trained on the earlier ones), then fitted on every cutoff:",
+            time::format(s.cutoff)
+        )?;
+        for (i, c) in s.candidates.iter().enumerate() {
+            writeln!(
+                out,
+                "  {} {:<26} ROC AUC {:.4}, log loss {:.4} on {} rows",
+                if i == s.chosen { "*" } else { " " },
+                c.params.summary(),
+                c.forward.roc_auc,
+                c.forward.log_loss,
+                c.forward.rows
+            )?;
+        }
+        return Ok(());
+    }
     match &m.forward {
         Some(f) => writeln!(
             out,

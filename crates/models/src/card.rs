@@ -9,7 +9,7 @@ use cis_core::time::{self, Timestamp};
 use cis_core::Choice;
 use cis_storage::{hex, Store, StoredArtifact};
 
-use crate::churn::{ChurnMethod, ChurnSolver, ForwardValidation, Learned};
+use crate::churn::{ChurnMethod, ChurnSolver, ForwardValidation, Learned, Selection};
 use crate::lifetime::ConditionalExpectations;
 use crate::metrics::Metrics;
 use crate::segments::SegmentMethod;
@@ -78,6 +78,10 @@ pub enum CardMetrics {
         train: Metrics,
         validation: Metrics,
         forward: Option<ForwardValidation>,
+        /// With the method chosen by forward validation: the held-out cutoff, each candidate's
+        /// parameters and metrics there, and which was chosen (absent otherwise).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        selection: Option<Box<Selection>>,
     },
     Clv {
         customers_fitted: usize,
@@ -203,11 +207,20 @@ pub fn card(
             importance.sort_by(|a, b| b.magnitude().total_cmp(&a.magnitude()));
             (
                 format!(
-                    "{learner}{}",
+                    "{learner}{}{}",
                     m.params
                         .clv_features
                         .as_ref()
-                        .map_or_else(String::new, |c| format!(", with {} inputs", c.purchase_model.name()))
+                        .map_or_else(String::new, |c| format!(", with {} inputs", c.purchase_model.name())),
+                    m.selection.as_ref().map_or_else(String::new, |s| format!(
+                        "; chosen by forward validation on {} among {}",
+                        time::format(s.cutoff),
+                        s.candidates
+                            .iter()
+                            .map(|c| c.params.summary())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
                 ),
                 m.definition_set.clone(),
                 m.cutoffs.iter().map(|t| time::format(*t)).collect(),
@@ -216,6 +229,7 @@ pub fn card(
                     train: m.train.clone(),
                     validation: m.validation.clone(),
                     forward: m.forward.clone(),
+                    selection: m.selection.clone().map(Box::new),
                 },
                 importance,
             )

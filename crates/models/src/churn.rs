@@ -166,6 +166,60 @@ pub struct ChurnModel {
     /// What a non-logistic method learned (none: the logistic coefficients above are the model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned: Option<Learned>,
+    /// How the method was chosen when it was chosen by forward validation
+    /// ([`crate::train::churn_selected`]); none when it was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+/// A choice of method by forward-in-time validation: every candidate learned from the training
+/// cutoffs but the latest and was scored on the latest; the one of the lowest log loss there was
+/// then fitted on every cutoff, and is the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The held-out cutoff (the latest training cutoff) and its snapshot.
+    pub cutoff: Timestamp,
+    pub snapshot: String,
+    pub candidates: Vec<Candidate>,
+    /// Index into `candidates` of the one chosen.
+    pub chosen: usize,
+}
+
+/// One candidate of a [`Selection`]: its parameters and how it did on the held-out cutoff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub params: ChurnParams,
+    pub forward: Metrics,
+}
+
+impl ChurnParams {
+    /// The method in a few words: `logistic`, `logistic + BG/NBD inputs`, `gbt`…
+    pub fn summary(&self) -> String {
+        match &self.clv_features {
+            Some(c) => format!("{} + {} inputs", self.method.name(), c.purchase_model.name()),
+            None => self.method.name().to_string(),
+        }
+    }
+
+    /// The candidates `cis train churn` chooses among by default, with `seed`: logistic regression
+    /// without and with CLV inputs, and gradient-boosted trees.
+    pub fn candidates(seed: u64) -> Vec<ChurnParams> {
+        let base = ChurnParams {
+            seed,
+            ..ChurnParams::default()
+        };
+        vec![
+            base.clone(),
+            ChurnParams {
+                clv_features: Some(Box::default()),
+                ..base.clone()
+            },
+            ChurnParams {
+                method: ChurnMethod::Gbt(crate::gbt::GbtParams::default()),
+                ..base
+            },
+        ]
+    }
 }
 
 /// What a churn model of a method other than logistic regression learned.
@@ -377,6 +431,7 @@ impl ValidChurnParams {
             validation,
             forward: None,
             learned,
+            selection: None,
         })
     }
 }

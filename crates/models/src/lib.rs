@@ -107,6 +107,8 @@ pub enum ParamError {
         value: f64,
         rule: &'static str,
     },
+    #[error("choosing the churn method by forward validation needs two or more cutoffs (the latest is held out) and a candidate")]
+    SelectionCutoffs,
     #[error("the forward validation cutoff {} is not after every training cutoff (latest {})", time::format(*validation), time::format(*latest))]
     ForwardCutoff { validation: Timestamp, latest: Timestamp },
 }

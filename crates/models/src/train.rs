@@ -3,7 +3,7 @@
 
 use cis_storage::{hex, ArtifactHash, Store};
 
-use crate::churn::{clv_inputs, with_clv_inputs, ChurnParams, ForwardValidation};
+use crate::churn::{clv_inputs, with_clv_inputs, Candidate, ChurnParams, ForwardValidation, Selection};
 use crate::embedding::EmbeddingParams;
 use crate::lifetime::{ClvModel, ClvParams};
 use crate::segments::SegmentParams;
@@ -91,6 +91,66 @@ pub fn churn_validated(
         parents,
         feeders,
     })
+}
+
+/// Churn with the method chosen by forward-in-time validation ([`Selection`]): each of
+/// `candidates` learns from every snapshot but the latest and is scored on the latest (labels as
+/// known at `known_at`); the one of the lowest log loss there is fitted again on every snapshot,
+/// and the choice is recorded in the model. Its parents are those of that last fit.
+pub fn churn_selected(
+    store: &Store,
+    snapshots: &[ArtifactHash],
+    candidates: &[ChurnParams],
+    horizon_days: u32,
+    known_at: Timestamp,
+) -> Result<Trained, ModelError> {
+    let as_of = |h: &ArtifactHash| -> Result<i64, ModelError> {
+        Ok(cis_core::artifact::fetch(store, h, snapshot::KIND)?.as_of)
+    };
+    let mut latest = 0;
+    for (i, h) in snapshots.iter().enumerate() {
+        if as_of(h)? > as_of(&snapshots[latest])? {
+            latest = i;
+        }
+    }
+    let held_out = snapshots.get(latest).ok_or(ModelError::EmptyTrainingSet)?;
+    let training: Vec<ArtifactHash> = snapshots.iter().filter(|h| *h != held_out).copied().collect();
+    if training.is_empty() || candidates.is_empty() {
+        return Err(ParamError::SelectionCutoffs.into());
+    }
+    let mut tried = Vec::with_capacity(candidates.len());
+    for params in candidates {
+        let t = churn_validated(store, &training, Some(held_out), params.clone(), horizon_days, known_at)?;
+        let Model::Churn(m) = t.model else {
+            return Err(ModelError::EmptyTrainingSet);
+        };
+        let forward = m.forward.ok_or(ModelError::EmptyTrainingSet)?;
+        tracing::info!(method = %params.summary(), log_loss = forward.metrics.log_loss, auc = forward.metrics.roc_auc, "churn candidate");
+        tried.push(Candidate {
+            params: params.clone(),
+            forward: forward.metrics,
+        });
+    }
+    let chosen = (0..tried.len())
+        .min_by(|&a, &b| tried[a].forward.log_loss.total_cmp(&tried[b].forward.log_loss))
+        .unwrap_or(0);
+    let mut trained = churn_validated(
+        store,
+        snapshots,
+        None,
+        tried[chosen].params.clone(),
+        horizon_days,
+        known_at,
+    )?;
+    if let Model::Churn(m) = &mut trained.model {
+        m.selection = Some(Selection {
+            cutoff: Timestamp::from_micros(as_of(held_out)?),
+            snapshot: hex(held_out),
+            candidates: tried,
+            chosen,
+        });
+    }
+    Ok(trained)
 }
 
 /// A CLV model fitted on one snapshot, ready to store (its parent is that snapshot).
@@ -191,6 +251,10 @@ pub fn retrain(store: &Store, model: &Model, parents: &[ArtifactHash]) -> Result
                 Some(_) => &parents[..parents.len() / 2],
                 None => parents,
             };
+            if let Some(s) = &m.selection {
+                let candidates: Vec<ChurnParams> = s.candidates.iter().map(|c| c.params.clone()).collect();
+                return churn_selected(store, snapshots, &candidates, m.horizon_days, m.labels_known_at);
+            }
             let (train, validate_on) = match (&m.forward, snapshots.split_last()) {
                 (Some(_), Some((last, rest))) => (rest, Some(last)),
                 _ => (snapshots, None),
