@@ -9,10 +9,11 @@ use cis_core::time::{self, Timestamp};
 use cis_core::Choice;
 use cis_storage::{hex, Store, StoredArtifact};
 
-use crate::churn::{ChurnSolver, ForwardValidation};
+use crate::churn::{ChurnMethod, ChurnSolver, ForwardValidation, Learned};
 use crate::lifetime::ConditionalExpectations;
 use crate::metrics::Metrics;
 use crate::segments::SegmentMethod;
+use crate::survival::SurvivalMetrics;
 use crate::{Model, ModelError};
 
 pub const CARD_SCHEMA: u32 = 1;
@@ -32,8 +33,9 @@ pub struct ModelCard {
     /// with the log prefix it was computed from.
     pub lineage: Vec<Parent>,
     pub metrics: CardMetrics,
-    /// Churn: each feature's coefficient on the standardised feature, largest magnitude first.
-    /// Empty for the other kinds.
+    /// Churn: each feature's coefficient on the standardised feature, largest magnitude first
+    /// (`--method survival`: its Cox coefficient, the log hazard ratio of the next order, so a
+    /// positive one lowers churn). Empty for the other kinds.
     pub feature_importance: Vec<Importance>,
     /// CLV: mean holdout repeat purchases by calibration frequency, predicted vs actual, when
     /// the log holds the holdout (computed from the log, not stored).
@@ -77,6 +79,9 @@ pub enum CardMetrics {
         train: Metrics,
         validation: Metrics,
         forward: Option<ForwardValidation>,
+        /// `--method survival` only: the Cox model's concordance and integrated Brier score.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        survival: Option<SurvivalCard>,
     },
     Clv {
         customers_fitted: usize,
@@ -90,6 +95,14 @@ pub enum CardMetrics {
         #[serde(skip_serializing_if = "Option::is_none")]
         hdbscan: Option<HdbscanCard>,
     },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SurvivalCard {
+    pub train: SurvivalMetrics,
+    pub validation: SurvivalMetrics,
+    /// Breslow's baseline cumulative hazard at the horizon.
+    pub baseline_cumulative_hazard: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,20 +159,30 @@ pub fn card(
                 ChurnSolver::Newton => "Newton",
                 ChurnSolver::Lbfgs => "L-BFGS",
             };
+            let cox = match &m.learned {
+                Some(Learned::Survival(cox)) => Some(cox),
+                None => None,
+            };
             let mut importance: Vec<Importance> = m
                 .features
                 .iter()
-                .zip(&m.coefficients)
+                .zip(cox.map_or(&m.coefficients, |c| &c.coefficients))
                 .map(|(feature, c)| Importance {
                     feature: feature.clone(),
                     coefficient: *c,
                 })
                 .collect();
             importance.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
+            let method = match &m.params.method {
+                ChurnMethod::Logistic => format!("logistic regression, L2 {} ({solver})", m.params.l2),
+                ChurnMethod::Survival(p) => format!(
+                    "Cox proportional hazards of the time to the next order (Efron ties, Breslow baseline), penalizer {}",
+                    p.penalizer
+                ),
+            };
             (
                 format!(
-                    "logistic regression, L2 {} ({solver}){}",
-                    m.params.l2,
+                    "{method}{}",
                     m.params
                         .clv_features
                         .as_ref()
@@ -172,6 +195,11 @@ pub fn card(
                     train: m.train.clone(),
                     validation: m.validation.clone(),
                     forward: m.forward.clone(),
+                    survival: cox.map(|c| SurvivalCard {
+                        train: c.train.clone(),
+                        validation: c.validation.clone(),
+                        baseline_cumulative_hazard: c.baseline_at_horizon(),
+                    }),
                 },
                 importance,
             )

@@ -48,6 +48,28 @@ impl ChurnSolver {
     }
 }
 
+/// How a churn model learns; part of ChurnParams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChurnMethod {
+    /// L2-penalised logistic regression on the churn label ([`ChurnParams::l2`], `solver`).
+    Logistic,
+    /// A Cox model of the time to the next order ([`crate::survival`]); P(churn) is its
+    /// P(no order within the horizon).
+    Survival(crate::survival::SurvivalParams),
+}
+
+impl ChurnMethod {
+    /// What models stored before methods were named were fitted with.
+    fn logistic() -> ChurnMethod {
+        ChurnMethod::Logistic
+    }
+
+    fn is_logistic(&self) -> bool {
+        *self == ChurnMethod::Logistic
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChurnParams {
     pub seed: u64,
@@ -67,6 +89,9 @@ pub struct ChurnParams {
     /// the snapshot's features only, and the field is not written, so older models keep their bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clv_features: Option<Box<ClvParams>>,
+    /// Not written for logistic regression, so models stored before methods keep their bytes.
+    #[serde(default = "ChurnMethod::logistic", skip_serializing_if = "ChurnMethod::is_logistic")]
+    pub method: ChurnMethod,
 }
 
 impl Default for ChurnParams {
@@ -78,6 +103,7 @@ impl Default for ChurnParams {
             max_iterations: 200,
             solver: ChurnSolver::Newton,
             clv_features: None,
+            method: ChurnMethod::Logistic,
         }
     }
 }
@@ -103,6 +129,9 @@ impl ChurnParams {
                 return Err(ParamError::ClvFeatures.into());
             }
         }
+        if let ChurnMethod::Survival(survival) = &self.method {
+            survival.validate()?;
+        }
         Ok(ValidChurnParams(self))
     }
 }
@@ -125,6 +154,16 @@ pub struct ChurnModel {
     /// customer-disjoint split (every model stored before forward validation reads so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<ForwardValidation>,
+    /// What a non-logistic method learned (none: the logistic coefficients above are the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<Learned>,
+}
+
+/// What a churn model fitted by a method other than logistic regression learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Learned {
+    Survival(crate::survival::CoxFit),
 }
 
 /// A churn model's forward-in-time check: every customer of a later cutoff, labelled as known at
@@ -210,6 +249,11 @@ pub struct Design {
     pub y_train: Vec<bool>,
     pub x_valid: Vec<f64>,
     pub y_valid: Vec<bool>,
+    /// Per training row, days to the next order and whether it was seen ([`TrainingSet::durations`]).
+    pub durations_train: Vec<f64>,
+    pub observed_train: Vec<bool>,
+    pub durations_valid: Vec<f64>,
+    pub observed_valid: Vec<bool>,
 }
 
 impl ValidChurnParams {
@@ -253,12 +297,18 @@ impl ValidChurnParams {
                 .collect()
         };
         let labels = |rows: &[usize]| -> Vec<bool> { rows.iter().map(|&i| set.churned[i]).collect() };
+        let durations = |rows: &[usize]| -> Vec<f64> { rows.iter().map(|&i| set.durations[i]).collect() };
+        let observed = |rows: &[usize]| -> Vec<bool> { rows.iter().map(|&i| set.observed[i]).collect() };
         Ok(Design {
             width,
             x_train: standardised(&train_raw),
             y_train: labels(&train),
             x_valid: standardised(&raw(&valid)),
             y_valid: labels(&valid),
+            durations_train: durations(&train),
+            observed_train: observed(&train),
+            durations_valid: durations(&valid),
+            observed_valid: observed(&valid),
             standardiser,
         })
     }
@@ -266,6 +316,26 @@ impl ValidChurnParams {
     pub fn fit(&self, set: &TrainingSet, definition_set: String) -> Result<ChurnModel, ModelError> {
         let p = &self.0;
         let d = self.design(set)?;
+        if let ChurnMethod::Survival(survival) = &p.method {
+            let cox = crate::survival::fit_churn(survival, &d, set.horizon_days)?;
+            let p_churn = |x: &[f64]| -> Vec<f64> {
+                x.chunks_exact(d.width)
+                    .map(|r| cox.p_no_event(r.iter().copied()))
+                    .collect()
+            };
+            let (train, validation) = (
+                evaluate(&p_churn(&d.x_train), &d.y_train)?,
+                evaluate(&p_churn(&d.x_valid), &d.y_valid)?,
+            );
+            return Ok(self.model(
+                set,
+                definition_set,
+                d.standardiser,
+                (Vec::new(), 0.0),
+                [train, validation],
+                Some(Learned::Survival(cox)),
+            ));
+        }
         let matrix = |z: &[f64]| -> Result<Array2<f64>, ModelError> {
             Array2::from_shape_vec((z.len() / d.width, d.width), z.to_vec()).map_err(|e| FitError::from(e).into())
         };
@@ -303,29 +373,54 @@ impl ValidChurnParams {
         };
         let train_metrics = evaluate(&p_churn(&x_train), &d.y_train)?;
         let validation = evaluate(&p_churn(&matrix(&d.x_valid)?), &d.y_valid)?;
+        Ok(self.model(
+            set,
+            definition_set,
+            d.standardiser,
+            (coefficients.to_vec(), intercept),
+            [train_metrics, validation],
+            None,
+        ))
+    }
+
+    /// The model of a fit on `set`: its logistic coefficients and intercept (empty and 0 for the
+    /// other methods), train and validation metrics, and what another method learned.
+    fn model(
+        &self,
+        set: &TrainingSet,
+        definition_set: String,
+        standardiser: Standardiser,
+        (coefficients, intercept): (Vec<f64>, f64),
+        [train, validation]: [Metrics; 2],
+        learned: Option<Learned>,
+    ) -> ChurnModel {
         let mut cutoffs = set.cutoffs.clone();
         cutoffs.sort_unstable();
         cutoffs.dedup();
-        Ok(ChurnModel {
-            params: p.clone(),
+        ChurnModel {
+            params: self.0.clone(),
             features: set.features.clone(),
             definition_set,
-            standardiser: d.standardiser,
-            coefficients: coefficients.to_vec(),
+            standardiser,
+            coefficients,
             intercept,
             cutoffs,
             horizon_days: set.horizon_days,
             labels_known_at: set.known_at,
-            train: train_metrics,
+            train,
             validation,
             forward: None,
-        })
+            learned,
+        }
     }
 }
 
 impl ChurnModel {
     /// P(churn) for one snapshot row (raw features, in this model's feature order).
     pub fn predict(&self, row: &[f64]) -> f64 {
+        if let Some(Learned::Survival(cox)) = &self.learned {
+            return cox.p_no_event(self.standardiser.apply(row));
+        }
         let z: f64 = self
             .standardiser
             .apply(row)
@@ -376,7 +471,7 @@ impl ChurnModel {
         self.features
             .iter()
             .position(|f| f == feature)
-            .map(|j| self.coefficients[j])
+            .and_then(|j| self.coefficients.get(j).copied())
     }
 }
 
@@ -409,6 +504,8 @@ mod tests {
         TrainingSet {
             features: vec!["x".into()],
             values,
+            durations: churned.iter().map(|&c| if c { 90.0 } else { 30.0 }).collect(),
+            observed: churned.iter().map(|&c| !c).collect(),
             churned,
             customers,
             cutoffs: vec![Timestamp::EPOCH],
@@ -430,6 +527,53 @@ mod tests {
             );
             assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
         }
+    }
+
+    #[test]
+    fn survival_churn_learns_the_time_to_the_next_order_and_writes_its_method() {
+        let survival = ChurnParams {
+            method: ChurnMethod::Survival(crate::survival::SurvivalParams::default()),
+            ..ChurnParams::default()
+        };
+        let m = survival
+            .clone()
+            .validate()
+            .expect("valid")
+            .fit(&set(0.2), String::new())
+            .expect("fit");
+        let Some(Learned::Survival(cox)) = &m.learned else {
+            panic!("a Cox fit: {m:?}")
+        };
+        // A larger x means churn, so a lower hazard of the next order.
+        assert!(cox.coefficients[0] < 0.0, "{cox:?}");
+        assert!(m.validation.roc_auc > 0.9 && cox.validation.concordance > 0.8, "{m:?}");
+        assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
+        assert_eq!(cox.baseline_cumulative_hazard.len(), 90);
+        let json = serde_json::to_string(&m).expect("json");
+        assert!(
+            json.contains(r#""method":{"survival":{"penalizer":0.0,"max_iterations":100}}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<ChurnModel>(&json).expect("back"), m);
+        let bad = ChurnParams {
+            method: ChurnMethod::Survival(crate::survival::SurvivalParams {
+                penalizer: -1.0,
+                max_iterations: 10,
+            }),
+            ..ChurnParams::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ModelError::Param(ParamError::Penalizer(_)))
+        ));
+        // Logistic models do not write the method, nor anything learned beside their coefficients.
+        let logistic = ChurnParams::default()
+            .validate()
+            .expect("valid")
+            .fit(&set(0.2), String::new())
+            .expect("fit");
+        let json = serde_json::to_string(&logistic).expect("json");
+        assert!(!json.contains("method") && !json.contains("learned"), "{json}");
     }
 
     #[test]
