@@ -12,12 +12,13 @@ use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::labels::DEFAULT_HORIZON_DAYS;
 use cis_features::snapshot;
-use cis_models::churn::ChurnParams;
+use cis_models::churn::{ChurnMethod, ChurnParams, Learned};
 use cis_models::clv::PurchaseModelKind;
 use cis_models::lifetime::{self, ClvParams};
 use cis_models::promotion::{Change, Promotions, Record, Stage};
 use cis_models::scores::Rule;
 use cis_models::segments::{SegmentMethod, SegmentModel, SegmentParams};
+use cis_models::survival::SurvivalParams;
 use cis_models::{scores, train, Model, ModelKind, Trained};
 use cis_ops::audit;
 
@@ -52,9 +53,14 @@ pub struct TrainArgs {
     #[arg(long)]
     pub k: Option<usize>,
     /// Segments: kmeans (the default) or hdbscan (density clusters; customers in none are
-    /// `unsegmented`; at most 20,000 customers).
-    #[arg(long, value_parser = super::choice::<SegmentChoice>())]
-    pub method: Option<SegmentChoice>,
+    /// `unsegmented`; at most 20,000 customers). Churn: logistic (the default) or survival (a Cox
+    /// model of the time to the next order; P(churn) = P(no order within the horizon)).
+    #[arg(long, value_parser = super::choice::<MethodChoice>())]
+    pub method: Option<MethodChoice>,
+    /// Churn with --method survival: lifelines' L2 `penalizer` (½·penalizer·‖β‖² on the mean
+    /// partial log-likelihood).
+    #[arg(long)]
+    pub penalizer: Option<f64>,
     /// Segments with --method hdbscan: the fewest customers a cluster has.
     #[arg(long)]
     pub min_cluster_size: Option<usize>,
@@ -72,20 +78,64 @@ pub struct TrainArgs {
     pub holdout_weeks: u32,
 }
 
-/// `--method` of `cis train segments`.
+/// `--method` of `cis train`: each value belongs to one kind of model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentChoice {
+pub enum MethodChoice {
     Kmeans,
     Hdbscan,
+    Logistic,
+    Survival,
 }
 
-impl cis_core::Choice for SegmentChoice {
-    const CHOICES: &'static [SegmentChoice] = &[SegmentChoice::Kmeans, SegmentChoice::Hdbscan];
+impl MethodChoice {
+    /// The kind of model this method fits.
+    fn kind(self) -> ModelKind {
+        match self {
+            MethodChoice::Kmeans | MethodChoice::Hdbscan => ModelKind::Segments,
+            MethodChoice::Logistic | MethodChoice::Survival => ModelKind::Churn,
+        }
+    }
+
+    /// `--method` given for `kind`, refused when it is another kind's.
+    fn of(method: Option<MethodChoice>, kind: ModelKind) -> anyhow::Result<Option<MethodChoice>> {
+        use cis_core::Choice;
+        let Some(m) = method else { return Ok(None) };
+        if m.kind() == kind {
+            return Ok(Some(m));
+        }
+        let takes: Vec<&str> = MethodChoice::CHOICES
+            .iter()
+            .filter(|c| c.kind() == kind)
+            .map(|c| c.choice_name())
+            .collect();
+        let takes = if takes.is_empty() {
+            "no --method".to_string()
+        } else {
+            takes.join("|")
+        };
+        bail!(
+            "--method {} is {}'s; {} takes {takes}",
+            m.choice_name(),
+            m.kind().choice_name(),
+            kind.choice_name()
+        )
+    }
+}
+
+impl cis_core::Choice for MethodChoice {
+    const CHOICES: &'static [MethodChoice] = &[
+        MethodChoice::Kmeans,
+        MethodChoice::Hdbscan,
+        MethodChoice::Logistic,
+        MethodChoice::Survival,
+    ];
 
     fn choice_name(self) -> &'static str {
         match self {
-            SegmentChoice::Kmeans => "kmeans",
-            SegmentChoice::Hdbscan => "hdbscan",
+            MethodChoice::Kmeans => "kmeans",
+            MethodChoice::Hdbscan => "hdbscan",
+            MethodChoice::Logistic => "logistic",
+            MethodChoice::Survival => "survival",
         }
     }
 }
@@ -198,11 +248,23 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
     if a.kind != ModelKind::Churn && (a.validate_on.is_some() || a.clv_features) {
         bail!("--validate-on and --clv-features are churn's; {:?} has neither", a.kind);
     }
+    let method = MethodChoice::of(a.method, a.kind)?;
+    if method != Some(MethodChoice::Survival) && a.penalizer.is_some() {
+        bail!("--penalizer is for churn's --method survival");
+    }
     let trained: Trained = match a.kind {
         ModelKind::Churn => {
+            let method = match method.unwrap_or(MethodChoice::Logistic) {
+                MethodChoice::Survival => ChurnMethod::Survival(SurvivalParams {
+                    penalizer: a.penalizer.unwrap_or(SurvivalParams::default().penalizer),
+                    ..SurvivalParams::default()
+                }),
+                _ => ChurnMethod::Logistic,
+            };
             let params = ChurnParams {
                 seed: a.seed,
                 clv_features: a.clv_features.then(Box::default),
+                method,
                 ..ChurnParams::default()
             };
             let (training, validate_on) = forward_split(store, snaps, a.validate_on.as_deref())?;
@@ -229,19 +291,19 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
             train::clv(store, &snaps[0], params)?
         }
         ModelKind::Segments => {
-            let method = match a.method.unwrap_or(SegmentChoice::Kmeans) {
-                SegmentChoice::Kmeans => {
-                    if a.min_cluster_size.is_some() || a.min_samples.is_some() {
-                        bail!("--min-cluster-size and --min-samples are for --method hdbscan");
-                    }
-                    SegmentMethod::Kmeans
-                }
-                SegmentChoice::Hdbscan => {
+            let method = match method.unwrap_or(MethodChoice::Kmeans) {
+                MethodChoice::Hdbscan => {
                     let min_cluster_size = a.min_cluster_size.unwrap_or(DEFAULT_MIN_CLUSTER_SIZE);
                     SegmentMethod::Hdbscan {
                         min_cluster_size,
                         min_samples: a.min_samples.unwrap_or(min_cluster_size),
                     }
+                }
+                _ => {
+                    if a.min_cluster_size.is_some() || a.min_samples.is_some() {
+                        bail!("--min-cluster-size and --min-samples are for --method hdbscan");
+                    }
+                    SegmentMethod::Kmeans
                 }
             };
             train::segments(
@@ -277,6 +339,7 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
                 m.train.roc_auc,
                 m.train.rows
             )?;
+            survival_summary(m, out)?;
             forward_summary(m, out)?;
         }
         Model::Clv(m) => clv_summary(m, out)?,
@@ -360,6 +423,32 @@ fn forward_split(
             Ok((snaps, Some(v)))
         }
     }
+}
+
+/// A survival model's Cox fit: its metrics, then its coefficients, largest magnitude first
+/// (nothing for a logistic model, whose lines stay as they were).
+fn survival_summary(m: &cis_models::churn::ChurnModel, out: &mut impl Write) -> std::io::Result<()> {
+    let Some(Learned::Survival(cox)) = &m.learned else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "Cox model ({} Newton steps): validation concordance {:.3}, integrated Brier {:.3} over {} days (train {:.3}, {:.3}); H0(horizon) {:.4}",
+        cox.iterations,
+        cox.validation.concordance,
+        cox.validation.integrated_brier,
+        m.horizon_days,
+        cox.train.concordance,
+        cox.train.integrated_brier,
+        cox.baseline_at_horizon()
+    )?;
+    let mut coefficients: Vec<(&String, f64)> = m.features.iter().zip(cox.coefficients.iter().copied()).collect();
+    coefficients.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    writeln!(out, "log hazard ratios of the next order (per standard deviation):")?;
+    for (feature, c) in coefficients {
+        writeln!(out, "  {feature:<32} {c:+.4}")?;
+    }
+    Ok(())
 }
 
 fn forward_summary(m: &cis_models::churn::ChurnModel, out: &mut impl Write) -> std::io::Result<()> {
@@ -558,6 +647,7 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut imp
                 m.validation.brier,
                 m.validation.rows
             )?;
+            survival_summary(m, out)?;
             forward_summary(m, out)?;
         }
         Model::Segments(m) => segments_summary(m, out)?,

@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(cox.baseline_cumulative_hazard.len(), 90);
         let json = serde_json::to_string(&m).expect("json");
         assert!(
-            json.contains(r#""method":{"survival":{"penalizer":0.0,"max_iterations":100}}"#),
+            json.contains(r#""method":{"survival":{"penalizer":0.001,"max_iterations":100}}"#),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<ChurnModel>(&json).expect("back"), m);

@@ -21,7 +21,8 @@ use crate::{FitError, ParamError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SurvivalParams {
     /// lifelines' `penalizer` with `l1_ratio = 0`: `½·penalizer·‖β‖²` is added to the mean negative
-    /// partial log-likelihood. 0: the plain Cox model.
+    /// partial log-likelihood. 0: the plain Cox model, which has no unique optimum when features
+    /// are collinear (as snapshot features are: totals and their parts).
     pub penalizer: f64,
     /// Newton steps before the fit gives up.
     pub max_iterations: u64,
@@ -29,8 +30,11 @@ pub struct SurvivalParams {
 
 impl Default for SurvivalParams {
     fn default() -> Self {
+        // 10⁻³ makes collinear features identifiable while barely shrinking the rest: on CDNOW's
+        // 1997-06-30 cutoff, its customer-disjoint validation split ranks within 0.001 of 10⁻⁴'s
+        // and above 10⁻² and 10⁻¹ (chosen there, not on any later cutoff).
         SurvivalParams {
-            penalizer: 0.0,
+            penalizer: 1e-3,
             max_iterations: 100,
         }
     }
