@@ -276,9 +276,6 @@ struct Efron<'a> {
 
 impl Efron<'_> {
     fn log_likelihood(&self, beta: &[f64]) -> f64 {
-        if beta.is_empty() {
-            return 0.0;
-        }
         -self.pass(beta, None) + self.penalty_at(beta)
     }
 
