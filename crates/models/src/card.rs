@@ -81,7 +81,7 @@ pub enum CardMetrics {
         forward: Option<ForwardValidation>,
         /// `--method survival` only: the Cox model's concordance and integrated Brier score.
         #[serde(skip_serializing_if = "Option::is_none")]
-        survival: Option<SurvivalCard>,
+        survival: Option<Box<SurvivalCard>>,
     },
     Clv {
         customers_fitted: usize,
@@ -159,10 +159,7 @@ pub fn card(
                 ChurnSolver::Newton => "Newton",
                 ChurnSolver::Lbfgs => "L-BFGS",
             };
-            let cox = match &m.learned {
-                Some(Learned::Survival(cox)) => Some(cox),
-                None => None,
-            };
+            let cox = m.learned.as_ref().map(|Learned::Survival(cox)| cox);
             let mut importance: Vec<Importance> = m
                 .features
                 .iter()
@@ -195,10 +192,12 @@ pub fn card(
                     train: m.train.clone(),
                     validation: m.validation.clone(),
                     forward: m.forward.clone(),
-                    survival: cox.map(|c| SurvivalCard {
-                        train: c.train.clone(),
-                        validation: c.validation.clone(),
-                        baseline_cumulative_hazard: c.baseline_at_horizon(),
+                    survival: cox.map(|c| {
+                        Box::new(SurvivalCard {
+                            train: c.train.clone(),
+                            validation: c.validation.clone(),
+                            baseline_cumulative_hazard: c.baseline_at_horizon(),
+                        })
                     }),
                 },
                 importance,
