@@ -7,6 +7,10 @@
 //! with its defaults on the same matrix, but without early stopping (its default turns it on above
 //! 10,000 rows, holding out 10 % and stopping early; both then grow all 100 trees); the ratio of
 //! the medians is printed.
+//! So is the survival method's Cox fit (Efron ties, default penalizer), beside lifelines'
+//! `CoxPHFitter` on the same rows, times to the next order and event flags, less the columns
+//! constant on them (which lifelines cannot standardise and cis leaves out of the fit); the ratio
+//! is printed.
 //!
 //! Run: `cargo bench --bench models` (env `CIS_BENCH_CUSTOMERS` to change the size).
 
@@ -23,6 +27,7 @@ use cis_models::lifetime::ClvParams;
 use cis_models::logistic;
 use cis_models::segments::SegmentParams;
 use cis_models::standardise::Standardiser;
+use cis_models::survival::{self, SurvivalParams};
 use cis_models::{train, Model};
 use cis_storage::Store;
 use common::{BenchResult, Spread};
@@ -50,26 +55,61 @@ print(json.dumps(secs))
 const NEWTON_CHOLESKY: &str = r#"LogisticRegression(C=c, solver="newton-cholesky", max_iter=1000)"#;
 const HIST_GBT: &str = "HistGradientBoostingClassifier(early_stopping=False)";
 
-/// scikit-learn's fit times of `estimator` on the same matrix, or why there are none.
-fn sklearn(estimator: &str, x: &[f64], width: usize, y: &[bool], c: f64, runs: usize) -> BenchResult<Spread> {
+/// Fits lifelines `runs` times on the rows in `argv[1]` (f64 little-endian, row-major), durations
+/// in `argv[2]` (f64) and events in `argv[3]` (one byte each); prints each fit's seconds as JSON.
+/// Half Newton steps, as in the lifelines test: its default first step overshoots on snapshot
+/// features (some columns duplicate others) and stops short of the optimum.
+const LIFELINES: &str = r#"
+import json, sys, time, warnings
+import numpy as np, pandas as pd
+from lifelines import CoxPHFitter
+warnings.simplefilter("ignore")
+x_path, t_path, e_path, width, penalizer, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+df = pd.DataFrame(np.fromfile(x_path, dtype="<f8").reshape(-1, width), columns=[f"x{j}" for j in range(width)])
+df["T"] = np.fromfile(t_path, dtype="<f8")
+df["E"] = np.fromfile(e_path, dtype=np.uint8).astype(bool)
+secs = []
+for _ in range(runs):
+    start = time.perf_counter()
+    CoxPHFitter(penalizer=penalizer).fit(df, "T", "E", fit_options={"step_size": 0.5})
+    secs.append(time.perf_counter() - start)
+print(json.dumps(secs))
+"#;
+
+/// A Python peer's fit times: `script` run with `files` written (in order, their paths first among
+/// its arguments) and then `args`; or why there are none.
+fn python_peer(script: &str, files: &[Vec<u8>], args: &[String]) -> BenchResult<Spread> {
     let dir = tempfile::tempdir()?;
-    let (x_path, y_path) = (dir.path().join("x.f64"), dir.path().join("y.u8"));
-    std::fs::write(&x_path, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())?;
-    std::fs::write(&y_path, y.iter().map(|&y| u8::from(y)).collect::<Vec<_>>())?;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SKLEARN.replace("ESTIMATOR", estimator))
-        .arg(&x_path)
-        .arg(&y_path)
-        .arg(width.to_string())
-        .arg(c.to_string())
-        .arg(runs.to_string())
-        .output()?;
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(script);
+    for (i, bytes) in files.iter().enumerate() {
+        let path = dir.path().join(format!("arg{i}.bin"));
+        std::fs::write(&path, bytes)?;
+        command.arg(path);
+    }
+    let out = command.args(args).output()?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_string().into());
     }
     let secs: Vec<f64> = serde_json::from_slice(&out.stdout)?;
     Ok(Spread::of(secs).ok_or("no run")?)
+}
+
+fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn bool_bytes(v: &[bool]) -> Vec<u8> {
+    v.iter().map(|&b| u8::from(b)).collect()
+}
+
+/// scikit-learn's fit times of `estimator` on the same matrix, or why there are none.
+fn sklearn(estimator: &str, x: &[f64], width: usize, y: &[bool], c: f64, runs: usize) -> BenchResult<Spread> {
+    python_peer(
+        &SKLEARN.replace("ESTIMATOR", estimator),
+        &[f64_bytes(x), bool_bytes(y)],
+        &[width.to_string(), c.to_string(), runs.to_string()],
+    )
 }
 
 fn main() -> BenchResult {
@@ -106,6 +146,36 @@ fn main() -> BenchResult {
     let gbt_params = GbtParams::default();
     let (gbt, gbt_secs) = common::repeat(runs, || Ok(gbt::fit(&x, width, &set.churned, &gbt_params)?))?;
     let hist_secs = sklearn(HIST_GBT, &x, width, &set.churned, 1.0 / p.l2, runs);
+    // The Cox fit on the same rows, less the constant columns (zero once standardised).
+    let live: Vec<usize> = (0..width)
+        .filter(|&j| x.chunks_exact(width).any(|r| r[j] != 0.0))
+        .collect();
+    let x_live: Vec<f64> = x
+        .chunks_exact(width)
+        .flat_map(|r| live.iter().map(move |&j| r[j]))
+        .collect();
+    let sp = SurvivalParams::default();
+    let (cox, cox_secs) = common::repeat(runs, || {
+        Ok(survival::fit(
+            &x_live,
+            live.len(),
+            &set.durations,
+            &set.observed,
+            sp.penalizer,
+            sp.max_iterations,
+        )?)
+    })?;
+    // lifelines penalises its own (n − 1)-deviation standardisation: p·(n − 1)/n is cis's p.
+    let n = set.durations.len() as f64;
+    let lifelines_secs = python_peer(
+        LIFELINES,
+        &[f64_bytes(&x_live), f64_bytes(&set.durations), bool_bytes(&set.observed)],
+        &[
+            live.len().to_string(),
+            (sp.penalizer * (n - 1.0) / n).to_string(),
+            runs.to_string(),
+        ],
+    );
     let fixed = SegmentParams {
         k: Some(4),
         ..SegmentParams::default()
@@ -148,6 +218,33 @@ fn main() -> BenchResult {
             1.0 / p.l2
         ),
         Err(e) => println!("| scikit-learn newton-cholesky | – | not run | {e} |"),
+    }
+    let cox_note = format!(
+        "{} steps, penalizer {}, {} events",
+        cox.iterations,
+        sp.penalizer,
+        set.observed.iter().filter(|&&e| e).count()
+    );
+    println!(
+        "| churn survival: Cox (Efron), fit only | {} × {} | {} | {cox_note} |",
+        set.durations.len(),
+        live.len(),
+        cox_secs.cell(3)
+    );
+    match lifelines_secs {
+        Ok(s) => println!(
+            "| lifelines CoxPHFitter, fit only | {} × {} | {} | same rows; lifelines / cis median {:.1}× |",
+            set.durations.len(),
+            live.len(),
+            s.cell(3),
+            s.median / cox_secs.median
+        ),
+        Err(e) => {
+            // Python's traceback ends with the error itself.
+            let e = e.to_string();
+            let last = e.lines().last().unwrap_or_default();
+            println!("| lifelines CoxPHFitter | – | not run (pip install lifelines) | {last} |");
+        }
     }
     println!(
         "| churn gradient-boosted trees, fit only | {} × {width} | {} | {} trees, {} leaves, deepest {} |",

@@ -333,7 +333,7 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     let method = card["method"].as_str().expect("method");
     assert!(
         method.contains(
-            "chosen by forward validation on 1997-06-30T00:00:00Z among logistic, logistic + BG/NBD inputs, gbt"
+            "chosen by forward validation on 1997-06-30T00:00:00Z among logistic, logistic + BG/NBD inputs, gbt, survival"
         ),
         "{method}"
     );

@@ -1,6 +1,6 @@
 //! The tests that drive programs outside Rust, in a binary of their own (`cargo test --test
 //! external`): the dashboard in Debian's headless Chromium through chromedriver, the exports
-//! read back by DuckDB, pandas, pyarrow and Polars, the generated feature SQL run in DuckDB and Spark, the churn fit, HDBSCAN segments and embeddings against scikit-learn's. `.ci/run`
+//! read back by DuckDB, pandas, pyarrow and Polars, the generated feature SQL run in DuckDB and Spark, the churn fit, HDBSCAN segments and embeddings against scikit-learn's, the Cox fit against lifelines'. `.ci/run`
 //! installs them; `CIS_SKIP_PYTHON_TESTS=1` skips the Python ones.
 
 // These helper modules are shared with the integration binary, which uses what this one does not.
@@ -16,6 +16,7 @@ mod util;
 mod browser;
 mod embedding;
 mod features_sql;
+mod lifelines;
 mod parquet_python;
 mod python;
 mod readback;

@@ -6,7 +6,7 @@ use cis_core::time::{Timestamp, MICROS_PER_DAY};
 use cis_core::AsOf;
 use cis_features::compute::customer_row;
 use cis_features::defs::{definitions, Calc, WINDOWS};
-use cis_features::labels::{churn_labels, training_set, LabelError};
+use cis_features::labels::{self, churn_labels, training_set, LabelError};
 use cis_features::snapshot::{self, Replay};
 use cis_ingest::source::Format;
 use cis_ingest::validate::{MAX_AMOUNT, MAX_DURATION_S, MAX_PAGE_VIEWS, MAX_QUANTITY};
@@ -353,12 +353,45 @@ fn labels_refuse_to_exist_before_they_mature() {
 }
 
 #[test]
+fn times_to_the_next_order_are_censored_at_the_knowledge_time_and_agree_with_the_labels() {
+    let store = cdnow_store();
+    let customers = vec!["0001".to_string(), "0046".to_string(), "0100".to_string()];
+    let cutoff = t("1997-10-01");
+    assert!(matches!(
+        labels::labels(&store, &customers, cutoff, 90, t("1997-12-29")),
+        Err(LabelError::NotMatured { .. })
+    ));
+    let known = labels::labels(&store, &customers, cutoff, 90, t("1997-12-30")).expect("labels");
+    assert_eq!(
+        known.churned,
+        churn_labels(&store, &customers, cutoff, 90, t("1997-12-30")).expect("labels")
+    );
+    // 0001 bought on 12-12 (72 days on) and 0046 on 10-13 (12 days); 0100 is censored at K.
+    assert_eq!(known.durations, [72.0, 12.0, 90.0]);
+    assert_eq!(known.observed, [true, true, false]);
+    // A horizon of 30 days: 0001's order comes after it, so 0001 churned, its time unchanged.
+    let short = labels::labels(&store, &customers, cutoff, 30, t("1997-12-30")).expect("labels");
+    assert_eq!(short.churned, [true, false, true]);
+    assert_eq!(short.durations, known.durations);
+    // Known 30 days after the cutoff, 0001's order is not known yet: censored at 30 days.
+    let early = labels::labels(&store, &customers, cutoff, 30, t("1997-10-31")).expect("labels");
+    assert_eq!(early.durations, [30.0, 12.0, 30.0]);
+    assert_eq!(early.observed, [false, true, false]);
+}
+
+#[test]
 fn training_sets_come_from_snapshots_at_their_cutoffs() {
     let store = cdnow_store();
     let (a, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-06-01")), None)).expect("snapshot");
     let (b, ..) = snapshot::create(&store, AsOf::new(Some(t("1997-10-01")), None)).expect("snapshot");
     let set = training_set(&store, &[a, b], 90, t("1998-07-01")).expect("training set");
     assert_eq!(set.customers.len(), set.churned.len());
+    assert_eq!(set.durations.len(), set.churned.len());
+    assert_eq!(set.observed.len(), set.churned.len());
+    // Every label matured by K, so a row that did not churn saw its order within the horizon.
+    for ((d, o), c) in set.durations.iter().zip(&set.observed).zip(&set.churned) {
+        assert!(*c || (*o && *d > 0.0 && *d <= 90.0), "{d} {o} {c}");
+    }
     assert_eq!(set.values.len(), set.customers.len() * set.features.len());
     assert!(set.cutoffs.contains(&t("1997-06-01")) && set.cutoffs.contains(&t("1997-10-01")));
     let late = training_set(&store, &[b], 90, t("1997-12-01"));

@@ -121,7 +121,7 @@ fn churn_reaches_scikit_learns_optimum_on_the_same_matrix() {
 
 /// The 9 RFM and window features of the issue's scikit-learn reference: the issue does not list
 /// them, so these are cis's RFM columns and its 30/90-day order windows.
-const PEER_FEATURES: [&str; 9] = [
+pub const PEER_FEATURES: [&str; 9] = [
     "rfm_frequency",
     "rfm_recency_days",
     "rfm_age_days",

@@ -29,6 +29,7 @@ mod promotion;
 mod quality;
 mod serve_admin;
 mod store_lock;
+mod survival;
 mod time_travel;
 mod trainset;
 mod two_servers;

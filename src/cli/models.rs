@@ -12,7 +12,7 @@ use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
 use cis_features::labels::DEFAULT_HORIZON_DAYS;
 use cis_features::snapshot;
-use cis_models::churn::{ChurnMethod, ChurnParams};
+use cis_models::churn::{ChurnMethod, ChurnParams, Learned};
 use cis_models::clv::PurchaseModelKind;
 use cis_models::embedding::{EmbeddingModel, EmbeddingParams, DEFAULT_DIMS};
 use cis_models::gbt::GbtParams;
@@ -20,6 +20,7 @@ use cis_models::lifetime::{self, ClvParams};
 use cis_models::promotion::{Change, Promotions, Record, Stage};
 use cis_models::scores::Rule;
 use cis_models::segments::{SegmentMethod, SegmentModel, SegmentParams};
+use cis_models::survival::SurvivalParams;
 use cis_models::{scores, train, Model, ModelKind, Trained};
 use cis_ops::audit;
 
@@ -57,12 +58,17 @@ pub struct TrainArgs {
     /// customers in none are `unsegmented`; at most 20,000 customers). Churn: logistic (L2
     /// logistic regression), gbt (gradient-boosted trees, scikit-learn's
     /// HistGradientBoostingClassifier defaults: 100 trees of up to 31 leaves, learning rate 0.1),
-    /// or auto: each of logistic, logistic with CLV inputs and gbt learns from every cutoff but the
-    /// latest and is scored on the latest; the lowest log loss there is fitted on every cutoff and
-    /// the choice recorded. Churn's default: auto with two or more --snapshot (and no
-    /// --validate-on or --clv-features), else logistic.
+    /// survival (a Cox model of the time to the next order; P(churn) = P(no order within the
+    /// horizon)), or auto: each of logistic, logistic with CLV inputs, gbt and survival learns from
+    /// every cutoff but the latest and is scored on the latest; the lowest log loss there is fitted
+    /// on every cutoff and the choice recorded. Churn's default: auto with two or more --snapshot
+    /// (and no --validate-on or --clv-features), else logistic.
     #[arg(long, value_parser = super::choice::<MethodChoice>())]
     pub method: Option<MethodChoice>,
+    /// Churn with --method survival: lifelines' L2 `penalizer` (½·penalizer·‖β‖² on the mean
+    /// partial log-likelihood).
+    #[arg(long)]
+    pub penalizer: Option<f64>,
     /// Segments with --method hdbscan: the fewest customers a cluster has.
     #[arg(long)]
     pub min_cluster_size: Option<usize>,
@@ -94,6 +100,7 @@ pub enum MethodChoice {
     Hdbscan,
     Logistic,
     Gbt,
+    Survival,
     /// Churn: chosen by forward validation among [`ChurnParams::candidates`].
     Auto,
 }
@@ -104,6 +111,7 @@ impl cis_core::Choice for MethodChoice {
         MethodChoice::Hdbscan,
         MethodChoice::Logistic,
         MethodChoice::Gbt,
+        MethodChoice::Survival,
         MethodChoice::Auto,
     ];
 
@@ -113,6 +121,7 @@ impl cis_core::Choice for MethodChoice {
             MethodChoice::Hdbscan => "hdbscan",
             MethodChoice::Logistic => "logistic",
             MethodChoice::Gbt => "gbt",
+            MethodChoice::Survival => "survival",
             MethodChoice::Auto => "auto",
         }
     }
@@ -123,7 +132,9 @@ impl MethodChoice {
     fn kind(self) -> ModelKind {
         match self {
             MethodChoice::Kmeans | MethodChoice::Hdbscan => ModelKind::Segments,
-            MethodChoice::Logistic | MethodChoice::Gbt | MethodChoice::Auto => ModelKind::Churn,
+            MethodChoice::Logistic | MethodChoice::Gbt | MethodChoice::Survival | MethodChoice::Auto => {
+                ModelKind::Churn
+            }
         }
     }
 
@@ -275,6 +286,9 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
         bail!("--embedding is an input of segments; {:?} takes none", a.kind);
     }
     let method = MethodChoice::of(a.method, a.kind)?;
+    if method != Some(MethodChoice::Survival) && a.penalizer.is_some() {
+        bail!("--penalizer is for churn's --method survival");
+    }
     let trained: Trained = match a.kind {
         ModelKind::Churn if chooses_method(method, &a, snaps.len()) => {
             if a.validate_on.is_some() || a.clv_features {
@@ -289,13 +303,18 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
             )?
         }
         ModelKind::Churn => {
+            let method = match method.unwrap_or(MethodChoice::Logistic) {
+                MethodChoice::Survival => ChurnMethod::Survival(SurvivalParams {
+                    penalizer: a.penalizer.unwrap_or(SurvivalParams::default().penalizer),
+                    ..SurvivalParams::default()
+                }),
+                MethodChoice::Gbt => ChurnMethod::Gbt(GbtParams::default()),
+                _ => ChurnMethod::Logistic,
+            };
             let params = ChurnParams {
                 seed: a.seed,
                 clv_features: a.clv_features.then(Box::default),
-                method: match method {
-                    Some(MethodChoice::Gbt) => ChurnMethod::Gbt(GbtParams::default()),
-                    _ => ChurnMethod::Logistic,
-                },
+                method,
                 ..ChurnParams::default()
             };
             let (training, validate_on) = forward_split(store, snaps, a.validate_on.as_deref())?;
@@ -381,6 +400,7 @@ pub fn train(store: &Store, a: TrainArgs, out: &mut impl Write) -> anyhow::Resul
                 m.train.roc_auc,
                 m.train.rows
             )?;
+            survival_summary(m, out)?;
             forward_summary(m, out)?;
         }
         Model::Clv(m) => clv_summary(m, out)?,
@@ -482,6 +502,32 @@ fn forward_split(
             Ok((snaps, Some(v)))
         }
     }
+}
+
+/// A survival model's Cox fit: its metrics, then its coefficients, largest magnitude first
+/// (nothing for a logistic model, whose lines stay as they were).
+fn survival_summary(m: &cis_models::churn::ChurnModel, out: &mut impl Write) -> std::io::Result<()> {
+    let Some(Learned::Survival(cox)) = &m.learned else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "Cox model ({} Newton steps): validation concordance {:.3}, integrated Brier {:.3} over {} days (train {:.3}, {:.3}); H0(horizon) {:.4}",
+        cox.iterations,
+        cox.validation.concordance,
+        cox.validation.integrated_brier,
+        m.horizon_days,
+        cox.train.concordance,
+        cox.train.integrated_brier,
+        cox.baseline_at_horizon()
+    )?;
+    let mut coefficients: Vec<(&String, f64)> = m.features.iter().zip(cox.coefficients.iter().copied()).collect();
+    coefficients.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    writeln!(out, "log hazard ratios of the next order (per standard deviation):")?;
+    for (feature, c) in coefficients {
+        writeln!(out, "  {feature:<32} {c:+.4}")?;
+    }
+    Ok(())
 }
 
 fn forward_summary(m: &cis_models::churn::ChurnModel, out: &mut impl Write) -> std::io::Result<()> {
@@ -699,6 +745,7 @@ fn show(store: &Store, hash: &str, holdout_weeks: u32, json: bool, out: &mut imp
                 m.validation.brier,
                 m.validation.rows
             )?;
+            survival_summary(m, out)?;
             forward_summary(m, out)?;
         }
         Model::Segments(m) => segments_summary(m, out)?,

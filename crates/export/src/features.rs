@@ -231,7 +231,8 @@ pub fn export_training_set(
         // snapshots differ in it), so the writer opens once that snapshot is loaded.
         let mut file = Some(file);
         let mut writer: Option<TableWriter<'_>> = None;
-        for_each_labelled(store, snapshots, horizon_days, known_at, |hash, snap, churn| {
+        for_each_labelled(store, snapshots, horizon_days, known_at, |hash, snap, known| {
+            let churn = known.churned;
             let w = match &mut writer {
                 Some(w) => w,
                 None => {

@@ -1,6 +1,6 @@
 //! Training labels that cannot leak: churn at cutoff T over horizon H, as known at K.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use cis_storage::{ArtifactHash, StorageError, Store, Visibility};
 
@@ -36,15 +36,9 @@ pub fn matures_at(cutoff: Timestamp, horizon_days: u32) -> Timestamp {
     cutoff.plus_days(i64::from(horizon_days))
 }
 
-/// churn = no order with `cutoff < event_time <= cutoff + H`, using only what was recorded
-/// by `known_at`. Refuses when `cutoff + H > known_at`: an unmatured label does not exist.
-pub fn churn_labels(
-    store: &Store,
-    customers: &[String],
-    cutoff: Timestamp,
-    horizon_days: u32,
-    known_at: Timestamp,
-) -> Result<Vec<bool>, LabelError> {
+/// When labels at `cutoff` over `horizon_days` mature, refusing them when that is after `known_at`:
+/// an unmatured label does not exist.
+fn matured(cutoff: Timestamp, horizon_days: u32, known_at: Timestamp) -> Result<Timestamp, LabelError> {
     if horizon_days == 0 {
         return Err(LabelError::EmptyHorizon);
     }
@@ -57,20 +51,89 @@ pub fn churn_labels(
             known_at,
         });
     }
-    let mut ordered: HashSet<String> = HashSet::new();
+    Ok(matures)
+}
+
+/// Each customer's first order with `cutoff < event_time <= until`, using only what was recorded
+/// by `known_at` (none: no such order is known).
+fn first_orders(
+    store: &Store,
+    customers: &[String],
+    cutoff: Timestamp,
+    until: Timestamp,
+    known_at: Timestamp,
+) -> Result<Vec<Option<Timestamp>>, LabelError> {
+    let mut first: HashMap<String, i64> = HashMap::new();
     store.log().scan(
         Visibility {
-            event_time_max: matures.micros(),
+            event_time_max: until.micros(),
             recorded_max: known_at.micros(),
         },
         |e| {
-            if e.kind == Kind::Order as u8 && e.event_time > cutoff.micros() && !ordered.contains(e.subject) {
-                ordered.insert(e.subject.to_string());
+            if e.kind == Kind::Order as u8 && e.event_time > cutoff.micros() {
+                // The scan runs in storage order, not time order: keep the earliest.
+                match first.get_mut(e.subject) {
+                    Some(t) => *t = (*t).min(e.event_time),
+                    None => {
+                        first.insert(e.subject.to_string(), e.event_time);
+                    }
+                }
             }
             Ok::<_, LabelError>(())
         },
     )?;
-    Ok(customers.iter().map(|c| !ordered.contains(c)).collect())
+    Ok(customers
+        .iter()
+        .map(|c| first.get(c).map(|&t| Timestamp::from_micros(t)))
+        .collect())
+}
+
+/// churn = no order with `cutoff < event_time <= cutoff + H`, using only what was recorded
+/// by `known_at`. Refuses when `cutoff + H > known_at`: an unmatured label does not exist.
+pub fn churn_labels(
+    store: &Store,
+    customers: &[String],
+    cutoff: Timestamp,
+    horizon_days: u32,
+    known_at: Timestamp,
+) -> Result<Vec<bool>, LabelError> {
+    let matures = matured(cutoff, horizon_days, known_at)?;
+    Ok(first_orders(store, customers, cutoff, matures, known_at)?
+        .iter()
+        .map(Option::is_none)
+        .collect())
+}
+
+/// What the log knows at `known_at` of each customer's next order after a cutoff: the churn label
+/// and, for survival models, the time to that order, censored at `known_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    /// As [`churn_labels`]: no order within the horizon.
+    pub churned: Vec<bool>,
+    /// Days (fractional) from the cutoff to the first order after it, or to `known_at` when none
+    /// is known by then.
+    pub durations: Vec<f64>,
+    /// Whether that order was seen (false: the duration is censored at `known_at`).
+    pub observed: Vec<bool>,
+}
+
+/// [`churn_labels`] with the time to the next order ([`Labels`]), from one scan of the log up to
+/// `known_at` (an order made or recorded after it is not known), refusing unmatured labels alike.
+pub fn labels(
+    store: &Store,
+    customers: &[String],
+    cutoff: Timestamp,
+    horizon_days: u32,
+    known_at: Timestamp,
+) -> Result<Labels, LabelError> {
+    let matures = matured(cutoff, horizon_days, known_at)?;
+    let first = first_orders(store, customers, cutoff, known_at, known_at)?;
+    let days = |t: Timestamp| (t.micros() - cutoff.micros()) as f64 / time::MICROS_PER_DAY as f64;
+    Ok(Labels {
+        churned: first.iter().map(|t| t.is_none_or(|t| t > matures)).collect(),
+        durations: first.iter().map(|t| days(t.unwrap_or(known_at))).collect(),
+        observed: first.iter().map(Option::is_some).collect(),
+    })
 }
 
 /// Rows from several cutoffs: features from the snapshot at each cutoff (and nothing
@@ -81,6 +144,9 @@ pub struct TrainingSet {
     /// Row-major, `features.len()` values per row.
     pub values: Vec<f64>,
     pub churned: Vec<bool>,
+    /// Per row, as [`Labels::durations`] and [`Labels::observed`]: what survival models learn from.
+    pub durations: Vec<f64>,
+    pub observed: Vec<bool>,
     pub customers: Vec<String>,
     pub cutoffs: Vec<Timestamp>,
     pub snapshots: Vec<ArtifactHash>,
@@ -98,6 +164,8 @@ pub fn training_set(
         features: Vec::new(),
         values: Vec::new(),
         churned: Vec::new(),
+        durations: Vec::new(),
+        observed: Vec::new(),
         customers: Vec::new(),
         cutoffs: Vec::new(),
         snapshots: snapshots.to_vec(),
@@ -108,7 +176,9 @@ pub fn training_set(
         if set.features.is_empty() {
             set.features = snap.features;
         }
-        set.churned.extend(labels);
+        set.churned.extend(labels.churned);
+        set.durations.extend(labels.durations);
+        set.observed.extend(labels.observed);
         set.cutoffs
             .extend(std::iter::repeat_n(snap.as_of, snap.matrix.customers.len()));
         set.customers.extend(snap.matrix.customers);
@@ -118,7 +188,7 @@ pub fn training_set(
     Ok(set)
 }
 
-/// The snapshots of a training set in order, each with its churn labels (one per customer, in
+/// The snapshots of a training set in order, each with its [`Labels`] (one per customer, in
 /// the snapshot's row order): what [`training_set`] concatenates, handed over one snapshot at a
 /// time so that an export holds one snapshot in memory, not the whole set. Refuses a snapshot
 /// whose feature list differs from the first's, and unmatured labels, as training does.
@@ -127,7 +197,7 @@ pub fn for_each_labelled<E: From<LabelError>>(
     snapshots: &[ArtifactHash],
     horizon_days: u32,
     known_at: Timestamp,
-    mut visit: impl FnMut(&ArtifactHash, Snapshot, Vec<bool>) -> Result<(), E>,
+    mut visit: impl FnMut(&ArtifactHash, Snapshot, Labels) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut features: Option<Vec<String>> = None;
     for hash in snapshots {
@@ -139,8 +209,8 @@ pub fn for_each_labelled<E: From<LabelError>>(
             }
             Some(_) => {}
         }
-        let labels = churn_labels(store, &snap.matrix.customers, snap.as_of, horizon_days, known_at)?;
-        visit(hash, snap, labels)?;
+        let known = labels(store, &snap.matrix.customers, snap.as_of, horizon_days, known_at)?;
+        visit(hash, snap, known)?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::churn::{ChurnMethod, ChurnSolver, ForwardValidation, Learned, Selecti
 use crate::lifetime::ConditionalExpectations;
 use crate::metrics::Metrics;
 use crate::segments::SegmentMethod;
+use crate::survival::SurvivalMetrics;
 use crate::{Model, ModelError};
 
 pub const CARD_SCHEMA: u32 = 1;
@@ -32,9 +33,10 @@ pub struct ModelCard {
     /// with the log prefix it was computed from.
     pub lineage: Vec<Parent>,
     pub metrics: CardMetrics,
-    /// Churn: each feature's coefficient on the standardised feature (logistic) or share of the
-    /// trees' split gain (gbt); embedding: each feature's loading on the first dimension (as a
-    /// coefficient); largest magnitude first. Empty for the other kinds.
+    /// Churn: each feature's coefficient on the standardised feature (logistic; `--method
+    /// survival`: its Cox coefficient, the log hazard ratio of the next order, so a positive one
+    /// lowers churn) or share of the trees' split gain (gbt); embedding: each feature's loading on
+    /// the first dimension (as a coefficient); largest magnitude first. Empty for the other kinds.
     pub feature_importance: Vec<Importance>,
     /// CLV: mean holdout repeat purchases by calibration frequency, predicted vs actual, when
     /// the log holds the holdout (computed from the log, not stored).
@@ -82,6 +84,9 @@ pub enum CardMetrics {
         /// parameters and metrics there, and which was chosen (absent otherwise).
         #[serde(skip_serializing_if = "Option::is_none")]
         selection: Option<Box<Selection>>,
+        /// `--method survival` only: the Cox model's concordance and integrated Brier score.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        survival: Option<Box<SurvivalCard>>,
     },
     Clv {
         customers_fitted: usize,
@@ -102,6 +107,14 @@ pub enum CardMetrics {
         #[serde(skip_serializing_if = "Option::is_none")]
         hdbscan: Option<HdbscanCard>,
     },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SurvivalCard {
+    pub train: SurvivalMetrics,
+    pub validation: SurvivalMetrics,
+    /// Breslow's baseline cumulative hazard at the horizon.
+    pub baseline_cumulative_hazard: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +196,10 @@ pub fn card(
                 ChurnSolver::Newton => "Newton",
                 ChurnSolver::Lbfgs => "L-BFGS",
             };
+            let cox = match &m.learned {
+                Some(Learned::Survival(cox)) => Some(cox),
+                _ => None,
+            };
             let (learner, mut importance) = match (&m.params.method, &m.learned) {
                 (ChurnMethod::Gbt(p), Some(Learned::Gbt(e))) => (
                     format!(
@@ -198,6 +215,13 @@ pub fn card(
                         coefficient: None,
                         gain_share: Some(g),
                     }),
+                ),
+                (ChurnMethod::Survival(p), Some(Learned::Survival(c))) => (
+                    format!(
+                        "Cox proportional hazards of the time to the next order (Efron ties, Breslow baseline), penalizer {}",
+                        p.penalizer
+                    ),
+                    coefficients(&m.features, &c.coefficients),
                 ),
                 _ => (
                     format!("logistic regression, L2 {} ({solver})", m.params.l2),
@@ -229,7 +253,14 @@ pub fn card(
                     train: m.train.clone(),
                     validation: m.validation.clone(),
                     forward: m.forward.clone(),
-                    selection: m.selection.clone().map(Box::new),
+                    selection: m.selection.clone(),
+                    survival: cox.map(|c| {
+                        Box::new(SurvivalCard {
+                            train: c.train.clone(),
+                            validation: c.validation.clone(),
+                            baseline_cumulative_hazard: c.baseline_at_horizon(),
+                        })
+                    }),
                 },
                 importance,
             )

@@ -56,6 +56,9 @@ pub enum ChurnMethod {
     Logistic,
     /// Gradient-boosted trees ([`crate::gbt`]).
     Gbt(crate::gbt::GbtParams),
+    /// A Cox model of the time to the next order ([`crate::survival`]); P(churn) is its
+    /// P(no order within the horizon).
+    Survival(crate::survival::SurvivalParams),
 }
 
 impl ChurnMethod {
@@ -73,6 +76,7 @@ impl ChurnMethod {
         match self {
             ChurnMethod::Logistic => "logistic",
             ChurnMethod::Gbt(_) => "gbt",
+            ChurnMethod::Survival(_) => "survival",
         }
     }
 }
@@ -140,6 +144,9 @@ impl ChurnParams {
         if let ChurnMethod::Gbt(gbt) = &self.method {
             gbt.validate()?;
         }
+        if let ChurnMethod::Survival(survival) = &self.method {
+            survival.validate()?;
+        }
         Ok(ValidChurnParams(self))
     }
 }
@@ -169,7 +176,7 @@ pub struct ChurnModel {
     /// How the method was chosen when it was chosen by forward validation
     /// ([`crate::train::churn_selected`]); none when it was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selection: Option<Selection>,
+    pub selection: Option<Box<Selection>>,
 }
 
 /// A choice of method by forward-in-time validation: every candidate learned from the training
@@ -202,7 +209,7 @@ impl ChurnParams {
     }
 
     /// The candidates `cis train churn` chooses among by default, with `seed`: logistic regression
-    /// without and with CLV inputs, and gradient-boosted trees.
+    /// without and with CLV inputs, gradient-boosted trees and the Cox model, each with its defaults.
     pub fn candidates(seed: u64) -> Vec<ChurnParams> {
         let base = ChurnParams {
             seed,
@@ -216,6 +223,10 @@ impl ChurnParams {
             },
             ChurnParams {
                 method: ChurnMethod::Gbt(crate::gbt::GbtParams::default()),
+                ..base.clone()
+            },
+            ChurnParams {
+                method: ChurnMethod::Survival(crate::survival::SurvivalParams::default()),
                 ..base
             },
         ]
@@ -227,6 +238,7 @@ impl ChurnParams {
 #[serde(rename_all = "lowercase")]
 pub enum Learned {
     Gbt(crate::gbt::Ensemble),
+    Survival(crate::survival::CoxFit),
 }
 
 /// A churn model's forward-in-time check: every customer of a later cutoff, labelled as known at
@@ -312,6 +324,11 @@ pub struct Design {
     pub y_train: Vec<bool>,
     pub x_valid: Vec<f64>,
     pub y_valid: Vec<bool>,
+    /// Per training row, days to the next order and whether it was seen ([`TrainingSet::durations`]).
+    pub durations_train: Vec<f64>,
+    pub observed_train: Vec<bool>,
+    pub durations_valid: Vec<f64>,
+    pub observed_valid: Vec<bool>,
 }
 
 impl ValidChurnParams {
@@ -355,12 +372,18 @@ impl ValidChurnParams {
                 .collect()
         };
         let labels = |rows: &[usize]| -> Vec<bool> { rows.iter().map(|&i| set.churned[i]).collect() };
+        let durations = |rows: &[usize]| -> Vec<f64> { rows.iter().map(|&i| set.durations[i]).collect() };
+        let observed = |rows: &[usize]| -> Vec<bool> { rows.iter().map(|&i| set.observed[i]).collect() };
         Ok(Design {
             width,
             x_train: standardised(&train_raw),
             y_train: labels(&train),
             x_valid: standardised(&raw(&valid)),
             y_valid: labels(&valid),
+            durations_train: durations(&train),
+            observed_train: observed(&train),
+            durations_valid: durations(&valid),
+            observed_valid: observed(&valid),
             standardiser,
         })
     }
@@ -376,6 +399,10 @@ impl ValidChurnParams {
                 let ensemble = crate::gbt::fit(&d.x_train, d.width, &d.y_train, params).map_err(FitError::from)?;
                 tracing::debug!(trees = ensemble.trees.len(), "churn fitted by gradient boosting");
                 (Array1::zeros(0), 0.0, Some(Learned::Gbt(ensemble)))
+            }
+            (ChurnMethod::Survival(survival), _) => {
+                let cox = crate::survival::fit_churn(survival, &d, set.horizon_days)?;
+                (Array1::zeros(0), 0.0, Some(Learned::Survival(cox)))
             }
             (ChurnMethod::Logistic, ChurnSolver::Newton) => {
                 let fit =
@@ -410,6 +437,10 @@ impl ValidChurnParams {
                     .map(|z| 1.0 / (1.0 + (-z).exp()))
                     .collect(),
                 Some(Learned::Gbt(e)) => z.chunks_exact(d.width).map(|r| e.predict(r)).collect(),
+                Some(Learned::Survival(cox)) => z
+                    .chunks_exact(d.width)
+                    .map(|r| cox.p_no_event(r.iter().copied()))
+                    .collect(),
             })
         };
         let train_metrics = evaluate(&p_churn(&d.x_train)?, &d.y_train)?;
@@ -439,8 +470,10 @@ impl ValidChurnParams {
 impl ChurnModel {
     /// P(churn) for one snapshot row (raw features, in this model's feature order).
     pub fn predict(&self, row: &[f64]) -> f64 {
-        if let Some(Learned::Gbt(e)) = &self.learned {
-            return e.predict(&self.standardiser.apply(row).collect::<Vec<_>>());
+        match &self.learned {
+            Some(Learned::Gbt(e)) => return e.predict(&self.standardiser.apply(row).collect::<Vec<_>>()),
+            Some(Learned::Survival(cox)) => return cox.p_no_event(self.standardiser.apply(row)),
+            None => {}
         }
         let z: f64 = self
             .standardiser
@@ -525,6 +558,8 @@ mod tests {
         TrainingSet {
             features: vec!["x".into()],
             values,
+            durations: churned.iter().map(|&c| if c { 90.0 } else { 30.0 }).collect(),
+            observed: churned.iter().map(|&c| !c).collect(),
             churned,
             customers,
             cutoffs: vec![Timestamp::EPOCH],
@@ -580,6 +615,53 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn survival_churn_learns_the_time_to_the_next_order_and_writes_its_method() {
+        let survival = ChurnParams {
+            method: ChurnMethod::Survival(crate::survival::SurvivalParams::default()),
+            ..ChurnParams::default()
+        };
+        let m = survival
+            .clone()
+            .validate()
+            .expect("valid")
+            .fit(&set(0.2), String::new())
+            .expect("fit");
+        let Some(Learned::Survival(cox)) = &m.learned else {
+            panic!("a Cox fit: {m:?}")
+        };
+        // A larger x means churn, so a lower hazard of the next order.
+        assert!(cox.coefficients[0] < 0.0, "{cox:?}");
+        assert!(m.validation.roc_auc > 0.9 && cox.validation.concordance > 0.8, "{m:?}");
+        assert!(m.predict(&[0.99]) > m.predict(&[0.01]));
+        assert_eq!(cox.baseline_cumulative_hazard.len(), 90);
+        let json = serde_json::to_string(&m).expect("json");
+        assert!(
+            json.contains(r#""method":{"survival":{"penalizer":0.001,"max_iterations":100}}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<ChurnModel>(&json).expect("back"), m);
+        let bad = ChurnParams {
+            method: ChurnMethod::Survival(crate::survival::SurvivalParams {
+                penalizer: -1.0,
+                max_iterations: 10,
+            }),
+            ..ChurnParams::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ModelError::Param(ParamError::Penalizer(_)))
+        ));
+        // Logistic models do not write the method, nor anything learned beside their coefficients.
+        let logistic = ChurnParams::default()
+            .validate()
+            .expect("valid")
+            .fit(&set(0.2), String::new())
+            .expect("fit");
+        let json = serde_json::to_string(&logistic).expect("json");
+        assert!(!json.contains("method") && !json.contains("learned"), "{json}");
     }
 
     #[test]

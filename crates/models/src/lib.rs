@@ -17,6 +17,7 @@ pub mod promotion;
 pub mod scores;
 pub mod segments;
 pub mod standardise;
+pub mod survival;
 pub mod train;
 
 use cis_storage::{hex, ArtifactHash, NewArtifact, StorageError, Store, StoredArtifact};
@@ -74,6 +75,8 @@ pub enum ParamError {
     ValidationShare(f64),
     #[error("l2 penalty {0} must be finite and ≥ 0")]
     L2Penalty(f64),
+    #[error("the survival penalizer {0} must be finite and ≥ 0")]
+    Penalizer(f64),
     #[error("max_iterations must be at least 1")]
     MaxIterations,
     #[error("monthly discount {0} must be finite and > -1")]

@@ -63,26 +63,47 @@ pub fn fit(x: &[f64], width: usize, y: &[bool], l2: f64, max_iterations: u64) ->
     }
     let rows = y.len().max(1) as f64;
     // β = (w, b): the intercept is the last entry.
-    let mut beta = vec![0.0; width + 1];
-    let mut at = Pass::new(width);
-    at.evaluate(x, y, l2, &beta);
+    let (beta, objective, iterations) = minimise(&Logistic { x, y, l2 }, width + 1, rows, max_iterations)?;
+    Ok(done(beta, objective, iterations))
+}
+
+/// A smooth, strictly convex objective that [`minimise`] takes Newton steps on.
+pub(crate) trait Objective {
+    /// The objective, its gradient and its Hessian (upper triangle) at `beta`, into `at`.
+    fn evaluate(&self, beta: &[f64], at: &mut Pass);
+    /// The objective alone, for the line search.
+    fn value(&self, beta: &[f64]) -> f64;
+}
+
+/// Minimises `f` over `dimension` parameters from zero by Newton's method with a backtracking
+/// (Armijo) line search, in at most `max_iterations` steps; `rows` scales the gradient test to the
+/// mean form of a sum over rows. Returns the minimiser, the objective there and the steps taken.
+pub(crate) fn minimise(
+    f: &impl Objective,
+    dimension: usize,
+    rows: f64,
+    max_iterations: u64,
+) -> Result<(Vec<f64>, f64, u64), NewtonError> {
+    let mut beta = vec![0.0; dimension];
+    let mut at = Pass::new(dimension);
+    f.evaluate(&beta, &mut at);
     for iteration in 1..=max_iterations {
         if !at.objective.is_finite() {
             return Err(NewtonError::NotFinite);
         }
         if at.largest_gradient() / rows <= GRADIENT_PER_ROW {
-            return Ok(done(beta, at.objective, iteration - 1));
+            return Ok((beta, at.objective, iteration - 1));
         }
-        let direction = cholesky_solve(&mut at.hessian, width + 1, &at.gradient)?;
+        let direction = cholesky_solve(&mut at.hessian, dimension, &at.gradient)?;
         // The decrease the quadratic model predicts for a full step (half Newton's decrement²).
         let predicted: f64 = direction.iter().zip(&at.gradient).map(|(d, g)| d * g).sum();
         let mut step = 1.0;
-        let mut trial = vec![0.0; width + 1];
+        let mut trial = vec![0.0; dimension];
         let accepted = loop {
             for ((t, b), d) in trial.iter_mut().zip(&beta).zip(&direction) {
                 *t = b - step * d;
             }
-            let objective = objective(x, y, l2, &trial);
+            let objective = f.value(&trial);
             if objective <= at.objective - ARMIJO * step * predicted {
                 break Some(objective);
             }
@@ -99,14 +120,14 @@ pub fn fit(x: &[f64], width: usize, y: &[bool], l2: f64, max_iterations: u64) ->
             }
         };
         let Some(objective) = accepted else {
-            return Ok(done(beta, at.objective, iteration - 1));
+            return Ok((beta, at.objective, iteration - 1));
         };
         let change = (at.objective - objective) / at.objective.abs().max(f64::MIN_POSITIVE);
         beta = trial;
         if change < RELATIVE_CHANGE {
-            return Ok(done(beta, objective, iteration));
+            return Ok((beta, objective, iteration));
         }
-        at.evaluate(x, y, l2, &beta);
+        f.evaluate(&beta, &mut at);
         tracing::debug!(iteration, objective = at.objective, step, "newton step");
     }
     Err(NewtonError::NotConverged {
@@ -151,47 +172,66 @@ fn linear(row: &[f64], beta: &[f64]) -> f64 {
     row.iter().zip(w).map(|(x, w)| x * w).sum::<f64>() + b[0]
 }
 
-/// `Σ log loss + (λ/2)‖w‖²` at β.
-fn objective(x: &[f64], y: &[bool], l2: f64, beta: &[f64]) -> f64 {
-    let width = beta.len() - 1;
-    let loss: f64 = x
-        .chunks_exact(width)
-        .zip(y)
-        .map(|(row, &y)| {
-            let z = linear(row, beta);
-            softplus(z) - if y { z } else { 0.0 }
-        })
-        .sum();
-    loss + penalty(l2, beta)
-}
-
 fn penalty(l2: f64, beta: &[f64]) -> f64 {
     let w = &beta[..beta.len() - 1];
     0.5 * l2 * w.iter().map(|w| w * w).sum::<f64>()
 }
 
 /// The objective, its gradient and its Hessian at one point, from one pass over the rows.
-struct Pass {
-    objective: f64,
-    gradient: Vec<f64>,
-    /// Row-major (width + 1)²; the pass fills the upper triangle, the Cholesky reads it.
-    hessian: Vec<f64>,
+pub(crate) struct Pass {
+    pub(crate) objective: f64,
+    pub(crate) gradient: Vec<f64>,
+    /// Row-major, `dimension`²; the pass fills the upper triangle, the Cholesky reads it.
+    pub(crate) hessian: Vec<f64>,
 }
 
 impl Pass {
-    fn new(width: usize) -> Pass {
+    pub(crate) fn new(dimension: usize) -> Pass {
         Pass {
             objective: 0.0,
-            gradient: vec![0.0; width + 1],
-            hessian: vec![0.0; (width + 1) * (width + 1)],
+            gradient: vec![0.0; dimension],
+            hessian: vec![0.0; dimension * dimension],
         }
     }
 
-    fn evaluate(&mut self, x: &[f64], y: &[bool], l2: f64, beta: &[f64]) {
-        let width = beta.len() - 1;
-        let n = width + 1;
+    /// Zero gradient and Hessian, ready for a pass to accumulate into.
+    pub(crate) fn clear(&mut self) {
         self.gradient.iter_mut().for_each(|g| *g = 0.0);
         self.hessian.iter_mut().for_each(|h| *h = 0.0);
+    }
+
+    fn largest_gradient(&self) -> f64 {
+        self.gradient.iter().fold(0.0, |m, g| m.max(g.abs()))
+    }
+}
+
+/// `Σ log loss + (λ/2)‖w‖²` over rows `x` (width = β's length less the intercept) and labels `y`.
+struct Logistic<'a> {
+    x: &'a [f64],
+    y: &'a [bool],
+    l2: f64,
+}
+
+impl Objective for Logistic<'_> {
+    fn value(&self, beta: &[f64]) -> f64 {
+        let (x, y, l2) = (self.x, self.y, self.l2);
+        let width = beta.len() - 1;
+        let loss: f64 = x
+            .chunks_exact(width)
+            .zip(y)
+            .map(|(row, &y)| {
+                let z = linear(row, beta);
+                softplus(z) - if y { z } else { 0.0 }
+            })
+            .sum();
+        loss + penalty(l2, beta)
+    }
+
+    fn evaluate(&self, beta: &[f64], at: &mut Pass) {
+        let (x, y, l2) = (self.x, self.y, self.l2);
+        let width = beta.len() - 1;
+        let n = width + 1;
+        at.clear();
         let mut loss = 0.0;
         for (row, &label) in x.chunks_exact(width).zip(y) {
             let z = linear(row, beta);
@@ -200,30 +240,26 @@ impl Pass {
             loss += softplus(z) - target * z;
             let residual = p - target;
             let weight = p * (1.0 - p);
-            for (g, v) in self.gradient.iter_mut().zip(row) {
+            for (g, v) in at.gradient.iter_mut().zip(row) {
                 *g += residual * v;
             }
-            self.gradient[width] += residual;
+            at.gradient[width] += residual;
             // Upper triangle of weight · x̃ x̃ᵀ, row j from column j on; the intercept column last.
             for (j, &xj) in row.iter().enumerate() {
                 let a = weight * xj;
-                let h = &mut self.hessian[j * n..(j + 1) * n];
+                let h = &mut at.hessian[j * n..(j + 1) * n];
                 for (h, v) in h[j..width].iter_mut().zip(&row[j..]) {
                     *h += a * v;
                 }
                 h[width] += a;
             }
-            self.hessian[width * n + width] += weight;
+            at.hessian[width * n + width] += weight;
         }
-        for (j, (g, b)) in self.gradient.iter_mut().zip(&beta[..width]).enumerate() {
+        for (j, (g, b)) in at.gradient.iter_mut().zip(&beta[..width]).enumerate() {
             *g += l2 * b;
-            self.hessian[j * n + j] += l2;
+            at.hessian[j * n + j] += l2;
         }
-        self.objective = loss + penalty(l2, beta);
-    }
-
-    fn largest_gradient(&self) -> f64 {
-        self.gradient.iter().fold(0.0, |m, g| m.max(g.abs()))
+        at.objective = loss + penalty(l2, beta);
     }
 }
 
@@ -293,8 +329,9 @@ mod tests {
         let fit = fit(&x, 2, &y, 1.0, 50).expect("converges");
         let mut beta = fit.coefficients.clone();
         beta.push(fit.intercept);
-        let mut at = Pass::new(2);
-        at.evaluate(&x, &y, 1.0, &beta);
+        let logistic = Logistic { x: &x, y: &y, l2: 1.0 };
+        let mut at = Pass::new(3);
+        logistic.evaluate(&beta, &mut at);
         assert!(at.largest_gradient() < 1e-9, "gradient {:?}", at.gradient);
         assert!((at.objective - fit.objective).abs() <= 1e-12 * fit.objective);
         assert!(fit.iterations <= 10, "{} Newton steps", fit.iterations);
@@ -303,7 +340,7 @@ mod tests {
         for j in 0..3 {
             let mut moved = beta.clone();
             moved[j] += 1e-4;
-            assert!(objective(&x, &y, 1.0, &moved) > fit.objective);
+            assert!(logistic.value(&moved) > fit.objective);
         }
         assert_eq!(super::fit(&x, 2, &y, 1.0, 50), Ok(fit), "same input, same bits");
     }

@@ -143,12 +143,12 @@ pub fn churn_selected(
         known_at,
     )?;
     if let Model::Churn(m) = &mut trained.model {
-        m.selection = Some(Selection {
+        m.selection = Some(Box::new(Selection {
             cutoff: Timestamp::from_micros(as_of(held_out)?),
             snapshot: hex(held_out),
             candidates: tried,
             chosen,
-        });
+        }));
     }
     Ok(trained)
 }

@@ -15,6 +15,7 @@ use crate::api::{blocking, AppState};
 use cis_core::artifact;
 use cis_core::time::{self, Timestamp};
 use cis_features::snapshot::{self, Header, Provenance, SnapshotError};
+use cis_models::churn::Learned;
 use cis_models::metrics::Metrics;
 use cis_models::{scores, Model, ModelKind};
 
@@ -49,22 +50,44 @@ fn metrics(m: &Metrics) -> Value {
 /// A model's kind and headline numbers.
 pub fn model_summary(model: &Model) -> Value {
     match model {
-        Model::Churn(m) => json!({
-            "model": "churn",
-            "method": m.params.method.name(),
-            "features": m.features.len(),
-            "cutoffs": m.cutoffs.iter().map(|t| time::format(*t)).collect::<Vec<_>>(),
-            "horizon_days": m.horizon_days,
-            "labels_known_at": time::format(m.labels_known_at),
-            "train": metrics(&m.train),
-            "validation": metrics(&m.validation),
-            // Scored on a later cutoff it did not learn from (null: validated on the split only).
-            "forward_validation": m.forward.as_ref().map(|f| json!({
-                "cutoff": time::format(f.cutoff),
-                "snapshot": f.snapshot,
-                "metrics": metrics(&f.metrics),
-            })),
-        }),
+        Model::Churn(m) => {
+            let mut summary = json!({
+                "model": "churn",
+                "method": m.params.method.name(),
+                "features": m.features.len(),
+                "cutoffs": m.cutoffs.iter().map(|t| time::format(*t)).collect::<Vec<_>>(),
+                "horizon_days": m.horizon_days,
+                "labels_known_at": time::format(m.labels_known_at),
+                "train": metrics(&m.train),
+                "validation": metrics(&m.validation),
+                // Scored on a later cutoff it did not learn from (null: validated on the split only).
+                "forward_validation": m.forward.as_ref().map(|f| json!({
+                    "cutoff": time::format(f.cutoff),
+                    "snapshot": f.snapshot,
+                    "metrics": metrics(&f.metrics),
+                })),
+            });
+            // A survival model also says how it ranks and predicts the time to the next order.
+            if let Some(Learned::Survival(cox)) = &m.learned {
+                summary["survival"] = json!({
+                    "method": "cox",
+                    "train": cox.train,
+                    "validation": cox.validation,
+                });
+            }
+            // A method chosen by forward validation says on which cutoff and among what.
+            if let Some(s) = &m.selection {
+                summary["selection"] = json!({
+                    "cutoff": time::format(s.cutoff),
+                    "chosen": s.candidates.get(s.chosen).map(|c| c.params.summary()),
+                    "candidates": s.candidates.iter().map(|c| json!({
+                        "method": c.params.summary(),
+                        "forward": metrics(&c.forward),
+                    })).collect::<Vec<_>>(),
+                });
+            }
+            summary
+        }
         Model::Clv(m) => {
             let mut summary = json!({
                 "model": "clv",
