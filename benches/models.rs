@@ -12,6 +12,11 @@
 //! constant on them (which lifelines cannot standardise and cis leaves out of the fit); the ratio
 //! is printed.
 //!
+//! BG/NBD and Pareto/NBD with Gamma-Gamma are timed beside lifetimes (`BetaGeoFitter`,
+//! `ParetoNBDFitter`, `GammaGammaFitter`) on the same RFM rows, and the embedding beside
+//! scikit-learn's PCA on the same raw matrix (the transform done in NumPy, timed too). Every Python
+//! peer prints the ratio of cis's median to its own; one not installed prints why it did not run.
+//!
 //! Run: `cargo bench --bench models` (env `CIS_BENCH_CUSTOMERS` to change the size).
 
 mod common;
@@ -22,8 +27,10 @@ use std::process::Command;
 use cis_core::AsOf;
 use cis_features::{labels, snapshot};
 use cis_models::churn::ChurnParams;
+use cis_models::clv::{PurchaseModelKind, RfmRow};
+use cis_models::embedding::EmbeddingParams;
 use cis_models::gbt::{self, GbtParams};
-use cis_models::lifetime::ClvParams;
+use cis_models::lifetime::{rfm_columns, rfm_row, ClvParams};
 use cis_models::logistic;
 use cis_models::segments::SegmentParams;
 use cis_models::standardise::Standardiser;
@@ -112,6 +119,65 @@ fn sklearn(estimator: &str, x: &[f64], width: usize, y: &[bool], c: f64, runs: u
     )
 }
 
+/// A Python peer's row beside cis's fit of the same data: its times and the ratio of the medians,
+/// or why it did not run (the last line of Python's error).
+fn peer_row(name: &str, rows: &str, peer: &BenchResult<Spread>, cis: &Spread, note: &str) {
+    match peer {
+        Ok(s) => println!(
+            "| {name}, fit only | {rows} | {} | {note}; cis / peer median {:.2}× |",
+            s.cell(3),
+            cis.median / s.median
+        ),
+        Err(e) => {
+            let e = e.to_string();
+            println!("| {name} | – | not run | {} |", e.lines().last().unwrap_or_default());
+        }
+    }
+}
+
+/// Fits lifetimes' purchase model (`argv[2]`: bg-nbd or pareto-nbd) and Gamma-Gamma on the RFM rows
+/// in `argv[1]` (x, t_x, T in weeks and monetary, f64 little-endian) `runs` times; prints the seconds.
+const LIFETIMES: &str = r#"
+import json, sys, time, warnings
+import numpy as np
+from lifetimes import BetaGeoFitter, ParetoNBDFitter, GammaGammaFitter
+warnings.simplefilter("ignore")
+rfm_path, model, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+r = np.fromfile(rfm_path, dtype="<f8").reshape(-1, 4)
+x, tx, T, m = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
+fitter = {"bg-nbd": BetaGeoFitter, "pareto-nbd": ParetoNBDFitter}[model]
+repeat = x > 0
+secs = []
+for _ in range(runs):
+    start = time.perf_counter()
+    fitter().fit(x, tx, T)
+    GammaGammaFitter().fit(x[repeat], m[repeat])
+    secs.append(time.perf_counter() - start)
+print(json.dumps(secs))
+"#;
+
+/// Applies the embedding's transform (`ln(1 + x)` of the columns flagged in `argv[3]`, then
+/// standardising) to the raw snapshot matrix in `argv[1]` and fits scikit-learn's PCA with
+/// `argv[4]` components, `runs` times; prints the seconds.
+const PCA: &str = r#"
+import json, sys, time
+import numpy as np
+from sklearn.decomposition import PCA
+x_path, width, logged, dims, runs = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+raw = np.fromfile(x_path, dtype="<f8").reshape(-1, width)
+secs = []
+for _ in range(runs):
+    start = time.perf_counter()
+    X = raw.copy()
+    cols = [j for j, log in enumerate(logged) if log]
+    X[:, cols] = np.log1p(np.maximum(X[:, cols], 0.0))
+    std = X.std(axis=0)
+    std[std <= 1e-12] = 1.0
+    PCA(n_components=dims, svd_solver="full").fit((X - X.mean(axis=0)) / std)
+    secs.append(time.perf_counter() - start)
+print(json.dumps(secs))
+"#;
+
 fn main() -> BenchResult {
     let store = Store::open(&common::synthetic_store(common::customers())?)?;
     let t = parse_timestamp("2025-06-30T00:00:00Z")?;
@@ -176,6 +242,47 @@ fn main() -> BenchResult {
             runs.to_string(),
         ],
     );
+    // CLV fits on the snapshot in memory (train::clv also loads it), beside lifetimes on its RFM rows.
+    let (_, loaded) = snapshot::load(&store, &snap)?;
+    let cols = rfm_columns(&loaded)?;
+    let rfm: Vec<RfmRow> = (0..loaded.matrix.customers.len())
+        .filter_map(|i| rfm_row(&loaded, &cols, i))
+        .collect();
+    let rfm_bytes = f64_bytes(
+        &rfm.iter()
+            .flat_map(|r| [r.x, r.t_x, r.t, r.monetary])
+            .collect::<Vec<_>>(),
+    );
+    let clv_fit = |kind: PurchaseModelKind| {
+        let params = ClvParams {
+            purchase_model: kind,
+            ..ClvParams::default()
+        };
+        common::repeat(runs, || Ok(params.fit(&loaded)?))
+    };
+    let lifetimes = |kind: &str| {
+        python_peer(
+            LIFETIMES,
+            std::slice::from_ref(&rfm_bytes),
+            &[kind.to_string(), runs.to_string()],
+        )
+    };
+    let (bg, pareto) = (
+        clv_fit(PurchaseModelKind::BgNbd)?,
+        clv_fit(PurchaseModelKind::ParetoNbd)?,
+    );
+    let (bg_peer, pareto_peer) = (lifetimes("bg-nbd"), lifetimes("pareto-nbd"));
+    let (pca, pca_secs) = common::repeat(runs, || Ok(EmbeddingParams::default().fit(&loaded)?))?;
+    let pca_peer = python_peer(
+        PCA,
+        &[f64_bytes(&loaded.matrix.values)],
+        &[
+            loaded.features.len().to_string(),
+            serde_json::to_string(&pca.logged)?,
+            pca.params.dims.to_string(),
+            runs.to_string(),
+        ],
+    );
     let fixed = SegmentParams {
         k: Some(4),
         ..SegmentParams::default()
@@ -210,15 +317,14 @@ fn main() -> BenchResult {
         newton.iterations,
         newton.objective / p.l2
     );
-    match sklearn_secs {
-        Ok(s) => println!(
-            "| scikit-learn newton-cholesky, fit only | {} × {width} | {} | same matrix, C = {} |",
-            set.churned.len(),
-            s.cell(3),
-            1.0 / p.l2
-        ),
-        Err(e) => println!("| scikit-learn newton-cholesky | – | not run | {e} |"),
-    }
+    let matrix = format!("{} × {width}", set.churned.len());
+    peer_row(
+        "scikit-learn newton-cholesky",
+        &matrix,
+        &sklearn_secs,
+        &newton_secs,
+        &format!("same matrix, C = {}", 1.0 / p.l2),
+    );
     let cox_note = format!(
         "{} steps, penalizer {}, {} events",
         cox.iterations,
@@ -231,21 +337,13 @@ fn main() -> BenchResult {
         live.len(),
         cox_secs.cell(3)
     );
-    match lifelines_secs {
-        Ok(s) => println!(
-            "| lifelines CoxPHFitter, fit only | {} × {} | {} | same rows; lifelines / cis median {:.1}× |",
-            set.durations.len(),
-            live.len(),
-            s.cell(3),
-            s.median / cox_secs.median
-        ),
-        Err(e) => {
-            // Python's traceback ends with the error itself.
-            let e = e.to_string();
-            let last = e.lines().last().unwrap_or_default();
-            println!("| lifelines CoxPHFitter | – | not run (pip install lifelines) | {last} |");
-        }
-    }
+    peer_row(
+        "lifelines CoxPHFitter",
+        &format!("{} × {}", set.durations.len(), live.len()),
+        &lifelines_secs,
+        &cox_secs,
+        "same rows",
+    );
     println!(
         "| churn gradient-boosted trees, fit only | {} × {width} | {} | {} trees, {} leaves, deepest {} |",
         set.churned.len(),
@@ -254,15 +352,48 @@ fn main() -> BenchResult {
         gbt.leaves(),
         gbt.depth()
     );
-    match hist_secs {
-        Ok(s) => println!(
-            "| scikit-learn HistGradientBoostingClassifier, fit only | {} × {width} | {} | same matrix, defaults less early stopping; cis / scikit-learn median {:.2}× |",
-            set.churned.len(),
-            s.cell(3),
-            gbt_secs.median / s.median
-        ),
-        Err(e) => println!("| scikit-learn HistGradientBoostingClassifier | – | not run | {e} |"),
+    peer_row(
+        "scikit-learn HistGradientBoostingClassifier",
+        &matrix,
+        &hist_secs,
+        &gbt_secs,
+        "same matrix, defaults less early stopping",
+    );
+    for (kind, (fit, secs), peer) in [
+        (PurchaseModelKind::BgNbd, &bg, &bg_peer),
+        (PurchaseModelKind::ParetoNbd, &pareto, &pareto_peer),
+    ] {
+        println!(
+            "| {} + Gamma-Gamma, fit only | {} ({} repeat) | {} | {:.3} |",
+            kind.name(),
+            fit.customers_fitted,
+            fit.repeat_customers_fitted,
+            secs.cell(3),
+            fit.purchases
+        );
+        peer_row(
+            &format!("lifetimes {} + GammaGammaFitter", kind.name()),
+            &format!("{} ({} repeat)", rfm.len(), fit.repeat_customers_fitted),
+            peer,
+            secs,
+            "same RFM rows",
+        );
     }
+    println!(
+        "| embedding: principal components, fit only | {} × {} | {} | {} dimensions explain {:.1} % |",
+        loaded.matrix.customers.len(),
+        loaded.features.len(),
+        pca_secs.cell(3),
+        pca.params.dims,
+        100.0 * pca.explained()
+    );
+    peer_row(
+        "scikit-learn PCA (same transform in NumPy)",
+        &format!("{} × {}", loaded.matrix.customers.len(), loaded.features.len()),
+        &pca_peer,
+        &pca_secs,
+        "same raw matrix",
+    );
     println!(
         "| KMeans k = 4 (3 runs) | {} | {} | silhouette {:.3} on a 2,000-row sample |",
         seg.segments.iter().map(|s| s.size).sum::<usize>(),
