@@ -255,32 +255,9 @@ fn forward_validation_is_stored_shown_and_re_derives() {
 
 #[test]
 fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cdnow = crate::util::fixture("CDNOW_sample.txt");
-    let run = |args: &[&str]| {
-        let out = crate::util::cis(dir.path(), args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
-    let path = cdnow.to_str().expect("utf-8");
-    run(&[
-        "ingest",
-        "orders",
-        path,
-        "--format",
-        "cdnow",
-        "--recorded-at",
-        "event-time",
-    ]);
-    let after = |text: &str, what: &str| {
-        let start = text.find(what).expect(what) + what.len();
-        text[start..].split_whitespace().next().expect("hash").to_owned()
-    };
+    let dir = crate::util::cdnow_dir();
+    let run = |args: &[&str]| crate::util::cis_ok(dir.path(), args);
+    let after = crate::util::word_after;
     let march = after(&run(&["snapshot", "create", "--as-of", "1997-03-31"]), "snapshot ");
     let june = after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
     // Given later cutoff first: a given method still holds out the latest one.

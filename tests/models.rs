@@ -513,37 +513,14 @@ fn the_cli_trains_each_clv_model_and_shows_its_conditional_expectations() {
 /// its metrics and its lineage down to the log head its snapshot read.
 #[test]
 fn model_cards_describe_each_kind_as_json() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cdnow = fixture("CDNOW_sample.txt");
-    let run = |args: &[&str]| {
-        let out = crate::util::cis(dir.path(), args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
-    let path = cdnow.to_str().expect("utf-8");
-    run(&[
-        "ingest",
-        "orders",
-        path,
-        "--format",
-        "cdnow",
-        "--recorded-at",
-        "event-time",
-    ]);
+    let dir = crate::util::cdnow_dir();
+    let run = |args: &[&str]| crate::util::cis_ok(dir.path(), args);
     let head = run(&["log", "head"])
         .split_whitespace()
         .next()
         .expect("head")
         .to_owned();
-    let hash_after = |text: &str, after: &str| {
-        let start = text.find(after).expect(after) + after.len();
-        text[start..].split_whitespace().next().expect("hash").to_owned()
-    };
+    let hash_after = word_after;
     let june = hash_after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
     let sept = hash_after(&run(&["snapshot", "create", "--as-of", "1997-09-30"]), "snapshot ");
     let churn = hash_after(

@@ -117,34 +117,11 @@ fn survival_churn_validates_forward_and_is_summarised() {
 
 #[test]
 fn the_cli_trains_shows_and_refuses_methods_of_another_kind() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        let out = crate::util::cis(dir.path(), args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
-    let cdnow = crate::util::fixture("CDNOW_sample.txt");
-    let path = cdnow.to_str().expect("utf-8");
-    let ingest = [
-        "ingest",
-        "orders",
-        path,
-        "--format",
-        "cdnow",
-        "--recorded-at",
-        "event-time",
-    ];
-    assert!(run(&ingest).0);
+    let dir = crate::util::cdnow_dir();
+    let run = |args: &[&str]| crate::util::cis_text(dir.path(), args);
     let (ok, text) = run(&["snapshot", "create", "--as-of", "1997-06-30"]);
     assert!(ok, "{text}");
-    let after = |text: &str, what: &str| {
-        let start = text.find(what).expect(what) + what.len();
-        text[start..].split_whitespace().next().expect("hash").to_owned()
-    };
+    let after = crate::util::word_after;
     let june = after(&text, "snapshot ");
     let train = |method: &str| {
         run(&[

@@ -247,3 +247,10 @@ pub fn cdnow_dir() -> tempfile::TempDir {
     assert!(ok, "{text}");
     dir
 }
+
+/// [`cis_text`] of a command that must succeed: what it printed.
+pub fn cis_ok(dir: &Path, args: &[&str]) -> String {
+    let (ok, text) = cis_text(dir, args);
+    assert!(ok, "{args:?}: {text}");
+    text
+}
