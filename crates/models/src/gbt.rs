@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::logistic::sigmoid;
 use crate::ParamError;
 
 /// The learner's hyperparameters; the defaults are scikit-learn's.
@@ -166,15 +167,6 @@ fn depth(tree: &[Node], at: usize) -> usize {
     }
 }
 
-/// σ(z), computed on the side where the exponential cannot overflow.
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
-}
 
 /// Upper bin edges of one column: midpoints between its distinct values when it has at most
 /// `max_bins` of them, else its `k / max_bins` quantiles (the midpoint of the two order statistics

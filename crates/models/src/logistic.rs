@@ -157,7 +157,7 @@ fn softplus(z: f64) -> f64 {
 }
 
 /// σ(z) = 1 / (1 + e⁻ᶻ), computed on the side where the exponential cannot overflow.
-fn sigmoid(z: f64) -> f64 {
+pub(crate) fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())
     } else {
