@@ -167,7 +167,6 @@ fn depth(tree: &[Node], at: usize) -> usize {
     }
 }
 
-
 /// Upper bin edges of one column: midpoints between its distinct values when it has at most
 /// `max_bins` of them, else its `k / max_bins` quantiles (the midpoint of the two order statistics
 /// around each, as scikit-learn takes them), without repeats.
