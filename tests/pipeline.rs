@@ -241,8 +241,7 @@ fn a_breached_threshold_is_recorded_and_exits_4() {
 /// a twin store.
 #[test]
 fn a_pipeline_beside_a_server_runs_through_it_as_it_runs_directly() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (served, twin) = (dir.path().join("served"), dir.path().join("twin"));
@@ -252,19 +251,7 @@ fn a_pipeline_beside_a_server_runs_through_it_as_it_runs_directly() {
     std::fs::create_dir(&feed).expect("feed dir");
     std::fs::write(feed.join("day-0928.txt"), cdnow_days("0", "19970928")).expect("day");
 
-    let mut server = Command::new(crate::util::cis_bin())
-        .arg("--store")
-        .arg(&served)
-        .args(["serve", "--addr", "127.0.0.1:0", "--print-admin-token"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start cis serve");
-    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    let listening = lines.next().expect("a line").expect("read");
-    assert!(listening.contains("listening on"), "{listening}");
-    let admin_line = lines.next().expect("a line").expect("read");
-    let admin = admin_line.rsplit(' ').next().expect("the token").to_string();
+    let (mut server, _, admin) = crate::util::serve_printing_admin_token(&served);
     // What two stores can share: not the scores table's `generated_at`, nor the quality report's
     // ingest times (wall clock), so not the hashes that cover them.
     let comparable = |text: &str| -> String {

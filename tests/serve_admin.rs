@@ -4,10 +4,10 @@
 //! reading profiles; the same commands on a twin store with no server give the same output and
 //! the same snapshot, model and score hashes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,28 +212,13 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     // An upload a killed server left behind goes when the next one starts.
     let left = write(&served, ".upload-left", "order_id,email\n1,someone@example.com\n");
 
-    let mut server = Command::new(cis_bin())
-        .arg("--store")
-        .arg(&served)
-        .args(["serve", "--addr", "127.0.0.1:0", "--print-admin-token"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start cis serve");
-    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    let mut line = || lines.next().expect("a line").expect("read");
-    let listening = line();
+    let (mut server, listening, admin) = crate::util::serve_printing_admin_token(&served);
     let addr: SocketAddr = listening
         .split("http://")
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("{listening}"));
-    let admin_line = line();
-    let admin = admin_line
-        .strip_prefix("admin token 'admin-1' (shown once): ")
-        .unwrap_or_else(|| panic!("{admin_line}"))
-        .to_string();
     let address_file: Value =
         serde_json::from_slice(&std::fs::read(served.join("server.json")).expect("server.json")).expect("JSON");
     assert_eq!(address_file["pid"], server.id());

@@ -254,3 +254,27 @@ pub fn cis_ok(dir: &Path, args: &[&str]) -> String {
     assert!(ok, "{args:?}: {text}");
     text
 }
+
+/// `cis serve` on the store in `store_dir`, on a free loopback port, printing its admin token: the
+/// running server, its "listening on" line and the token.
+pub fn serve_printing_admin_token(store_dir: &Path) -> (std::process::Child, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut server = std::process::Command::new(cis_bin())
+        .arg("--store")
+        .arg(store_dir)
+        .args(["serve", "--addr", "127.0.0.1:0", "--print-admin-token"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cis serve");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let mut line = || lines.next().expect("a line").expect("read");
+    let listening = line();
+    assert!(listening.contains("listening on"), "{listening}");
+    let admin_line = line();
+    let admin = admin_line
+        .strip_prefix("admin token 'admin-1' (shown once): ")
+        .unwrap_or_else(|| panic!("{admin_line}"))
+        .to_string();
+    (server, listening, admin)
+}
