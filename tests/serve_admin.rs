@@ -325,32 +325,18 @@ fn commands_run_through_a_live_server_while_reads_go_on() {
     assert_eq!(from_file, runs);
     // An events export (a directory) through the server: the server's tar, unpacked here.
     let events_served = dir.path().join("events-served");
-    let line = ok(&cis_with(
-        &served,
-        Some(&admin),
-        &[
-            "export",
-            "events",
-            "--as-of",
-            "1998-06-30",
-            "--out",
-            events_served.to_str().expect("path"),
-        ],
-    ));
+    let export_events = [
+        "export",
+        "events",
+        "--as-of",
+        "1998-06-30",
+        "--out",
+        events_served.to_str().expect("path"),
+    ];
+    let line = ok(&cis_with(&served, Some(&admin), &export_events));
     assert!(line.contains(&events_served.display().to_string()), "{line}");
     assert!(events_served.join("_SUCCESS").is_file());
-    let again = cis_with(
-        &served,
-        Some(&admin),
-        &[
-            "export",
-            "events",
-            "--as-of",
-            "1998-06-30",
-            "--out",
-            events_served.to_str().expect("path"),
-        ],
-    );
+    let again = cis_with(&served, Some(&admin), &export_events);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
 
