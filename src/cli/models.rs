@@ -490,14 +490,7 @@ fn forward_split(
         }
         None if snaps.len() < 2 => Ok((snaps, None)),
         None => {
-            let as_of =
-                |h: &ArtifactHash| -> anyhow::Result<i64> { Ok(artifact::fetch(store, h, snapshot::KIND)?.as_of) };
-            let mut latest = 0;
-            for i in 1..snaps.len() {
-                if as_of(&snaps[i])? > as_of(&snaps[latest])? {
-                    latest = i;
-                }
-            }
+            let latest = train::latest_cutoff(store, &snaps)?.unwrap_or(0);
             let v = snaps.remove(latest);
             Ok((snaps, Some(v)))
         }

@@ -93,6 +93,19 @@ pub fn churn_validated(
     })
 }
 
+/// The index in `snapshots` of the one with the latest cutoff (the first of equals); none when
+/// there are none. Forward validation holds it out.
+pub fn latest_cutoff(store: &Store, snapshots: &[ArtifactHash]) -> Result<Option<usize>, ModelError> {
+    let mut latest: Option<(usize, i64)> = None;
+    for (i, h) in snapshots.iter().enumerate() {
+        let as_of = cis_core::artifact::fetch(store, h, snapshot::KIND)?.as_of;
+        if latest.is_none_or(|(_, t)| as_of > t) {
+            latest = Some((i, as_of));
+        }
+    }
+    Ok(latest.map(|(i, _)| i))
+}
+
 /// Churn with the method chosen by forward-in-time validation ([`Selection`]): each of
 /// `candidates` learns from every snapshot but the latest and is scored on the latest (labels as
 /// known at `known_at`); the one of the lowest log loss there is fitted again on every snapshot,
@@ -104,16 +117,7 @@ pub fn churn_selected(
     horizon_days: u32,
     known_at: Timestamp,
 ) -> Result<Trained, ModelError> {
-    let as_of = |h: &ArtifactHash| -> Result<i64, ModelError> {
-        Ok(cis_core::artifact::fetch(store, h, snapshot::KIND)?.as_of)
-    };
-    let mut latest = 0;
-    for (i, h) in snapshots.iter().enumerate() {
-        if as_of(h)? > as_of(&snapshots[latest])? {
-            latest = i;
-        }
-    }
-    let held_out = snapshots.get(latest).ok_or(ModelError::EmptyTrainingSet)?;
+    let held_out = &snapshots[latest_cutoff(store, snapshots)?.ok_or(ModelError::EmptyTrainingSet)?];
     let training: Vec<ArtifactHash> = snapshots.iter().filter(|h| *h != held_out).copied().collect();
     if training.is_empty() || candidates.is_empty() {
         return Err(ParamError::SelectionCutoffs.into());
@@ -144,7 +148,7 @@ pub fn churn_selected(
     )?;
     if let Model::Churn(m) = &mut trained.model {
         m.selection = Some(Box::new(Selection {
-            cutoff: Timestamp::from_micros(as_of(held_out)?),
+            cutoff: Timestamp::from_micros(cis_core::artifact::fetch(store, held_out, snapshot::KIND)?.as_of),
             snapshot: hex(held_out),
             candidates: tried,
             chosen,
