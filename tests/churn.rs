@@ -38,8 +38,7 @@ fn measure(test: &ChurnTest, trained: &cis_models::Trained, scored: &ArtifactHas
 fn the_method_chosen_by_forward_validation_is_recorded_re_derives_and_is_measured() {
     let test = ChurnTest::new();
     let candidates = ChurnParams::candidates(42);
-    let trained =
-        train::churn_selected(&test.store, &[test.june, test.march], &candidates, 90, t(TRAIN_KNOWN)).expect("train");
+    let trained = test.default_method();
     let Model::Churn(m) = &trained.model else {
         panic!("a churn model")
     };
@@ -54,7 +53,7 @@ fn the_method_chosen_by_forward_validation_is_recorded_re_derives_and_is_measure
     );
     for c in &s.candidates {
         println!(
-            "candidate {:<24} forward on 06-30: ROC AUC {:.4}  log loss {:.4}",
+            "candidate {:<34} forward on 06-30: ROC AUC {:.4}  log loss {:.4}",
             c.params.summary(),
             c.forward.roc_auc,
             c.forward.log_loss
@@ -72,7 +71,8 @@ fn the_method_chosen_by_forward_validation_is_recorded_re_derives_and_is_measure
         scored.roc_auc,
         scored.log_loss
     );
-    assert!(scored.roc_auc > 0.75, "{scored:?}");
+    // The issue's target: the better peer + 0.002 ROC AUC and − 0.005 log loss.
+    assert!(scored.roc_auc >= 0.7923 && scored.log_loss <= 0.3780, "{scored:?}");
     assert!(
         audit(&test.store, &scores_hash).expect("audit").all_identical(),
         "scores → chosen model → snapshots re-derive"
@@ -304,17 +304,22 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
         text.contains("method chosen by forward validation on the 1997-06-30T00:00:00Z cutoff"),
         "{text}"
     );
-    assert!(text.contains("* logistic + BG/NBD inputs"), "{text}");
+    assert!(text.contains("* logistic (L2 10) + BG/NBD inputs"), "{text}");
     let model = after(&text, "model ");
     let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
     let method = card["method"].as_str().expect("method");
     assert!(
         method.contains(
-            "chosen by forward validation on 1997-06-30T00:00:00Z among logistic, logistic + BG/NBD inputs, gbt, survival"
+            "chosen by forward validation on 1997-06-30T00:00:00Z among logistic (L2 0.1), logistic (L2 1), \
+             logistic (L2 10), logistic (L2 100), logistic (L2 0.1) + BG/NBD inputs, logistic (L2 1) + BG/NBD inputs, \
+             logistic (L2 10) + BG/NBD inputs, logistic (L2 100) + BG/NBD inputs, gbt, survival"
         ),
         "{method}"
     );
-    assert_eq!(card["metrics"]["selection"]["chosen"].as_u64(), Some(1));
+    let selection = &card["metrics"]["selection"];
+    let chosen = &selection["candidates"][selection["chosen"].as_u64().expect("chosen") as usize]["params"];
+    assert_eq!(chosen["l2"].as_f64(), Some(10.0), "{chosen}");
+    assert!(chosen["clv_features"].is_object(), "{chosen}");
     assert_eq!(card["learned_from"]["cutoffs"].as_array().map(Vec::len), Some(2));
     assert!(run(&["audit", &model]).contains("identical"));
 

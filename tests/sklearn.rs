@@ -176,7 +176,8 @@ fn churn_variants_against_scikit_learns_logistic_regression_with_a_bootstrap_int
         return;
     }
     let test = crate::util::ChurnTest::new();
-    let variants = test.variants();
+    let mut variants = test.variants();
+    variants.push(("(g) the default, chosen by forward validation", test.default_method()));
     let predictions: Vec<Vec<f64>> = variants.iter().map(|(_, m)| test.score(m, &test.sept).1).collect();
     let set = labels::training_set(&test.store, &[test.june], 90, t(crate::util::CHURN_TRAIN_KNOWN)).expect("labels");
     let peer = PEER_FEATURES.map(String::from);
@@ -224,7 +225,7 @@ fn churn_variants_against_scikit_learns_logistic_regression_with_a_bootstrap_int
     {
         let (low, high, difference) = (number(&r["low"]), number(&r["high"]), number(&r["difference"]));
         println!(
-            "{name:<40} AUC {:.4} (log loss {:.4}), minus scikit-learn's {difference:+.4}, 95 % [{low:+.4}, {high:+.4}]",
+            "{name:<46} AUC {:.4} (log loss {:.4}), minus scikit-learn's {difference:+.4}, 95 % [{low:+.4}, {high:+.4}]",
             number(&r["auc"]),
             number(&r["log_loss"])
         );

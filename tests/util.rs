@@ -194,6 +194,21 @@ impl ChurnTest {
         )
     }
 
+    /// The default method (`cis train churn` with both training cutoffs and no method): chosen by
+    /// forward validation on 1997-06-30 among [`cis_models::churn::ChurnParams::candidates`]
+    /// trained on 1997-03-31, then fitted on both.
+    pub fn default_method(&self) -> cis_models::Trained {
+        let candidates = cis_models::churn::ChurnParams::candidates(42);
+        cis_models::train::churn_selected(
+            &self.store,
+            &[self.june, self.march],
+            &candidates,
+            90,
+            t(CHURN_TRAIN_KNOWN),
+        )
+        .expect("train")
+    }
+
     /// The variants, trained with labels known at [`CHURN_TRAIN_KNOWN`]: today's churn
     /// (1997-06-30), with CLV features, and with CLV features on 1997-03-31 and 1997-06-30; and, not
     /// asked for, the two cutoffs without CLV features.

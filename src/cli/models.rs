@@ -59,8 +59,8 @@ pub struct TrainArgs {
     /// logistic regression), gbt (gradient-boosted trees, scikit-learn's
     /// HistGradientBoostingClassifier defaults: 100 trees of up to 31 leaves, learning rate 0.1),
     /// survival (a Cox model of the time to the next order; P(churn) = P(no order within the
-    /// horizon)), or auto: each of logistic, logistic with CLV inputs, gbt and survival learns from
-    /// every cutoff but the latest and is scored on the latest; the lowest log loss there is fitted
+    /// horizon)), or auto: each of logistic and logistic with CLV inputs (at L2 0.1, 1, 10 and 100),
+    /// gbt and survival learns from every cutoff but the latest and is scored on the latest; the lowest log loss there is fitted
     /// on every cutoff and the choice recorded. Churn's default: auto with two or more --snapshot
     /// (and no --validate-on or --clv-features), else logistic.
     #[arg(long, value_parser = super::choice::<MethodChoice>())]

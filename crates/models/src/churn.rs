@@ -200,38 +200,51 @@ pub struct Candidate {
 }
 
 impl ChurnParams {
-    /// The method in a few words: `logistic`, `logistic + BG/NBD inputs`, `gbt`…
+    /// The method in a few words: `logistic (L2 1)`, `logistic (L2 10) + BG/NBD inputs`, `gbt`…
     pub fn summary(&self) -> String {
+        let method = match self.method {
+            ChurnMethod::Logistic => format!("logistic (L2 {})", self.l2),
+            _ => self.method.name().to_string(),
+        };
         match &self.clv_features {
-            Some(c) => format!("{} + {} inputs", self.method.name(), c.purchase_model.name()),
-            None => self.method.name().to_string(),
+            Some(c) => format!("{method} + {} inputs", c.purchase_model.name()),
+            None => method,
         }
     }
 
     /// The candidates `cis train churn` chooses among by default, with `seed`: logistic regression
-    /// without and with CLV inputs, gradient-boosted trees and the Cox model, each with its defaults.
+    /// without and with CLV inputs at each L2 strength of [`L2_GRID`], gradient-boosted trees and
+    /// the Cox model, each with its defaults.
     pub fn candidates(seed: u64) -> Vec<ChurnParams> {
         let base = ChurnParams {
             seed,
             ..ChurnParams::default()
         };
-        vec![
-            base.clone(),
-            ChurnParams {
-                clv_features: Some(Box::default()),
+        let mut all: Vec<ChurnParams> = [None, Some(Box::<ClvParams>::default())]
+            .into_iter()
+            .flat_map(|clv| L2_GRID.map(|l2| (clv.clone(), l2)))
+            .map(|(clv_features, l2)| ChurnParams {
+                l2,
+                clv_features,
                 ..base.clone()
-            },
-            ChurnParams {
-                method: ChurnMethod::Gbt(crate::gbt::GbtParams::default()),
-                ..base.clone()
-            },
-            ChurnParams {
-                method: ChurnMethod::Survival(crate::survival::SurvivalParams::default()),
-                ..base
-            },
-        ]
+            })
+            .collect();
+        all.push(ChurnParams {
+            method: ChurnMethod::Gbt(crate::gbt::GbtParams::default()),
+            ..base.clone()
+        });
+        all.push(ChurnParams {
+            method: ChurnMethod::Survival(crate::survival::SurvivalParams::default()),
+            ..base
+        });
+        all
     }
 }
+
+/// The L2 strengths the default method tries for logistic regression: a decade grid around the
+/// default 1 (scikit-learn's C = 10 … 0.01). Which one generalises depends on how many customers
+/// and cutoffs there are to learn from, so forward validation picks it, not a constant.
+pub const L2_GRID: [f64; 4] = [0.1, 1.0, 10.0, 100.0];
 
 /// What a churn model of a method other than logistic regression learned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
