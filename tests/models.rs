@@ -218,6 +218,36 @@ fn churn_with_clv_features_still_learns_the_planted_drivers() {
     assert!(audit(store, &hash).expect("audit").all_identical());
 }
 
+/// The default method (chosen by forward validation on the latest cutoff) holds on the synthetic
+/// population: it chooses logistic regression (with BG/NBD inputs), which validates forward as well
+/// as the planted hazard allows and still leads with the planted driver.
+#[test]
+fn the_default_churn_method_holds_on_the_synthetic_population() {
+    let (store, snaps) = synthetic();
+    let candidates = ChurnParams::candidates(42);
+    let trained = train::churn_selected(store, snaps, &candidates, 90, t("2026-01-01")).expect("train");
+    let Model::Churn(m) = &trained.model else {
+        panic!("a churn model")
+    };
+    let s = m.selection.as_ref().expect("a recorded selection");
+    let chosen = &s.candidates[s.chosen];
+    println!(
+        "chosen {}: forward ROC AUC {:.4}, log loss {:.4}",
+        chosen.params.summary(),
+        chosen.forward.roc_auc,
+        chosen.forward.log_loss
+    );
+    assert!(chosen.forward.roc_auc > 0.9, "{:?}", chosen.forward);
+    assert!(m.learned.is_none(), "a logistic model: {}", chosen.params.summary());
+    let strongest = m
+        .features
+        .iter()
+        .zip(&m.coefficients)
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map(|(f, _)| f.as_str());
+    assert_eq!(strongest, Some("days_since_last_session"));
+}
+
 #[test]
 fn segments_are_seeded_and_named() {
     let store = cdnow_store();
