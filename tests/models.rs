@@ -98,6 +98,15 @@ fn synthetic() -> &'static (Store, Vec<ArtifactHash>) {
     })
 }
 
+/// The feature of a logistic churn model's largest coefficient (standardised, so comparable).
+fn strongest_coefficient(m: &cis_models::churn::ChurnModel) -> Option<&str> {
+    m.features
+        .iter()
+        .zip(&m.coefficients)
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map(|(f, _)| f.as_str())
+}
+
 #[test]
 fn churn_learns_the_planted_drivers() {
     let (store, snaps) = synthetic();
@@ -119,13 +128,7 @@ fn churn_learns_the_planted_drivers() {
     // Planted (src/synth.rs): sessions tail off before churn and recent sessions protect;
     // time since the last order follows. The tail-off is the strongest driver by far.
     let c = |f: &str| m.coefficient(f).unwrap_or_else(|| panic!("{f}"));
-    let strongest = m
-        .features
-        .iter()
-        .zip(&m.coefficients)
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        .map(|(f, _)| f.as_str());
-    assert_eq!(strongest, Some("days_since_last_session"));
+    assert_eq!(strongest_coefficient(m), Some("days_since_last_session"));
     assert!(
         c("days_since_last_session") > 0.0,
         "days_since_last_session {}",
@@ -204,13 +207,7 @@ fn churn_with_clv_features_still_learns_the_planted_drivers() {
     };
     println!("validation AUC {}", m.validation.roc_auc);
     assert!(m.validation.roc_auc > 0.75, "validation AUC {}", m.validation.roc_auc);
-    let strongest = m
-        .features
-        .iter()
-        .zip(&m.coefficients)
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        .map(|(f, _)| f.as_str());
-    assert_eq!(strongest, Some("days_since_last_session"));
+    assert_eq!(strongest_coefficient(m), Some("days_since_last_session"));
     let c = |f: &str| m.coefficient(f).unwrap_or_else(|| panic!("{f}"));
     assert!(c("days_since_last_session") > 0.0 && c("sessions_30d") < 0.0);
     assert_eq!(trained.parents.len(), 2 * snaps.len());
@@ -239,13 +236,7 @@ fn the_default_churn_method_holds_on_the_synthetic_population() {
     );
     assert!(chosen.forward.roc_auc > 0.9, "{:?}", chosen.forward);
     assert!(m.learned.is_none(), "a logistic model: {}", chosen.params.summary());
-    let strongest = m
-        .features
-        .iter()
-        .zip(&m.coefficients)
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        .map(|(f, _)| f.as_str());
-    assert_eq!(strongest, Some("days_since_last_session"));
+    assert_eq!(strongest_coefficient(m), Some("days_since_last_session"));
 }
 
 #[test]
