@@ -105,6 +105,9 @@ pub enum Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct EventRef<'a> {
     pub id: &'a EventId,
+    /// The subject's handle ([`envelope::subject_handle`]): the log keys a subject by it
+    /// (its bucket, its key), so a reader can too without hashing `subject` per event.
+    pub handle: envelope::Handle,
     pub kind: u8,
     pub subject: &'a str,
     pub event_time: i64,
@@ -899,6 +902,7 @@ fn open_group<E: From<StorageError>>(
         from = to;
         f(EventRef {
             id: &r.id,
+            handle: r.handle,
             kind: r.kind,
             subject: e.subject,
             event_time: r.event_time,
