@@ -5,7 +5,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 // glibc's allocator was a third of an ingest's profile (its arena locks contended between the
-// parser thread and the appender); mimalloc keeps per-thread heaps.
+// parser thread and the appender); mimalloc keeps per-thread heaps. Without transparent huge
+// pages (`no_thp`): a snapshot's scan frees and reallocates sled's page buffers all along,
+// and mimalloc's purged 2 MB pages, faulted back in, had the kernel zero gigabytes: page
+// clearing was 19 % of its profile (8 % without), and the peak RSS 40 MB higher.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -21,6 +21,7 @@ pub mod vault;
 pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, Redaction, StoredArtifact};
 pub use envelope::{hex, unhex, unhex32, EventId, NewEvent};
 pub use error::{Result, StorageError};
+pub use idset::PrefixMap;
 pub use layout::Compacted;
 pub use ledger::{Ledger, LedgerBroken, LedgerRecord, LedgerReport};
 pub use log::{

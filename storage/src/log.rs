@@ -28,7 +28,7 @@ use crate::error::{Result, StorageError};
 use crate::format::{self, RecordKind};
 use crate::idset::{self, prefix, IdSet};
 use crate::kv::{self, Kv, TreeName};
-use crate::vault::{apply_cipher, Vault};
+use crate::vault::{apply_cipher, open_all, Vault, LANES};
 
 mod compaction;
 pub use compaction::{Compaction, CompactionReport, MERGE_ABOVE};
@@ -105,6 +105,9 @@ pub enum Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct EventRef<'a> {
     pub id: &'a EventId,
+    /// The subject's handle ([`envelope::subject_handle`]): the log keys a subject by it
+    /// (its bucket, its key), so a reader can too without hashing `subject` per event.
+    pub handle: envelope::Handle,
     pub kind: u8,
     pub subject: &'a str,
     pub event_time: i64,
@@ -612,7 +615,8 @@ impl EventLog {
     ) -> Result<(), E> {
         let admitted = self.batches_recorded_by(vis.recorded_max, u64::MAX)?;
         let vault = self.vault.read().map_err(lock_err)?;
-        let mut buf = Vec::new();
+        // The plaintexts of a group of records opened together, and where each ends.
+        let (mut plain, mut ends) = (Vec::new(), Vec::new());
         // Records are sorted by handle within a block: reuse the key across a customer's run.
         let mut key: Option<(u128, crate::vault::Key)> = None;
         let start = block::block_key(buckets.start, 0);
@@ -621,7 +625,9 @@ impl EventLog {
             if !admits_span(&admitted, span) {
                 return Ok(ControlFlow::Continue(()));
             }
-            block::for_each(span.first, v, |r| {
+            // Opened `LANES` at a time (see `open_all`), and handed to `f` in storage order.
+            let mut group: Vec<(Record<'_>, crate::vault::Key)> = Vec::with_capacity(LANES);
+            block::for_each::<E>(span.first, v, |r| {
                 if r.erased() || !admits(&admitted, vis, &r) {
                     return Ok(());
                 }
@@ -635,19 +641,13 @@ impl EventLog {
                         k
                     }
                 };
-                buf.clear();
-                buf.extend_from_slice(r.sealed);
-                apply_cipher(&k, &r.id, &mut buf);
-                let e = envelope::decode(&buf)?;
-                f(EventRef {
-                    id: &r.id,
-                    kind: r.kind,
-                    subject: e.subject,
-                    event_time: r.event_time,
-                    recorded_at: r.recorded_at,
-                    body: e.body,
-                })
+                group.push((r, k));
+                if group.len() == LANES {
+                    open_group(&mut group, &mut plain, &mut ends, &mut f)?;
+                }
+                Ok(())
             })?;
+            open_group(&mut group, &mut plain, &mut ends, &mut f)?;
             Ok(ControlFlow::Continue(()))
         })
     }
@@ -886,6 +886,32 @@ pub(crate) fn index_block_ids(kv: &dyn Kv) -> Result<u64> {
             None => return Ok(indexed),
         }
     }
+}
+
+/// Opens `group`'s payloads together, hands each event to `f` in order and empties `group`.
+fn open_group<E: From<StorageError>>(
+    group: &mut Vec<(Record<'_>, crate::vault::Key)>,
+    plain: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    f: &mut impl FnMut(EventRef<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    open_all(group.iter().map(|(r, k)| (k, &r.id, r.sealed)), plain, ends);
+    let mut from = 0;
+    for ((r, _), &to) in group.iter().zip(ends.iter()) {
+        let e = envelope::decode(&plain[from..to])?;
+        from = to;
+        f(EventRef {
+            id: &r.id,
+            handle: r.handle,
+            kind: r.kind,
+            subject: e.subject,
+            event_time: r.event_time,
+            recorded_at: r.recorded_at,
+            body: e.body,
+        })?;
+    }
+    group.clear();
+    Ok(())
 }
 
 /// Whether any batch of `span` may hold a visible event (see [`EventLog::batches_recorded_by`]).

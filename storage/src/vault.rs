@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::ChaCha20;
+use wide::u32x4;
 
 use crate::envelope::{EventId, Handle};
 use crate::error::{io_err, Result, StorageError};
@@ -141,6 +142,158 @@ pub fn apply_cipher(key: &Key, id: &EventId, data: &mut [u8]) {
     cipher.apply_keystream(data);
 }
 
+/// Payloads of at most this many bytes (one ChaCha20 block) are opened [`LANES`] at a time.
+const BLOCK: usize = 64;
+/// How many payloads [`open_all`] computes keystream for at once: four 32-bit lanes fill a
+/// 128-bit vector register, which every x86-64 and aarch64 target has.
+pub const LANES: usize = 4;
+
+/// Opens sealed payloads one after another into `plain` (cleared first): payload i is
+/// `plain[ends[i - 1]..ends[i]]` (from 0 for the first), the same bytes [`apply_cipher`] gives.
+///
+/// Why not [`apply_cipher`] on each: a full scan opens millions of payloads of one block
+/// each, and the `chacha20` crate's vector backends compute four blocks of one stream per
+/// call (its lanes are consecutive counters), so three quarters of their work was thrown
+/// away and opening was half a scan's time. Here each lane is another payload's stream
+/// (block 0 of RFC 8439 ChaCha20 under its own key and nonce), in plain arrays the compiler
+/// vectorises; a payload longer than a block goes through [`apply_cipher`].
+pub fn open_all<'p>(
+    payloads: impl IntoIterator<Item = (&'p Key, &'p EventId, &'p [u8])>,
+    plain: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) {
+    plain.clear();
+    ends.clear();
+    let mut lanes = Lanes::default();
+    for (key, id, sealed) in payloads {
+        let start = plain.len();
+        plain.extend_from_slice(sealed);
+        ends.push(plain.len());
+        if sealed.len() > BLOCK {
+            apply_cipher(key, id, &mut plain[start..]);
+            continue;
+        }
+        lanes.push(key, id, start, sealed.len());
+        if lanes.used == LANES {
+            lanes.apply(plain);
+        }
+    }
+    lanes.apply(plain);
+}
+
+/// One 32-bit word of every lane's ChaCha state.
+type Word = u32x4;
+
+/// `(w ^ o) <<< n` in every lane.
+#[inline(always)]
+fn xor_rotate(w: Word, o: Word, n: u32) -> Word {
+    let v = w ^ o;
+    (v << n) | (v >> (32 - n))
+}
+
+/// Up to [`LANES`] payloads waiting for their keystream: key and nonce words lane by lane.
+#[derive(Default)]
+struct Lanes {
+    key: [[u32; LANES]; 8],
+    nonce: [[u32; LANES]; 3],
+    /// (start in the plain buffer, length) of each used lane's payload.
+    spans: [(usize, usize); LANES],
+    used: usize,
+}
+
+fn le_word(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl Lanes {
+    fn push(&mut self, key: &Key, id: &EventId, start: usize, len: usize) {
+        let lane = self.used;
+        for (w, chunk) in self.key.iter_mut().zip(key.chunks_exact(4)) {
+            w[lane] = le_word(chunk);
+        }
+        // The nonce is the id's first 12 bytes, as in `apply_cipher`.
+        for (w, chunk) in self.nonce.iter_mut().zip(id.chunks_exact(4)) {
+            w[lane] = le_word(chunk);
+        }
+        self.spans[lane] = (start, len);
+        self.used += 1;
+    }
+
+    /// XORs each used lane's keystream into its payload and empties the lanes.
+    fn apply(&mut self, plain: &mut [u8]) {
+        if self.used == 0 {
+            return;
+        }
+        let words = self.block0().map(Word::to_array);
+        for (lane, &(start, len)) in self.spans[..self.used].iter().enumerate() {
+            let mut data = [0u8; BLOCK];
+            data[..len].copy_from_slice(&plain[start..start + len]);
+            for (out, w) in data.chunks_exact_mut(4).zip(&words) {
+                let v = le_word(out) ^ w[lane];
+                out.copy_from_slice(&v.to_le_bytes());
+            }
+            plain[start..start + len].copy_from_slice(&data[..len]);
+        }
+        self.used = 0;
+    }
+
+    /// Block 0 (counter 0) of every lane's stream, word by word (RFC 8439, section 2.3).
+    fn block0(&self) -> [Word; 16] {
+        const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+        let k = self.key.map(Word::new);
+        let n = self.nonce.map(Word::new);
+        let c = |i: usize| Word::splat(SIGMA[i]);
+        let init = [
+            c(0),
+            c(1),
+            c(2),
+            c(3),
+            k[0],
+            k[1],
+            k[2],
+            k[3],
+            k[4],
+            k[5],
+            k[6],
+            k[7],
+            Word::splat(0),
+            n[0],
+            n[1],
+            n[2],
+        ];
+        let [mut x0, mut x1, mut x2, mut x3, mut x4, mut x5, mut x6, mut x7, mut x8, mut x9, mut x10, mut x11, mut x12, mut x13, mut x14, mut x15] =
+            init;
+        macro_rules! quarter {
+            ($a:ident, $b:ident, $c:ident, $d:ident) => {
+                $a += $b;
+                $d = xor_rotate($d, $a, 16);
+                $c += $d;
+                $b = xor_rotate($b, $c, 12);
+                $a += $b;
+                $d = xor_rotate($d, $a, 8);
+                $c += $d;
+                $b = xor_rotate($b, $c, 7);
+            };
+        }
+        for _ in 0..10 {
+            quarter!(x0, x4, x8, x12);
+            quarter!(x1, x5, x9, x13);
+            quarter!(x2, x6, x10, x14);
+            quarter!(x3, x7, x11, x15);
+            quarter!(x0, x5, x10, x15);
+            quarter!(x1, x6, x11, x12);
+            quarter!(x2, x7, x8, x13);
+            quarter!(x3, x4, x9, x14);
+        }
+        let x = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15];
+        let mut out = x;
+        for (o, i) in out.iter_mut().zip(init) {
+            *o += i;
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +328,39 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&path).expect("meta").len(),
             (MAGIC.len() + RECORD) as u64
+        );
+    }
+
+    /// Opening many at once gives what opening each alone gives, at every length around the
+    /// one-block boundary and with a lane group left part full.
+    #[test]
+    fn open_all_equals_apply_cipher_on_each() {
+        let payloads: Vec<(Key, EventId, Vec<u8>)> = (0..23u8)
+            .map(|i| {
+                let len = [0, 1, 12, 56, 63, 64, 65, 100, 128, 200][usize::from(i) % 10];
+                let key = [i.wrapping_mul(37).wrapping_add(1); 32].map(|b| b ^ i);
+                let mut id = [0u8; 32];
+                for (j, b) in id.iter_mut().enumerate() {
+                    *b = (j as u8).wrapping_mul(i).wrapping_add(7);
+                }
+                (key, id, (0..len).map(|b| (b as u8) ^ i).collect())
+            })
+            .collect();
+        let (mut plain, mut ends) = (Vec::new(), Vec::new());
+        open_all(payloads.iter().map(|(k, id, p)| (k, id, &p[..])), &mut plain, &mut ends);
+        let mut expected = Vec::new();
+        for (key, id, p) in &payloads {
+            let mut one = p.clone();
+            apply_cipher(key, id, &mut one);
+            expected.extend_from_slice(&one);
+        }
+        assert_eq!(plain, expected);
+        let lengths: Vec<usize> = payloads.iter().map(|p| p.2.len()).collect();
+        let mut starts = vec![0];
+        starts.extend(&ends[..ends.len() - 1]);
+        assert_eq!(
+            ends.iter().zip(&starts).map(|(e, s)| e - s).collect::<Vec<_>>(),
+            lengths
         );
     }
 

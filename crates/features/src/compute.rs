@@ -12,10 +12,10 @@
 //! any u32 duration) needs more than 10^13 orders or 4·10^9 sessions. Should it ever happen,
 //! the snapshot fails with [`ComputeError::Overflow`] instead of a wrapped total.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use cis_storage::block::BUCKETS;
-use cis_storage::{EventId, StorageError, Store};
+use cis_storage::{EventId, PrefixMap, StorageError, Store};
 
 use crate::defs::{definitions, Calc, WINDOWS};
 use cis_core::event::{measures, DecodeError, Kind};
@@ -263,10 +263,12 @@ impl Matrix {
     }
 }
 
-/// What one thread accumulates over its range of customer buckets.
+/// What one thread accumulates over the bucket ranges it takes.
 #[derive(Default)]
 struct Partial {
-    accs: HashMap<String, Acc>,
+    /// By subject handle (a hash prefix, hashed by identity), as the log itself tells customers
+    /// apart (their keys, their per-customer reads): the customer id and its totals.
+    accs: PrefixMap<(String, Acc)>,
     visible_events: u64,
     digest: u128,
 }
@@ -279,53 +281,77 @@ pub fn digest_term(id: &EventId) -> u128 {
     u128::from_be_bytes(prefix)
 }
 
-fn accumulate(store: &Store, at: AsOf, buckets: std::ops::Range<u16>) -> Result<Partial, ComputeError> {
+/// How many customer buckets a thread scans before it takes the next ones: small enough that
+/// a thread the machine's other work slows down leaves the rest to the others, large enough
+/// that starting a range scan is noise.
+const CHUNK: u16 = 64;
+
+/// Customers' rows: `(id, the row or why it failed)`.
+type Rows = Vec<(String, Result<Vec<f64>, ComputeError>)>;
+
+/// Scans bucket ranges taken from `next` until none is left, then finishes every customer's
+/// row; returns the rows sorted by id, the visible event count and their digest.
+fn accumulate(store: &Store, at: AsOf, next: &AtomicU16) -> Result<(Rows, u64, u128), ComputeError> {
     let mut part = Partial::default();
-    store.log().scan_buckets(at.visibility(), buckets, |e| {
-        let kind = Kind::from_u8(e.kind).ok_or(ComputeError::UnknownKind(e.kind))?;
-        part.visible_events += 1;
-        part.digest = part.digest.wrapping_add(digest_term(e.id));
-        let acc = match part.accs.get_mut(e.subject) {
-            Some(a) => a,
-            None => part.accs.entry(e.subject.to_string()).or_default(),
-        };
-        acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), e.id, e.body)
-    })?;
-    Ok(part)
+    loop {
+        let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+        if start >= BUCKETS {
+            break;
+        }
+        store
+            .log()
+            .scan_buckets(at.visibility(), start..start.saturating_add(CHUNK).min(BUCKETS), |e| {
+                let kind = Kind::from_u8(e.kind).ok_or(ComputeError::UnknownKind(e.kind))?;
+                part.visible_events += 1;
+                part.digest = part.digest.wrapping_add(digest_term(e.id));
+                let (_, acc) = part
+                    .accs
+                    .entry(e.handle)
+                    .or_insert_with(|| (e.subject.to_string(), Acc::default()));
+                acc.add(at.as_of, kind, Timestamp::from_micros(e.event_time), e.id, e.body)
+            })?;
+    }
+    // Finished here, in parallel; an error stays with its customer, so the caller reports the
+    // first in customer order whatever thread met it.
+    let mut rows: Rows = part
+        .accs
+        .into_values()
+        .map(|(id, acc)| (id, acc.finish(at.as_of)))
+        .collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok((rows, part.visible_events, part.digest))
 }
 
 /// Scans the log once and materialises every feature for every customer with a visible
-/// event (of any kind, metadata included) at (T, K). The bucket space is split across the
-/// machine's cores; customers never span buckets, so the parts merge without conflict.
+/// event (of any kind, metadata included) at (T, K). The bucket space is shared out across the
+/// machine's cores [`CHUNK`] buckets at a time; customers never span buckets, so the parts merge
+/// without conflict.
 pub fn materialise(store: &Store, at: AsOf) -> Result<Matrix, ComputeError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) as u16;
-    let step = BUCKETS.div_ceil(threads);
-    let parts: Vec<Result<Partial, ComputeError>> = std::thread::scope(|scope| {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let next = AtomicU16::new(0);
+    let parts: Vec<Result<(Rows, u64, u128), ComputeError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let range = (i * step).min(BUCKETS)..((i + 1) * step).min(BUCKETS);
-                scope.spawn(move || accumulate(store, at, range))
-            })
+            .map(|_| scope.spawn(|| accumulate(store, at, &next)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(ComputeError::Panicked)))
             .collect()
     });
-    let mut customers: Vec<(String, Acc)> = Vec::new();
+    let mut customers: Rows = Vec::new();
     let (mut visible_events, mut digest) = (0u64, 0u128);
     for part in parts {
-        let part = part?;
-        visible_events += part.visible_events;
-        digest = digest.wrapping_add(part.digest);
-        customers.extend(part.accs);
+        let (rows, events, part_digest) = part?;
+        visible_events += events;
+        digest = digest.wrapping_add(part_digest);
+        customers.extend(rows);
     }
-    customers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let t = at.as_of;
+    // A stable sort finds the threads' sorted runs and merges them.
+    customers.sort_by(|a, b| a.0.cmp(&b.0));
     let mut values = Vec::with_capacity(customers.len() * Matrix::width());
     let mut ids = Vec::with_capacity(customers.len());
-    for (id, acc) in customers {
-        let row = acc.finish(t)?;
+    for (id, row) in customers {
+        let row = row?;
         if let Some((j, v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(ComputeError::NotFinite {
                 customer: id,
