@@ -626,8 +626,10 @@ impl Reading<'_> {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            if let Err(e) = self.take(item, &mut chunk, parsed) {
-                break Err(e);
+            match self.take(item, &mut chunk, parsed) {
+                Ok(Some(row)) => src.recycle(row),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             if chunk.events.len() >= batch_rows && tx.send(std::mem::replace(&mut chunk, empty())).is_err() {
                 // The writer stopped on an error; it reports it.
@@ -642,9 +644,9 @@ impl Reading<'_> {
         result
     }
 
-    /// Validates one item into `chunk`, or quarantines it.
-    fn take(&self, item: Item, chunk: &mut Chunk, parsed: &mut Parsed) -> Result<(), IngestError> {
-        let (line, result) = match item {
+    /// Validates one item into `chunk`, or quarantines it; gives back its row, if it was one.
+    fn take(&self, item: Item, chunk: &mut Chunk, parsed: &mut Parsed) -> Result<Option<source::Row>, IngestError> {
+        let (line, result, row) = match item {
             Item::Bad { line, reason, raw } => (
                 line,
                 Err((
@@ -655,6 +657,7 @@ impl Reading<'_> {
                     raw,
                     None,
                 )),
+                None,
             ),
             Item::Row(row) => {
                 let event = self.to_event(&row);
@@ -662,7 +665,8 @@ impl Reading<'_> {
                     chunk.profile.note(&row, ev.event_time, *recorded_at);
                 }
                 let customer = || row.get("customer_id").map(str::to_string);
-                (row.line, event.map_err(|e| (e, row.raw.clone(), customer())))
+                let result = event.map_err(|e| (e, row.raw.clone(), customer()));
+                (row.line, result, Some(row))
             }
         };
         parsed.rows += 1;
@@ -688,7 +692,7 @@ impl Reading<'_> {
                 records::quarantine(self.store, &q)?;
             }
         }
-        Ok(())
+        Ok(row)
     }
 
     /// The row's event and when it was recorded.
