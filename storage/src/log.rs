@@ -410,13 +410,18 @@ impl EventLog {
         let n = events.len();
         let parallel = n >= PARALLEL_FROM;
 
-        // Each event's id and subject handle.
-        let mut keys: Vec<(EventId, Handle)> = vec![([0; 32], 0); n];
+        // Each event's id, subject handle and event time (the block order's sort key, kept
+        // beside the others rather than read from the envelope at every comparison).
+        let mut keys: Vec<(EventId, Handle, i64)> = vec![([0; 32], 0, 0); n];
         {
-            let fill = |first: usize, part: &mut [(EventId, Handle)]| {
+            let fill = |first: usize, part: &mut [(EventId, Handle, i64)]| {
                 for (i, slot) in part.iter_mut().enumerate() {
                     let ev = events.get(first + i);
-                    *slot = (envelope::event_id(ev.envelope), envelope::handle_of(ev.subject));
+                    *slot = (
+                        envelope::event_id(ev.envelope),
+                        envelope::handle_of(ev.subject),
+                        ev.event_time,
+                    );
                 }
             };
             let (a, b) = keys.split_at_mut(n / 2);
@@ -425,7 +430,7 @@ impl EventLog {
 
         // Event indices grouped by bucket, each group in append order (a counting sort).
         let mut starts = vec![0usize; usize::from(block::BUCKETS) + 1];
-        for (_, h) in &keys {
+        for (_, h, _) in &keys {
             starts[usize::from(block::bucket_of(*h)) + 1] += 1;
         }
         for b in 0..usize::from(block::BUCKETS) {
@@ -434,7 +439,7 @@ impl EventLog {
         let mut grouped = vec![0usize; n];
         {
             let mut next = starts.clone();
-            for (i, (_, h)) in keys.iter().enumerate() {
+            for (i, (_, h, _)) in keys.iter().enumerate() {
                 let b = usize::from(block::bucket_of(*h));
                 grouped[next[b]] = i;
                 next[b] += 1;
@@ -476,8 +481,7 @@ impl EventLog {
                         }
                     }
                     // Block order: (handle, event_time, id); the index only breaks ties.
-                    mine[..g.fresh]
-                        .sort_unstable_by_key(|&i| (keys[i].1, events.get(i).event_time, prefix(&keys[i].0), i));
+                    mine[..g.fresh].sort_unstable_by_key(|&i| (keys[i].1, keys[i].2, prefix(&keys[i].0), i));
                 }
                 Ok(duplicates)
             };
@@ -543,7 +547,7 @@ impl EventLog {
                     records.clear();
                     ids.clear();
                     for &i in &grouped[g.start..g.start + g.fresh] {
-                        let (id, handle) = keys[i];
+                        let (id, handle, _) = keys[i];
                         let ev = events.get(i);
                         records.push(Record {
                             handle,
