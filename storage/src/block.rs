@@ -107,6 +107,20 @@ impl Span {
 /// Encodes the records of `span`, keyed `(bucket, span.first)`: format 1 for one batch,
 /// a segment (format 2) for more. Every record must carry a batch of the span.
 pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_into(span, records, &mut out, |_, _| Ok(()))?;
+    Ok(out)
+}
+
+/// [`encode`] into `out` (cleared first, so one buffer serves many blocks), with `seal`
+/// applied to each record's payload once it is copied into the block: an append hands in
+/// plaintext envelopes and seals them there, so each is copied once.
+pub fn encode_into(
+    span: Span,
+    records: &[Record<'_>],
+    out: &mut Vec<u8>,
+    mut seal: impl FnMut(&Record<'_>, &mut [u8]) -> Result<()>,
+) -> Result<()> {
     let segment = span.first != span.last;
     if let Some(r) = records.iter().find(|r| r.batch < span.first || r.batch > span.last) {
         return Err(StorageError::Corrupt(format!(
@@ -116,7 +130,8 @@ pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
     }
     let per_record = REC_HEADER + if segment { 8 } else { 0 };
     let size: usize = 21 + records.iter().map(|r| per_record + r.sealed.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    out.clear();
+    out.reserve(size);
     out.push(if segment { SEGMENT } else { BATCH_BLOCK });
     let count = u32::try_from(records.len()).map_err(|_| StorageError::InvalidEvent("block too large".into()))?;
     out.extend_from_slice(&count.to_be_bytes());
@@ -133,12 +148,14 @@ pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
         out.extend_from_slice(&r.id);
         let n = u32::try_from(r.sealed.len()).map_err(|_| StorageError::InvalidEvent("payload too large".into()))?;
         out.extend_from_slice(&n.to_be_bytes());
+        let at = out.len();
         out.extend_from_slice(r.sealed);
+        seal(r, &mut out[at..])?;
         if segment {
             out.extend_from_slice(&r.batch.to_be_bytes());
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The batches the block stored under key batch `key_batch` holds, from its header alone.

@@ -19,7 +19,7 @@ mod store;
 pub mod vault;
 
 pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, Redaction, StoredArtifact};
-pub use envelope::{hex, unhex, unhex32, EventId, NewEvent};
+pub use envelope::{hex, unhex, unhex32, EventBatch, EventId, NewEvent};
 pub use error::{Result, StorageError};
 pub use idset::PrefixMap;
 pub use layout::Compacted;

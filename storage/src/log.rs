@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{self, Record, Span};
-use crate::envelope::{self, EventId, NewEvent};
+use crate::envelope::{self, EventBatch, EventId, Handle, NewEvent};
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordKind};
 use crate::idset::{self, prefix, IdSet};
@@ -158,6 +158,36 @@ struct AppendState {
     /// Buckets appended to since the last compaction, and how many events.
     touched: BTreeSet<u16>,
     appended: u64,
+}
+
+/// One bucket's share of an append: its events are `grouped[start..start + len]`, of which
+/// the first `fresh` are new to the log once checked against `known`, its id set.
+struct Group {
+    bucket: u16,
+    start: usize,
+    len: usize,
+    fresh: usize,
+    known: Option<IdSet>,
+}
+
+/// Events from which an append splits its work over two threads: below it, starting a thread
+/// costs more than it saves.
+const PARALLEL_FROM: usize = 4096;
+
+/// Runs `a` and `b`, at once on two threads when `parallel` (else one after the other), and
+/// returns both results; a panic in either is passed on.
+fn both<A: Send, B: Send>(parallel: bool, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    if !parallel {
+        return (a(), b());
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(b);
+        let first = a();
+        match other.join() {
+            Ok(second) => (first, second),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// Event ids per `chain` value: a batch's ids are split into values of at most this many (32 KB),
@@ -348,6 +378,12 @@ impl EventLog {
     /// only once that batch is durable. `committed_at` is the caller's wall clock; `run` is
     /// the caller's run, whose appends share what they learnt of the stored ids.
     pub fn append(&self, events: Vec<NewEvent>, run: u64, committed_at: i64) -> Result<AppendOutcome> {
+        self.append_batch(&EventBatch::from_events(&events)?, run, committed_at)
+    }
+
+    /// [`EventLog::append`] of events packed in an [`EventBatch`], which the caller may clear
+    /// and refill for its next batch.
+    pub fn append_batch(&self, events: &EventBatch, run: u64, committed_at: i64) -> Result<AppendOutcome> {
         let mut state = self.appender.lock().map_err(lock_err)?;
         if state.run != Some(run) {
             state.run = Some(run);
@@ -362,32 +398,115 @@ impl EventLog {
         result
     }
 
+    /// The work per event (hashing, the duplicate check, sealing, encoding and writing the
+    /// blocks) is split over two threads: by event for the hashes, by bucket for the rest, so
+    /// each thread owns its buckets' id sets and blocks. Every result is put together in a
+    /// fixed order, so the batch is the same whichever thread finishes first.
     fn append_locked(
         &self,
         state: &mut AppendState,
-        events: Vec<NewEvent>,
+        events: &EventBatch,
         run: u64,
         committed_at: i64,
     ) -> Result<AppendOutcome> {
         let head_before = self.head()?;
-        let mut fresh = Vec::with_capacity(events.len());
-        let mut duplicates = 0u64;
-        for ev in events {
-            let env = ev.envelope()?;
-            let id = envelope::event_id(&env);
-            let handle = envelope::subject_handle(&ev.subject);
-            let bucket = block::bucket_of(handle);
-            let known = match state.known.entry(bucket) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.stored_ids(bucket)?),
+        let n = events.len();
+        let parallel = n >= PARALLEL_FROM;
+
+        // Each event's id, subject handle and event time (the block order's sort key, kept
+        // beside the others rather than read from the envelope at every comparison).
+        let mut keys: Vec<(EventId, Handle, i64)> = vec![([0; 32], 0, 0); n];
+        {
+            let fill = |first: usize, part: &mut [(EventId, Handle, i64)]| {
+                for (i, slot) in part.iter_mut().enumerate() {
+                    let ev = events.get(first + i);
+                    *slot = (
+                        envelope::event_id(ev.envelope),
+                        envelope::handle_of(ev.subject),
+                        ev.event_time,
+                    );
+                }
             };
-            if known.insert(prefix(&id)) {
-                fresh.push((id, handle, ev, env));
-            } else {
-                duplicates += 1;
+            let (a, b) = keys.split_at_mut(n / 2);
+            both(parallel, || fill(0, a), || fill(n / 2, b));
+        }
+
+        // Event indices grouped by bucket, each group in append order (a counting sort).
+        let mut starts = vec![0usize; usize::from(block::BUCKETS) + 1];
+        for (_, h, _) in &keys {
+            starts[usize::from(block::bucket_of(*h)) + 1] += 1;
+        }
+        for b in 0..usize::from(block::BUCKETS) {
+            starts[b + 1] += starts[b];
+        }
+        let mut grouped = vec![0usize; n];
+        {
+            let mut next = starts.clone();
+            for (i, (_, h, _)) in keys.iter().enumerate() {
+                let b = usize::from(block::bucket_of(*h));
+                grouped[next[b]] = i;
+                next[b] += 1;
             }
         }
-        if fresh.is_empty() {
+        let mut groups: Vec<Group> = (0..block::BUCKETS)
+            .filter(|&b| starts[usize::from(b) + 1] > starts[usize::from(b)])
+            .map(|bucket| Group {
+                bucket,
+                start: starts[usize::from(bucket)],
+                len: starts[usize::from(bucket) + 1] - starts[usize::from(bucket)],
+                fresh: 0,
+                known: state.known.remove(&bucket),
+            })
+            .collect();
+        // The two threads' shares: whole buckets, about half of the events each.
+        let split = groups.partition_point(|g| g.start < n / 2);
+        let split_at = groups.get(split).map_or(n, |g| g.start);
+
+        // The duplicate check, in append order within each bucket; a group's fresh events
+        // end up first in its part of `grouped`, in block order.
+        let duplicates = {
+            let check = |groups: &mut [Group], mut part: &mut [usize]| -> Result<u64> {
+                let mut duplicates = 0;
+                for g in groups {
+                    let (mine, rest) = std::mem::take(&mut part).split_at_mut(g.len);
+                    part = rest;
+                    let known = match &mut g.known {
+                        Some(known) => known,
+                        None => g.known.insert(self.stored_ids(g.bucket)?),
+                    };
+                    for j in 0..mine.len() {
+                        let i = mine[j];
+                        if known.insert(prefix(&keys[i].0)) {
+                            mine[g.fresh] = i;
+                            g.fresh += 1;
+                        } else {
+                            duplicates += 1;
+                        }
+                    }
+                    // Block order: (handle, event_time, id); the index only breaks ties.
+                    mine[..g.fresh].sort_unstable_by_key(|&i| (keys[i].1, keys[i].2, prefix(&keys[i].0), i));
+                }
+                Ok(duplicates)
+            };
+            let (ga, gb) = groups.split_at_mut(split);
+            let (pa, pb) = grouped.split_at_mut(split_at);
+            let (a, b) = both(parallel, || check(ga, pa), || check(gb, pb));
+            a? + b?
+        };
+        for g in &mut groups {
+            if let Some(known) = g.known.take() {
+                state.known.insert(g.bucket, known);
+            }
+        }
+        let mut is_fresh = vec![false; n];
+        for g in &groups {
+            for &i in &grouped[g.start..g.start + g.fresh] {
+                is_fresh[i] = true;
+            }
+        }
+        let fresh = || (0..n).filter(|&i| is_fresh[i]);
+        let appended = fresh().count();
+        if appended == 0 {
             return Ok(AppendOutcome {
                 batch: None,
                 appended: 0,
@@ -399,82 +518,81 @@ impl EventLog {
         self.kv.insert(TreeName::Meta, b"pending", &be(seq))?;
         self.kv.flush()?;
 
-        {
-            let mut vault = self.vault.write().map_err(lock_err)?;
-            vault.ensure(fresh.iter().map(|f| f.1))?;
-            for (id, handle, _, env) in fresh.iter_mut() {
-                let key = vault
-                    .get(*handle)
-                    .ok_or_else(|| StorageError::MissingKey(format!("{handle:032x}")))?;
-                apply_cipher(key, id, env);
-            }
-        }
+        let mut vault = self.vault.write().map_err(lock_err)?;
+        vault.ensure(fresh().map(|i| keys[i].1))?;
+        let vault: &Vault = &vault;
 
-        let mut chain = Vec::with_capacity(fresh.len() * 32);
+        let mut chain = Vec::with_capacity(appended * 32);
         let mut head = head_before;
-        for (id, ..) in &fresh {
+        let (mut min_r, mut max_r, mut min_t, mut max_t) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
+        for i in fresh() {
+            let id = &keys[i].0;
             chain.extend_from_slice(id);
             head = extend_head(&head, id);
-        }
-        for (i, part) in chain.chunks(CHAIN_CHUNK * 32).enumerate() {
-            self.kv.insert(TreeName::Chain, &chain_key(seq, i), part)?;
-        }
-
-        // Sort keys computed once: (handle, event_time, id prefix, index). The handle's top
-        // bits are the bucket, so each bucket's records come out contiguous.
-        let mut order: Vec<(u128, i64, u128, usize)> = fresh
-            .iter()
-            .enumerate()
-            .map(|(i, (id, h, ev, _))| (*h, ev.event_time, prefix(id), i))
-            .collect();
-        order.sort_unstable();
-        let mut start = 0;
-        while start < order.len() {
-            let bucket = block::bucket_of(order[start].0);
-            let end = order[start..]
-                .iter()
-                .position(|o| block::bucket_of(o.0) != bucket)
-                .map_or(order.len(), |p| start + p);
-            let records: Vec<Record<'_>> = order[start..end]
-                .iter()
-                .map(|&(.., i)| {
-                    let (id, handle, ev, sealed) = &fresh[i];
-                    Record {
-                        handle: *handle,
-                        event_time: ev.event_time,
-                        recorded_at: ev.recorded_at,
-                        kind: ev.kind,
-                        flags: 0,
-                        id: *id,
-                        sealed,
-                        batch: seq,
-                    }
-                })
-                .collect();
-            let key = block::block_key(bucket, seq);
-            let mut ids: Vec<u128> = order[start..end].iter().map(|o| o.2).collect();
-            self.kv
-                .insert(TreeName::BlockIds, &key, &idset::encode_ids(seq, &mut ids))?;
-            self.kv
-                .insert(TreeName::Blocks, &key, &block::encode(Span::batch(seq), &records)?)?;
-            state.touched.insert(bucket);
-            start = end;
-        }
-        self.kv.flush()?;
-
-        let first_event = self.event_count()?;
-        let (mut min_r, mut max_r, mut min_t, mut max_t) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
-        for (_, _, ev, _) in &fresh {
+            let ev = events.get(i);
             min_r = min_r.min(ev.recorded_at);
             max_r = max_r.max(ev.recorded_at);
             min_t = min_t.min(ev.event_time);
             max_t = max_t.max(ev.event_time);
         }
+        for (i, part) in chain.chunks(CHAIN_CHUNK * 32).enumerate() {
+            self.kv.insert(TreeName::Chain, &chain_key(seq, i), part)?;
+        }
+
+        // Each bucket's block and its `block_ids` entry, the envelopes sealed as they are
+        // copied into the block.
+        {
+            let write = |groups: &[Group]| -> Result<()> {
+                let mut records: Vec<Record<'_>> = Vec::new();
+                let mut ids: Vec<u128> = Vec::new();
+                let mut bytes = Vec::new();
+                for g in groups.iter().filter(|g| g.fresh > 0) {
+                    records.clear();
+                    ids.clear();
+                    for &i in &grouped[g.start..g.start + g.fresh] {
+                        let (id, handle, _) = keys[i];
+                        let ev = events.get(i);
+                        records.push(Record {
+                            handle,
+                            event_time: ev.event_time,
+                            recorded_at: ev.recorded_at,
+                            kind: ev.kind,
+                            flags: 0,
+                            id,
+                            sealed: ev.envelope,
+                            batch: seq,
+                        });
+                        ids.push(prefix(&id));
+                    }
+                    let key = block::block_key(g.bucket, seq);
+                    self.kv
+                        .insert(TreeName::BlockIds, &key, &idset::encode_ids(seq, &mut ids))?;
+                    block::encode_into(Span::batch(seq), &records, &mut bytes, |r, payload| {
+                        let key = vault
+                            .get(r.handle)
+                            .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
+                        apply_cipher(key, &r.id, payload);
+                        Ok(())
+                    })?;
+                    self.kv.insert(TreeName::Blocks, &key, &bytes)?;
+                }
+                Ok(())
+            };
+            let (ga, gb) = groups.split_at(split);
+            let (a, b) = both(parallel, || write(ga), || write(gb));
+            a.and(b)?;
+        }
+        state
+            .touched
+            .extend(groups.iter().filter(|g| g.fresh > 0).map(|g| g.bucket));
+        self.kv.flush()?;
+
+        let first_event = self.event_count()?;
         let record = BatchRecord {
             seq,
             run,
             first_event,
-            events: fresh.len() as u64,
+            events: appended as u64,
             head_before,
             head_after: head,
             committed_at,
@@ -1002,6 +1120,54 @@ mod tests {
         let third = log.append(twice, 3, 0).expect("append");
         assert_eq!((third.appended, third.duplicates), (1, 1));
         assert_eq!(log.verify().expect("verifies").events, 51);
+    }
+
+    #[test]
+    fn a_batch_split_over_two_threads_is_the_same_events_appended_in_small_batches() {
+        // Many events per customer bucket and a few buckets of one event, some subjects sharing
+        // a bucket; duplicates within the big batch and of events stored before it.
+        let base: Vec<NewEvent> = (0..6000)
+            .map(|i| ev(&format!("c{}", i % 1999), i / 3, i + 7, format!("e{i}").as_bytes()))
+            .collect();
+        let mut big = base.clone();
+        big.extend_from_slice(&base[..2000]);
+        assert!(
+            big.len() >= PARALLEL_FROM && 1000 < PARALLEL_FROM,
+            "one split batch, small ones not split"
+        );
+        let (_, split) = mem_log();
+        split.append(base[..1000].to_vec(), 1, 0).expect("append");
+        let out = split.append(big.clone(), 1, 0).expect("append");
+        assert_eq!((out.appended, out.duplicates), (5000, 3000));
+
+        let (_, small) = mem_log();
+        small.append(base[..1000].to_vec(), 1, 0).expect("append");
+        let (mut appended, mut duplicates) = (0, 0);
+        for part in big.chunks(1000) {
+            let o = small.append(part.to_vec(), 1, 0).expect("append");
+            appended += o.appended;
+            duplicates += o.duplicates;
+        }
+        assert_eq!((appended, duplicates), (5000, 3000));
+        assert_eq!(out.head, small.head().expect("head"), "the chain is in append order");
+        let (a, b) = (split.verify().expect("verifies"), small.verify().expect("verifies"));
+        assert_eq!((a.events, a.head), (b.events, b.head));
+        let seen = |log: &EventLog, subject: &str| -> Vec<(EventId, i64, i64, Vec<u8>)> {
+            log.subject_events(subject, Visibility::ALL)
+                .expect("read")
+                .into_iter()
+                .map(|e| match e {
+                    Entry::Live(e) => (e.id, e.event_time, e.recorded_at, e.body),
+                    Entry::Erased { .. } => panic!("nothing is erased"),
+                })
+                .collect()
+        };
+        for c in (0..1999).step_by(97) {
+            let subject = format!("c{c}");
+            let got = seen(&split, &subject);
+            assert!(got.len() >= 3, "{subject}");
+            assert_eq!(got, seen(&small, &subject), "{subject}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use cis_storage::NewEvent;
+use cis_storage::{EventBatch, NewEvent, StorageError};
 use serde::Serialize;
 
 use crate::money;
@@ -134,6 +134,18 @@ pub struct Event {
 }
 
 impl Event {
+    /// Adds the event to `batch`, recorded at `recorded_at`: [`Event::into_new_event`] without
+    /// an allocation of its own.
+    pub fn push_to(&self, recorded_at: Timestamp, batch: &mut EventBatch) -> Result<(), StorageError> {
+        batch.push(
+            self.payload.kind() as u8,
+            &self.customer_id,
+            self.event_time.micros(),
+            recorded_at.micros(),
+            |out| encode_body_into(&self.payload, out),
+        )
+    }
+
     pub fn into_new_event(self, recorded_at: Timestamp) -> NewEvent {
         NewEvent {
             kind: self.payload.kind() as u8,
@@ -152,9 +164,9 @@ pub struct DecodeError {
     reason: String,
 }
 
-struct Writer(Vec<u8>);
+struct Writer<'a>(&'a mut Vec<u8>);
 
-impl Writer {
+impl Writer<'_> {
     fn str(&mut self, s: &str) {
         // Validation caps every string far below u32::MAX bytes.
         self.0.extend_from_slice(&(s.len() as u32).to_be_bytes());
@@ -182,7 +194,15 @@ impl Writer {
 }
 
 pub fn encode_body(p: &Payload) -> Vec<u8> {
-    let mut w = Writer(vec![BODY_SCHEMA]);
+    let mut out = Vec::new();
+    encode_body_into(p, &mut out);
+    out
+}
+
+/// [`encode_body`] appended to `out`: how an ingest writes bodies straight into its batch.
+pub fn encode_body_into(p: &Payload, out: &mut Vec<u8>) {
+    out.push(BODY_SCHEMA);
+    let mut w = Writer(out);
     match p {
         Payload::Order(o) => {
             w.str(&o.order_id);
@@ -212,7 +232,6 @@ pub fn encode_body(p: &Payload) -> Vec<u8> {
             }
         }
     }
-    w.0
 }
 
 struct Reader<'a> {
@@ -403,6 +422,27 @@ mod tests {
                 attributes: [("plan".to_string(), "pro".to_string())].into_iter().collect(),
             }),
         ]
+    }
+
+    #[test]
+    fn an_event_pushed_to_a_batch_is_its_new_event() {
+        let events: Vec<Event> = samples()
+            .into_iter()
+            .map(|payload| Event {
+                customer_id: "c-é".into(),
+                event_time: Timestamp::from_micros(-7),
+                payload,
+            })
+            .collect();
+        let mut batch = EventBatch::default();
+        for e in &events {
+            e.push_to(Timestamp::from_micros(5), &mut batch).expect("pushes");
+        }
+        let owned: Vec<NewEvent> = events
+            .into_iter()
+            .map(|e| e.into_new_event(Timestamp::from_micros(5)))
+            .collect();
+        assert_eq!(batch, EventBatch::from_events(&owned).expect("packs"));
     }
 
     #[test]

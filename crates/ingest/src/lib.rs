@@ -16,9 +16,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use cis_storage::{hex, BatchRecord, Compaction, NewEvent, StorageError, Store};
+use cis_storage::{hex, BatchRecord, Compaction, EventBatch, StorageError, Store};
 
-use cis_core::event::Kind;
+use cis_core::event::{Event, Kind};
 use cis_core::time::{self, Timestamp};
 use records::{IngestRun, Profile, Quarantined};
 use source::{Format, Item};
@@ -422,8 +422,11 @@ fn run_source(
     };
     let mut profile = Profile::new(opts.kind);
     // Two stages on two threads: this one reads and validates, the caller's thread hashes,
-    // seals and writes. A bounded channel keeps at most two batches in memory.
+    // seals and writes (the log splits that over two threads again). A bounded channel keeps
+    // at most two batches in memory; each committed batch's buffers go back to the reader,
+    // which fills them again rather than allocating.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
+    let (recycle, recycled) = std::sync::mpsc::sync_channel::<EventBatch>(2);
     let (parsed, result) = std::thread::scope(|scope| {
         let reading = Reading {
             store,
@@ -433,10 +436,13 @@ fn run_source(
             now: started,
             run_id,
         };
-        let producer = scope.spawn(move || reading.read_chunks(src, tx));
+        let producer = scope.spawn(move || reading.read_chunks(src, tx, recycled));
         let mut appended = Ok(());
         for chunk in rx.iter() {
-            appended = commit(store, chunk, &mut run, &mut profile, on_commit);
+            appended = commit(store, chunk, &mut run, &mut profile, on_commit).map(|events| {
+                // The reader may have stopped: then the buffers are simply dropped.
+                let _ = recycle.try_send(events);
+            });
             if appended.is_err() {
                 break;
             }
@@ -525,7 +531,7 @@ fn compact_after(store: &Store, run: &IngestRun) {
 
 /// A batch of validated events and the input lines it came from.
 struct Chunk {
-    events: Vec<NewEvent>,
+    events: EventBatch,
     profile: Profile,
     first_line: u64,
     last_line: u64,
@@ -541,14 +547,15 @@ struct Parsed {
     dropped: Vec<String>,
 }
 
+/// Appends `chunk` and returns its (spent) event buffers.
 fn commit(
     store: &Store,
     chunk: Chunk,
     run: &mut IngestRun,
     profile: &mut Profile,
     on_commit: &mut dyn FnMut(Committed<'_>),
-) -> Result<(), IngestError> {
-    let out = store.log().append(chunk.events, run.run, time::now().micros())?;
+) -> Result<EventBatch, IngestError> {
+    let out = store.log().append_batch(&chunk.events, run.run, time::now().micros())?;
     run.accepted += out.appended;
     run.duplicates += out.duplicates;
     if let Some(b) = &out.batch {
@@ -561,7 +568,7 @@ fn commit(
             last_line: chunk.last_line,
         });
     }
-    Ok(())
+    Ok(chunk.events)
 }
 
 /// The reading stage's view of a run.
@@ -582,9 +589,10 @@ impl Reading<'_> {
         &self,
         mut src: Box<dyn source::Source + Send + '_>,
         tx: std::sync::mpsc::SyncSender<Chunk>,
+        recycled: std::sync::mpsc::Receiver<EventBatch>,
     ) -> (Parsed, Result<(), IngestError>) {
         let mut parsed = Parsed::default();
-        let result = self.read_into(src.as_mut(), &tx, &mut parsed);
+        let result = self.read_into(src.as_mut(), &tx, &recycled, &mut parsed);
         parsed.lines = src.lines();
         parsed.dropped = src.dropped();
         (parsed, result)
@@ -594,11 +602,19 @@ impl Reading<'_> {
         &self,
         src: &mut (dyn source::Source + Send + '_),
         tx: &std::sync::mpsc::SyncSender<Chunk>,
+        recycled: &std::sync::mpsc::Receiver<EventBatch>,
         parsed: &mut Parsed,
     ) -> Result<(), IngestError> {
         let batch_rows = self.opts.batch_rows;
         let empty = || Chunk {
-            events: Vec::with_capacity(batch_rows),
+            events: match recycled.try_recv() {
+                Ok(mut events) => {
+                    events.clear();
+                    events
+                }
+                // Room for a batch of small events; it grows if they are larger.
+                Err(_) => EventBatch::with_capacity(batch_rows, batch_rows.saturating_mul(96)),
+            },
             profile: Profile::new(self.opts.kind),
             first_line: 0,
             last_line: 0,
@@ -610,8 +626,10 @@ impl Reading<'_> {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            if let Err(e) = self.take(item, &mut chunk, parsed) {
-                break Err(e);
+            match self.take(item, &mut chunk, parsed) {
+                Ok(Some(row)) => src.recycle(row),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             if chunk.events.len() >= batch_rows && tx.send(std::mem::replace(&mut chunk, empty())).is_err() {
                 // The writer stopped on an error; it reports it.
@@ -626,9 +644,9 @@ impl Reading<'_> {
         result
     }
 
-    /// Validates one item into `chunk`, or quarantines it.
-    fn take(&self, item: Item, chunk: &mut Chunk, parsed: &mut Parsed) -> Result<(), IngestError> {
-        let (line, result) = match item {
+    /// Validates one item into `chunk`, or quarantines it; gives back its row, if it was one.
+    fn take(&self, item: Item, chunk: &mut Chunk, parsed: &mut Parsed) -> Result<Option<source::Row>, IngestError> {
+        let (line, result, row) = match item {
             Item::Bad { line, reason, raw } => (
                 line,
                 Err((
@@ -639,14 +657,16 @@ impl Reading<'_> {
                     raw,
                     None,
                 )),
+                None,
             ),
             Item::Row(row) => {
                 let event = self.to_event(&row);
-                if let Ok(ev) = &event {
-                    chunk.profile.note(&row, ev);
+                if let Ok((ev, recorded_at)) = &event {
+                    chunk.profile.note(&row, ev.event_time, *recorded_at);
                 }
                 let customer = || row.get("customer_id").map(str::to_string);
-                (row.line, event.map_err(|e| (e, row.raw.clone(), customer())))
+                let result = event.map_err(|e| (e, row.raw.clone(), customer()));
+                (row.line, result, Some(row))
             }
         };
         parsed.rows += 1;
@@ -655,7 +675,7 @@ impl Reading<'_> {
         }
         chunk.last_line = line;
         match result {
-            Ok(ev) => chunk.events.push(ev),
+            Ok((ev, recorded_at)) => ev.push_to(recorded_at, &mut chunk.events)?,
             Err((e, raw, customer)) => {
                 parsed.quarantined += 1;
                 tracing::debug!(line, field = %e.field, reason = %e.reason, "quarantined");
@@ -672,10 +692,11 @@ impl Reading<'_> {
                 records::quarantine(self.store, &q)?;
             }
         }
-        Ok(())
+        Ok(row)
     }
 
-    fn to_event(&self, row: &source::Row) -> Result<NewEvent, validate::RowError> {
+    /// The row's event and when it was recorded.
+    fn to_event(&self, row: &source::Row) -> Result<(Event, Timestamp), validate::RowError> {
         let ev = validate::validate(self.opts.kind, row, self.reserved)?;
         let recorded_at = match &self.opts.recorded_at {
             RecordedAt::Now => self.now,
@@ -697,7 +718,7 @@ impl Reading<'_> {
                 ),
             });
         }
-        Ok(ev.into_new_event(recorded_at))
+        Ok((ev, recorded_at))
     }
 }
 

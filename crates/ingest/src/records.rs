@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use cis_storage::{NewEvent, Store};
+use cis_storage::Store;
 use serde::{Deserialize, Serialize};
 use statrs::statistics::{Data, OrderStatistics};
 
@@ -113,16 +113,13 @@ impl Profile {
     }
 
     /// Counts one validated row and the event made of it.
-    pub fn note(&mut self, row: &Row, ev: &NewEvent) {
+    pub fn note(&mut self, row: &Row, event_time: Timestamp, recorded_at: Timestamp) {
         self.events += 1;
         for (m, field) in self.missing.iter_mut().zip(validate::optional_columns(self.kind)) {
             *m += u64::from(row.get(field).is_none());
         }
-        self.lags.push(ev.recorded_at - ev.event_time);
-        *self
-            .days
-            .entry(Timestamp::from_micros(ev.event_time).day())
-            .or_default() += 1;
+        self.lags.push(recorded_at - event_time);
+        *self.days.entry(event_time.day()).or_default() += 1;
     }
 
     pub fn merge(&mut self, other: Profile) {

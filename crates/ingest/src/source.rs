@@ -121,6 +121,9 @@ pub trait Source {
     /// Personal-data columns seen so far (dropped).
     fn dropped(&self) -> Vec<String>;
     fn next_item(&mut self) -> Result<Option<Item>, IngestError>;
+    /// Takes back a row [`Source::next_item`] returned, once the caller is done with it, to fill
+    /// it again rather than allocate the next row's strings.
+    fn recycle(&mut self, _row: Row) {}
     /// Physical lines read so far after the header, and how many of them were blank: every other
     /// line was yielded as exactly one [`Item`].
     fn lines(&self) -> LineCount;
@@ -250,6 +253,8 @@ struct CsvSource<R> {
     header: Vec<String>,
     keep: Vec<bool>,
     count: LineCount,
+    /// A row handed back to [`Source::recycle`], to be filled again.
+    spare: Option<Row>,
 }
 
 fn csv_parser() -> csv::Reader<std::io::Cursor<Vec<u8>>> {
@@ -312,6 +317,7 @@ impl<R: BufRead> CsvSource<R> {
                 read: skipped,
                 blank: skipped,
             },
+            spare: None,
         };
         src.parse_line()
             .map_err(|e| bad_header(&src.lines.file, e.to_string()))?;
@@ -362,6 +368,10 @@ impl<R: BufRead> Source for CsvSource<R> {
         Some(&self.header)
     }
 
+    fn recycle(&mut self, row: Row) {
+        self.spare = Some(row);
+    }
+
     fn dropped(&self) -> Vec<String> {
         self.header
             .iter()
@@ -396,34 +406,43 @@ impl<R: BufRead> Source for CsvSource<R> {
                 return Ok(Some(self.bad(format!("unreadable CSV: {e}"), None)));
             }
             // The line is valid UTF-8, so every field is: the empty default is never taken.
-            let values: Vec<&str> = self
-                .record
-                .iter()
-                .map(|v| std::str::from_utf8(v).unwrap_or_default())
-                .collect();
-            if values.len() != self.header.len() {
+            if self.record.len() != self.header.len() {
+                let values: Vec<&str> = self
+                    .record
+                    .iter()
+                    .map(|v| std::str::from_utf8(v).unwrap_or_default())
+                    .collect();
                 let reason = format!("row has {} fields, the header has {}", values.len(), self.header.len());
                 return Ok(Some(self.bad(reason, Some(&values))));
             }
-            let raw = values
-                .iter()
-                .zip(&self.keep)
-                .map(|(v, k)| if *k { v } else { "<redacted>" })
-                .collect::<Vec<_>>()
-                .join(",");
-            let fields = self
-                .header
-                .iter()
-                .zip(&self.keep)
-                .zip(&values)
-                .filter(|((_, k), _)| **k)
-                .map(|((h, _), v)| (h.clone(), v.to_string()))
-                .collect();
-            return Ok(Some(Item::Row(Row {
-                line: self.lines.line,
-                fields,
-                raw,
-            })));
+            // Filled in place: a recycled row keeps its strings' buffers.
+            let mut row = self.spare.take().unwrap_or_default();
+            row.line = self.lines.line;
+            row.raw.clear();
+            let mut kept = 0;
+            for (i, ((name, keep), value)) in self.header.iter().zip(&self.keep).zip(self.record.iter()).enumerate() {
+                let value = std::str::from_utf8(value).unwrap_or_default();
+                if i > 0 {
+                    row.raw.push(',');
+                }
+                row.raw.push_str(if *keep { value } else { "<redacted>" });
+                if *keep {
+                    match row.fields.get_mut(kept) {
+                        Some((n, v)) => {
+                            if n != name {
+                                n.clear();
+                                n.push_str(name);
+                            }
+                            v.clear();
+                            v.push_str(value);
+                        }
+                        None => row.fields.push((name.clone(), value.to_owned())),
+                    }
+                    kept += 1;
+                }
+            }
+            row.fields.truncate(kept);
+            return Ok(Some(Item::Row(row)));
         }
     }
 }
@@ -629,6 +648,34 @@ mod tests {
             r.raw
         );
         assert!(matches!(&got[1], Item::Bad { line: 3, reason, .. } if reason.contains("2 fields")));
+    }
+
+    #[test]
+    fn a_recycled_csv_row_holds_only_the_next_lines_fields() {
+        let text = "customer_id,email,channel,event_time\nc1,a@b.c,web,2024-01-01\nc2,,,2024-01-02\nc3,x\n";
+        let mut src = open(Format::Csv, Box::new(text.as_bytes()), "t").expect("opens");
+        let Some(Item::Row(first)) = src.next_item().expect("reads") else {
+            panic!("first row should parse")
+        };
+        assert_eq!((first.get("channel"), first.line), (Some("web"), 2));
+        src.recycle(first);
+        let Some(Item::Row(second)) = src.next_item().expect("reads") else {
+            panic!("second row should parse")
+        };
+        assert_eq!(second.line, 3);
+        assert_eq!(second.get("customer_id"), Some("c2"));
+        assert_eq!(second.get("channel"), None, "the first row's value is gone");
+        assert_eq!(second.get("email"), None);
+        assert_eq!(
+            second.names().collect::<Vec<_>>(),
+            ["customer_id", "channel", "event_time"]
+        );
+        assert_eq!(second.raw, "c2,<redacted>,,2024-01-02");
+        src.recycle(second);
+        assert!(matches!(
+            src.next_item().expect("reads"),
+            Some(Item::Bad { line: 4, .. })
+        ));
     }
 
     #[test]
