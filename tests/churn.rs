@@ -260,25 +260,24 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     let after = crate::util::word_after;
     let march = after(&run(&["snapshot", "create", "--as-of", "1997-03-31"]), "snapshot ");
     let june = after(&run(&["snapshot", "create", "--as-of", "1997-06-30"]), "snapshot ");
+    // `cis train churn` on two snapshots, labels known at TRAIN_KNOWN, and `extra` flags.
+    let train = |snapshots: [&str; 2], extra: &[&str]| {
+        let mut args = vec!["train", "churn", "--snapshot", snapshots[0], "--snapshot", snapshots[1]];
+        args.extend(["--known-at", TRAIN_KNOWN]);
+        args.extend(extra);
+        run(&args)
+    };
+    let card_of = |model: &str| -> serde_json::Value {
+        serde_json::from_str(&run(&["models", "show", model, "--json"])).expect("a card")
+    };
     // Given later cutoff first: a given method still holds out the latest one.
-    let text = run(&[
-        "train",
-        "churn",
-        "--snapshot",
-        &june,
-        "--snapshot",
-        &march,
-        "--known-at",
-        TRAIN_KNOWN,
-        "--method",
-        "logistic",
-    ]);
+    let text = train([&june, &march], &["--method", "logistic"]);
     assert!(
         text.contains("forward validation on the 1997-06-30T00:00:00Z cutoff: ROC AUC"),
         "{text}"
     );
     let model = after(&text, "model ");
-    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    let card = card_of(&model);
     assert_eq!(
         card["learned_from"]["cutoffs"],
         serde_json::json!(["1997-03-31T00:00:00Z"])
@@ -290,23 +289,14 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     assert!(shown.contains("forward validation on the 1997-06-30"), "{shown}");
 
     // No method: chosen by forward validation on the latest cutoff, then fitted on both.
-    let text = run(&[
-        "train",
-        "churn",
-        "--snapshot",
-        &march,
-        "--snapshot",
-        &june,
-        "--known-at",
-        TRAIN_KNOWN,
-    ]);
+    let text = train([&march, &june], &[]);
     assert!(
         text.contains("method chosen by forward validation on the 1997-06-30T00:00:00Z cutoff"),
         "{text}"
     );
     assert!(text.contains("* logistic (L2 10) + BG/NBD inputs"), "{text}");
     let model = after(&text, "model ");
-    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    let card = card_of(&model);
     let method = card["method"].as_str().expect("method");
     assert!(
         method.contains(
@@ -324,22 +314,10 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     assert!(run(&["audit", &model]).contains("identical"));
 
     // --validate-on none trains on both; --clv-features records its CLV models.
-    let text = run(&[
-        "train",
-        "churn",
-        "--snapshot",
-        &march,
-        "--snapshot",
-        &june,
-        "--known-at",
-        TRAIN_KNOWN,
-        "--validate-on",
-        "none",
-        "--clv-features",
-    ]);
+    let text = train([&march, &june], &["--validate-on", "none", "--clv-features"]);
     assert!(text.contains("no forward validation"), "{text}");
     let model = after(&text, "model ");
-    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    let card = card_of(&model);
     assert_eq!(
         card["learned_from"]["cutoffs"],
         serde_json::json!(["1997-03-31T00:00:00Z", "1997-06-30T00:00:00Z"])
@@ -353,21 +331,10 @@ fn the_cli_holds_out_the_latest_cutoff_by_default_and_shows_both_validations() {
     assert!(run(&["audit", &model]).contains("model/clv"));
 
     // --method gbt: forward validation, the card and the audit work for trees too.
-    let text = run(&[
-        "train",
-        "churn",
-        "--snapshot",
-        &march,
-        "--snapshot",
-        &june,
-        "--known-at",
-        TRAIN_KNOWN,
-        "--method",
-        "gbt",
-    ]);
+    let text = train([&march, &june], &["--method", "gbt"]);
     assert!(text.contains("forward validation on the 1997-06-30"), "{text}");
     let model = after(&text, "model ");
-    let card: serde_json::Value = serde_json::from_str(&run(&["models", "show", &model, "--json"])).expect("a card");
+    let card = card_of(&model);
     let method = card["method"].as_str().expect("method");
     assert!(
         method.starts_with("gradient-boosted trees: 100 trees of up to 31 leaves"),

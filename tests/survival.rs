@@ -123,19 +123,13 @@ fn the_cli_trains_shows_and_refuses_methods_of_another_kind() {
     assert!(ok, "{text}");
     let after = crate::util::word_after;
     let june = after(&text, "snapshot ");
-    let train = |method: &str| {
-        run(&[
-            "train",
-            "churn",
-            "--snapshot",
-            &june,
-            "--known-at",
-            TRAIN_KNOWN,
-            "--method",
-            method,
-        ])
+    // `cis train churn` on the 1997-06-30 snapshot with `extra` flags.
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "churn", "--snapshot", &june, "--known-at", TRAIN_KNOWN];
+        args.extend(extra);
+        run(&args)
     };
-    let (ok, text) = train("survival");
+    let (ok, text) = train(&["--method", "survival"]);
     assert!(
         ok && text.contains("Cox model (") && text.contains("validation concordance"),
         "{text}"
@@ -163,11 +157,11 @@ fn the_cli_trains_shows_and_refuses_methods_of_another_kind() {
     assert!(ok, "{text}");
 
     // Logistic is churn's default, and named it trains the same model as unnamed.
-    let (ok, named) = train("logistic");
-    let (_, unnamed) = run(&["train", "churn", "--snapshot", &june, "--known-at", TRAIN_KNOWN]);
+    let (ok, named) = train(&["--method", "logistic"]);
+    let (_, unnamed) = train(&[]);
     assert!(ok, "{named}");
     assert_eq!(after(&named, "model "), after(&unnamed, "model "));
-    let (ok, text) = train("kmeans");
+    let (ok, text) = train(&["--method", "kmeans"]);
     assert!(
         !ok && text.contains("--method kmeans is segments's; churn takes logistic|gbt|survival|auto"),
         "{text}"
@@ -177,16 +171,7 @@ fn the_cli_trains_shows_and_refuses_methods_of_another_kind() {
         !ok && text.contains("--method survival is churn's; segments takes kmeans|hdbscan"),
         "{text}"
     );
-    let (ok, text) = run(&[
-        "train",
-        "churn",
-        "--snapshot",
-        &june,
-        "--known-at",
-        TRAIN_KNOWN,
-        "--penalizer",
-        "0.1",
-    ]);
+    let (ok, text) = train(&["--penalizer", "0.1"]);
     assert!(
         !ok && text.contains("--penalizer is for churn's --method survival"),
         "{text}"
