@@ -213,13 +213,7 @@ fn main() -> BenchResult {
     let (gbt, gbt_secs) = common::repeat(runs, || Ok(gbt::fit(&x, width, &set.churned, &gbt_params)?))?;
     let hist_secs = sklearn(HIST_GBT, &x, width, &set.churned, 1.0 / p.l2, runs);
     // The Cox fit on the same rows, less the constant columns (zero once standardised).
-    let live: Vec<usize> = (0..width)
-        .filter(|&j| x.chunks_exact(width).any(|r| r[j] != 0.0))
-        .collect();
-    let x_live: Vec<f64> = x
-        .chunks_exact(width)
-        .flat_map(|r| live.iter().map(move |&j| r[j]))
-        .collect();
+    let (live, x_live) = survival::without_constant_columns(&x, width);
     let sp = SurvivalParams::default();
     let (cox, cox_secs) = common::repeat(runs, || {
         Ok(survival::fit(

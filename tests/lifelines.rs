@@ -86,15 +86,7 @@ fn the_cox_fit_matches_lifelines_on_the_same_rows() {
     let Some(Learned::Survival(cox)) = &model.learned else {
         panic!("a Cox fit")
     };
-    let full = survival::fit(
-        &d.x_train,
-        d.width,
-        &d.durations_train,
-        &d.observed_train,
-        params.penalizer,
-        params.max_iterations,
-    )
-    .expect("fit");
+    let full = survival::fit_training_rows(&params, &d).expect("fit");
     assert_eq!(cox.coefficients, full.coefficients);
 
     let peer: Vec<usize> = PEER_FEATURES

@@ -113,16 +113,34 @@ impl CoxFit {
     }
 }
 
-/// The Cox model of a churn design: fitted on its training rows, measured on both sides.
-pub fn fit_churn(params: &SurvivalParams, d: &Design, horizon_days: u32) -> Result<CoxFit, FitError> {
-    let cox = fit(
+/// The columns of `x` (row-major, `width` wide) that are not zero throughout, and `x` with only
+/// those: a standardised constant column is all zeros and has no partial likelihood to fit.
+pub fn without_constant_columns(x: &[f64], width: usize) -> (Vec<usize>, Vec<f64>) {
+    let live: Vec<usize> = (0..width)
+        .filter(|&j| x.chunks_exact(width).any(|r| r[j] != 0.0))
+        .collect();
+    let compact = x
+        .chunks_exact(width)
+        .flat_map(|r| live.iter().map(move |&j| r[j]))
+        .collect();
+    (live, compact)
+}
+
+/// The Cox fit of a churn design's training rows with `params`: what [`fit_churn`] stores.
+pub fn fit_training_rows(params: &SurvivalParams, d: &Design) -> Result<Cox, NewtonError> {
+    fit(
         &d.x_train,
         d.width,
         &d.durations_train,
         &d.observed_train,
         params.penalizer,
         params.max_iterations,
-    )?;
+    )
+}
+
+/// The Cox model of a churn design: fitted on its training rows, measured on both sides.
+pub fn fit_churn(params: &SurvivalParams, d: &Design, horizon_days: u32) -> Result<CoxFit, FitError> {
+    let cox = fit_training_rows(params, d)?;
     tracing::debug!(
         iterations = cox.iterations,
         log_likelihood = cox.log_likelihood,
@@ -191,13 +209,7 @@ pub fn fit(
     if durations.iter().any(|d| !d.is_finite()) {
         return Err(NewtonError::NotFinite);
     }
-    let live: Vec<usize> = (0..width)
-        .filter(|&j| x.chunks_exact(width).any(|r| r[j] != 0.0))
-        .collect();
-    let compact: Vec<f64> = x
-        .chunks_exact(width)
-        .flat_map(|r| live.iter().map(move |&j| r[j]))
-        .collect();
+    let (live, compact) = without_constant_columns(x, width);
     let mut order: Vec<usize> = (0..n).collect();
     // Latest first, so the risk set only grows; a stable sort keeps the summation order fixed.
     order.sort_by(|&a, &b| durations[b].total_cmp(&durations[a]));
