@@ -25,6 +25,9 @@ use crate::error::{Result, StorageError};
 
 const BATCH_BLOCK: u8 = 1;
 const SEGMENT: u8 = 2;
+/// Every block's first byte: what a value-log pointer must not start with (see `vlog`).
+#[cfg(test)]
+pub(crate) const FORMATS: [u8; 2] = [BATCH_BLOCK, SEGMENT];
 /// Buckets customers are spread over (the top 12 bits of the handle).
 pub const BUCKETS: u16 = 4096;
 pub const FLAG_ERASED: u8 = 1;

@@ -10,7 +10,8 @@
 //! format-1 or -2 store builds it from the blocks. Format 4 keeps the records' trees
 //! (artifacts, journals, ledgers) in a database of their own; the split is made on the
 //! directory before the store is opened (see `layout`), so at this level it changes nothing
-//! but the number, which keeps builds that know one database out.
+//! but the number, which keeps builds that know one database out. Format 6 keeps the blocks
+//! in the value log (`vlog`) and reads inline ones too: again only the number changes.
 
 use std::ops::ControlFlow;
 
@@ -21,15 +22,22 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 5;
+pub(crate) const STORE_FORMAT: u32 = 6;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
 const UNINDEXED: u32 = 2;
 /// The last format with one `chain` value per batch: format 5 splits a batch's ids into chunks,
 /// and a format-4 store's values read as one-chunk batches, so only the number changes. (Format
-/// 3, one database, is split by `layout` before this runs, then renumbered the same way.)
+/// 3, one database, is split by `layout` before this runs, then renumbered the same way.) Only
+/// the tests name it now: every format from 3 on is renumbered alike.
+#[cfg(test)]
 const UNCHUNKED: u32 = 4;
+/// The last format whose `blocks` values are all inline: format 6 stores a pointer into the
+/// value log instead (see `vlog`) and reads a format-5 store's inline blocks as they are (they
+/// become pointers when next rewritten), so only the number changes; it keeps format-5 builds,
+/// which would misread a pointer as a block, out.
+const INLINE_BLOCKS: u32 = 5;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -168,7 +176,7 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
         });
     match (found, upgrading) {
         (STORE_FORMAT, None) => Ok(()),
-        (UNVERSIONED..=UNCHUNKED, None) => upgrade(kv, found),
+        (UNVERSIONED..=INLINE_BLOCKS, None) => upgrade(kv, found),
         // An unfinished migration, this build's or a format-3 build's (to 3, from 1 or 2).
         (UNVERSIONED..=STORE_FORMAT, Some(from)) => upgrade(kv, from.min(found)),
         _ => Err(StorageError::Version {
@@ -178,11 +186,11 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1, 2, 3 or 4 → 5: every bare record gets its version (from format 1), and every block
-/// its `block_ids` entry (from format 1 or 2); from 3 and 4 only the number changes (the split
-/// of a format-3 directory is `layout`'s, before this; format 4's one-value chains read as
-/// one-chunk ones). Steps, each flushed: `upgrading` set to the
-/// format migrated from; `format = 4`; every record still bare rewritten in place (one insert
+/// Format 1, 2, 3, 4 or 5 → 6: every bare record gets its version (from format 1), and every
+/// block its `block_ids` entry (from format 1 or 2); from 3, 4 and 5 only the number changes
+/// (the split of a format-3 directory is `layout`'s, before this; format 4's one-value chains
+/// read as one-chunk ones; inline blocks read as they are). Steps, each flushed: `upgrading`
+/// set to the format migrated from; `format = 6`; every record still bare rewritten in place (one insert
 /// each, so a record is bare or versioned, never torn); every block without an ids entry
 /// given one; `upgrading` removed. Run again after a crash at any point, it skips what is
 /// done and ends where one uninterrupted run ends.
@@ -491,29 +499,31 @@ mod tests {
     }
 
     #[test]
-    fn a_format_4_store_is_renumbered_and_nothing_else() {
-        let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &UNCHUNKED.to_be_bytes())
-            .expect("format 4");
-        kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64])
-            .expect("a chain value");
-        ensure(&kv).expect("migrates");
-        assert_eq!(meta_format(&kv), Some(STORE_FORMAT.to_be_bytes().to_vec()));
-        assert_eq!(kv.get(TreeName::Meta, UPGRADING_KEY).expect("get"), None);
-        assert_eq!(
-            kv.get(TreeName::Chain, &1u64.to_be_bytes()).expect("get"),
-            Some(vec![7u8; 64])
-        );
+    fn a_format_4_or_5_store_is_renumbered_and_nothing_else() {
+        for from in [UNCHUNKED, INLINE_BLOCKS] {
+            let kv = MemKv::default();
+            kv.insert(TreeName::Meta, FORMAT_KEY, &from.to_be_bytes())
+                .expect("format 4 or 5");
+            kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64])
+                .expect("a chain value");
+            ensure(&kv).expect("migrates");
+            assert_eq!(meta_format(&kv), Some(STORE_FORMAT.to_be_bytes().to_vec()));
+            assert_eq!(kv.get(TreeName::Meta, UPGRADING_KEY).expect("get"), None);
+            assert_eq!(
+                kv.get(TreeName::Chain, &1u64.to_be_bytes()).expect("get"),
+                Some(vec![7u8; 64])
+            );
+        }
     }
 
     #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &6u32.to_be_bytes())
-            .expect("format 6");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &7u32.to_be_bytes())
+            .expect("format 7");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 6, supported: 5 })
+            Err(StorageError::Version { found: 7, supported: 6 })
         ));
     }
 }

@@ -14,6 +14,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{io_err, Result, StorageError};
+use crate::vlog::{self, ValueLog};
 
 /// Names of the trees the store uses; fixed, so a typo cannot open a new tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,6 +144,15 @@ impl SledKv {
         Ok(keys)
     }
 
+    /// Inserts `value` under `key` if the tree holds nothing there; returns whether it did
+    /// (`false`: the key held a value, and nothing was written).
+    fn insert_new(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<bool> {
+        Ok(self
+            .tree(tree)?
+            .compare_and_swap(key, None::<&[u8]>, Some(value))?
+            .is_ok())
+    }
+
     fn tree(&self, name: TreeName) -> Result<sled::Tree> {
         if let Some(t) = self.trees.read().map_err(poisoned)?.get(&name) {
             return Ok(t.clone());
@@ -256,25 +266,29 @@ impl Kv for SledKv {
     }
 }
 
-/// A store's two sled databases behind one [`Kv`]: each tree goes to the database
-/// [`TreeName::in_records`] names. A flush makes both durable (records first), but sled
-/// orders writes within a database only: after a crash, what reached the disk is a prefix of
-/// each database's writes since the last flush, not of their interleaving. No protocol relies
-/// on more: each stage that spans both databases (an erasure's) flushes before the next, and
-/// an ingest run's quarantined rows and run record are acknowledged with its batches' flush.
+/// A store's two sled databases and its value log behind one [`Kv`]: each tree goes to the
+/// database [`TreeName::in_records`] names, and a `blocks` value goes to the value log
+/// ([`crate::vlog`]), sled's `blocks` tree keeping a pointer to it. A flush makes the value log
+/// durable, then both databases (records first), but sled orders writes within a database only:
+/// after a crash, what reached the disk is a prefix of each database's writes since the last
+/// flush, not of their interleaving. No protocol relies on more: each stage that spans both
+/// databases (an erasure's) flushes before the next, and an ingest run's quarantined rows and
+/// run record are acknowledged with its batches' flush.
 pub struct SplitKv {
     log: SledKv,
     records: SledKv,
+    values: ValueLog,
 }
 
 impl SplitKv {
     /// Opens (creating if needed) the records database first: a store directory that has
     /// `log_dir` but not `records_dir` was written by a build that kept one database.
-    pub fn open(log_dir: &Path, records_dir: &Path) -> Result<Self> {
+    pub fn open(log_dir: &Path, records_dir: &Path, values_dir: &Path) -> Result<Self> {
         let records = SledKv::open(records_dir)?;
         Ok(SplitKv {
             log: SledKv::open(log_dir)?,
             records,
+            values: ValueLog::open(values_dir)?,
         })
     }
 
@@ -285,30 +299,78 @@ impl SplitKv {
             &self.log
         }
     }
+
+    /// A stored `blocks` value as the log wrote it: a pointer's value read into `buf`, or an
+    /// inline block (a format-5 store's, until rewritten) as it is.
+    fn resolve<'a>(&self, stored: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        if vlog::is_pointer(stored) {
+            self.values.read_into(stored, buf)?;
+            Ok(buf)
+        } else {
+            Ok(stored)
+        }
+    }
+
+    fn resolve_owned(&self, stored: Vec<u8>) -> Result<Vec<u8>> {
+        if vlog::is_pointer(&stored) {
+            let mut buf = Vec::new();
+            self.values.read_into(&stored, &mut buf)?;
+            Ok(buf)
+        } else {
+            Ok(stored)
+        }
+    }
 }
 
 impl Kv for SplitKv {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.of(tree).get(tree, key)
+        let value = self.of(tree).get(tree, key)?;
+        match (tree, value) {
+            (TreeName::Blocks, Some(v)) => self.resolve_owned(v).map(Some),
+            (_, value) => Ok(value),
+        }
     }
     fn insert(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<()> {
-        self.of(tree).insert(tree, key, value)
+        if tree != TreeName::Blocks {
+            return self.of(tree).insert(tree, key, value);
+        }
+        let pointer = self.values.append(value)?;
+        // A new key (a batch's block) is written at once. A pointer replacing another (a
+        // merge's segment, an erasure's rewrite) waits for its bytes to be durable: sled may
+        // write it to disk before the next flush, and a power loss would then keep a pointer
+        // to lost bytes in place of a value that was whole (see `vlog`).
+        if !self.log.insert_new(tree, key, &pointer)? {
+            self.values.sync()?;
+            self.log.insert(tree, key, &pointer)?;
+        }
+        Ok(())
     }
     fn remove(&self, tree: TreeName, key: &[u8]) -> Result<()> {
         self.of(tree).remove(tree, key)
     }
     fn visit(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut Visit) -> Result<()> {
-        self.of(tree).visit(tree, start, end, f)
+        if tree != TreeName::Blocks {
+            return self.of(tree).visit(tree, start, end, f);
+        }
+        // One buffer per visit: visits run on several threads at once (`scan_buckets`).
+        let mut buf = Vec::new();
+        self.log
+            .visit(tree, start, end, &mut |k, v| f(k, self.resolve(v, &mut buf)?))
     }
     fn last(&self, tree: TreeName) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        self.of(tree).last(tree)
+        match (tree, self.of(tree).last(tree)?) {
+            (TreeName::Blocks, Some((k, v))) => Ok(Some((k, self.resolve_owned(v)?))),
+            (_, last) => Ok(last),
+        }
     }
     fn flush(&self) -> Result<()> {
+        // The values first: a pointer this flush makes durable points at durable bytes.
+        self.values.sync()?;
         self.records.flush()?;
         self.log.flush()
     }
     fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.log.size_on_disk()? + self.records.size_on_disk()?)
+        Ok(self.log.size_on_disk()? + self.records.size_on_disk()? + self.values.size_on_disk()?)
     }
 }
 
@@ -549,7 +611,7 @@ mod tests {
     fn a_split_store_keeps_each_tree_in_its_own_database() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, records) = (dir.path().join("log"), dir.path().join("records"));
-        let kv = SplitKv::open(&log, &records).expect("open");
+        let kv = SplitKv::open(&log, &records, &dir.path().join("values")).expect("open");
         for tree in ALL {
             kv.insert(tree, b"key", tree.as_str().as_bytes()).expect("insert");
         }
@@ -559,9 +621,126 @@ mod tests {
             let db = SledKv::open(path).expect("reopen one");
             for tree in ALL {
                 let held = db.get(tree, b"key").expect("get");
+                if tree == TreeName::Blocks && !want_records {
+                    assert!(held.as_deref().is_some_and(vlog::is_pointer), "sled holds a pointer");
+                    continue;
+                }
                 let want = want_records.eq(&tree.in_records()).then(|| tree.as_str().into_bytes());
                 assert_eq!(held, want, "{tree:?} in {}", path.display());
             }
         }
+    }
+
+    /// A store directory's key-value layer (`db`, `records`, `blocks`).
+    fn split_kv(dir: &Path) -> SplitKv {
+        SplitKv::open(&dir.join("db"), &dir.join("records"), &dir.join("blocks")).expect("open")
+    }
+
+    fn blocks(kv: &dyn Kv) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen = Vec::new();
+        kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })
+        .expect("visit");
+        seen
+    }
+
+    fn block(i: u8) -> Vec<u8> {
+        let mut v = vec![1u8];
+        v.extend(std::iter::repeat_n(i, 1000 + usize::from(i)));
+        v
+    }
+
+    /// The only value-log file of a store written by these tests.
+    fn vlog_file(dir: &Path) -> std::path::PathBuf {
+        dir.join("blocks").join("000001.vlog")
+    }
+
+    #[test]
+    fn blocks_go_to_the_value_log_and_read_back_through_every_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = split_kv(dir.path());
+        for i in 0..5u8 {
+            kv.insert(TreeName::Blocks, &[i], &block(i)).expect("insert");
+        }
+        // Replaced and removed values read as the latest write.
+        kv.insert(TreeName::Blocks, &[1], &block(9)).expect("replace");
+        kv.remove(TreeName::Blocks, &[2]).expect("remove");
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [(0, 0), (1, 9), (3, 3), (4, 4)]
+            .iter()
+            .map(|&(k, v)| (vec![k], block(v)))
+            .collect();
+        assert_eq!(blocks(&kv), want);
+        kv.flush().expect("flush");
+        let file_bytes = std::fs::metadata(vlog_file(dir.path())).expect("stat").len();
+        assert_eq!(
+            file_bytes,
+            (0..5).chain([9]).map(|i| block(i).len() as u64).sum::<u64>()
+        );
+        assert!(kv.size_on_disk().expect("size") >= file_bytes);
+        drop(kv);
+        let kv = split_kv(dir.path());
+        assert_eq!(blocks(&kv), want);
+        assert_eq!(kv.get(TreeName::Blocks, &[1]).expect("get"), Some(block(9)));
+        assert_eq!(kv.get(TreeName::Blocks, &[2]).expect("get"), None);
+        assert_eq!(kv.last(TreeName::Blocks).expect("last"), Some((vec![4], block(4))));
+    }
+
+    #[test]
+    fn a_damaged_or_torn_value_is_corruption_naming_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = split_kv(dir.path());
+        kv.insert(TreeName::Blocks, b"a", &block(1)).expect("insert");
+        kv.insert(TreeName::Blocks, b"b", &block(2)).expect("insert");
+        kv.flush().expect("flush");
+        drop(kv);
+        let path = vlog_file(dir.path());
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[10] ^= 1;
+        std::fs::write(&path, &bytes).expect("damage the first value");
+        let kv = split_kv(dir.path());
+        for err in [
+            kv.get(TreeName::Blocks, b"a").expect_err("damaged"),
+            kv.visit(TreeName::Blocks, &[], None, &mut |_, _| Ok(ControlFlow::Continue(())))
+                .expect_err("damaged"),
+        ] {
+            assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
+            assert!(err.to_string().contains("000001.vlog"), "{err}");
+            assert!(err.to_string().contains("checksum"), "{err}");
+        }
+        assert_eq!(kv.get(TreeName::Blocks, b"b").expect("intact"), Some(block(2)));
+        drop(kv);
+        bytes.truncate(bytes.len() - 1);
+        std::fs::write(&path, &bytes).expect("tear the last value");
+        let kv = split_kv(dir.path());
+        let err = kv.get(TreeName::Blocks, b"b").expect_err("torn");
+        assert!(
+            matches!(&err, StorageError::Corrupt(m) if m.contains("000001.vlog") && m.contains("torn")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_a_crash_left_past_the_last_flush_change_no_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = split_kv(dir.path());
+        kv.insert(TreeName::Blocks, b"a", &block(1)).expect("insert");
+        kv.flush().expect("flush");
+        drop(kv);
+        // What a process killed in the middle of an append leaves: part of a value no durable
+        // pointer names.
+        let path = vlog_file(dir.path());
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+        std::io::Write::write_all(&mut file, &block(7)[..300]).expect("a torn tail");
+        drop(file);
+        let kv = split_kv(dir.path());
+        assert_eq!(blocks(&kv), [(b"a".to_vec(), block(1))]);
+        // New values go after the garbage and read back whole.
+        kv.insert(TreeName::Blocks, b"b", &block(2)).expect("insert");
+        kv.flush().expect("flush");
+        drop(kv);
+        let kv = split_kv(dir.path());
+        assert_eq!(blocks(&kv), [(b"a".to_vec(), block(1)), (b"b".to_vec(), block(2))]);
     }
 }

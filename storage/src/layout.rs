@@ -20,6 +20,8 @@ use crate::kv::{is_records_tree, SledKv};
 pub(crate) const LOG_DB: &str = "db";
 /// The records' database.
 pub(crate) const RECORDS_DB: &str = "records";
+/// The `blocks` tree's values (see [`crate::vlog`]).
+pub(crate) const VALUE_LOG: &str = "blocks";
 /// The artifact bodies, a file each (see [`crate::bodies`]).
 pub(crate) const ARTIFACT_BODIES: &str = "artifacts";
 

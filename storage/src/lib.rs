@@ -17,6 +17,7 @@ mod lock;
 pub mod log;
 mod store;
 pub mod vault;
+mod vlog;
 
 pub use artifacts::{ArtifactHash, ArtifactRef, Artifacts, NewArtifact, Redaction, StoredArtifact};
 pub use envelope::{hex, unhex, unhex32, EventBatch, EventId, NewEvent};

@@ -15,7 +15,7 @@ use crate::artifacts::Artifacts;
 use crate::bodies::{Bodies, FileBodies, KvBodies};
 use crate::error::{io_err, Result, StorageError};
 use crate::kv::{self, Kv, MemKv, SplitKv, TreeName};
-use crate::layout::{self, Compacted, ARTIFACT_BODIES, LOG_DB, RECORDS_DB};
+use crate::layout::{self, Compacted, ARTIFACT_BODIES, LOG_DB, RECORDS_DB, VALUE_LOG};
 use crate::ledger::Ledger;
 use crate::lock::StoreLock;
 use crate::log::EventLog;
@@ -45,7 +45,11 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = StoreLock::acquire(dir, holder)?;
         layout::prepare(dir)?;
-        let kv: Arc<dyn Kv> = Arc::new(SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB))?);
+        let kv: Arc<dyn Kv> = Arc::new(SplitKv::open(
+            &dir.join(LOG_DB),
+            &dir.join(RECORDS_DB),
+            &dir.join(VALUE_LOG),
+        )?);
         let bodies = Arc::new(FileBodies::open(&dir.join(ARTIFACT_BODIES))?);
         let vault = Vault::open(&dir.join("keys.bin"))?;
         let log = EventLog::open(kv.clone(), vault)?;
@@ -295,5 +299,121 @@ mod tests {
         assert!(Store::compaction_owed(dir.path()));
         Store::compact(dir.path()).expect("compact");
         assert!(!Store::compaction_owed(dir.path()));
+    }
+
+    fn events(batch: u8) -> Vec<crate::NewEvent> {
+        (0..40u8)
+            .map(|i| crate::NewEvent {
+                kind: 1,
+                subject: format!("c{}", i % 7),
+                event_time: i64::from(i),
+                recorded_at: i64::from(batch),
+                body: vec![batch, i],
+            })
+            .collect()
+    }
+
+    /// Every subject's entries, erasure marks included.
+    fn history(store: &Store) -> Vec<Vec<crate::Entry>> {
+        (0..7)
+            .map(|c| {
+                store
+                    .log()
+                    .subject_events(&format!("c{c}"), crate::Visibility::ALL)
+                    .expect("read")
+            })
+            .collect()
+    }
+
+    /// The raw `blocks` values of the closed store in `dir`, as sled holds them.
+    fn stored_blocks(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");
+        let mut out = Vec::new();
+        db.visit(TreeName::Blocks, &[], None, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })
+        .expect("visit");
+        out
+    }
+
+    /// Turns the closed format-6 store in `dir` into what a format-5 build wrote: every block
+    /// inline in sled, no value log, the number 5.
+    fn make_format_5(dir: &Path) {
+        let split = SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB), &dir.join(VALUE_LOG)).expect("open");
+        let mut inline = Vec::new();
+        split
+            .visit(TreeName::Blocks, &[], None, &mut |k, v| {
+                inline.push((k.to_vec(), v.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })
+            .expect("visit");
+        drop(split);
+        let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");
+        for (k, v) in &inline {
+            db.insert(TreeName::Blocks, k, v).expect("inline");
+        }
+        db.insert(TreeName::Meta, b"format", &5u32.to_be_bytes())
+            .expect("format 5");
+        db.flush().expect("flush");
+        drop(db);
+        std::fs::remove_dir_all(dir.join(VALUE_LOG)).expect("no value log");
+    }
+
+    #[test]
+    fn a_format_5_store_reads_its_inline_blocks_and_is_numbered_6() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for batch in 1..=3 {
+            store.log().append(events(batch), 1, 0).expect("append");
+        }
+        let (head, before) = (store.log().head().expect("head"), history(&store));
+        drop(store);
+        assert!(stored_blocks(dir.path())
+            .iter()
+            .all(|(_, v)| crate::vlog::is_pointer(v)));
+        make_format_5(dir.path());
+        assert!(stored_blocks(dir.path())
+            .iter()
+            .all(|(_, v)| !crate::vlog::is_pointer(v)));
+
+        let store = Store::open(dir.path()).expect("a format-5 store opens");
+        assert_eq!(
+            (store.log().head().expect("head"), history(&store)),
+            (head, before.clone())
+        );
+        assert_eq!(
+            store.kv.get(TreeName::Meta, b"format").expect("get"),
+            Some(6u32.to_be_bytes().to_vec())
+        );
+        assert_eq!(store.kv.get(TreeName::Meta, b"upgrading").expect("get"), None);
+        assert_eq!(store.log().verify().expect("verify").events, 120);
+        // A new batch goes to the value log beside the inline blocks; a merge rewrites the
+        // inline ones as pointers.
+        store.log().append(events(4), 1, 0).expect("append");
+        let mixed = history(&store);
+        store.log().compact(crate::Compaction::Full).expect("compact");
+        assert_eq!(history(&store), mixed);
+        drop(store);
+        assert!(stored_blocks(dir.path())
+            .iter()
+            .all(|(_, v)| crate::vlog::is_pointer(v)));
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(history(&store), mixed);
+    }
+
+    #[test]
+    fn an_erasure_rewrites_blocks_into_the_value_log_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.log().append(events(1), 1, 0).expect("append");
+        store.log().append(events(2), 1, 0).expect("append");
+        let erased = store.log().erase("c3", 1).expect("erase");
+        assert!(erased > 0);
+        let after = history(&store);
+        assert!(after[3].iter().all(|e| matches!(e, crate::Entry::Erased { .. })));
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(history(&store), after);
     }
 }
