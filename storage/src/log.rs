@@ -616,19 +616,20 @@ impl EventLog {
         })
     }
 
-    /// Batches up to `through` that may hold events recorded by `recorded_max`: a range scan
-    /// of `by_recorded`.
+    /// Batches up to `through` that may hold events recorded by `recorded_max` (indexed by
+    /// batch number): those whose least `recorded_at` is at most it. Answered from the batch
+    /// records held in memory, which carry the same least `recorded_at` as `by_recorded`'s keys:
+    /// a range scan of that tree cost every customer read one entry per batch ever committed
+    /// (2,916 on a store fed daily for two years, most of a profile read's time).
     fn batches_recorded_by(&self, recorded_max: i64, through: u64) -> Result<Vec<bool>> {
-        let committed = self.committed_seq()?.min(through);
+        let batches = self.batches.read().map_err(lock_err)?;
+        let committed = (batches.len() as u64).min(through);
         let mut admitted = vec![false; committed as usize + 1];
-        let end = by_recorded_key(recorded_max, u64::MAX);
-        self.kv.visit(TreeName::ByRecorded, &[], Some(&end), &mut |k, _| {
-            let b = by_recorded_batch(k)?;
-            if b <= committed {
-                admitted[b as usize] = true;
+        for b in batches.iter().take_while(|b| b.seq <= committed) {
+            if let Some(a) = admitted.get_mut(b.seq as usize) {
+                *a = b.min_recorded_at <= recorded_max;
             }
-            Ok(ControlFlow::Continue(()))
-        })?;
+        }
         Ok(admitted)
     }
 
