@@ -504,6 +504,18 @@ impl Kv for MemKv {
     }
 }
 
+/// Every entry of `tree`, in key order: what tests compare stores by.
+#[cfg(test)]
+pub(crate) fn entries(kv: &dyn Kv, tree: TreeName) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut seen = Vec::new();
+    kv.visit(tree, &[], None, &mut |k, v| {
+        seen.push((k.to_vec(), v.to_vec()));
+        Ok(ControlFlow::Continue(()))
+    })
+    .expect("visit");
+    seen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,13 +649,7 @@ mod tests {
     }
 
     fn blocks(kv: &dyn Kv) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut seen = Vec::new();
-        kv.visit(TreeName::Blocks, &[], None, &mut |k, v| {
-            seen.push((k.to_vec(), v.to_vec()));
-            Ok(ControlFlow::Continue(()))
-        })
-        .expect("visit");
-        seen
+        entries(kv, TreeName::Blocks)
     }
 
     fn block(i: u8) -> Vec<u8> {

@@ -327,27 +327,14 @@ mod tests {
 
     /// The raw `blocks` values of the closed store in `dir`, as sled holds them.
     fn stored_blocks(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");
-        let mut out = Vec::new();
-        db.visit(TreeName::Blocks, &[], None, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-            Ok(ControlFlow::Continue(()))
-        })
-        .expect("visit");
-        out
+        kv::entries(&kv::SledKv::open(&dir.join(LOG_DB)).expect("open db"), TreeName::Blocks)
     }
 
     /// Turns the closed format-6 store in `dir` into what a format-5 build wrote: every block
     /// inline in sled, no value log, the number 5.
     fn make_format_5(dir: &Path) {
         let split = SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB), &dir.join(VALUE_LOG)).expect("open");
-        let mut inline = Vec::new();
-        split
-            .visit(TreeName::Blocks, &[], None, &mut |k, v| {
-                inline.push((k.to_vec(), v.to_vec()));
-                Ok(ControlFlow::Continue(()))
-            })
-            .expect("visit");
+        let inline = kv::entries(&split, TreeName::Blocks);
         drop(split);
         let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");
         for (k, v) in &inline {
