@@ -1,7 +1,8 @@
 //! Crash safety: SIGKILL an ingest mid-way, reopen, and check that every acknowledged
 //! batch survived, the log verifies, and re-running converges on the uninterrupted head.
 //! SIGKILL an erasure at random points, re-run it, and check that the store ends as an
-//! uninterrupted erasure leaves it.
+//! uninterrupted erasure leaves it. SIGKILL `cis store compact` (merges, then the value log's
+//! garbage collection) likewise: no read changes, and a re-run leaves no garbage.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -17,7 +18,7 @@ use cis_ingest::source::Format;
 use cis_ingest::RecordedAt;
 use cis_models::scores;
 use cis_ops::erasure::{self, ErasureRequest};
-use cis_storage::{hex, ArtifactHash, Redaction, Store, VerifyReport};
+use cis_storage::{hex, ArtifactHash, Compaction, NewEvent, Redaction, Store, VerifyReport, Visibility};
 use rand::{Rng, SeedableRng};
 
 use crate::erasure::files_containing;
@@ -293,5 +294,146 @@ fn kill_9_mid_erase_is_finished_by_running_it_again() {
     eprintln!(
         "erase kill loop: one erase of {} events takes {reference_took:?}; {killed} of {runs} runs killed mid-erase, each finished by a re-run",
         expected.verify.events
+    );
+}
+
+/// A store a feed has appended to in small runs, each compacted as ingest does, then erased
+/// from: buckets of many blocks, and value-log garbage.
+fn fed_template(dir: &Path) -> PathBuf {
+    let store_dir = dir.join("fed");
+    let store = Store::open(&store_dir).expect("store");
+    for b in 0..24i64 {
+        let events = (0..600)
+            .flat_map(|c| {
+                (0..2).map(move |i| NewEvent {
+                    kind: 1 + (c % 3) as u8,
+                    subject: format!("c{c}"),
+                    event_time: b * 86_400 + c * 60 + i,
+                    // Every fourth run brings late rows: recorded a day after they happened.
+                    recorded_at: b * 86_400 + c * 60 + i + if b % 4 == 0 { 86_400 } else { 0 },
+                    body: format!("run {b} customer {c} event {i}").into_bytes(),
+                })
+            })
+            .collect();
+        store.log().append(events, b as u64 + 1, b * 86_400).expect("append");
+        store.log().compact(Compaction::AfterAppends).expect("compact");
+    }
+    // Erasures rewrite the blocks of their customers' buckets: the old copies are garbage.
+    for c in (0..600).step_by(3) {
+        store.log().erase(&format!("c{c}"), c as u64 + 1).expect("erase");
+    }
+    store_dir
+}
+
+/// Every read of the log, as text: a full scan under a few visibilities, and the verified head.
+fn log_reads(store_dir: &Path) -> (Vec<String>, VerifyReport) {
+    let store = Store::open(store_dir).expect("open");
+    let mut reads = Vec::new();
+    for (t, k) in [
+        (i64::MAX, i64::MAX),
+        (12 * 86_400, 12 * 86_400),
+        (12 * 86_400, i64::MAX),
+    ] {
+        let vis = Visibility {
+            event_time_max: t,
+            recorded_max: k,
+        };
+        let mut seen = Vec::new();
+        store
+            .log()
+            .scan(vis, |e| {
+                seen.push(format!(
+                    "{} {} {} {} {:?}",
+                    hex(e.id),
+                    e.subject,
+                    e.event_time,
+                    e.recorded_at,
+                    e.body
+                ));
+                Ok::<_, cis_storage::StorageError>(())
+            })
+            .expect("scan");
+        seen.sort();
+        reads.extend(seen);
+    }
+    (reads, store.log().verify().expect("the log verifies"))
+}
+
+/// Bytes of the store's value-log files.
+fn value_log_bytes(store_dir: &Path) -> u64 {
+    std::fs::read_dir(store_dir.join("blocks"))
+        .expect("blocks/")
+        .map(|e| e.expect("entry").metadata().expect("stat").len())
+        .sum()
+}
+
+fn compact_store(store_dir: &Path) -> Command {
+    let mut c = Command::new(cis_bin());
+    c.arg("--store")
+        .arg(store_dir)
+        .args(["store", "compact"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn kill_9_mid_compaction_changes_no_read_and_a_rerun_leaves_no_garbage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = fed_template(dir.path());
+    let expected = log_reads(&template);
+    let garbage = value_log_bytes(&template);
+
+    let reference = dir.path().join("reference");
+    copy_dir(&template, &reference);
+    let started = Instant::now();
+    let done = compact_store(&reference)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("compact");
+    let mut took = started.elapsed();
+    assert!(done.status.success());
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(said.contains("value log: 1 file(s) of garbage deleted"), "{said}");
+    let live = value_log_bytes(&reference);
+    assert!(
+        live < garbage,
+        "compaction left {live} of the fed store's {garbage} bytes"
+    );
+    assert_eq!(log_reads(&reference), expected);
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+    let (kills, mut killed, mut runs) = (6, 0, 0);
+    while killed < kills {
+        runs += 1;
+        assert!(
+            runs <= 3 * kills,
+            "only {killed} of {runs} runs were killed mid-compaction"
+        );
+        let store = dir.path().join(format!("killed-{runs}"));
+        copy_dir(&template, &store);
+        let delay = took.mul_f64(rng.gen_range(0.0..1.0));
+        let mut child = compact_store(&store).spawn().expect("spawn cis");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        if status.signal() == Some(9) {
+            killed += 1;
+        } else {
+            assert!(status.success(), "a compaction not killed failed: {status:?}");
+            took = delay;
+        }
+        assert_eq!(log_reads(&store), expected, "killed at {delay:?}");
+        assert!(compact_store(&store).status().expect("re-run").success());
+        assert_eq!(log_reads(&store), expected, "killed at {delay:?}, then compacted");
+        assert_eq!(
+            value_log_bytes(&store),
+            live,
+            "killed at {delay:?}: garbage left after the re-run"
+        );
+        std::fs::remove_dir_all(&store).expect("remove");
+    }
+    eprintln!(
+        "compaction kill loop: one `cis store compact` takes {took:?} and leaves {live} of {garbage} value-log bytes; {killed} of {runs} runs killed"
     );
 }

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::error::{io_err, Result, StorageError};
 use crate::vlog::{self, ValueLog};
 
+mod reclaim;
+pub use reclaim::{Reclaim, ReclaimReport};
+
 /// Names of the trees the store uses; fixed, so a typo cannot open a new tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TreeName {
@@ -100,6 +103,14 @@ pub trait Kv: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// Bytes on disk (0 for the in-memory twin).
     fn size_on_disk(&self) -> Result<u64>;
+    /// Frees the space of values that were replaced or removed, where they are kept out of
+    /// line ([`SplitKv`]'s value log; nothing elsewhere). Changes no read. The caller keeps
+    /// every other writer out; `quiesce` returns once no read begun before it is running, so
+    /// no read still holds a location the collection retires. Durable on return.
+    fn reclaim(&self, what: Reclaim, quiesce: &dyn Fn() -> Result<()>) -> Result<ReclaimReport> {
+        let _ = (what, quiesce);
+        Ok(ReclaimReport::default())
+    }
 }
 
 /// sled 0.34: durable once `flush` returns.
@@ -144,13 +155,10 @@ impl SledKv {
         Ok(keys)
     }
 
-    /// Inserts `value` under `key` if the tree holds nothing there; returns whether it did
-    /// (`false`: the key held a value, and nothing was written).
-    fn insert_new(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<bool> {
-        Ok(self
-            .tree(tree)?
-            .compare_and_swap(key, None::<&[u8]>, Some(value))?
-            .is_ok())
+    /// Inserts `value` under `key` if the tree holds `expected` there (`None`: nothing);
+    /// returns whether it did (`false`: the key held something else, and nothing was written).
+    fn swap_if(&self, tree: TreeName, key: &[u8], expected: Option<&[u8]>, value: &[u8]) -> Result<bool> {
+        Ok(self.tree(tree)?.compare_and_swap(key, expected, Some(value))?.is_ok())
     }
 
     fn tree(&self, name: TreeName) -> Result<sled::Tree> {
@@ -339,7 +347,7 @@ impl Kv for SplitKv {
         // merge's segment, an erasure's rewrite) waits for its bytes to be durable: sled may
         // write it to disk before the next flush, and a power loss would then keep a pointer
         // to lost bytes in place of a value that was whole (see `vlog`).
-        if !self.log.insert_new(tree, key, &pointer)? {
+        if !self.log.swap_if(tree, key, None, &pointer)? {
             self.values.sync()?;
             self.log.insert(tree, key, &pointer)?;
         }
@@ -371,6 +379,9 @@ impl Kv for SplitKv {
     }
     fn size_on_disk(&self) -> Result<u64> {
         Ok(self.log.size_on_disk()? + self.records.size_on_disk()? + self.values.size_on_disk()?)
+    }
+    fn reclaim(&self, what: Reclaim, quiesce: &dyn Fn() -> Result<()>) -> Result<ReclaimReport> {
+        self.reclaim_values(what, quiesce)
     }
 }
 
@@ -725,6 +736,77 @@ mod tests {
             matches!(&err, StorageError::Corrupt(m) if m.contains("000001.vlog") && m.contains("torn")),
             "{err:?}"
         );
+    }
+
+    /// [`split_kv`] with value-log files of `roll_at` bytes.
+    fn split_kv_rolling(dir: &Path, roll_at: u64) -> SplitKv {
+        SplitKv {
+            log: SledKv::open(&dir.join("db")).expect("open"),
+            records: SledKv::open(&dir.join("records")).expect("open"),
+            values: ValueLog::open_rolling_at(&dir.join("blocks"), roll_at).expect("open"),
+        }
+    }
+
+    fn vlog_sizes(kv: &SplitKv) -> Vec<u64> {
+        kv.values.file_sizes().expect("sizes").into_values().collect()
+    }
+
+    #[test]
+    fn collecting_the_value_log_deletes_its_garbage_and_changes_no_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = split_kv_rolling(dir.path(), 4_500);
+        for i in 0..24u8 {
+            kv.insert(TreeName::Blocks, &[i], &block(i)).expect("insert");
+        }
+        // The first files become mostly garbage: what merges and erasures leave.
+        for i in 0..14u8 {
+            kv.insert(TreeName::Blocks, &[i], &block(i + 100)).expect("replace");
+        }
+        kv.remove(TreeName::Blocks, &[14]).expect("remove");
+        // And one file a quarter garbage (four blocks a file).
+        kv.remove(TreeName::Blocks, &[17]).expect("remove");
+        kv.flush().expect("flush");
+        let want = blocks(&kv);
+        let live: u64 = want.iter().map(|(_, v)| v.len() as u64).sum();
+        let before = vlog_sizes(&kv);
+        let quiesced = std::sync::atomic::AtomicUsize::new(0);
+        let quiesce = || {
+            quiesced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        };
+
+        // Never measured: measured now, and the files at least half garbage collected.
+        let due = kv.reclaim(Reclaim::IfDue, &quiesce).expect("reclaim");
+        assert!(due.measured && due.files_deleted > 0, "{due:?} of {before:?}");
+        assert_eq!(quiesced.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(blocks(&kv), want);
+        let after: u64 = vlog_sizes(&kv).iter().sum();
+        assert_eq!(after, before.iter().sum::<u64>() - due.bytes_freed + due.bytes_moved);
+        assert!(due.garbage_left > 0, "a file under half garbage is kept: {due:?}");
+
+        // Measured since, and far below twice the live bytes: nothing is read.
+        let idle = kv.reclaim(Reclaim::IfDue, &quiesce).expect("reclaim");
+        assert_eq!(idle, ReclaimReport::default());
+
+        let all = kv.reclaim(Reclaim::All, &quiesce).expect("reclaim");
+        assert!(all.files_deleted > 0 && all.garbage_left == 0, "{all:?}");
+        assert_eq!(vlog_sizes(&kv).iter().sum::<u64>(), live, "only live bytes are left");
+        assert_eq!(blocks(&kv), want);
+        drop(kv);
+
+        // A file no pointer names (a collection killed before its deletes) goes next time.
+        std::fs::write(dir.path().join("blocks").join("000000.vlog"), block(7)).expect("write");
+        let kv = split_kv_rolling(dir.path(), 4_500);
+        assert_eq!(blocks(&kv), want);
+        let orphan = kv.reclaim(Reclaim::All, &quiesce).expect("reclaim");
+        assert_eq!((orphan.files_deleted, orphan.values_moved), (1, 0), "{orphan:?}");
+        assert!(!dir.path().join("blocks").join("000000.vlog").exists());
+        kv.insert(TreeName::Blocks, &[99], &block(99)).expect("insert after");
+        kv.flush().expect("flush");
+        drop(kv);
+        let kv = split_kv_rolling(dir.path(), 4_500);
+        assert_eq!(kv.get(TreeName::Blocks, &[99]).expect("get"), Some(block(99)));
+        assert_eq!(blocks(&kv).len(), want.len() + 1);
     }
 
     #[test]

@@ -36,8 +36,10 @@ use crate::error::{io_err, Result, StorageError};
 pub(crate) const POINTER: u8 = 0x76;
 /// `POINTER ‖ file u32 ‖ offset u64 ‖ len u32 ‖ blake3(value)[0..8]`.
 const POINTER_LEN: usize = 1 + 4 + 8 + 4 + 8;
-/// A file past this many bytes is not appended to any more.
-pub(crate) const ROLL_AT: u64 = 1 << 30;
+/// A file past this many bytes is not appended to any more. Small enough that garbage
+/// collection (`kv::reclaim`) frees space in steps a daily run can afford, large enough that a
+/// store of a few GB is a handful of files.
+pub(crate) const ROLL_AT: u64 = 256 << 20;
 const SUFFIX: &str = ".vlog";
 
 /// Where a value is and what it hashes to.
@@ -84,6 +86,12 @@ fn check(value: &[u8]) -> [u8; 8] {
 /// Whether a stored `blocks` value is a pointer (else it is an inline block).
 pub(crate) fn is_pointer(value: &[u8]) -> bool {
     value.first() == Some(&POINTER)
+}
+
+/// The file a pointer's value is in, and its length: what garbage collection counts.
+pub(crate) fn extent(pointer: &[u8]) -> Result<(u32, u64)> {
+    let p = Pointer::decode(pointer)?;
+    Ok((p.file, u64::from(p.len)))
 }
 
 pub(crate) struct ValueLog {
@@ -234,12 +242,53 @@ impl ValueLog {
 
     /// Bytes of every file.
     pub(crate) fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.file_sizes()?.values().sum())
+    }
+
+    /// Each file's number and bytes.
+    pub(crate) fn file_sizes(&self) -> Result<BTreeMap<u32, u64>> {
         let files = self.files.read().map_err(poisoned)?;
-        let mut total = 0;
+        let mut sizes = BTreeMap::new();
         for (&number, file) in files.iter() {
-            total += file.metadata().map_err(io_err(file_path(&self.dir, number)))?.len();
+            let len = file.metadata().map_err(io_err(file_path(&self.dir, number)))?.len();
+            sizes.insert(number, len);
         }
-        Ok(total)
+        Ok(sizes)
+    }
+
+    /// The file appends go to.
+    pub(crate) fn newest(&self) -> Result<u32> {
+        Ok(self.writer.lock().map_err(poisoned)?.number)
+    }
+
+    /// Starts a new file now (unless the newest is empty), so the one before can be deleted.
+    pub(crate) fn roll_now(&self) -> Result<()> {
+        let mut w = self.writer.lock().map_err(poisoned)?;
+        if w.end > 0 {
+            self.roll(&mut w)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes files no pointer names any more (the caller's word for it: see `kv::reclaim`),
+    /// durably. Never the newest: appends go there.
+    pub(crate) fn delete(&self, numbers: &[u32]) -> Result<()> {
+        let newest = self.newest()?;
+        let mut files = self.files.write().map_err(poisoned)?;
+        for &number in numbers {
+            if number == newest {
+                return Err(StorageError::Corrupt(format!(
+                    "value-log file {number} is the one appends go to and cannot be deleted"
+                )));
+            }
+            files.remove(&number);
+            let path = file_path(&self.dir, number);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+                _ => {}
+            }
+        }
+        crate::layout::sync_dir(&self.dir)
     }
 }
 

@@ -521,6 +521,7 @@ fn compact_after(store: &Store, run: &IngestRun) {
             records = c.records_rewritten,
             deferred = c.deferred,
             most_blocks = c.most_blocks,
+            value_log_freed = c.reclaimed.bytes_freed,
             "compacted the buckets the run appended to"
         ),
         Err(e) => {

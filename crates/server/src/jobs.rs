@@ -457,6 +457,7 @@ fn catch_up(store: &Store, waiting: &AtomicUsize) {
                     merges = r.merges,
                     records = r.records_rewritten,
                     deferred = r.deferred,
+                    value_log_freed = r.reclaimed.bytes_freed,
                     "background compaction"
                 );
                 if r.deferred == 0 {

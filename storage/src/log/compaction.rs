@@ -27,7 +27,7 @@ use super::{lock_err, EventLog};
 use crate::block::{self, Record, Span};
 use crate::error::Result;
 use crate::idset::{self, prefix};
-use crate::kv::TreeName;
+use crate::kv::{Reclaim, ReclaimReport, TreeName};
 
 /// What to compact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct CompactionReport {
     pub deferred: u64,
     /// The most blocks left in one of the buckets looked at.
     pub most_blocks: u64,
+    /// What the value log's garbage collection after the merges freed.
+    pub reclaimed: ReclaimReport,
 }
 
 /// A bucket's blocks as its `block_ids` entries describe them: (first batch, last batch,
@@ -132,6 +134,15 @@ impl EventLog {
             report.most_blocks = report.most_blocks.max(blocks_left as u64);
         }
         self.kv.flush()?;
+        let reclaim = match what {
+            Compaction::AfterAppends => Reclaim::IfDue,
+            Compaction::Full => Reclaim::All,
+        };
+        // Every read of a block runs under the layout lock (`visit_blocks`), and erasures and
+        // merges under the appender lock held here: once the layout lock has been had for
+        // writing, no read holds a pointer the collection is about to retire.
+        let quiesce = || self.layout.write().map(drop).map_err(lock_err);
+        report.reclaimed = self.kv.reclaim(reclaim, &quiesce)?;
         Ok(report)
     }
 
