@@ -11,7 +11,9 @@
 //! (artifacts, journals, ledgers) in a database of their own; the split is made on the
 //! directory before the store is opened (see `layout`), so at this level it changes nothing
 //! but the number, which keeps builds that know one database out. Format 6 keeps the blocks
-//! in the value log (`vlog`) and reads inline ones too: again only the number changes.
+//! in the value log (`vlog`) and reads inline ones too, and format 7 writes blocks in the
+//! compact block format (`block`, format 3) and reads the fixed-width ones too: again only the
+//! number changes.
 
 use std::ops::ControlFlow;
 
@@ -22,7 +24,7 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 6;
+pub(crate) const STORE_FORMAT: u32 = 7;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
@@ -37,7 +39,13 @@ const UNCHUNKED: u32 = 4;
 /// value log instead (see `vlog`) and reads a format-5 store's inline blocks as they are (they
 /// become pointers when next rewritten), so only the number changes; it keeps format-5 builds,
 /// which would misread a pointer as a block, out.
+#[cfg(test)]
 const INLINE_BLOCKS: u32 = 5;
+/// The last format whose blocks are all fixed-width (block formats 1 and 2): format 7 writes
+/// the compact block format 3 and reads the others as they are (rewritten by the next merge or
+/// erasure), so only the number changes; it keeps format-6 builds, which would refuse a
+/// format-3 block as corrupt, out.
+const FIXED_WIDTH_BLOCKS: u32 = 6;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -176,7 +184,7 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
         });
     match (found, upgrading) {
         (STORE_FORMAT, None) => Ok(()),
-        (UNVERSIONED..=INLINE_BLOCKS, None) => upgrade(kv, found),
+        (UNVERSIONED..=FIXED_WIDTH_BLOCKS, None) => upgrade(kv, found),
         // An unfinished migration, this build's or a format-3 build's (to 3, from 1 or 2).
         (UNVERSIONED..=STORE_FORMAT, Some(from)) => upgrade(kv, from.min(found)),
         _ => Err(StorageError::Version {
@@ -186,11 +194,11 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1, 2, 3, 4 or 5 → 6: every bare record gets its version (from format 1), and every
-/// block its `block_ids` entry (from format 1 or 2); from 3, 4 and 5 only the number changes
+/// Format 1 to 6 → 7: every bare record gets its version (from format 1), and every
+/// block its `block_ids` entry (from format 1 or 2); from 3 to 6 only the number changes
 /// (the split of a format-3 directory is `layout`'s, before this; format 4's one-value chains
-/// read as one-chunk ones; inline blocks read as they are). Steps, each flushed: `upgrading`
-/// set to the format migrated from; `format = 6`; every record still bare rewritten in place (one insert
+/// read as one-chunk ones; inline and fixed-width blocks read as they are). Steps, each flushed:
+/// `upgrading` set to the format migrated from; `format = 7`; every record still bare rewritten in place (one insert
 /// each, so a record is bare or versioned, never torn); every block without an ids entry
 /// given one; `upgrading` removed. Run again after a crash at any point, it skips what is
 /// done and ends where one uninterrupted run ends.
@@ -499,11 +507,11 @@ mod tests {
     }
 
     #[test]
-    fn a_format_4_or_5_store_is_renumbered_and_nothing_else() {
-        for from in [UNCHUNKED, INLINE_BLOCKS] {
+    fn a_format_4_5_or_6_store_is_renumbered_and_nothing_else() {
+        for from in [UNCHUNKED, INLINE_BLOCKS, FIXED_WIDTH_BLOCKS] {
             let kv = MemKv::default();
             kv.insert(TreeName::Meta, FORMAT_KEY, &from.to_be_bytes())
-                .expect("format 4 or 5");
+                .expect("format 4, 5 or 6");
             kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64])
                 .expect("a chain value");
             ensure(&kv).expect("migrates");
@@ -519,11 +527,11 @@ mod tests {
     #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &7u32.to_be_bytes())
-            .expect("format 7");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &8u32.to_be_bytes())
+            .expect("format 8");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 7, supported: 6 })
+            Err(StorageError::Version { found: 8, supported: 7 })
         ));
     }
 }

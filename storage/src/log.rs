@@ -1284,10 +1284,14 @@ mod tests {
             log.compact(Compaction::Full).expect("compact");
             assert!(log.verify().is_ok());
             match tamper {
-                // The last 8 bytes of a segment: its last record's batch.
+                // A segment's first record moved to the segment's last batch.
                 "batch" => tamper_block(&kv, |v| {
-                    let n = v.len();
-                    v[n - 8..].copy_from_slice(&0u64.to_be_bytes());
+                    let first = block::span(1, v).expect("a segment").first;
+                    let (span, mut records) = block::decode(first, v).expect("decodes");
+                    assert_ne!(records[0].batch, span.last, "the first record is of another batch");
+                    records[0].batch = span.last;
+                    let moved = block::encode(span, &records).expect("encodes");
+                    *v = moved;
                 }),
                 _ => {
                     let (k, v) = kv.last(TreeName::BlockIds).expect("last").expect("an entry");

@@ -330,15 +330,18 @@ mod tests {
         kv::entries(&kv::SledKv::open(&dir.join(LOG_DB)).expect("open db"), TreeName::Blocks)
     }
 
-    /// Turns the closed format-6 store in `dir` into what a format-5 build wrote: every block
-    /// inline in sled, no value log, the number 5.
+    /// Turns the closed store in `dir` into what a format-5 build wrote: every block inline in
+    /// sled and fixed-width, no value log, the number 5.
     fn make_format_5(dir: &Path) {
         let split = SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB), &dir.join(VALUE_LOG)).expect("open");
         let inline = kv::entries(&split, TreeName::Blocks);
         drop(split);
         let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");
         for (k, v) in &inline {
-            db.insert(TreeName::Blocks, k, v).expect("inline");
+            let (_, key_batch) = crate::block::split_block_key(k).expect("a block key");
+            let (span, records) = crate::block::decode(key_batch, v).expect("a block");
+            let fixed = crate::block::encode_fixed(span, &records);
+            db.insert(TreeName::Blocks, k, &fixed).expect("inline");
         }
         db.insert(TreeName::Meta, b"format", &5u32.to_be_bytes())
             .expect("format 5");
@@ -348,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn a_format_5_store_reads_its_inline_blocks_and_is_numbered_6() {
+    fn a_format_5_store_reads_its_inline_fixed_width_blocks_and_is_renumbered() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         for batch in 1..=3 {
@@ -371,7 +374,7 @@ mod tests {
         );
         assert_eq!(
             store.kv.get(TreeName::Meta, b"format").expect("get"),
-            Some(6u32.to_be_bytes().to_vec())
+            Some(crate::format::STORE_FORMAT.to_be_bytes().to_vec())
         );
         assert_eq!(store.kv.get(TreeName::Meta, b"upgrading").expect("get"), None);
         assert_eq!(store.log().verify().expect("verify").events, 120);

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{io_err, Result, StorageError};
 
-/// First byte of a pointer. No block starts with it (blocks start with their format, 1 or 2:
+/// First byte of a pointer. No block starts with it (blocks start with their format, 1 to 3:
 /// see `block`), so a `blocks` value is told apart as inline (a format-5 store's) or a pointer.
 pub(crate) const POINTER: u8 = 0x76;
 /// `POINTER ‖ file u32 ‖ offset u64 ‖ len u32 ‖ blake3(value)[0..8]`.
