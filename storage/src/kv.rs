@@ -94,6 +94,11 @@ pub(crate) fn visit_typed<E: From<StorageError>>(
 pub trait Kv: Send + Sync {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn insert(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<()>;
+    /// [`Kv::insert`] of each entry, in order: one call, so a store that must make a replaced
+    /// value's successor durable before swapping it in ([`SplitKv`]) syncs once for all.
+    fn insert_all(&self, tree: TreeName, entries: &[(&[u8], &[u8])]) -> Result<()> {
+        entries.iter().try_for_each(|(k, v)| self.insert(tree, k, v))
+    }
     fn remove(&self, tree: TreeName, key: &[u8]) -> Result<()>;
     /// Visits `start <= key < end` (unbounded above when `end` is `None`) in key order.
     /// The visitor must not write to the store.
@@ -339,17 +344,29 @@ impl Kv for SplitKv {
         }
     }
     fn insert(&self, tree: TreeName, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert_all(tree, &[(key, value)])
+    }
+    fn insert_all(&self, tree: TreeName, entries: &[(&[u8], &[u8])]) -> Result<()> {
         if tree != TreeName::Blocks {
-            return self.of(tree).insert(tree, key, value);
+            let db = self.of(tree);
+            return entries.iter().try_for_each(|(k, v)| db.insert(tree, k, v));
         }
-        let pointer = self.values.append(value)?;
         // A new key (a batch's block) is written at once. A pointer replacing another (a
         // merge's segment, an erasure's rewrite) waits for its bytes to be durable: sled may
         // write it to disk before the next flush, and a power loss would then keep a pointer
         // to lost bytes in place of a value that was whole (see `vlog`).
-        if !self.log.swap_if(tree, key, None, &pointer)? {
+        let mut replacing = Vec::new();
+        for (key, value) in entries {
+            let pointer = self.values.append(value)?;
+            if !self.log.swap_if(tree, key, None, &pointer)? {
+                replacing.push((*key, pointer));
+            }
+        }
+        if !replacing.is_empty() {
             self.values.sync()?;
-            self.log.insert(tree, key, &pointer)?;
+            for (key, pointer) in replacing {
+                self.log.insert(tree, key, &pointer)?;
+            }
         }
         Ok(())
     }

@@ -941,9 +941,8 @@ impl EventLog {
             }
             Ok(ControlFlow::Continue(()))
         })?;
-        for (k, v) in rewrites {
-            self.kv.insert(TreeName::Blocks, &k, &v)?;
-        }
+        let rewrites: Vec<(&[u8], &[u8])> = rewrites.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        self.kv.insert_all(TreeName::Blocks, &rewrites)?;
         Ok(erased)
     }
 
