@@ -12,8 +12,8 @@
 //! directory before the store is opened (see `layout`), so at this level it changes nothing
 //! but the number, which keeps builds that know one database out. Format 6 keeps the blocks
 //! in the value log (`vlog`) and reads inline ones too, and format 7 writes blocks in the
-//! compact block format (`block`, format 3) and reads the fixed-width ones too: again only the
-//! number changes.
+//! compact block format (`block`, format 3) and the ids of `block_ids` and `chain` to the value
+//! log too, and reads the older kinds as they are: again only the number changes.
 
 use std::ops::ControlFlow;
 
@@ -41,10 +41,11 @@ const UNCHUNKED: u32 = 4;
 /// which would misread a pointer as a block, out.
 #[cfg(test)]
 const INLINE_BLOCKS: u32 = 5;
-/// The last format whose blocks are all fixed-width (block formats 1 and 2): format 7 writes
-/// the compact block format 3 and reads the others as they are (rewritten by the next merge or
-/// erasure), so only the number changes; it keeps format-6 builds, which would refuse a
-/// format-3 block as corrupt, out.
+/// The last format whose blocks are all fixed-width (block formats 1 and 2) and whose
+/// `block_ids` and `chain` values are inline: format 7 writes the compact block format 3 and
+/// those values to the value log, and reads the others as they are, so only the number
+/// changes; it keeps format-6 builds, which would refuse a format-3 block as corrupt and
+/// misread a pointer as ids, out.
 const FIXED_WIDTH_BLOCKS: u32 = 6;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts

@@ -51,6 +51,12 @@ impl TreeName {
         }
     }
 
+    /// Whether [`SplitKv`] keeps the tree's values in the value log, sled holding a pointer to
+    /// each: the log's bulk, written once and read in ranges.
+    fn out_of_line(self) -> bool {
+        OUT_OF_LINE.contains(&self)
+    }
+
     /// Whether the tree lives in the records database (see [`SplitKv`]).
     fn in_records(self) -> bool {
         matches!(
@@ -59,6 +65,9 @@ impl TreeName {
         )
     }
 }
+
+/// The trees whose values [`SplitKv`] keeps in the value log.
+const OUT_OF_LINE: [TreeName; 3] = [TreeName::Blocks, TreeName::BlockIds, TreeName::Chain];
 
 /// [`TreeName::in_records`] by the name sled knows the tree by: what splits a database that
 /// holds every tree (a store of format 3 or earlier) in two.
@@ -280,8 +289,9 @@ impl Kv for SledKv {
 }
 
 /// A store's two sled databases and its value log behind one [`Kv`]: each tree goes to the
-/// database [`TreeName::in_records`] names, and a `blocks` value goes to the value log
-/// ([`crate::vlog`]), sled's `blocks` tree keeping a pointer to it. A flush makes the value log
+/// database [`TreeName::in_records`] names, and a value of `blocks`, `block_ids` or `chain`
+/// ([`TreeName::out_of_line`]) goes to the value log ([`crate::vlog`]), sled's tree keeping a
+/// pointer to it. A flush makes the value log
 /// durable, then both databases (records first), but sled orders writes within a database only:
 /// after a crash, what reached the disk is a prefix of each database's writes since the last
 /// flush, not of their interleaving. No protocol relies on more: each stage that spans both
@@ -313,8 +323,8 @@ impl SplitKv {
         }
     }
 
-    /// A stored `blocks` value as the log wrote it: a pointer's value read into `buf`, or an
-    /// inline block (a format-5 store's, until rewritten) as it is.
+    /// A stored value of an out-of-line tree as the log wrote it: a pointer's value read into
+    /// `buf`, or an inline one (an older store's, until rewritten) as it is.
     fn resolve<'a>(&self, stored: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
         if vlog::is_pointer(stored) {
             self.values.read_into(stored, buf)?;
@@ -339,7 +349,7 @@ impl Kv for SplitKv {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let value = self.of(tree).get(tree, key)?;
         match (tree, value) {
-            (TreeName::Blocks, Some(v)) => self.resolve_owned(v).map(Some),
+            (tree, Some(v)) if tree.out_of_line() => self.resolve_owned(v).map(Some),
             (_, value) => Ok(value),
         }
     }
@@ -347,7 +357,7 @@ impl Kv for SplitKv {
         self.insert_all(tree, &[(key, value)])
     }
     fn insert_all(&self, tree: TreeName, entries: &[(&[u8], &[u8])]) -> Result<()> {
-        if tree != TreeName::Blocks {
+        if !tree.out_of_line() {
             let db = self.of(tree);
             return entries.iter().try_for_each(|(k, v)| db.insert(tree, k, v));
         }
@@ -374,7 +384,7 @@ impl Kv for SplitKv {
         self.of(tree).remove(tree, key)
     }
     fn visit(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut Visit) -> Result<()> {
-        if tree != TreeName::Blocks {
+        if !tree.out_of_line() {
             return self.of(tree).visit(tree, start, end, f);
         }
         // One buffer per visit: visits run on several threads at once (`scan_buckets`).
@@ -384,7 +394,7 @@ impl Kv for SplitKv {
     }
     fn last(&self, tree: TreeName) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         match (tree, self.of(tree).last(tree)?) {
-            (TreeName::Blocks, Some((k, v))) => Ok(Some((k, self.resolve_owned(v)?))),
+            (tree, Some((k, v))) if tree.out_of_line() => Ok(Some((k, self.resolve_owned(v)?))),
             (_, last) => Ok(last),
         }
     }
@@ -661,7 +671,7 @@ mod tests {
             let db = SledKv::open(path).expect("reopen one");
             for tree in ALL {
                 let held = db.get(tree, b"key").expect("get");
-                if tree == TreeName::Blocks && !want_records {
+                if tree.out_of_line() && !want_records {
                     assert!(held.as_deref().is_some_and(vlog::is_pointer), "sled holds a pointer");
                     continue;
                 }

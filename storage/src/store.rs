@@ -331,17 +331,23 @@ mod tests {
     }
 
     /// Turns the closed store in `dir` into what a format-5 build wrote: every block inline in
-    /// sled and fixed-width, no value log, the number 5.
+    /// sled and fixed-width, the ids and chain inline too, no value log, the number 5.
     fn make_format_5(dir: &Path) {
         let split = SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB), &dir.join(VALUE_LOG)).expect("open");
-        let inline = kv::entries(&split, TreeName::Blocks);
+        let trees = [TreeName::Blocks, TreeName::BlockIds, TreeName::Chain];
+        let inline = trees.map(|tree| kv::entries(&split, tree));
         drop(split);
         let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");
-        for (k, v) in &inline {
+        for (k, v) in &inline[0] {
             let (_, key_batch) = crate::block::split_block_key(k).expect("a block key");
             let (span, records) = crate::block::decode(key_batch, v).expect("a block");
             let fixed = crate::block::encode_fixed(span, &records);
             db.insert(TreeName::Blocks, k, &fixed).expect("inline");
+        }
+        for (tree, entries) in trees.iter().zip(&inline).skip(1) {
+            for (k, v) in entries {
+                db.insert(*tree, k, v).expect("inline");
+            }
         }
         db.insert(TreeName::Meta, b"format", &5u32.to_be_bytes())
             .expect("format 5");

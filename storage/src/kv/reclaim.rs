@@ -1,9 +1,10 @@
-//! Garbage collection of the value log: a block that a merge or an erasure replaced stays in
-//! its file until the file's live values are copied to the newest file and the file deleted.
+//! Garbage collection of the value log: a value that a merge or an erasure replaced (a block,
+//! an ids entry) stays in its file until the file's live values are copied to the newest file and the file deleted.
 //!
-//! Why files, not holes: a file is only values back to back, and the pointers in sled are its
-//! only index, so the unit of reclaiming is a whole file (WiscKey's, without its in-file
-//! header: liveness is asked of the pointers, which are ~35 bytes an entry and cached).
+//! Why files, not holes: a file is only values back to back, and the pointers in sled (of
+//! `blocks`, `block_ids` and `chain`) are its only index, so the unit of reclaiming is a whole
+//! file (WiscKey's, without its in-file header: liveness is asked of the pointers, which are
+//! ~35 bytes an entry and cached).
 //!
 //! When. [`Reclaim::All`] (`cis store compact`) collects every file that holds garbage.
 //! [`Reclaim::IfDue`] (after each ingest run's compaction) first compares the files' bytes with
@@ -26,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use super::{Kv, SplitKv, TreeName};
+use super::{Kv, SplitKv, TreeName, OUT_OF_LINE};
 use crate::error::{Result, StorageError};
 use crate::vlog;
 
@@ -135,29 +136,29 @@ impl SplitKv {
             self.values.roll_now()?;
         }
         let doomed: BTreeSet<u32> = victims.iter().map(|c| c.file).collect();
-        let mut moving: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        self.log.visit(TreeName::Blocks, &[], None, &mut |k, v| {
-            if vlog::is_pointer(v) && doomed.contains(&vlog::extent(v)?.0) {
-                moving.push((k.to_vec(), v.to_vec()));
+        let mut moving: Vec<(TreeName, Vec<u8>, Vec<u8>)> = Vec::new();
+        self.visit_pointers(|tree, k, v| {
+            if doomed.contains(&vlog::extent(v)?.0) {
+                moving.push((tree, k.to_vec(), v.to_vec()));
             }
-            Ok(ControlFlow::Continue(()))
+            Ok(())
         })?;
         let mut buf = Vec::new();
         let mut moved = Vec::with_capacity(moving.len());
-        for (key, old) in moving {
+        for (tree, key, old) in moving {
             self.values.read_into(&old, &mut buf)?;
             let new = self.values.append(&buf)?;
             report.bytes_moved += buf.len() as u64;
-            moved.push((key, old, new));
+            moved.push((tree, key, old, new));
         }
         self.values.sync()?;
-        for (key, old, new) in &moved {
-            // Under the caller's writer lock nothing else replaces a block, so a swap that
+        for (tree, key, old, new) in &moved {
+            // Under the caller's writer lock nothing else replaces a value, so a swap that
             // fails is a bug elsewhere: the value keeps its pointer and the copy is garbage.
-            if !self.log.swap_if(TreeName::Blocks, key, Some(old), new)? {
-                return Err(StorageError::Corrupt(
-                    "a block changed while the value log was collected".into(),
-                ));
+            if !self.log.swap_if(*tree, key, Some(old), new)? {
+                return Err(StorageError::Corrupt(format!(
+                    "a value of {tree:?} changed while the value log was collected"
+                )));
             }
         }
         report.values_moved = moved.len() as u64;
@@ -170,14 +171,25 @@ impl SplitKv {
     /// Live bytes per file: the lengths of the values the pointers name.
     fn live_bytes(&self) -> Result<BTreeMap<u32, u64>> {
         let mut live: BTreeMap<u32, u64> = BTreeMap::new();
-        self.log.visit(TreeName::Blocks, &[], None, &mut |_, v| {
-            if vlog::is_pointer(v) {
-                let (file, len) = vlog::extent(v)?;
-                *live.entry(file).or_default() += len;
-            }
-            Ok(ControlFlow::Continue(()))
+        self.visit_pointers(|_, _, v| {
+            let (file, len) = vlog::extent(v)?;
+            *live.entry(file).or_default() += len;
+            Ok(())
         })?;
         Ok(live)
+    }
+
+    /// Every pointer of every out-of-line tree, as (tree, key, pointer).
+    fn visit_pointers(&self, mut f: impl FnMut(TreeName, &[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for tree in OUT_OF_LINE {
+            self.log.visit(tree, &[], None, &mut |k, v| {
+                if vlog::is_pointer(v) {
+                    f(tree, k, v)?;
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
+        Ok(())
     }
 
     fn measured_live(&self) -> Result<Option<u64>> {

@@ -168,8 +168,7 @@ impl EventLog {
     }
 
     /// Merges the blocks keyed `(bucket, first..=last)` into one segment under
-    /// `(bucket, first)`: writes the merged ids entry, and returns the segment for
-    /// [`EventLog::swap_in`].
+    /// `(bucket, first)`, for [`EventLog::swap_in`].
     fn merge(&self, bucket: u16, first: u64, last: u64) -> Result<Merged> {
         let start = block::block_key(bucket, first);
         let end = block::block_key(bucket, last.saturating_add(1));
@@ -203,10 +202,9 @@ impl EventLog {
         }
         records.sort_unstable_by_key(|r| (r.handle, r.event_time, r.id));
         let mut ids: Vec<u128> = records.iter().map(|r| prefix(&r.id)).collect();
-        self.kv
-            .insert(TreeName::BlockIds, &start, &idset::encode_ids(span.last, &mut ids))?;
         Ok(Merged {
             key: start,
+            ids: idset::encode_ids(span.last, &mut ids),
             segment: block::encode(span, &records)?,
             records: records.len() as u64,
             inputs: inputs
@@ -219,13 +217,15 @@ impl EventLog {
         })
     }
 
-    /// Swaps merged segments in, under the layout lock: each segment under its first input's
-    /// key (one insert for all, so the value log syncs once), then the other inputs' blocks
-    /// and entries removed.
+    /// Swaps merged segments in: their ids entries, then, under the layout lock, each segment
+    /// under its first input's key (one insert for each tree's values, so the value log syncs
+    /// once for each), then the other inputs' blocks and entries removed.
     fn swap_in(&self, pending: &mut Vec<Merged>) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
+        let ids: Vec<(&[u8], &[u8])> = pending.iter().map(|m| (&m.key[..], &m.ids[..])).collect();
+        self.kv.insert_all(TreeName::BlockIds, &ids)?;
         let segments: Vec<(&[u8], &[u8])> = pending.iter().map(|m| (&m.key[..], &m.segment[..])).collect();
         let _swap = self.layout.write().map_err(lock_err)?;
         self.kv.insert_all(TreeName::Blocks, &segments)?;
@@ -246,6 +246,8 @@ impl EventLog {
 struct Merged {
     /// Its key: its first input's.
     key: [u8; 10],
+    /// Its `block_ids` entry: every id it holds.
+    ids: Vec<u8>,
     segment: Vec<u8>,
     records: u64,
     /// The keys of the blocks it replaces, its own included.
