@@ -12,7 +12,7 @@
 //! directory before the store is opened (see `layout`), so at this level it changes nothing
 //! but the number, which keeps builds that know one database out. Format 6 keeps the blocks
 //! in the value log (`vlog`) and reads inline ones too, and format 7 writes blocks in the
-//! compact block format (`block`, format 3) and the ids of `block_ids` and `chain` to the value
+//! compact block format (`block`, format 3) and the ids of `chain` to the value
 //! log too, and reads the older kinds as they are: again only the number changes.
 
 use std::ops::ControlFlow;
@@ -42,7 +42,7 @@ const UNCHUNKED: u32 = 4;
 #[cfg(test)]
 const INLINE_BLOCKS: u32 = 5;
 /// The last format whose blocks are all fixed-width (block formats 1 and 2) and whose
-/// `block_ids` and `chain` values are inline: format 7 writes the compact block format 3 and
+/// `chain` values are inline: format 7 writes the compact block format 3 and
 /// those values to the value log, and reads the others as they are, so only the number
 /// changes; it keeps format-6 builds, which would refuse a format-3 block as corrupt and
 /// misread a pointer as ids, out.

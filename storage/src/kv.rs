@@ -67,7 +67,10 @@ impl TreeName {
 }
 
 /// The trees whose values [`SplitKv`] keeps in the value log.
-const OUT_OF_LINE: [TreeName; 3] = [TreeName::Blocks, TreeName::BlockIds, TreeName::Chain];
+/// `block_ids` stays in sled: every ingest run and compaction reads the entries of the buckets
+/// it touches, which sled's cache serves and a `pread` each made a daily run of the peer feed
+/// about a third slower.
+const OUT_OF_LINE: [TreeName; 2] = [TreeName::Blocks, TreeName::Chain];
 
 /// [`TreeName::in_records`] by the name sled knows the tree by: what splits a database that
 /// holds every tree (a store of format 3 or earlier) in two.
@@ -289,7 +292,7 @@ impl Kv for SledKv {
 }
 
 /// A store's two sled databases and its value log behind one [`Kv`]: each tree goes to the
-/// database [`TreeName::in_records`] names, and a value of `blocks`, `block_ids` or `chain`
+/// database [`TreeName::in_records`] names, and a value of `blocks` or `chain`
 /// ([`TreeName::out_of_line`]) goes to the value log ([`crate::vlog`]), sled's tree keeping a
 /// pointer to it. A flush makes the value log
 /// durable, then both databases (records first), but sled orders writes within a database only:

@@ -331,10 +331,10 @@ mod tests {
     }
 
     /// Turns the closed store in `dir` into what a format-5 build wrote: every block inline in
-    /// sled and fixed-width, the ids and chain inline too, no value log, the number 5.
+    /// sled and fixed-width, the chain inline too, no value log, the number 5.
     fn make_format_5(dir: &Path) {
         let split = SplitKv::open(&dir.join(LOG_DB), &dir.join(RECORDS_DB), &dir.join(VALUE_LOG)).expect("open");
-        let trees = [TreeName::Blocks, TreeName::BlockIds, TreeName::Chain];
+        let trees = [TreeName::Blocks, TreeName::Chain];
         let inline = trees.map(|tree| kv::entries(&split, tree));
         drop(split);
         let db = kv::SledKv::open(&dir.join(LOG_DB)).expect("open db");

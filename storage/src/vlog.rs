@@ -1,4 +1,4 @@
-//! The value log: the values of the log's bulk trees (`blocks`, `block_ids`, `chain`) in
+//! The value log: the values of the log's bulk trees (`blocks`, `chain`) in
 //! append-only files of cis's own, and only a small pointer to each in sled (key-value
 //! separation, as in WiscKey).
 //!
@@ -6,10 +6,8 @@
 //! cache. Kept inline, every insert re-read and split leaves of that tree and every scan decoded
 //! its pages, which also held most of a scan's peak memory. Out of line, sled's `blocks` tree is
 //! ~35 bytes an entry and stays cached; a block is one append here and one positioned read back.
-//! The ids of `block_ids` and `chain` (48 bytes an event) are the same kind of bulk: inline,
-//! sled held them at about twice their size, and each merge's rewritten ids entry left its old
-//! copy in sled's segments, which it reclaims late; here they are stored once and collected
-//! with the blocks (`kv::reclaim`).
+//! The ids of `chain` (32 bytes an event, written once, read by `verify`) are the same kind of
+//! bulk: inline, sled held them at about twice their size; here they are stored once.
 //!
 //! Files are `blocks/000001.vlog`, `000002.vlog`, …; appends go to the newest, and a new file is
 //! started once the newest has passed [`ROLL_AT`], so a later garbage collection can drop whole
@@ -89,9 +87,8 @@ fn check(value: &[u8]) -> [u8; 8] {
 }
 
 /// Whether a stored value is a pointer (else it is held inline, as stores before format 6
-/// held blocks and before format 7 held `block_ids` and `chain` values). Unambiguous by the
-/// length too: an inline `block_ids` value is 8 + 16n bytes, a `chain` value 32n, and a block
-/// starts with its format.
+/// held blocks and before format 7 held `chain` values). Unambiguous by the length too: an
+/// inline `chain` value is 32n bytes, and a block starts with its format.
 pub(crate) fn is_pointer(value: &[u8]) -> bool {
     value.len() == POINTER_LEN && value[0] == POINTER
 }

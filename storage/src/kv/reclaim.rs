@@ -1,8 +1,8 @@
-//! Garbage collection of the value log: a value that a merge or an erasure replaced (a block,
-//! an ids entry) stays in its file until the file's live values are copied to the newest file and the file deleted.
+//! Garbage collection of the value log: a block that a merge or an erasure replaced stays in
+//! its file until the file's live values are copied to the newest file and the file deleted.
 //!
 //! Why files, not holes: a file is only values back to back, and the pointers in sled (of
-//! `blocks`, `block_ids` and `chain`) are its only index, so the unit of reclaiming is a whole
+//! `blocks` and `chain`) are its only index, so the unit of reclaiming is a whole
 //! file (WiscKey's, without its in-file header: liveness is asked of the pointers, which are
 //! ~35 bytes an entry and cached).
 //!
