@@ -234,6 +234,44 @@ fn kill_plan() -> (usize, u64) {
     (var("CIS_ERASE_KILLS", 20) as usize, var("CIS_ERASE_KILL_SEED", 8))
 }
 
+/// SIGKILLs `kills` runs of `command` (the plan: kills and seed), each on a fresh copy of
+/// `template` in `dir` and after a seeded random delay within `took` (what an uninterrupted
+/// run takes), then hands the store and the delay to `check`. A run may finish before its
+/// kill lands (it is checked all the same): a few more runs make up for those, on a loaded
+/// machine too, and later kills aim within the delay it finished in. Returns (killed, runs).
+fn kill_loop(
+    template: &Path,
+    dir: &Path,
+    (kills, seed): (usize, u64),
+    mut took: std::time::Duration,
+    command: impl Fn(&Path) -> Command,
+    mut check: impl FnMut(&Path, std::time::Duration),
+) -> (usize, usize) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut killed, mut runs) = (0, 0);
+    while killed < kills {
+        runs += 1;
+        assert!(runs <= 3 * kills, "only {killed} of {runs} runs were killed mid-way");
+        let store = dir.join(format!("killed-{runs}"));
+        copy_dir(template, &store);
+        // Anywhere from process start to when an uninterrupted run is done.
+        let delay = took.mul_f64(rng.gen_range(0.0..1.0));
+        let mut child = command(&store).spawn().expect("spawn cis");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        if status.signal() == Some(9) {
+            killed += 1;
+        } else {
+            assert!(status.success(), "a run not killed failed: {status:?}");
+            took = delay;
+        }
+        check(&store, delay);
+        std::fs::remove_dir_all(&store).expect("remove");
+    }
+    (killed, runs)
+}
+
 #[test]
 fn kill_9_mid_erase_is_finished_by_running_it_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -244,7 +282,6 @@ fn kill_9_mid_erase_is_finished_by_running_it_again() {
     let started = Instant::now();
     assert!(erase_victim(&reference).status().expect("erase").success());
     let reference_took = started.elapsed();
-    let mut took = reference_took;
     let expected = erased_state(&reference);
     assert_eq!(expected.requests.len(), 1);
     let r = &expected.requests[0];
@@ -258,39 +295,22 @@ fn kill_9_mid_erase_is_finished_by_running_it_again() {
     );
     assert_eq!(expected.leftovers, Vec::<PathBuf>::new());
 
-    let (kills, seed) = kill_plan();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (mut killed, mut runs) = (0, 0);
-    while killed < kills {
-        runs += 1;
-        // A run may finish before its kill lands (it is checked all the same): a few more
-        // runs make up for those, on a loaded machine too.
-        assert!(runs <= 3 * kills, "only {killed} of {runs} runs were killed mid-erase");
-        let store = dir.path().join(format!("killed-{runs}"));
-        copy_dir(&template, &store);
-        // Anywhere from process start to when an uninterrupted run is done.
-        let delay = took.mul_f64(rng.gen_range(0.0..1.0));
-        let mut child = erase_victim(&store).spawn().expect("spawn cis");
-        std::thread::sleep(delay);
-        let _ = child.kill();
-        let status = child.wait().expect("wait");
-        if status.signal() == Some(9) {
-            killed += 1;
-        } else {
-            assert!(status.success(), "an erase not killed failed: {status:?}");
-            // It finished within `delay` (the reference run was slowed by a busy machine):
-            // aim later kills within that.
-            took = delay;
-        }
-        let rerun = erase_victim(&store).stderr(Stdio::piped()).output().expect("re-run");
-        assert!(
-            rerun.status.success(),
-            "re-run after a kill at {delay:?}: {}",
-            String::from_utf8_lossy(&rerun.stderr)
-        );
-        assert_eq!(erased_state(&store), expected, "killed at {delay:?}");
-        std::fs::remove_dir_all(&store).expect("remove");
-    }
+    let (killed, runs) = kill_loop(
+        &template,
+        dir.path(),
+        kill_plan(),
+        reference_took,
+        erase_victim,
+        |store, delay| {
+            let rerun = erase_victim(store).stderr(Stdio::piped()).output().expect("re-run");
+            assert!(
+                rerun.status.success(),
+                "re-run after a kill at {delay:?}: {}",
+                String::from_utf8_lossy(&rerun.stderr)
+            );
+            assert_eq!(erased_state(store), expected, "killed at {delay:?}");
+        },
+    );
     eprintln!(
         "erase kill loop: one erase of {} events takes {reference_took:?}; {killed} of {runs} runs killed mid-erase, each finished by a re-run",
         expected.verify.events
@@ -391,7 +411,7 @@ fn kill_9_mid_compaction_changes_no_read_and_a_rerun_leaves_no_garbage() {
         .stdout(Stdio::piped())
         .output()
         .expect("compact");
-    let mut took = started.elapsed();
+    let took = started.elapsed();
     assert!(done.status.success());
     let said = String::from_utf8_lossy(&done.stdout);
     assert!(said.contains("value log: 1 file(s) of garbage deleted"), "{said}");
@@ -402,37 +422,16 @@ fn kill_9_mid_compaction_changes_no_read_and_a_rerun_leaves_no_garbage() {
     );
     assert_eq!(log_reads(&reference), expected);
 
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
-    let (kills, mut killed, mut runs) = (6, 0, 0);
-    while killed < kills {
-        runs += 1;
-        assert!(
-            runs <= 3 * kills,
-            "only {killed} of {runs} runs were killed mid-compaction"
-        );
-        let store = dir.path().join(format!("killed-{runs}"));
-        copy_dir(&template, &store);
-        let delay = took.mul_f64(rng.gen_range(0.0..1.0));
-        let mut child = compact_store(&store).spawn().expect("spawn cis");
-        std::thread::sleep(delay);
-        let _ = child.kill();
-        let status = child.wait().expect("wait");
-        if status.signal() == Some(9) {
-            killed += 1;
-        } else {
-            assert!(status.success(), "a compaction not killed failed: {status:?}");
-            took = delay;
-        }
-        assert_eq!(log_reads(&store), expected, "killed at {delay:?}");
-        assert!(compact_store(&store).status().expect("re-run").success());
-        assert_eq!(log_reads(&store), expected, "killed at {delay:?}, then compacted");
+    let (killed, runs) = kill_loop(&template, dir.path(), (6, 14), took, compact_store, |store, delay| {
+        assert_eq!(log_reads(store), expected, "killed at {delay:?}");
+        assert!(compact_store(store).status().expect("re-run").success());
+        assert_eq!(log_reads(store), expected, "killed at {delay:?}, then compacted");
         assert_eq!(
-            value_log_bytes(&store),
+            value_log_bytes(store),
             live,
             "killed at {delay:?}: garbage left after the re-run"
         );
-        std::fs::remove_dir_all(&store).expect("remove");
-    }
+    });
     eprintln!(
         "compaction kill loop: one `cis store compact` takes {took:?} and leaves {live} of {garbage} value-log bytes; {killed} of {runs} runs killed"
     );
