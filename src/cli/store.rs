@@ -28,7 +28,7 @@ pub fn run(store: &Store, cmd: StoreCommand, out: &mut impl Write) -> anyhow::Re
             let r = &c.reclaimed;
             writeln!(
                 out,
-                "value log: {} file(s) of garbage deleted, {:.1} MB freed ({} blocks, {:.1} MB, moved to the newest file)",
+                "value log: {} file(s) of garbage deleted, {:.1} MB freed ({} values, {:.1} MB, moved to the newest file)",
                 r.files_deleted,
                 mb(r.bytes_freed),
                 r.values_moved,
