@@ -62,6 +62,15 @@ const SLACK: u64 = 64 << 20;
 /// Bytes a [`Reclaim::IfDue`] collection copies at most: a few seconds of a daily run.
 const MOVE_BUDGET: u64 = 256 << 20;
 
+/// Garbage bytes of the files `sizes` names: each file's bytes less its live ones, saturating
+/// (a pointer into a missing file, which `verify` names, must not make it underflow).
+fn garbage_of(sizes: &BTreeMap<u32, u64>, live: &BTreeMap<u32, u64>) -> u64 {
+    sizes
+        .iter()
+        .map(|(file, size)| size.saturating_sub(live.get(file).copied().unwrap_or(0)))
+        .sum()
+}
+
 /// A file the collection may delete: its number, bytes and live bytes.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
@@ -107,7 +116,7 @@ impl SplitKv {
             .collect();
         let mut report = ReclaimReport {
             measured: true,
-            garbage_left: total - live_total,
+            garbage_left: garbage_of(&sizes, &live),
             ..ReclaimReport::default()
         };
         if !victims.is_empty() {
@@ -164,7 +173,8 @@ impl SplitKv {
         report.values_moved = moved.len() as u64;
         report.files_deleted = victims.len() as u64;
         report.bytes_freed = victims.iter().map(|c| c.size).sum();
-        report.garbage_left -= victims.iter().map(|c| c.size - c.live).sum::<u64>();
+        let freed_garbage: u64 = victims.iter().map(|c| c.size - c.live).sum();
+        report.garbage_left = report.garbage_left.saturating_sub(freed_garbage);
         Ok(())
     }
 
