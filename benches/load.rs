@@ -78,16 +78,19 @@ fn main() -> BenchResult {
         "profile load: {} requests per side at a target of {rps}/s over {CONNECTIONS} connections, {customers} customers; {logged} access records written",
         on_runs.ms.len()
     );
-    println!("| access log | target req/s | achieved req/s | p50 ms | p99 ms | max ms | 200 | 404 (not yet a customer) | other |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| access log | target req/s | achieved req/s | p50 ms | p99 ms | max ms | send lag p99 ms | 200 | 404 (not yet a customer) | other |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, r) in [("off", &off_runs), ("on", &on_runs)] {
         let (ok, not_found) = (r.count(200), r.count(404));
         println!(
-            "| {name} | {rps} | {:.0} | {:.2} | {:.2} | {:.2} | {ok} | {not_found} | {} |",
+            "| {name} | {rps} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {ok} | {not_found} | {} |",
             r.rate,
             r.pct(0.5),
             r.pct(0.99),
             r.ms[r.ms.len() - 1],
+            r.lag_pct(0.99),
             r.statuses.len() - ok - not_found
         );
     }

@@ -15,7 +15,8 @@
 //! split and the feed store are built once under `target/bench-data/peer-<customers>-<days>/`.
 //!
 //! Run: `cargo bench --bench peer` (env `CIS_PEER_CUSTOMERS`, `CIS_PEER_DAYS`, `CIS_BENCH_REPEATS`,
-//! `CIS_LOAD_RPS`, `CIS_LOAD_SECONDS`; `CIS_PEER_TOOLS` for the scripts' directory and
+//! `CIS_LOAD_RPS`, `CIS_LOAD_SECONDS`; `CIS_PEER_STEPS=profile` for the profile load alone, on the
+//! stores of an earlier run; `CIS_PEER_TOOLS` for the scripts' directory and
 //! `CIS_PEER_PYTHON` for a Python with duckdb, numpy and polars).
 
 mod common;
@@ -391,16 +392,44 @@ fn main() -> BenchResult {
         s.runs
     );
     let bulk = s.dir.join("bulk-store");
-    against_duckdb(&s, &bulk, csv_bytes)?;
-    small_writes(&s, &bulk)?;
+    if steps()? == Steps::All {
+        against_duckdb(&s, &bulk, csv_bytes)?;
+        small_writes(&s, &bulk)?;
+    } else if !bulk.exists() {
+        return Err(format!(
+            "{} is not built yet: run the benchmark once without CIS_PEER_STEPS",
+            bulk.display()
+        )
+        .into());
+    }
     let days = split_daily(&s)?;
     let (feed, feed_summary) = feed_store(&s, &days, csv_bytes)?;
     println!();
     println!("feed scenario: {feed_summary}");
-    let mut targets = feed_snapshots(&s, &bulk, &feed)?;
+    let mut targets = if steps()? == Steps::All {
+        feed_snapshots(&s, &bulk, &feed)?
+    } else {
+        Vec::new()
+    };
     targets.extend(profile_load(&s, &bulk, &feed)?);
     print_targets(&targets);
     Ok(())
+}
+
+/// Which steps a run takes (`CIS_PEER_STEPS`): all of them, or only the profile load on the
+/// stores an earlier run built, to measure a change to the read path in a minute, not fifteen.
+#[derive(PartialEq)]
+enum Steps {
+    All,
+    Profile,
+}
+
+fn steps() -> BenchResult<Steps> {
+    match std::env::var("CIS_PEER_STEPS").as_deref() {
+        Err(_) | Ok("all") => Ok(Steps::All),
+        Ok("profile") => Ok(Steps::Profile),
+        Ok(other) => Err(format!("CIS_PEER_STEPS={other}: expected all or profile").into()),
+    }
 }
 
 /// Ingest, bytes on disk and the cold feature run, cis against DuckDB. Each round ingests into
@@ -597,8 +626,10 @@ fn profile_load(s: &Setup, bulk: &Path, feed: &Path) -> BenchResult<Vec<Target>>
         s.runs
     );
     println!();
-    println!("| store | achieved req/s | p50 ms | p99 ms | feed / bulk p50 | feed / bulk p99 | max ms (all runs) | 200 | 404 | other |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| store | achieved req/s | p50 ms | p99 ms | feed / bulk p50 | feed / bulk p99 | max ms (all runs) | send lag p50 / p99 ms (all runs) | 200 | 404 | other |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let pcts = |p: f64| {
         runs.each_ref()
             .map(|r| r.iter().map(|x| x.pct(p)).collect::<Vec<f64>>())
@@ -623,6 +654,7 @@ fn profile_load(s: &Setup, bulk: &Path, feed: &Path) -> BenchResult<Vec<Target>>
                 a,
                 b,
                 format!("{:.2}", all.ms[all.ms.len() - 1]),
+                format!("{:.2} / {:.2}", all.lag_pct(0.5), all.lag_pct(0.99)),
                 ok.to_string(),
                 not_found.to_string(),
                 (all.statuses.len() - ok - not_found).to_string(),
