@@ -3,15 +3,26 @@
 //! Key: bucket (u16, big-endian) ++ the first batch it holds (u64, big-endian), so one
 //! customer's events across all batches are one prefix range scan.
 //!
-//! Value: records sorted by (handle, event_time, id). Written today in format 3, compact:
-//! `[u8 3][count][first batch][last - first]` (varints), then each record as
+//! Value: records sorted by (handle, event_time, id), each customer's a run. Written today in
+//! format 4, which puts a directory of the runs in front of them, so that a reader of one
+//! customer (the profile path) reads the directory and that customer's run, not the block:
+//!
+//! | field | |
+//! |---|---|
+//! | head | `[u8 4][count][first batch][last - first][runs][directory bytes]` (varints) |
+//! | directory | per run, in handle order: subject handle (16), records (varint), bytes (varint), check (8) |
+//! | check (8) | of the head and the directory |
+//! | runs | each run's records, back to back |
+//!
+//! A check is blake3's first 8 bytes, as a value-log pointer's (see `vlog`): that one covers the
+//! whole block, read whole; the directory's and each run's cover a read of a part. A record of a
+//! run is
 //!
 //! | size | field |
 //! |---|---|
-//! | 1 | head: bit 0 payload erased, bit 1 a handle follows (the first record's, and each new customer's) |
-//! | 0 or 16 | subject handle (else the previous record's) |
+//! | 1 | head: bit 0 payload erased |
 //! | 1 | kind |
-//! | varint | event_time − the previous record's event_time (zigzag; the first's from 0) |
+//! | varint | event_time − the previous record's event_time (zigzag; the run's first from 0) |
 //! | varint | recorded_at − event_time (zigzag) |
 //! | varint | the batch that appended it − first batch |
 //! | 32 | event id |
@@ -22,13 +33,19 @@
 //! recorded as they happened, and a block's batches few: 31–38 bytes of a record's fixed 70
 //! (78 in a segment) were repeats and zeros. The id and the sealed payload are random bytes and
 //! stay as they are, so a record is read in place, payload borrowed, no decompression buffer.
-//! Formats 1 and 2 (fixed-width, written by stores of format 6 and earlier) are still read:
+//! A bucket holds some 25 customers of the peer set, so a profile read a block 25 times larger
+//! than it needed, and hashed it whole.
+//!
+//! Formats 1 to 3 (written by stores of format 7 and earlier) are still read:
+//! - format 3, compact, without a directory: `[u8 3][count][first batch][last - first]`, then the
+//!   records as above, except that the head's bit 1 says a handle (16 bytes) follows it (the
+//!   first record's, and each new customer's) and that event times are deltas across runs;
 //! - format 1, one batch's events (the batch is the key's): `[u8 1][u32 count]` then records;
 //! - format 2, a segment merged from the blocks of batches `first..=last` (see `compaction`):
 //!   `[u8 2][u32 count][u64 first][u64 last]` then records, each followed by its batch (u64),
 //!
-//! a record of either being handle (16), event_time (8), recorded_at (8), kind (1), flags (1),
-//! id (32), length (u32) and payload, integers big-endian.
+//! a record of formats 1 and 2 being handle (16), event_time (8), recorded_at (8), kind (1),
+//! flags (1), id (32), length (u32) and payload, integers big-endian.
 
 use crate::envelope::{EventId, Handle};
 use crate::error::{Result, StorageError};
@@ -38,11 +55,18 @@ use integer_encoding::VarInt;
 const BATCH_BLOCK: u8 = 1;
 const SEGMENT: u8 = 2;
 const COMPACT: u8 = 3;
+const DIRECTED: u8 = 4;
 /// Every block's first byte: what a value-log pointer must not start with (see `vlog`).
 #[cfg(test)]
-pub(crate) const FORMATS: [u8; 3] = [BATCH_BLOCK, SEGMENT, COMPACT];
+pub(crate) const FORMATS: [u8; 4] = [BATCH_BLOCK, SEGMENT, COMPACT, DIRECTED];
 /// Format 3's head bit: a handle follows.
 const NEW_HANDLE: u8 = 2;
+/// Bytes a reader of one customer reads from the front of a block first: the directory of
+/// some 280 runs, and every run of a block no longer than this, so that a bulk-loaded
+/// bucket's many small blocks cost one read each, a compacted bucket's large segment two.
+pub const FRONT: usize = 8192;
+type Check = [u8; 8];
+const CHECK: usize = 8;
 /// Buckets customers are spread over (the top 12 bits of the handle).
 pub const BUCKETS: u16 = 4096;
 pub const FLAG_ERASED: u8 = 1;
@@ -122,8 +146,8 @@ impl Span {
     }
 }
 
-/// Encodes the records of `span`, keyed `(bucket, span.first)` (format 3). Every record must
-/// carry a batch of the span.
+/// Encodes the records of `span`, keyed `(bucket, span.first)` (format 4). Every record must
+/// carry a batch of the span, and the records come sorted by customer.
 pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     encode_into(span, records, &mut out, |_, _| Ok(()))?;
@@ -139,6 +163,71 @@ pub fn encode_into(
     out: &mut Vec<u8>,
     mut seal: impl FnMut(&Record<'_>, &mut [u8]) -> Result<()>,
 ) -> Result<()> {
+    check_records(span, records)?;
+    // The runs' sizes first, so that the directory is written in front of them in one pass.
+    let mut runs: Vec<(Handle, u64, usize)> = Vec::new();
+    let mut time = 0i64;
+    for r in records {
+        match runs.last_mut() {
+            Some((h, n, bytes)) if *h == r.handle => {
+                *n += 1;
+                *bytes += record_len(span, r, time);
+            }
+            Some((h, ..)) if *h > r.handle => {
+                return Err(StorageError::Corrupt("block: records not sorted by customer".into()));
+            }
+            _ => runs.push((r.handle, 1, record_len(span, r, 0))),
+        }
+        time = r.event_time;
+    }
+    let directory: usize = runs
+        .iter()
+        .map(|(_, n, bytes)| 16 + n.required_space() + bytes.required_space() + CHECK)
+        .sum();
+    out.clear();
+    out.reserve(32 + directory + CHECK + runs.iter().map(|r| r.2).sum::<usize>());
+    out.push(DIRECTED);
+    let count = u32::try_from(records.len()).map_err(|_| StorageError::InvalidEvent("block too large".into()))?;
+    put(out, count);
+    put(out, span.first);
+    put(out, span.last - span.first);
+    put(out, runs.len() as u64);
+    put(out, directory as u64);
+    // Each run's check is known once its payloads are sealed: written in place afterwards.
+    let mut checks = Vec::with_capacity(runs.len());
+    for (handle, n, bytes) in &runs {
+        out.extend_from_slice(&handle.to_be_bytes());
+        put(out, *n);
+        put(out, *bytes as u64);
+        checks.push(out.len());
+        out.extend_from_slice(&[0; CHECK]);
+    }
+    let directory_check = out.len();
+    out.extend_from_slice(&[0; CHECK]);
+    let mut rest = records;
+    for ((_, n, bytes), at) in runs.iter().zip(checks) {
+        let (run, after) = rest.split_at(*n as usize);
+        rest = after;
+        let start = out.len();
+        let mut time = 0i64;
+        for r in run {
+            out.push(r.flags);
+            put_record(out, span, r, time, &mut seal)?;
+            time = r.event_time;
+        }
+        if out.len() - start != *bytes {
+            return Err(StorageError::Corrupt("block: a run's size was misjudged".into()));
+        }
+        let check = crate::vlog::check(&out[start..]);
+        out[at..at + CHECK].copy_from_slice(&check);
+    }
+    let check = crate::vlog::check(&out[..directory_check]);
+    out[directory_check..directory_check + CHECK].copy_from_slice(&check);
+    Ok(())
+}
+
+/// What every block format refuses to hold: a record outside the span, unknown flags.
+fn check_records(span: Span, records: &[Record<'_>]) -> Result<()> {
     if let Some(r) = records.iter().find(|r| r.batch < span.first || r.batch > span.last) {
         return Err(StorageError::Corrupt(format!(
             "block: a record of batch {} in a block of batches {}..={}",
@@ -151,15 +240,48 @@ pub fn encode_into(
             r.flags
         )));
     }
-    // Worst case a record: head, handle, kind, three 10-byte varints, id, a 5-byte length.
-    let size: usize = 21 + records.iter().map(|r| 85 + r.sealed.len()).sum::<usize>();
-    out.clear();
-    out.reserve(size);
-    out.push(COMPACT);
-    let count = u32::try_from(records.len()).map_err(|_| StorageError::InvalidEvent("block too large".into()))?;
-    put(out, count);
-    put(out, span.first);
-    put(out, span.last - span.first);
+    Ok(())
+}
+
+/// Bytes of a record after its handle (if any), `time` being the previous record's event time.
+fn record_len(span: Span, r: &Record<'_>, time: i64) -> usize {
+    2 + r.event_time.wrapping_sub(time).required_space()
+        + r.recorded_at.wrapping_sub(r.event_time).required_space()
+        + (r.batch - span.first).required_space()
+        + 32
+        + r.sealed.len().required_space()
+        + r.sealed.len()
+}
+
+/// A record from its kind on (its head byte and handle are the format's), its payload sealed
+/// in place by `seal`.
+fn put_record(
+    out: &mut Vec<u8>,
+    span: Span,
+    r: &Record<'_>,
+    time: i64,
+    seal: &mut impl FnMut(&Record<'_>, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    out.push(r.kind);
+    put(out, r.event_time.wrapping_sub(time));
+    put(out, r.recorded_at.wrapping_sub(r.event_time));
+    put(out, r.batch - span.first);
+    out.extend_from_slice(&r.id);
+    let n = u32::try_from(r.sealed.len()).map_err(|_| StorageError::InvalidEvent("payload too large".into()))?;
+    put(out, n);
+    let at = out.len();
+    out.extend_from_slice(r.sealed);
+    seal(r, &mut out[at..])
+}
+
+#[cfg(test)]
+/// Format 3, as stores of format 7 wrote it.
+pub(crate) fn encode_compact(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
+    check_records(span, records)?;
+    let mut out = vec![COMPACT];
+    put(&mut out, records.len() as u32);
+    put(&mut out, span.first);
+    put(&mut out, span.last - span.first);
     let (mut handle, mut time) = (None, 0i64);
     for r in records {
         let new_handle = handle != Some(r.handle);
@@ -168,19 +290,10 @@ pub fn encode_into(
             out.extend_from_slice(&r.handle.to_be_bytes());
             handle = Some(r.handle);
         }
-        out.push(r.kind);
-        put(out, r.event_time.wrapping_sub(time));
+        put_record(&mut out, span, r, time, &mut |_, _| Ok(()))?;
         time = r.event_time;
-        put(out, r.recorded_at.wrapping_sub(r.event_time));
-        put(out, r.batch - span.first);
-        out.extend_from_slice(&r.id);
-        let n = u32::try_from(r.sealed.len()).map_err(|_| StorageError::InvalidEvent("payload too large".into()))?;
-        put(out, n);
-        let at = out.len();
-        out.extend_from_slice(r.sealed);
-        seal(r, &mut out[at..])?;
     }
-    Ok(())
+    Ok(out)
 }
 
 fn put<V: VarInt>(out: &mut Vec<u8>, v: V) {
@@ -189,7 +302,7 @@ fn put<V: VarInt>(out: &mut Vec<u8>, v: V) {
     out.extend_from_slice(&buf[..n]);
 }
 
-/// Format 3's header: (count, span, where the records start).
+/// Format 3's header, and the front of format 4's: (count, span, where the rest starts).
 fn compact_header(key_batch: u64, bytes: &[u8]) -> Result<(usize, Span, usize)> {
     let mut r = Reader { bytes, pos: 1 };
     let count: u32 = r.varint("count")?;
@@ -237,13 +350,53 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(v)
     }
+
+    fn handle(&mut self) -> Result<Handle> {
+        let h = self.take(16, "handle")?;
+        Ok(u128::from_be_bytes(
+            h.try_into()
+                .map_err(|_| StorageError::Corrupt("block: handle".into()))?,
+        ))
+    }
+
+    /// A record of formats 3 and 4 from its kind on: `flags` from its head, `time` the
+    /// previous record's event time (updated).
+    fn record(&mut self, span: Span, handle: Handle, flags: u8, time: &mut i64) -> Result<Record<'a>> {
+        let kind = self.byte("kind")?;
+        *time = time.wrapping_add(self.varint::<i64>("event_time")?);
+        let recorded_at = time.wrapping_add(self.varint::<i64>("recorded_at")?);
+        let batch = span
+            .first
+            .checked_add(self.varint::<u64>("batch")?)
+            .filter(|b| *b <= span.last)
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "block: a record outside batches {}..={}",
+                    span.first, span.last
+                ))
+            })?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(self.take(32, "event id")?);
+        let n: u32 = self.varint("payload length")?;
+        let sealed = self.take(n as usize, "payload")?;
+        Ok(Record {
+            handle,
+            event_time: *time,
+            recorded_at,
+            kind,
+            flags,
+            id,
+            sealed,
+            batch,
+        })
+    }
 }
 
 /// The batches the block stored under key batch `key_batch` holds, from its header alone.
 pub fn span(key_batch: u64, bytes: &[u8]) -> Result<Span> {
     let bad = || StorageError::Corrupt("block: missing or unknown header".into());
     match bytes.first() {
-        Some(&COMPACT) => Ok(compact_header(key_batch, bytes)?.1),
+        Some(&COMPACT | &DIRECTED) => Ok(compact_header(key_batch, bytes)?.1),
         Some(&BATCH_BLOCK) if bytes.len() >= 5 => Ok(Span::batch(key_batch)),
         Some(&SEGMENT) if bytes.len() >= 21 => {
             let word =
@@ -281,8 +434,10 @@ pub fn for_each<'a, E: From<StorageError>>(
     bytes: &'a [u8],
     mut f: impl FnMut(Record<'a>) -> Result<(), E>,
 ) -> Result<Span, E> {
-    if bytes.first() == Some(&COMPACT) {
-        return for_each_compact(key_batch, bytes, f);
+    match bytes.first() {
+        Some(&DIRECTED) => return for_each_directed(key_batch, bytes, f),
+        Some(&COMPACT) => return for_each_compact(key_batch, bytes, f),
+        _ => {}
     }
     let bad = |why: &str| StorageError::Corrupt(format!("block: {why}"));
     let span = span(key_batch, bytes)?;
@@ -364,45 +519,202 @@ fn for_each_compact<'a, E: From<StorageError>>(
             return Err(StorageError::Corrupt(format!("block: unknown record head {head:#x}")).into());
         }
         if head & NEW_HANDLE != 0 {
-            let h = r.take(16, "handle")?;
-            handle = Some(u128::from_be_bytes(
-                h.try_into()
-                    .map_err(|_| StorageError::Corrupt("block: handle".into()))?,
-            ));
+            handle = Some(r.handle()?);
         }
         let handle = handle.ok_or_else(|| StorageError::Corrupt("block: a record before any handle".into()))?;
-        let kind = r.byte("kind")?;
-        time = time.wrapping_add(r.varint::<i64>("event_time")?);
-        let recorded_at = time.wrapping_add(r.varint::<i64>("recorded_at")?);
-        let batch = span
-            .first
-            .checked_add(r.varint::<u64>("batch")?)
-            .filter(|b| *b <= span.last)
-            .ok_or_else(|| {
-                StorageError::Corrupt(format!(
-                    "block: a record outside batches {}..={}",
-                    span.first, span.last
-                ))
-            })?;
-        let mut id = [0u8; 32];
-        id.copy_from_slice(r.take(32, "event id")?);
-        let n: u32 = r.varint("payload length")?;
-        let sealed = r.take(n as usize, "payload")?;
-        f(Record {
-            handle,
-            event_time: time,
-            recorded_at,
-            kind,
-            flags: head & FLAG_ERASED,
-            id,
-            sealed,
-            batch,
-        })?;
+        f(r.record(span, handle, head & FLAG_ERASED, &mut time)?)?;
     }
     if r.pos != bytes.len() {
         return Err(StorageError::Corrupt("block: trailing bytes after the last record".into()).into());
     }
     Ok(span)
+}
+
+/// [`for_each`] of a format-4 block, read whole (its checks are the value log's business then).
+fn for_each_directed<'a, E: From<StorageError>>(
+    key_batch: u64,
+    bytes: &'a [u8],
+    mut f: impl FnMut(Record<'a>) -> Result<(), E>,
+) -> Result<Span, E> {
+    let directory = Directory::parse(key_batch, bytes)?;
+    for run in &directory.runs {
+        directory.records(run, run.bytes_of(bytes)?, &mut f)?;
+    }
+    if directory.end != bytes.len() {
+        return Err(StorageError::Corrupt("block: trailing bytes after the last run".into()).into());
+    }
+    Ok(directory.span)
+}
+
+/// Whether each run of a format-4 block matches its check (other formats have none): what
+/// `verify` asks of a block besides decoding, since a whole read checks the block only.
+pub fn check_runs(key_batch: u64, bytes: &[u8]) -> Result<()> {
+    if bytes.first() != Some(&DIRECTED) {
+        return Ok(());
+    }
+    let directory = Directory::parse(key_batch, bytes)?;
+    directory
+        .runs
+        .iter()
+        .try_for_each(|run| run.check(run.bytes_of(bytes)?))
+}
+
+/// How many bytes at the front of a block hold its head, directory and the directory's
+/// check, read from its first bytes: `None` unless it is a format-4 block (one to read whole).
+pub fn directory_len(front: &[u8]) -> Result<Option<usize>> {
+    if front.first() != Some(&DIRECTED) {
+        return Ok(None);
+    }
+    let mut r = Reader { bytes: front, pos: 1 };
+    let _: u32 = r.varint("count")?;
+    let _: u64 = r.varint("first batch")?;
+    let _: u64 = r.varint("batches")?;
+    let _: u64 = r.varint("runs")?;
+    let directory: u64 = r.varint("directory bytes")?;
+    usize::try_from(directory)
+        .ok()
+        .and_then(|d| r.pos.checked_add(d)?.checked_add(CHECK))
+        .map(Some)
+        .ok_or_else(|| StorageError::Corrupt("block: a directory past any size".into()))
+}
+
+/// A format-4 block's directory, checked: where each customer's run is and what it hashes to.
+pub struct Directory {
+    pub span: Span,
+    runs: Vec<Run>,
+    /// Where the last run ends: the block's length.
+    end: usize,
+}
+
+/// One customer's run: its records, where they are in the block, their check.
+pub struct Run {
+    handle: Handle,
+    records: u64,
+    at: usize,
+    len: usize,
+    check: Check,
+}
+
+impl Run {
+    /// Where the run is in the block: what a reader of it alone reads.
+    pub fn range(&self) -> (usize, usize) {
+        (self.at, self.len)
+    }
+
+    fn bytes_of<'a>(&self, block: &'a [u8]) -> Result<&'a [u8]> {
+        block
+            .get(self.at..self.at + self.len)
+            .ok_or_else(|| StorageError::Corrupt("block: a run past the block's end".into()))
+    }
+
+    fn check(&self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != self.len || crate::vlog::check(bytes) != self.check {
+            return Err(StorageError::Corrupt(format!(
+                "block: the run of {} bytes at {} does not match its check",
+                self.len, self.at
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Directory {
+    /// The directory of the format-4 block stored under `key_batch`, from the block's first
+    /// [`directory_len`] bytes (or more), checked against its check.
+    pub fn parse(key_batch: u64, front: &[u8]) -> Result<Directory> {
+        let (count, span, pos) = compact_header(key_batch, front)?;
+        let mut r = Reader { bytes: front, pos };
+        let runs: u64 = r.varint("runs")?;
+        let listed: u64 = r.varint("directory bytes")?;
+        let listed_end = usize::try_from(listed)
+            .ok()
+            .and_then(|d| r.pos.checked_add(d))
+            .filter(|end| end.checked_add(CHECK).is_some_and(|e| e <= front.len()))
+            .ok_or_else(|| StorageError::Corrupt("block: the directory runs past the end".into()))?;
+        if crate::vlog::check(&front[..listed_end]) != front[listed_end..listed_end + CHECK] {
+            return Err(StorageError::Corrupt(
+                "block: the directory does not match its check".into(),
+            ));
+        }
+        let mut r = Reader {
+            bytes: &front[..listed_end],
+            pos: r.pos,
+        };
+        let (mut out, mut at, mut total) = (Vec::<Run>::new(), listed_end + CHECK, 0u64);
+        for _ in 0..runs {
+            let handle = r.handle()?;
+            if out.last().is_some_and(|prev| prev.handle >= handle) {
+                return Err(StorageError::Corrupt("block: runs out of customer order".into()));
+            }
+            let records: u64 = r.varint("a run's records")?;
+            let len = usize::try_from(r.varint::<u64>("a run's bytes")?)
+                .map_err(|_| StorageError::Corrupt("block: a run past any size".into()))?;
+            let check = r
+                .take(CHECK, "a run's check")?
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("block: a run's check".into()))?;
+            out.push(Run {
+                handle,
+                records,
+                at,
+                len,
+                check,
+            });
+            at = at
+                .checked_add(len)
+                .ok_or_else(|| StorageError::Corrupt("block: runs past any size".into()))?;
+            total += records;
+        }
+        if r.pos != listed_end || total != count as u64 {
+            return Err(StorageError::Corrupt(
+                "block: the directory disagrees with the block's head".into(),
+            ));
+        }
+        Ok(Directory {
+            span,
+            runs: out,
+            end: at,
+        })
+    }
+
+    /// The run of the customer `handle`, if the block holds any record of theirs.
+    pub fn run(&self, handle: Handle) -> Option<&Run> {
+        let i = self.runs.binary_search_by_key(&handle, |r| r.handle).ok()?;
+        self.runs.get(i)
+    }
+
+    /// Calls `f` on the records of `run`, read alone as `bytes`: checked against the run's
+    /// check first, since the value log's covers only the whole block.
+    pub fn for_each_in<'a, E: From<StorageError>>(
+        &self,
+        run: &Run,
+        bytes: &'a [u8],
+        mut f: impl FnMut(Record<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        run.check(bytes)?;
+        self.records(run, bytes, &mut f)
+    }
+
+    fn records<'a, E: From<StorageError>>(
+        &self,
+        run: &Run,
+        bytes: &'a [u8],
+        f: &mut impl FnMut(Record<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut r = Reader { bytes, pos: 0 };
+        let mut time = 0i64;
+        for _ in 0..run.records {
+            let head = r.byte("record head")?;
+            if head & !FLAG_ERASED != 0 {
+                return Err(StorageError::Corrupt(format!("block: unknown record head {head:#x}")).into());
+            }
+            f(r.record(self.span, run.handle, head, &mut time)?)?;
+        }
+        if r.pos != bytes.len() {
+            return Err(StorageError::Corrupt("block: trailing bytes after a run's last record".into()).into());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -478,7 +790,62 @@ mod tests {
     }
 
     #[test]
-    fn blocks_of_the_fixed_width_formats_read_as_the_compact_one() {
+    fn a_customers_run_reads_alone_checked_and_as_the_whole_block_reads_it() {
+        let payloads: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i; 20 + usize::from(i)]).collect();
+        let records: Vec<Record<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Record {
+                handle: 10 + (i as u128) / 7,
+                event_time: 1_000 + i as i64,
+                recorded_at: 2_000,
+                kind: 2,
+                flags: 0,
+                id: [i as u8; 32],
+                sealed: p,
+                batch: 3 + (i as u64) % 4,
+            })
+            .collect();
+        let span = Span { first: 3, last: 6 };
+        let bytes = encode(span, &records).expect("encodes");
+        let n = directory_len(&bytes[..16]).expect("head").expect("format 4");
+        let directory = Directory::parse(3, &bytes[..n]).expect("the directory alone parses");
+        assert_eq!(directory.span, span);
+        check_runs(3, &bytes).expect("every run matches its check");
+        for handle in 10..19u128 {
+            let run = directory.run(handle).expect("a run");
+            let (at, len) = run.range();
+            let mut alone = Vec::new();
+            directory
+                .for_each_in(run, &bytes[at..at + len], |r| {
+                    alone.push(r);
+                    Ok::<_, StorageError>(())
+                })
+                .expect("the run reads alone");
+            let whole: Vec<Record<'_>> = decode(3, &bytes).expect("decodes").1;
+            let whole: Vec<Record<'_>> = whole.into_iter().filter(|r| r.handle == handle).collect();
+            assert_eq!(fields(&alone), fields(&whole), "customer {handle}");
+        }
+        assert!(directory.run(9).is_none() && directory.run(19).is_none());
+        // A flipped byte in a run fails its check; in the directory, the directory's.
+        let run = directory.run(12).expect("a run");
+        let (at, len) = run.range();
+        let mut damaged = bytes.clone();
+        damaged[at + len - 1] ^= 1;
+        let read = directory.for_each_in(run, &damaged[at..at + len], |_| Ok::<_, StorageError>(()));
+        assert!(read.is_err_and(|e| e.to_string().contains("does not match its check")));
+        assert!(check_runs(3, &damaged).is_err());
+        let mut damaged = bytes.clone();
+        damaged[n - CHECK - 3] ^= 1;
+        assert!(Directory::parse(3, &damaged[..n]).is_err());
+        assert!(Directory::parse(3, &bytes[..n - 1]).is_err(), "a directory cut short");
+        let mut unsorted = records.clone();
+        unsorted.swap(0, 59);
+        assert!(encode(span, &unsorted).is_err(), "records out of customer order");
+    }
+
+    #[test]
+    fn blocks_of_the_earlier_formats_read_as_the_current_one() {
         let rec = |handle, event_time, recorded_at, batch, id| Record {
             handle,
             event_time,
@@ -515,7 +882,8 @@ mod tests {
                 compact.len(),
                 fixed.len()
             );
-            for bytes in [&compact, &fixed] {
+            let format_3 = encode_compact(span, &records).expect("encodes");
+            for bytes in [&compact, &fixed, &format_3] {
                 let (back_span, back) = decode(4, bytes).expect("decodes");
                 assert_eq!((back_span, fields(&back)), (span, fields(&records)));
             }
@@ -524,23 +892,24 @@ mod tests {
 
     #[test]
     fn a_compact_block_of_one_customer_spends_little_on_each_record() {
-        let records: Vec<Record<'_>> = (0..100)
-            .map(|i| Record {
-                handle: 77,
-                event_time: 1_700_000_000_000_000 + i * 3_600_000_000,
-                recorded_at: 1_700_000_000_000_000 + i * 3_600_000_000,
-                kind: 1,
-                flags: 0,
-                id: [i as u8; 32],
-                sealed: &[0xAB; 40],
-                batch: 12,
-            })
-            .collect();
-        let bytes = encode(Span::batch(12), &records).expect("encodes");
+        let records = |n: i64| -> Vec<Record<'static>> {
+            (0..n)
+                .map(|i| Record {
+                    handle: 77,
+                    event_time: 1_700_000_000_000_000 + i * 3_600_000_000,
+                    recorded_at: 1_700_000_000_000_000 + i * 3_600_000_000,
+                    kind: 1,
+                    flags: 0,
+                    id: [i as u8; 32],
+                    sealed: &[0xAB; 40],
+                    batch: 12,
+                })
+                .collect()
+        };
+        let size = |n| encode(Span::batch(12), &records(n)).expect("encodes").len();
         // Head, kind, 5 bytes of an hour's delta, two zeros, the id, a length: 42 bytes and the
-        // payload (the first record's time, from 0, takes 3 bytes more).
-        // The header (4 bytes) and the one handle (16) are the block's, not a record's.
-        let per_record = (bytes.len() - 20) as f64 / 100.0 - 40.0;
+        // payload. The head, the directory and the run's first time are the block's.
+        let per_record = (size(200) - size(100)) as f64 / 100.0 - 40.0;
         assert!(per_record <= 42.05, "{per_record} bytes a record besides the payload");
     }
 

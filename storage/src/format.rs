@@ -13,7 +13,8 @@
 //! but the number, which keeps builds that know one database out. Format 6 keeps the blocks
 //! in the value log (`vlog`) and reads inline ones too, and format 7 writes blocks in the
 //! compact block format (`block`, format 3) and the ids of `chain` to the value
-//! log too, and reads the older kinds as they are: again only the number changes.
+//! log too, and format 8 writes block format 4 (a directory of the customers' runs); each
+//! reads the older kinds as they are: again only the number changes.
 
 use std::ops::ControlFlow;
 
@@ -24,7 +25,7 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 7;
+pub(crate) const STORE_FORMAT: u32 = 8;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
@@ -46,7 +47,13 @@ const INLINE_BLOCKS: u32 = 5;
 /// those values to the value log, and reads the others as they are, so only the number
 /// changes; it keeps format-6 builds, which would refuse a format-3 block as corrupt and
 /// misread a pointer as ids, out.
+#[cfg(test)]
 const FIXED_WIDTH_BLOCKS: u32 = 6;
+/// The last format without block directories: format 8 writes block format 4, whose
+/// directory lets a reader of one customer read that customer's run alone, and reads blocks
+/// of formats 1 to 3 as they are, so only the number changes; it keeps format-7 builds, which
+/// would refuse a format-4 block as corrupt, out.
+const UNDIRECTED_BLOCKS: u32 = 7;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -185,7 +192,7 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
         });
     match (found, upgrading) {
         (STORE_FORMAT, None) => Ok(()),
-        (UNVERSIONED..=FIXED_WIDTH_BLOCKS, None) => upgrade(kv, found),
+        (UNVERSIONED..=UNDIRECTED_BLOCKS, None) => upgrade(kv, found),
         // An unfinished migration, this build's or a format-3 build's (to 3, from 1 or 2).
         (UNVERSIONED..=STORE_FORMAT, Some(from)) => upgrade(kv, from.min(found)),
         _ => Err(StorageError::Version {
@@ -195,11 +202,11 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1 to 6 → 7: every bare record gets its version (from format 1), and every
-/// block its `block_ids` entry (from format 1 or 2); from 3 to 6 only the number changes
+/// Format 1 to 7 → 8: every bare record gets its version (from format 1), and every
+/// block its `block_ids` entry (from format 1 or 2); from 3 to 7 only the number changes
 /// (the split of a format-3 directory is `layout`'s, before this; format 4's one-value chains
-/// read as one-chunk ones; inline and fixed-width blocks read as they are). Steps, each flushed:
-/// `upgrading` set to the format migrated from; `format = 7`; every record still bare rewritten in place (one insert
+/// read as one-chunk ones; inline, fixed-width and undirected blocks read as they are). Steps,
+/// each flushed: `upgrading` set to the format migrated from; `format = 8`; every record still bare rewritten in place (one insert
 /// each, so a record is bare or versioned, never torn); every block without an ids entry
 /// given one; `upgrading` removed. Run again after a crash at any point, it skips what is
 /// done and ends where one uninterrupted run ends.
@@ -508,11 +515,11 @@ mod tests {
     }
 
     #[test]
-    fn a_format_4_5_or_6_store_is_renumbered_and_nothing_else() {
-        for from in [UNCHUNKED, INLINE_BLOCKS, FIXED_WIDTH_BLOCKS] {
+    fn a_format_4_to_7_store_is_renumbered_and_nothing_else() {
+        for from in [UNCHUNKED, INLINE_BLOCKS, FIXED_WIDTH_BLOCKS, UNDIRECTED_BLOCKS] {
             let kv = MemKv::default();
             kv.insert(TreeName::Meta, FORMAT_KEY, &from.to_be_bytes())
-                .expect("format 4, 5 or 6");
+                .expect("format 4 to 7");
             kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64])
                 .expect("a chain value");
             ensure(&kv).expect("migrates");
@@ -528,11 +535,11 @@ mod tests {
     #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &8u32.to_be_bytes())
-            .expect("format 8");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &9u32.to_be_bytes())
+            .expect("format 9");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 8, supported: 7 })
+            Err(StorageError::Version { found: 9, supported: 8 })
         ));
     }
 }

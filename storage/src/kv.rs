@@ -102,6 +102,47 @@ pub(crate) fn visit_typed<E: From<StorageError>>(
     parked.map_or(Ok(()), Err)
 }
 
+/// A stored value as [`Kv::visit_parts`] hands it over: read whole, or a part of it, for a
+/// caller that needs a few bytes of a large value (one customer's run of a block).
+pub struct Part<'a>(Held<'a>);
+
+enum Held<'a> {
+    Bytes(&'a [u8]),
+    /// In the value log: the pointer sled holds.
+    Logged(&'a ValueLog, &'a [u8]),
+}
+
+impl Part<'_> {
+    /// The whole value, checked as [`Kv::visit`] checks it.
+    pub(crate) fn whole<'b>(&'b self, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+        match self.0 {
+            Held::Bytes(v) => Ok(v),
+            Held::Logged(values, pointer) => {
+                values.read_into(pointer, buf)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Up to `len` bytes from byte `at` (fewer past the end). Not checked against the value's
+    /// checksum, which covers the whole value: the caller checks the part against its own.
+    pub(crate) fn part<'b>(&'b self, at: usize, len: usize, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+        match self.0 {
+            Held::Bytes(v) => {
+                let at = at.min(v.len());
+                Ok(&v[at..at + len.min(v.len() - at)])
+            }
+            Held::Logged(values, pointer) => {
+                values.read_part(pointer, at, len, buf)?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// Visitor of [`Kv::visit_parts`].
+pub type VisitParts<'a> = dyn FnMut(&[u8], &Part<'_>) -> Result<ControlFlow<()>> + 'a;
+
 /// A small ordered key-value interface: what the log needs from sled and nothing more.
 pub trait Kv: Send + Sync {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -115,6 +156,10 @@ pub trait Kv: Send + Sync {
     /// Visits `start <= key < end` (unbounded above when `end` is `None`) in key order.
     /// The visitor must not write to the store.
     fn visit(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut Visit) -> Result<()>;
+    /// [`Kv::visit`] that reads no value until the visitor asks, whole or in part.
+    fn visit_parts(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut VisitParts) -> Result<()> {
+        self.visit(tree, start, end, &mut |k, v| f(k, &Part(Held::Bytes(v))))
+    }
     fn last(&self, tree: TreeName) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
@@ -394,6 +439,19 @@ impl Kv for SplitKv {
         let mut buf = Vec::new();
         self.log
             .visit(tree, start, end, &mut |k, v| f(k, self.resolve(v, &mut buf)?))
+    }
+    fn visit_parts(&self, tree: TreeName, start: &[u8], end: Option<&[u8]>, f: &mut VisitParts) -> Result<()> {
+        if !tree.out_of_line() {
+            return self.of(tree).visit_parts(tree, start, end, f);
+        }
+        self.log.visit(tree, start, end, &mut |k, v| {
+            let held = if vlog::is_pointer(v) {
+                Held::Logged(&self.values, v)
+            } else {
+                Held::Bytes(v)
+            };
+            f(k, &Part(held))
+        })
     }
     fn last(&self, tree: TreeName) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         match (tree, self.of(tree).last(tree)?) {
@@ -732,6 +790,31 @@ mod tests {
         assert_eq!(kv.get(TreeName::Blocks, &[1]).expect("get"), Some(block(9)));
         assert_eq!(kv.get(TreeName::Blocks, &[2]).expect("get"), None);
         assert_eq!(kv.last(TreeName::Blocks).expect("last"), Some((vec![4], block(4))));
+        // In parts: each value whole, a slice of it, and a slice cut at its end.
+        for inline in [false, true] {
+            let mem = MemKv::default();
+            let kv: &dyn Kv = if inline { &mem } else { &kv };
+            if inline {
+                want.iter()
+                    .for_each(|(k, v)| mem.insert(TreeName::Blocks, k, v).expect("insert"));
+            }
+            let mut seen = Vec::new();
+            kv.visit_parts(TreeName::Blocks, &[], None, &mut |k, part| {
+                let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+                let whole = part.whole(&mut a)?.to_vec();
+                let len = whole.len();
+                let (middle, end) = (
+                    part.part(10, 20, &mut b)?.to_vec(),
+                    part.part(len - 5, 64, &mut c)?.to_vec(),
+                );
+                assert_eq!((&middle[..], &end[..]), (&whole[10..30], &whole[len - 5..]));
+                assert!(part.part(len + 1, 8, &mut c)?.is_empty(), "past the end");
+                seen.push((k.to_vec(), whole));
+                Ok(ControlFlow::Continue(()))
+            })
+            .expect("visit in parts");
+            assert_eq!(seen, want, "inline: {inline}");
+        }
     }
 
     #[test]

@@ -643,16 +643,64 @@ impl EventLog {
         mut f: impl FnMut(u16, Span, &[u8]) -> Result<ControlFlow<()>, E>,
     ) -> Result<(), E> {
         let _layout = self.layout.read().map_err(lock_err)?;
-        let mut covered: Option<(u16, u64)> = None;
+        let mut covered = Covered::default();
         kv::visit_typed(self.kv.as_ref(), TreeName::Blocks, start, end, |k, v| {
             let (bucket, first) = block::split_block_key(k)?;
-            if matches!(covered, Some((b, last)) if b == bucket && first <= last) {
+            if covered.skips(bucket, first) {
                 return Ok(ControlFlow::Continue(()));
             }
             let span = block::span(first, v)?;
-            covered = Some((bucket, span.last));
+            covered.by(bucket, span);
             f(bucket, span, v)
         })
+    }
+
+    /// The records of the customer `handle` in each block of their bucket whose span `admit`
+    /// accepts, as [`EventLog::visit_blocks`] visits them. Of a format-4 block, the front (up to
+    /// [`block::FRONT`] bytes) is read, then the customer's run if the front does not hold it,
+    /// and only the directory and that run are checked and decoded; an older block is read and
+    /// checked whole, and hands `f` its other customers' records too.
+    fn customer_records(
+        &self,
+        handle: Handle,
+        admit: impl Fn(Span) -> bool,
+        mut f: impl FnMut(Record<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let _layout = self.layout.read().map_err(lock_err)?;
+        let (start, end) = block::bucket_range(block::bucket_of(handle));
+        let mut covered = Covered::default();
+        let (mut front, mut body) = (Vec::new(), Vec::new());
+        self.kv
+            .visit_parts(TreeName::Blocks, &start, Some(&end), &mut |k, part| {
+                let (bucket, first) = block::split_block_key(k)?;
+                if covered.skips(bucket, first) {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                let mut read = part.part(0, block::FRONT, &mut front)?;
+                let Some(n) = block::directory_len(read)? else {
+                    let v = part.whole(&mut body)?;
+                    let span = block::span(first, v)?;
+                    covered.by(bucket, span);
+                    if admit(span) {
+                        block::for_each(first, v, &mut f)?;
+                    }
+                    return Ok(ControlFlow::Continue(()));
+                };
+                if n > read.len() {
+                    read = part.part(0, n, &mut front)?;
+                }
+                let d = block::Directory::parse(first, read)?;
+                covered.by(bucket, d.span);
+                if let Some(run) = d.run(handle).filter(|_| admit(d.span)) {
+                    let (at, len) = run.range();
+                    let bytes = match read.get(at..at + len) {
+                        Some(bytes) => bytes,
+                        None => part.part(at, len, &mut body)?,
+                    };
+                    d.for_each_in(run, bytes, &mut f)?;
+                }
+                Ok(ControlFlow::Continue(()))
+            })
     }
 
     /// One customer's events visible under `vis`, ordered by (event_time, id), erasure
@@ -666,16 +714,13 @@ impl EventLog {
     /// batches commit meanwhile.
     pub fn subject_events_through(&self, subject: &str, vis: Visibility, through: u64) -> Result<Vec<Entry>> {
         let handle = envelope::subject_handle(subject);
-        let bucket = block::bucket_of(handle);
         let admitted = self.batches_recorded_by(vis.recorded_max, through)?;
         let vault = self.vault.read().map_err(lock_err)?;
         let mut out = Vec::new();
-        let (start, end) = block::bucket_range(bucket);
-        self.visit_blocks::<StorageError>(&start, Some(&end), |_, span, v| {
-            if !admits_span(&admitted, span) {
-                return Ok(ControlFlow::Continue(()));
-            }
-            block::for_each::<StorageError>(span.first, v, |r| {
+        self.customer_records(
+            handle,
+            |span| admits_span(&admitted, span),
+            |r| {
                 if r.handle != handle || !admits(&admitted, vis, &r) {
                     return Ok(());
                 }
@@ -702,9 +747,8 @@ impl EventLog {
                     })
                 });
                 Ok(())
-            })?;
-            Ok(ControlFlow::Continue(()))
-        })?;
+            },
+        )?;
         out.sort_by_key(|e| match e {
             Entry::Live(ev) => (ev.event_time, ev.id),
             Entry::Erased { event_time, id, .. } => (*event_time, *id),
@@ -857,6 +901,15 @@ impl EventLog {
                     return Err(fail("record header disagrees with its payload".into()));
                 }
                 Ok(())
+            })?;
+            // After the records, which name a damaged event where they can: a profile reads a
+            // run by its check alone.
+            block::check_runs(span.first, v).map_err(|e| StorageError::Verify {
+                seq: (span.first as usize)
+                    .checked_sub(1)
+                    .and_then(|i| batches.get(i))
+                    .map_or(0, |b| b.first_event),
+                reason: format!("block ({bucket}, {}): {e}", span.first),
             })?;
             Ok(ControlFlow::Continue(()))
         })?;
@@ -1030,6 +1083,22 @@ fn open_group<E: From<StorageError>>(
     }
     group.clear();
     Ok(())
+}
+
+/// The block a visit met last, and the batches it holds: a later block of the same bucket
+/// within them is an input a merge was interrupted before removing, whose records the segment
+/// holds (see `compaction`), and is skipped.
+#[derive(Default)]
+struct Covered(Option<(u16, u64)>);
+
+impl Covered {
+    fn skips(&self, bucket: u16, first: u64) -> bool {
+        matches!(self.0, Some((b, last)) if b == bucket && first <= last)
+    }
+
+    fn by(&mut self, bucket: u16, span: Span) {
+        self.0 = Some((bucket, span.last));
+    }
 }
 
 /// Whether any batch of `span` may hold a visible event (see [`EventLog::batches_recorded_by`]).
@@ -1423,15 +1492,88 @@ mod tests {
 
     /// Two subjects whose events share a bucket (so their erasures rewrite the same blocks).
     fn same_bucket_pair() -> (String, String) {
-        let mut seen = std::collections::BTreeMap::new();
+        let mut names = same_bucket(2).into_iter();
+        (names.next().unwrap_or_default(), names.next().unwrap_or_default())
+    }
+
+    /// `n` subjects of one bucket.
+    fn same_bucket(n: usize) -> Vec<String> {
+        let mut seen: std::collections::BTreeMap<u16, Vec<String>> = std::collections::BTreeMap::new();
         for i in 0.. {
             let name = format!("s{i}");
-            let bucket = block::bucket_of(envelope::subject_handle(&name));
-            if let Some(first) = seen.insert(bucket, name.clone()) {
-                return (first, name);
+            let names = seen
+                .entry(block::bucket_of(envelope::subject_handle(&name)))
+                .or_default();
+            names.push(name);
+            if names.len() == n {
+                return names.clone();
             }
         }
         unreachable!("the loop returns")
+    }
+
+    #[test]
+    fn a_customer_of_a_large_block_is_read_from_its_run_alone() {
+        let names = same_bucket(6);
+        let events = |batch: i64| -> Vec<NewEvent> {
+            let per = if batch == 1 { 40 } else { 3 };
+            names
+                .iter()
+                .flat_map(|n| (0..per).map(move |i| ev(n, batch * 100 + i, batch * 100 + i, &[b'x'; 64])))
+                .collect()
+        };
+        let (kv, log) = mem_log();
+        log.append(events(1), 1, 0).expect("append");
+        log.append(events(2), 2, 0).expect("append");
+        let big = crate::kv::entries(kv.as_ref(), TreeName::Blocks)
+            .into_iter()
+            .find(|(_, v)| v.len() > block::FRONT)
+            .expect("a block past the front a reader reads first");
+        let whole_read = |name: &str| -> Vec<(EventId, i64)> {
+            let mut got = Vec::new();
+            log.scan(Visibility::ALL, |e| {
+                if e.subject == name {
+                    got.push((*e.id, e.event_time));
+                }
+                Ok::<_, StorageError>(())
+            })
+            .expect("scan");
+            got.sort_by_key(|&(id, t)| (t, id));
+            got
+        };
+        let customer_read = |name: &str| -> Result<Vec<(EventId, i64)>> {
+            Ok(log
+                .subject_events(name, Visibility::ALL)?
+                .into_iter()
+                .map(|e| match e {
+                    Entry::Live(ev) => (ev.id, ev.event_time),
+                    Entry::Erased { id, event_time, .. } => (id, event_time),
+                })
+                .collect())
+        };
+        for name in &names {
+            assert_eq!(customer_read(name).expect("read"), whole_read(name), "{name}");
+            assert_eq!(whole_read(name).len(), 43);
+        }
+        // Damage the last payload byte of one customer's run: that customer's read fails its
+        // check, the others' runs read on, and verify names the block.
+        let first = names[2].as_str();
+        let (k, mut v) = big;
+        let (_, key_batch) = block::split_block_key(&k).expect("key");
+        let n = block::directory_len(&v).expect("head").expect("format 4");
+        let directory = block::Directory::parse(key_batch, &v[..n]).expect("directory");
+        let (at, len) = directory
+            .run(envelope::subject_handle(first))
+            .expect("the customer's run")
+            .range();
+        v[at + len - 1] ^= 1;
+        kv.insert(TreeName::Blocks, &k, &v).expect("insert");
+        let err = customer_read(first).expect_err("a damaged run");
+        assert!(err.to_string().contains("does not match its check"), "{err}");
+        for name in names.iter().filter(|n| n.as_str() != first) {
+            assert_eq!(customer_read(name).expect("read").len(), 43, "{name}");
+        }
+        assert!(matches!(log.verify(), Err(StorageError::Verify { .. })));
     }
 
     #[test]

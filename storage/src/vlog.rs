@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{io_err, Result, StorageError};
 
-/// First byte of a pointer. No block starts with it (blocks start with their format, 1 to 3:
+/// First byte of a pointer. No block starts with it (blocks start with their format, 1 to 4:
 /// see `block`), so a `blocks` value is told apart as inline (a format-5 store's) or a pointer.
 pub(crate) const POINTER: u8 = 0x76;
 /// `POINTER ‖ file u32 ‖ offset u64 ‖ len u32 ‖ blake3(value)[0..8]`.
@@ -80,7 +80,8 @@ impl Pointer {
     }
 }
 
-fn check(value: &[u8]) -> [u8; 8] {
+/// blake3's first 8 bytes: a pointer's check of its value, and a block's of its parts.
+pub(crate) fn check(value: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&blake3::hash(value).as_bytes()[..8]);
     out
@@ -213,6 +214,29 @@ impl ValueLog {
     /// file, never handed on.
     pub(crate) fn read_into(&self, pointer: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         let p = Pointer::decode(pointer)?;
+        self.read_at(&p, 0, p.len as usize, buf)?;
+        if check(buf) != p.check {
+            return Err(StorageError::Corrupt(format!(
+                "{}: the value at offset {} ({} bytes) does not match its checksum",
+                file_path(&self.dir, p.file).display(),
+                p.offset,
+                p.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes from byte `at` of the value `pointer` points at (fewer past its end),
+    /// read into `buf`. Not checked: the pointer's checksum is of the whole value, so a caller
+    /// reading a part checks it against a checksum of its own (a block's directory and runs).
+    pub(crate) fn read_part(&self, pointer: &[u8], at: usize, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let p = Pointer::decode(pointer)?;
+        let at = at.min(p.len as usize);
+        self.read_at(&p, at, len.min(p.len as usize - at), buf)
+    }
+
+    /// `len` bytes from byte `at` of `p`'s value into `buf`; a value past its file's end is torn.
+    fn read_at(&self, p: &Pointer, at: usize, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let path = || file_path(&self.dir, p.file);
         let file = self
             .files
@@ -222,27 +246,16 @@ impl ValueLog {
             .cloned()
             .ok_or_else(|| StorageError::Corrupt(format!("value-log file {} is missing", path().display())))?;
         buf.clear();
-        buf.resize(p.len as usize, 0);
-        match file.read_exact_at(buf, p.offset) {
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(StorageError::Corrupt(format!(
-                    "{}: the value at offset {} ({} bytes) ends past the file's end (torn)",
-                    path().display(),
-                    p.offset,
-                    p.len
-                )))
-            }
-            read => read.map_err(io_err(path()))?,
-        }
-        if check(buf) != p.check {
-            return Err(StorageError::Corrupt(format!(
-                "{}: the value at offset {} ({} bytes) does not match its checksum",
+        buf.resize(len, 0);
+        match file.read_exact_at(buf, p.offset + at as u64) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StorageError::Corrupt(format!(
+                "{}: the value at offset {} ({} bytes) ends past the file's end (torn)",
                 path().display(),
                 p.offset,
                 p.len
-            )));
+            ))),
+            read => read.map_err(io_err(path())),
         }
-        Ok(())
     }
 
     /// Bytes of every file.
