@@ -10,6 +10,10 @@
 
 mod common;
 
+// The in-process server on the allocator `cis serve` runs on (see `src/main.rs`), not glibc's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use cis_core::time::parse_timestamp;

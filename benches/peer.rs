@@ -21,6 +21,10 @@
 
 mod common;
 
+// The in-process server on the allocator `cis serve` runs on (see `src/main.rs`), not glibc's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
