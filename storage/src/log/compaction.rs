@@ -108,7 +108,7 @@ impl EventLog {
         };
         state.appended = 0;
         let mut report = CompactionReport::default();
-        let mut pending = Vec::new();
+        let (mut pending, mut pending_bytes) = (Vec::new(), 0);
         for bucket in buckets {
             report.buckets_looked_at += 1;
             let entries = self.ids_entries(bucket)?;
@@ -133,12 +133,15 @@ impl EventLog {
                     let merged = self.merge(bucket, live[from].0, last)?;
                     budget -= cost;
                     report.merges += 1;
-                    report.blocks_merged += merged.inputs.len() as u64;
+                    // The blocks it replaces: the ones it removes and the one it overwrites.
+                    report.blocks_merged += merged.removed.len() as u64 + 1;
                     report.records_rewritten += merged.records;
                     blocks_left = from + 1;
+                    pending_bytes += merged.segment.len();
                     pending.push(merged);
-                    if pending.iter().map(|m| m.segment.len()).sum::<usize>() >= SWAP_BYTES {
+                    if pending_bytes >= SWAP_BYTES {
                         self.swap_in(&mut pending)?;
+                        pending_bytes = 0;
                     }
                 }
             }
@@ -207,11 +210,10 @@ impl EventLog {
             ids: idset::encode_ids(span.last, &mut ids),
             segment: block::encode(span, &records)?,
             records: records.len() as u64,
-            inputs: inputs
+            removed: inputs
                 .iter()
                 .filter(|(b, _)| *b != first)
                 .map(|(b, _)| block::block_key(bucket, *b))
-                .chain([start])
                 .collect(),
             stale_ids,
         })
@@ -230,7 +232,7 @@ impl EventLog {
         let _swap = self.layout.write().map_err(lock_err)?;
         self.kv.insert_all(TreeName::Blocks, &segments)?;
         for m in pending.iter() {
-            for k in m.inputs.iter().filter(|k| **k != m.key) {
+            for k in &m.removed {
                 self.kv.remove(TreeName::Blocks, k)?;
             }
             for k in &m.stale_ids {
@@ -250,8 +252,8 @@ struct Merged {
     ids: Vec<u8>,
     segment: Vec<u8>,
     records: u64,
-    /// The keys of the blocks it replaces, its own included.
-    inputs: Vec<[u8; 10]>,
+    /// The keys of the other blocks it replaces (its own it overwrites).
+    removed: Vec<[u8; 10]>,
     /// `block_ids` entries of the other inputs.
     stale_ids: Vec<Vec<u8>>,
 }
