@@ -355,11 +355,17 @@ impl SplitKv {
     /// Opens (creating if needed) the records database first: a store directory that has
     /// `log_dir` but not `records_dir` was written by a build that kept one database.
     pub fn open(log_dir: &Path, records_dir: &Path, values_dir: &Path) -> Result<Self> {
+        SplitKv::open_rolling_at(log_dir, records_dir, values_dir, vlog::ROLL_AT)
+    }
+
+    /// [`SplitKv::open`] starting a new value-log file past `roll_at` bytes (tests roll small
+    /// files).
+    fn open_rolling_at(log_dir: &Path, records_dir: &Path, values_dir: &Path, roll_at: u64) -> Result<Self> {
         let records = SledKv::open(records_dir)?;
         Ok(SplitKv {
             log: SledKv::open(log_dir)?,
             records,
-            values: ValueLog::open(values_dir)?,
+            values: ValueLog::open_rolling_at(values_dir, roll_at)?,
         })
     }
 
@@ -744,7 +750,7 @@ mod tests {
 
     /// A store directory's key-value layer (`db`, `records`, `blocks`).
     fn split_kv(dir: &Path) -> SplitKv {
-        SplitKv::open(&dir.join("db"), &dir.join("records"), &dir.join("blocks")).expect("open")
+        split_kv_rolling(dir, vlog::ROLL_AT)
     }
 
     fn blocks(kv: &dyn Kv) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -853,11 +859,7 @@ mod tests {
 
     /// [`split_kv`] with value-log files of `roll_at` bytes.
     fn split_kv_rolling(dir: &Path, roll_at: u64) -> SplitKv {
-        SplitKv {
-            log: SledKv::open(&dir.join("db")).expect("open"),
-            records: SledKv::open(&dir.join("records")).expect("open"),
-            values: ValueLog::open_rolling_at(&dir.join("blocks"), roll_at).expect("open"),
-        }
+        SplitKv::open_rolling_at(&dir.join("db"), &dir.join("records"), &dir.join("blocks"), roll_at).expect("open")
     }
 
     fn vlog_sizes(kv: &SplitKv) -> Vec<u64> {

@@ -118,12 +118,8 @@ struct Writer {
 }
 
 impl ValueLog {
-    /// Opens (creating if needed) the value log in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<ValueLog> {
-        ValueLog::open_rolling_at(dir, ROLL_AT)
-    }
-
-    /// [`ValueLog::open`] starting a new file past `roll_at` bytes (tests roll small files).
+    /// Opens (creating if needed) the value log in `dir`, starting a new file past `roll_at`
+    /// bytes ([`ROLL_AT`]; tests roll small files).
     pub(crate) fn open_rolling_at(dir: &Path, roll_at: u64) -> Result<ValueLog> {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
