@@ -561,21 +561,40 @@ pub fn check_runs(key_batch: u64, bytes: &[u8]) -> Result<()> {
 
 /// How many bytes at the front of a block hold its head, directory and the directory's
 /// check, read from its first bytes: `None` unless it is a format-4 block (one to read whole).
-pub fn directory_len(front: &[u8]) -> Result<Option<usize>> {
+pub fn directory_len(key_batch: u64, front: &[u8]) -> Result<Option<usize>> {
     if front.first() != Some(&DIRECTED) {
         return Ok(None);
     }
-    let mut r = Reader { bytes: front, pos: 1 };
-    let _: u32 = r.varint("count")?;
-    let _: u64 = r.varint("first batch")?;
-    let _: u64 = r.varint("batches")?;
-    let _: u64 = r.varint("runs")?;
-    let directory: u64 = r.varint("directory bytes")?;
-    usize::try_from(directory)
+    Ok(Some(directed_head(key_batch, front)?.end + CHECK))
+}
+
+/// A format-4 block's head: its records, batches and runs, and where its directory is.
+struct DirectedHead {
+    count: usize,
+    span: Span,
+    runs: u64,
+    /// The directory's bytes: `start..end`, its check after them.
+    start: usize,
+    end: usize,
+}
+
+fn directed_head(key_batch: u64, bytes: &[u8]) -> Result<DirectedHead> {
+    let (count, span, pos) = compact_header(key_batch, bytes)?;
+    let mut r = Reader { bytes, pos };
+    let runs: u64 = r.varint("runs")?;
+    let listed: u64 = r.varint("directory bytes")?;
+    let end = usize::try_from(listed)
         .ok()
-        .and_then(|d| r.pos.checked_add(d)?.checked_add(CHECK))
-        .map(Some)
-        .ok_or_else(|| StorageError::Corrupt("block: a directory past any size".into()))
+        .and_then(|d| r.pos.checked_add(d))
+        .filter(|end| end.checked_add(CHECK).is_some())
+        .ok_or_else(|| StorageError::Corrupt("block: a directory past any size".into()))?;
+    Ok(DirectedHead {
+        count,
+        span,
+        runs,
+        start: r.pos,
+        end,
+    })
 }
 
 /// A format-4 block's directory, checked: where each customer's run is and what it hashes to.
@@ -622,15 +641,16 @@ impl Directory {
     /// The directory of the format-4 block stored under `key_batch`, from the block's first
     /// [`directory_len`] bytes (or more), checked against its check.
     pub fn parse(key_batch: u64, front: &[u8]) -> Result<Directory> {
-        let (count, span, pos) = compact_header(key_batch, front)?;
-        let mut r = Reader { bytes: front, pos };
-        let runs: u64 = r.varint("runs")?;
-        let listed: u64 = r.varint("directory bytes")?;
-        let listed_end = usize::try_from(listed)
-            .ok()
-            .and_then(|d| r.pos.checked_add(d))
-            .filter(|end| end.checked_add(CHECK).is_some_and(|e| e <= front.len()))
-            .ok_or_else(|| StorageError::Corrupt("block: the directory runs past the end".into()))?;
+        let DirectedHead {
+            count,
+            span,
+            runs,
+            start,
+            end: listed_end,
+        } = directed_head(key_batch, front)?;
+        if listed_end + CHECK > front.len() {
+            return Err(StorageError::Corrupt("block: the directory runs past the end".into()));
+        }
         if crate::vlog::check(&front[..listed_end]) != front[listed_end..listed_end + CHECK] {
             return Err(StorageError::Corrupt(
                 "block: the directory does not match its check".into(),
@@ -638,7 +658,7 @@ impl Directory {
         }
         let mut r = Reader {
             bytes: &front[..listed_end],
-            pos: r.pos,
+            pos: start,
         };
         let (mut out, mut at, mut total) = (Vec::<Run>::new(), listed_end + CHECK, 0u64);
         for _ in 0..runs {
@@ -808,7 +828,7 @@ mod tests {
             .collect();
         let span = Span { first: 3, last: 6 };
         let bytes = encode(span, &records).expect("encodes");
-        let n = directory_len(&bytes[..16]).expect("head").expect("format 4");
+        let n = directory_len(3, &bytes[..16]).expect("head").expect("format 4");
         let directory = Directory::parse(3, &bytes[..n]).expect("the directory alone parses");
         assert_eq!(directory.span, span);
         check_runs(3, &bytes).expect("every run matches its check");

@@ -677,7 +677,7 @@ impl EventLog {
                     return Ok(ControlFlow::Continue(()));
                 }
                 let mut read = part.part(0, block::FRONT, &mut front)?;
-                let Some(n) = block::directory_len(read)? else {
+                let Some(n) = block::directory_len(first, read)? else {
                     let v = part.whole(&mut body)?;
                     let span = block::span(first, v)?;
                     covered.by(bucket, span);
@@ -1560,7 +1560,7 @@ mod tests {
         let first = names[2].as_str();
         let (k, mut v) = big;
         let (_, key_batch) = block::split_block_key(&k).expect("key");
-        let n = block::directory_len(&v).expect("head").expect("format 4");
+        let n = block::directory_len(key_batch, &v).expect("head").expect("format 4");
         let directory = block::Directory::parse(key_batch, &v[..n]).expect("directory");
         let (at, len) = directory
             .run(envelope::subject_handle(first))
