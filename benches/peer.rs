@@ -380,6 +380,8 @@ fn print_targets(targets: &[Target]) {
 }
 
 fn main() -> BenchResult {
+    // Read first, so that a misspelt value fails before the data set is generated.
+    let all = steps()? == Steps::All;
     let s = setup()?;
     let csv_bytes: u64 = KINDS
         .iter()
@@ -396,7 +398,7 @@ fn main() -> BenchResult {
         s.runs
     );
     let bulk = s.dir.join("bulk-store");
-    if steps()? == Steps::All {
+    if all {
         against_duckdb(&s, &bulk, csv_bytes)?;
         small_writes(&s, &bulk)?;
     } else if !bulk.exists() {
@@ -410,7 +412,7 @@ fn main() -> BenchResult {
     let (feed, feed_summary) = feed_store(&s, &days, csv_bytes)?;
     println!();
     println!("feed scenario: {feed_summary}");
-    let mut targets = if steps()? == Steps::All {
+    let mut targets = if all {
         feed_snapshots(&s, &bulk, &feed)?
     } else {
         Vec::new()
