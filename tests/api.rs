@@ -879,10 +879,23 @@ fn warm_parses_the_score_set_a_profile_now_would_use() {
     let w = world();
     let state = AppState::new(w.store.clone());
     assert_eq!(state.scores.loaded(), 0);
+    let now = cis_core::AsOf::new(None, None);
+    // Cold: the set is not in memory, so a profile would have to parse it (on the blocking pool).
+    assert!(state.scores.select_held(&w.store, now).expect("held").is_none());
     assert_eq!(cis_server::api::warm(&state).expect("warm"), Some(w.scores));
     assert_eq!(state.scores.loaded(), 1);
+    // Warm: the same set, from memory, as the loading path selects it.
+    let held = state
+        .scores
+        .select_held(&w.store, now)
+        .expect("held")
+        .expect("in memory");
+    assert_eq!(held.map(|(slot, _)| slot.meta.hash), Some(w.scores));
     let empty = AppState::new(Arc::new(Store::in_memory().expect("store")));
     assert_eq!(cis_server::api::warm(&empty).expect("warm"), None);
+    // No score set at all: known from memory, nothing to parse.
+    let none = empty.scores.select_held(&empty.store, now).expect("held");
+    assert!(matches!(none, Some(None)));
 }
 
 #[test]

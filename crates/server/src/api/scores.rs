@@ -39,6 +39,8 @@ pub struct ScoreMeta {
 }
 
 pub type Rows = HashMap<String, ScoreRow>;
+/// The score set a request uses and its rows, if any set is usable.
+pub type Selected = Option<(Arc<Slot>, Arc<Rows>)>;
 
 pub struct Slot {
     pub meta: ScoreMeta,
@@ -171,6 +173,33 @@ impl ScoreCache {
             }
         }
         Ok(None)
+    }
+
+    /// What [`select`](Self::select) and [`rows`](Self::rows) would give, from memory only:
+    /// `None` when finding it would read a score artifact (a set's metadata or rows not yet
+    /// parsed). Still scans the small index of sets as of T (sled, held in its cache).
+    pub fn select_held(&self, store: &Store, at: AsOf) -> Result<Option<Selected>, AppError> {
+        for r in store.artifacts().list(scores::KIND, at.as_of.micros())?.iter().rev() {
+            let Some(slot) = self
+                .slots
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&r.hash)
+                .cloned()
+            else {
+                return Ok(None);
+            };
+            if scores::usable_at(slot.meta.as_of, slot.meta.known_at, at) {
+                let held = slot.rows.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let Some(rows) = held else {
+                    return Ok(None);
+                };
+                slot.used
+                    .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                return Ok(Some(Some((slot, rows))));
+            }
+        }
+        Ok(Some(None))
     }
 
     /// The rows of a score set, parsed once. Blocking.
