@@ -142,13 +142,13 @@ impl ScoreCache {
 
     /// The slot of a score artifact, reading its metadata on first use. Blocking.
     pub fn slot(&self, store: &Store, hash: &ArtifactHash) -> Result<Arc<Slot>, AppError> {
-        if let Some(s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(hash) {
-            return Ok(s.clone());
+        if let Some(s) = self.held_slot(hash) {
+            return Ok(s);
         }
         // One loader at a time: a burst of requests on a cold cache reads the artifact once.
         let _guard = self.meta_load.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(hash) {
-            return Ok(s.clone());
+        if let Some(s) = self.held_slot(hash) {
+            return Ok(s);
         }
         let slot = Arc::new(Slot {
             meta: load_meta(store, hash)?,
@@ -166,48 +166,58 @@ impl ScoreCache {
     /// The latest score set usable at (T, K) ([`scores::usable_at`]). A small index scan of the
     /// sets as of T or before.
     pub fn select(&self, store: &Store, at: AsOf) -> Result<Option<Arc<Slot>>, AppError> {
+        let found = self.select_with(store, at, |hash| self.slot(store, hash).map(Some))?;
+        Ok(found.flatten())
+    }
+
+    /// [`select`](Self::select) with `slot` finding each candidate's slot: `None` from it
+    /// (a slot it will not read) ends the search with `None`.
+    fn select_with(
+        &self,
+        store: &Store,
+        at: AsOf,
+        slot: impl Fn(&ArtifactHash) -> Result<Option<Arc<Slot>>, AppError>,
+    ) -> Result<Option<Option<Arc<Slot>>>, AppError> {
         for r in store.artifacts().list(scores::KIND, at.as_of.micros())?.iter().rev() {
-            let slot = self.slot(store, &r.hash)?;
+            let Some(slot) = slot(&r.hash)? else {
+                return Ok(None);
+            };
             if scores::usable_at(slot.meta.as_of, slot.meta.known_at, at) {
-                return Ok(Some(slot));
+                return Ok(Some(Some(slot)));
             }
         }
-        Ok(None)
+        Ok(Some(None))
     }
 
     /// What [`select`](Self::select) and [`rows`](Self::rows) would give, from memory only:
     /// `None` when finding it would read a score artifact (a set's metadata or rows not yet
     /// parsed). Still scans the small index of sets as of T (sled, held in its cache).
     pub fn select_held(&self, store: &Store, at: AsOf) -> Result<Option<Selected>, AppError> {
-        for r in store.artifacts().list(scores::KIND, at.as_of.micros())?.iter().rev() {
-            let Some(slot) = self
-                .slots
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&r.hash)
-                .cloned()
-            else {
-                return Ok(None);
-            };
-            if scores::usable_at(slot.meta.as_of, slot.meta.known_at, at) {
-                let held = slot.rows.read().unwrap_or_else(|p| p.into_inner()).clone();
-                let Some(rows) = held else {
-                    return Ok(None);
-                };
-                slot.used
-                    .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-                return Ok(Some(Some((slot, rows))));
-            }
-        }
-        Ok(Some(None))
+        let Some(found) = self.select_with(store, at, |hash| Ok(self.held_slot(hash)))? else {
+            return Ok(None);
+        };
+        Ok(match found {
+            None => Some(None),
+            Some(slot) => self.held_rows(&slot).map(|rows| Some((slot, rows))),
+        })
+    }
+
+    /// The slot of a score artifact if its metadata is in memory.
+    fn held_slot(&self, hash: &ArtifactHash) -> Option<Arc<Slot>> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+
+    /// A score set's rows if they are in memory, marking the set used.
+    fn held_rows(&self, slot: &Slot) -> Option<Arc<Rows>> {
+        slot.used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        slot.rows.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The rows of a score set, parsed once. Blocking.
     pub fn rows(&self, store: &Store, slot: &Slot) -> Result<Arc<Rows>, AppError> {
-        slot.used
-            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-        if let Some(rows) = slot.rows.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(rows.clone());
+        if let Some(rows) = self.held_rows(slot) {
+            return Ok(rows);
         }
         let _guard = slot.load.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rows) = slot.rows.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
