@@ -146,7 +146,8 @@ pub struct IngestArgs {
     #[arg(long, default_value = "now")]
     pub recorded_at: String,
     /// Events per batch, the unit of durability.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    #[arg(long, default_value_t = ingest::DEFAULT_BATCH_ROWS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=ingest::MAX_BATCH_ROWS as u64))]
     pub batch_rows: u64,
 }
 

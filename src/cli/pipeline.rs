@@ -418,9 +418,10 @@ impl Pipeline {
                     "`now`, `event-time` or a column name",
                 ));
             }
-            let batch_rows = s.batch_rows.unwrap_or(100_000);
-            if !(1..=10_000_000).contains(&batch_rows) {
-                return Err(bad(&field("batch_rows"), &batch_rows.to_string(), "in 1..=10000000"));
+            let batch_rows = s.batch_rows.unwrap_or(cis_ingest::DEFAULT_BATCH_ROWS as u64);
+            if !(1..=cis_ingest::MAX_BATCH_ROWS as u64).contains(&batch_rows) {
+                let range = format!("in 1..={}", cis_ingest::MAX_BATCH_ROWS);
+                return Err(bad(&field("batch_rows"), &batch_rows.to_string(), &range));
             }
             sources.push(Source {
                 args: IngestArgs {
@@ -874,7 +875,7 @@ fn ingest_sources(
                 file: scratch.path().join(name),
                 format: Some(Format::Csv),
                 recorded_at: "recorded_at".into(),
-                batch_rows: 100_000,
+                batch_rows: cis_ingest::DEFAULT_BATCH_ROWS as u64,
             };
             print(&format!(
                 "synthetic {} ({} customers, seed {})",

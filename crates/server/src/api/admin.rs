@@ -198,12 +198,17 @@ pub async fn ingest(
     };
     let recorded_at = RecordedAt::parse(params.get("recorded_at").unwrap_or("now"));
     let batch_rows = match params.get("batch_rows") {
-        None => 100_000,
+        None => cis_ingest::DEFAULT_BATCH_ROWS,
         Some(n) => n
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=10_000_000).contains(n))
-            .ok_or_else(|| AppError::param("batch_rows", "a whole number from 1 to 10000000"))?,
+            .filter(|n| (1..=cis_ingest::MAX_BATCH_ROWS).contains(n))
+            .ok_or_else(|| {
+                AppError::param(
+                    "batch_rows",
+                    format!("a whole number from 1 to {}", cis_ingest::MAX_BATCH_ROWS),
+                )
+            })?,
     };
 
     let dir = state

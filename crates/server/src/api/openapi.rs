@@ -119,7 +119,11 @@ fn admin_paths(bearer: &Value) -> Value {
                 query("name", true, "The file's name, recorded in the ingest run and its quarantine; also chooses the format when `format` is absent."),
                 query("format", false, "csv, jsonl or cdnow (default: from `name`)."),
                 query("recorded_at", false, "now (default), event-time, or a column name."),
-                query("batch_rows", false, "Events per batch, 1 to 10000000 (default 100000).")
+                query("batch_rows", false, &format!(
+                    "Events per batch, 1 to {} (default {}).",
+                    cis_ingest::MAX_BATCH_ROWS,
+                    cis_ingest::DEFAULT_BATCH_ROWS
+                ))
             ],
             "requestBody": { "required": true, "content": { "application/octet-stream": {} },
                 "description": format!("The file, at most {} bytes.", crate::api::admin::UPLOAD_LIMIT) },
