@@ -522,26 +522,31 @@ impl EventLog {
         vault.ensure(fresh().map(|i| keys[i].1))?;
         let vault: &Vault = &vault;
 
-        let mut chain = Vec::with_capacity(appended * 32);
-        let mut head = head_before;
-        let (mut min_r, mut max_r, mut min_t, mut max_t) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
-        for i in fresh() {
-            let id = &keys[i].0;
-            chain.extend_from_slice(id);
-            head = extend_head(&head, id);
-            let ev = events.get(i);
-            min_r = min_r.min(ev.recorded_at);
-            max_r = max_r.max(ev.recorded_at);
-            min_t = min_t.min(ev.event_time);
-            max_t = max_t.max(ev.event_time);
-        }
-        for (i, part) in chain.chunks(CHAIN_CHUNK * 32).enumerate() {
-            self.kv.insert(TreeName::Chain, &chain_key(seq, i), part)?;
-        }
+        // The hash chain over the fresh ids in append order, and the batch's time bounds: one
+        // hash after another, so it runs on a thread of its own beside the two writing blocks.
+        let chained = || -> Result<(Head, [i64; 4])> {
+            let mut chain = Vec::with_capacity(appended * 32);
+            let mut head = head_before;
+            let (mut min_r, mut max_r, mut min_t, mut max_t) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
+            for i in fresh() {
+                let id = &keys[i].0;
+                chain.extend_from_slice(id);
+                head = extend_head(&head, id);
+                let ev = events.get(i);
+                min_r = min_r.min(ev.recorded_at);
+                max_r = max_r.max(ev.recorded_at);
+                min_t = min_t.min(ev.event_time);
+                max_t = max_t.max(ev.event_time);
+            }
+            for (i, part) in chain.chunks(CHAIN_CHUNK * 32).enumerate() {
+                self.kv.insert(TreeName::Chain, &chain_key(seq, i), part)?;
+            }
+            Ok((head, [min_r, max_r, min_t, max_t]))
+        };
 
         // Each bucket's block and its `block_ids` entry, the envelopes sealed as they are
         // copied into the block.
-        {
+        let (head, [min_r, max_r, min_t, max_t]) = {
             let write = |groups: &[Group]| -> Result<()> {
                 let mut records: Vec<Record<'_>> = Vec::new();
                 let mut ids: Vec<u128> = Vec::new();
@@ -579,9 +584,10 @@ impl EventLog {
                 Ok(())
             };
             let (ga, gb) = groups.split_at(split);
-            let (a, b) = both(parallel, || write(ga), || write(gb));
+            let (a, (b, chained)) = both(parallel, || write(ga), || both(parallel, || write(gb), chained));
             a.and(b)?;
-        }
+            chained?
+        };
         state
             .touched
             .extend(groups.iter().filter(|g| g.fresh > 0).map(|g| g.bucket));
