@@ -50,6 +50,8 @@
 use crate::envelope::{EventId, Handle};
 use crate::error::{Result, StorageError};
 
+use std::ops::Range;
+
 use integer_encoding::VarInt;
 
 const BATCH_BLOCK: u8 = 1;
@@ -155,13 +157,15 @@ pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
 }
 
 /// [`encode`] into `out` (cleared first, so one buffer serves many blocks), with `seal`
-/// applied to each record's payload once it is copied into the block: an append hands in
-/// plaintext envelopes and seals them there, so each is copied once.
+/// applied to the records' payloads once they are copied into the block, before the checks
+/// are computed over them: it is handed the block and where each record's payload lies in it,
+/// in record order. An append hands in plaintext envelopes and seals them there, so each is
+/// copied once, and all of a block's at once ([`crate::vault::apply_all`]).
 pub fn encode_into(
     span: Span,
     records: &[Record<'_>],
     out: &mut Vec<u8>,
-    mut seal: impl FnMut(&Record<'_>, &mut [u8]) -> Result<()>,
+    seal: impl FnOnce(&mut [u8], &[Range<usize>]) -> Result<()>,
 ) -> Result<()> {
     check_records(span, records)?;
     // The runs' sizes first, so that the directory is written in front of them in one pass.
@@ -204,22 +208,30 @@ pub fn encode_into(
     }
     let directory_check = out.len();
     out.extend_from_slice(&[0; CHECK]);
+    let mut payloads = Vec::with_capacity(records.len());
+    let mut run_ends = Vec::with_capacity(runs.len());
     let mut rest = records;
-    for ((_, n, bytes), at) in runs.iter().zip(checks) {
+    for (_, n, bytes) in &runs {
         let (run, after) = rest.split_at(*n as usize);
         rest = after;
         let start = out.len();
         let mut time = 0i64;
         for r in run {
             out.push(r.flags);
-            put_record(out, span, r, time, &mut seal)?;
+            payloads.push(put_record(out, span, r, time)?);
             time = r.event_time;
         }
         if out.len() - start != *bytes {
             return Err(StorageError::Corrupt("block: a run's size was misjudged".into()));
         }
-        let check = crate::vlog::check(&out[start..]);
+        run_ends.push(out.len());
+    }
+    seal(out, &payloads)?;
+    let mut start = directory_check + CHECK;
+    for (at, end) in checks.into_iter().zip(run_ends) {
+        let check = crate::vlog::check(&out[start..end]);
         out[at..at + CHECK].copy_from_slice(&check);
+        start = end;
     }
     let check = crate::vlog::check(&out[..directory_check]);
     out[directory_check..directory_check + CHECK].copy_from_slice(&check);
@@ -253,15 +265,9 @@ fn record_len(span: Span, r: &Record<'_>, time: i64) -> usize {
         + r.sealed.len()
 }
 
-/// A record from its kind on (its head byte and handle are the format's), its payload sealed
-/// in place by `seal`.
-fn put_record(
-    out: &mut Vec<u8>,
-    span: Span,
-    r: &Record<'_>,
-    time: i64,
-    seal: &mut impl FnMut(&Record<'_>, &mut [u8]) -> Result<()>,
-) -> Result<()> {
+/// A record from its kind on (its head byte and handle are the format's); returns where its
+/// payload lies in `out`.
+fn put_record(out: &mut Vec<u8>, span: Span, r: &Record<'_>, time: i64) -> Result<Range<usize>> {
     out.push(r.kind);
     put(out, r.event_time.wrapping_sub(time));
     put(out, r.recorded_at.wrapping_sub(r.event_time));
@@ -271,7 +277,7 @@ fn put_record(
     put(out, n);
     let at = out.len();
     out.extend_from_slice(r.sealed);
-    seal(r, &mut out[at..])
+    Ok(at..out.len())
 }
 
 #[cfg(test)]
@@ -290,7 +296,7 @@ pub(crate) fn encode_compact(span: Span, records: &[Record<'_>]) -> Result<Vec<u
             out.extend_from_slice(&r.handle.to_be_bytes());
             handle = Some(r.handle);
         }
-        put_record(&mut out, span, r, time, &mut |_, _| Ok(()))?;
+        put_record(&mut out, span, r, time)?;
         time = r.event_time;
     }
     Ok(out)

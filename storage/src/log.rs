@@ -28,7 +28,7 @@ use crate::error::{Result, StorageError};
 use crate::format::{self, RecordKind};
 use crate::idset::{self, prefix, IdSet};
 use crate::kv::{self, Kv, TreeName};
-use crate::vault::{apply_cipher, open_all, Vault, LANES};
+use crate::vault::{self, apply_cipher, open_all, Vault, LANES};
 
 mod compaction;
 pub use compaction::{Compaction, CompactionReport, MERGE_ABOVE};
@@ -572,11 +572,14 @@ impl EventLog {
                     let key = block::block_key(g.bucket, seq);
                     self.kv
                         .insert(TreeName::BlockIds, &key, &idset::encode_ids(seq, &mut ids))?;
-                    block::encode_into(Span::batch(seq), &records, &mut bytes, |r, payload| {
-                        let key = vault
-                            .get(r.handle)
-                            .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
-                        apply_cipher(key, &r.id, payload);
+                    block::encode_into(Span::batch(seq), &records, &mut bytes, |block, payloads| {
+                        let keyed = records.iter().zip(payloads).map(|(r, at)| {
+                            let key = vault
+                                .get(r.handle)
+                                .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
+                            Ok((key, &r.id, at.clone()))
+                        });
+                        vault::apply_all(block, keyed.collect::<Result<Vec<_>>>()?);
                         Ok(())
                     })?;
                     self.kv.insert(TreeName::Blocks, &key, &bytes)?;

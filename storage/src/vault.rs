@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};
@@ -173,17 +174,22 @@ pub fn open_all<'p>(
     for (key, id, sealed) in payloads {
         let start = plain.len();
         plain.extend_from_slice(sealed);
-        ends.push(plain.len());
-        if sealed.len() > BLOCK {
-            apply_cipher(key, id, &mut plain[start..]);
-            continue;
-        }
-        lanes.push(key, id, start, sealed.len());
-        if lanes.used == LANES {
-            lanes.apply(plain);
-        }
+        let end = plain.len();
+        ends.push(end);
+        lanes.take(plain, key, id, start..end);
     }
     lanes.apply(plain);
+}
+
+/// Seals (or opens) payloads where they lie in `buf`, each under its key and id: what
+/// [`apply_cipher`] on each gives, [`LANES`] at a time as in [`open_all`] (an append seals a
+/// block's envelopes with it once they are copied into the block).
+pub fn apply_all<'p>(buf: &mut [u8], payloads: impl IntoIterator<Item = (&'p Key, &'p EventId, Range<usize>)>) {
+    let mut lanes = Lanes::default();
+    for (key, id, at) in payloads {
+        lanes.take(buf, key, id, at);
+    }
+    lanes.apply(buf);
 }
 
 /// One 32-bit word of every lane's ChaCha state.
@@ -204,6 +210,19 @@ fn le_word(b: &[u8]) -> u32 {
 }
 
 impl Lanes {
+    /// Takes the payload at `at` in `buf` into a lane (applying the lanes once all are used),
+    /// or, longer than a block, applies its cipher alone at once.
+    fn take(&mut self, buf: &mut [u8], key: &Key, id: &EventId, at: Range<usize>) {
+        if at.len() > BLOCK {
+            apply_cipher(key, id, &mut buf[at]);
+            return;
+        }
+        self.push(key, id, at.start, at.len());
+        if self.used == LANES {
+            self.apply(buf);
+        }
+    }
+
     fn push(&mut self, key: &Key, id: &EventId, start: usize, len: usize) {
         let lane = self.used;
         for (w, chunk) in self.key.iter_mut().zip(key.chunks_exact(4)) {
