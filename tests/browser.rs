@@ -29,7 +29,7 @@ struct Browser {
     driver: Child,
     port: u16,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -38,18 +38,22 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let profile = tempfile::tempdir().expect("profile dir");
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .arg(format!(
+                "--log-path={}",
+                profile.path().join("chromedriver.log").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("Debian's chromium-driver must be installed (.ci/run installs it)");
-        let profile = tempfile::tempdir().expect("profile dir");
         let mut browser = Browser {
             driver,
             port,
             session: String::new(),
-            _profile: profile,
+            profile,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !browser
@@ -70,7 +74,7 @@ impl Browser {
             "--disable-sync",
             "--window-size=1280,1700",
             "--hide-scrollbars",
-            &format!("--user-data-dir={}", browser._profile.path().display()),
+            &format!("--user-data-dir={}", browser.profile.path().display()),
         ];
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "goog:chromeOptions": { "args": args },
@@ -117,14 +121,33 @@ impl Browser {
         serde_json::from_slice(&reply[body..body + length]).ok()
     }
 
-    /// A command on the session; its `value`, or a panic naming the WebDriver error.
+    /// A command on the session; its `value`, or a panic naming the WebDriver error. A command
+    /// that gets no answer at all (the connection dropped: seen once, on the first navigation
+    /// of a Chromium installed minutes before, and never again on that machine) is sent once
+    /// more; a second silence panics with the end of chromedriver's log.
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let path = format!("/session/{}{path}", self.session);
         let reply = self
             .call(method, &path, body.as_ref())
-            .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+            .or_else(|| {
+                eprintln!("{method} {path}: no answer from chromedriver, sending it once more");
+                self.call(method, &path, body.as_ref())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{method} {path}: no answer; chromedriver's log ends:\n{}",
+                    self.driver_log()
+                )
+            });
         assert!(reply["value"]["error"].is_null(), "{method} {path}: {reply}");
         reply["value"].clone()
+    }
+
+    /// The last lines of chromedriver's log.
+    fn driver_log(&self) -> String {
+        let log = std::fs::read_to_string(self.profile.path().join("chromedriver.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     fn go(&self, url: &str) {
