@@ -2,7 +2,8 @@
 //! validated, hashed, sealed, indexed and flushed; against raw sled inserting the same
 //! number of keys (the ceiling a one-key-per-event design would have).
 //!
-//! Run: `cargo bench --bench ingest` (env `CIS_BENCH_ROWS` to change the size).
+//! Run: `cargo bench --bench ingest` (env `CIS_BENCH_ROWS` to change the size,
+//! `CIS_BENCH_BATCH_ROWS` the events per batch, default `cis_ingest::DEFAULT_BATCH_ROWS`).
 
 mod common;
 
@@ -49,9 +50,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_orders(&csv, rows)?;
     let size_mb = std::fs::metadata(&csv)?.len() as f64 / 1e6;
 
+    let defaults = IngestOptions::new(Kind::Order, Format::Csv);
     let opts = IngestOptions {
         recorded_at: RecordedAt::EventTime,
-        ..IngestOptions::new(Kind::Order, Format::Csv)
+        batch_rows: std::env::var("CIS_BENCH_BATCH_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.batch_rows),
+        ..defaults
     };
     let runs = common::repeats(3);
     // Each run ingests into a new store: the figure is a first load, never a re-ingest.

@@ -137,7 +137,7 @@ impl std::fmt::Debug for dyn Progress {
 /// blocks each customer's bucket holds until compaction: at 100,000 the peer set's 5.16 M events
 /// left ~52 blocks a bucket and 430,000 sled entries, whose page table every later open loads. At
 /// 500,000: ~13 blocks a bucket, a quarter of the wall time off the load, the store 20 % smaller,
-/// a snapshot 0.72 × as long, for ~60 MB more memory while a load runs (two batches in flight).
+/// a snapshot 0.72 × as long, for 60–100 MB more memory while a load runs (two batches in flight).
 pub const DEFAULT_BATCH_ROWS: usize = 500_000;
 
 /// The largest batch a run may ask for (memory: two batches are in flight).
