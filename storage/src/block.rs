@@ -47,12 +47,12 @@
 //! a record of formats 1 and 2 being handle (16), event_time (8), recorded_at (8), kind (1),
 //! flags (1), id (32), length (u32) and payload, integers big-endian.
 
-use crate::envelope::{EventId, Handle};
-use crate::error::{Result, StorageError};
-
 use std::ops::Range;
 
 use integer_encoding::VarInt;
+
+use crate::envelope::{EventId, Handle};
+use crate::error::{Result, StorageError};
 
 const BATCH_BLOCK: u8 = 1;
 const SEGMENT: u8 = 2;

@@ -552,8 +552,8 @@ impl EventLog {
             Ok((head, [min_r, max_r, min_t, max_t]))
         };
 
-        // Each bucket's block and its `block_ids` entry, the envelopes sealed as they are
-        // copied into the block.
+        // Each bucket's block and its `block_ids` entry, the envelopes sealed in the block once
+        // all are copied into it.
         let (head, [min_r, max_r, min_t, max_t]) = {
             let write = |groups: &[Group]| -> Result<()> {
                 let mut records: Vec<Record<'_>> = Vec::new();
