@@ -280,8 +280,9 @@ impl Lanes {
     }
 }
 
-/// The ChaCha20 double round, ten times, then the input added: over `$w` vectors of lanes,
-/// whatever their width (`$add(a, b)`, `$xor_rotate(w, o, n)` being `(w ^ o) <<< n`).
+/// The ChaCha20 double round, ten times, then the input added, over the sixteen state words of
+/// `$init` as vectors of lanes of whatever width (`$add(a, b)` adding two, `$xor_rotate(w, o, n)`
+/// being `(w ^ o) <<< n`).
 macro_rules! chacha_block {
     ($init:expr, $add:expr, $xor_rotate:expr) => {{
         let init = $init;
