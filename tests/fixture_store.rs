@@ -3,11 +3,12 @@
 //! the head it was written with, the ledgers verify, and every artifact re-derives from its
 //! parents to the very hash it is stored under. A change of the on-disk format must keep this
 //! test green through a migration (format 2 gave the bincode records versions: opening the copy
-//! migrates it, and it opens again as format 2).
+//! migrates it, and it opens again as format 2). Appended to and compacted, its old blocks merge
+//! with the blocks of today's format and read as they did.
 
 use cis_models::promotion::Promotions;
 use cis_ops::{audit, erasure};
-use cis_storage::{hex, Store};
+use cis_storage::{hex, Compaction, EventLog, NewEvent, StorageError, Store, Visibility};
 
 use crate::util::{copy_dir, fixture};
 
@@ -94,4 +95,52 @@ fn the_format_1_store_verifies_and_re_derives_every_artifact_hash() {
         let stored = again.artifacts().get(&a.hash).expect("read").expect("stored");
         assert_eq!(hex(&stored.hash), *h);
     }
+}
+
+#[test]
+fn the_format_1_stores_old_blocks_merge_with_todays_and_read_as_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture("store-v1"), dir.path());
+    let store = Store::open(dir.path()).expect("opens");
+    let log = store.log();
+    let events = |log: &EventLog| {
+        let mut all = Vec::new();
+        log.scan(Visibility::ALL, |e| {
+            all.push((*e.id, e.subject.to_string(), e.event_time, e.body.to_vec()));
+            Ok::<_, StorageError>(())
+        })
+        .expect("scan");
+        all.sort();
+        all
+    };
+    let before = events(log);
+    let subject = before.first().expect("a live event").1.clone();
+
+    // Today's blocks (tails of envelopes, chains of places) beside the format-1 ones (whole
+    // envelopes, a chain of ids), then merged with them into segments.
+    let new = NewEvent {
+        kind: 1,
+        subject: subject.clone(),
+        event_time: 1_000_000,
+        recorded_at: 2_000_000,
+        body: b"appended today".to_vec(),
+    };
+    let out = log.append(vec![new.clone()], 2, 0).expect("append");
+    assert_eq!(out.appended, 1);
+    log.compact(Compaction::Full).expect("compact");
+    let report = log.verify().expect("the log verifies after the merge");
+    assert_eq!((report.batches, report.events, report.erased), (2, 6920, 2));
+    assert_eq!(report.head, out.head);
+
+    let mut expected = before.clone();
+    let id = cis_storage::envelope::event_id(&new.envelope().expect("envelope"));
+    expected.push((id, subject.clone(), new.event_time, new.body.clone()));
+    expected.sort();
+    assert_eq!(
+        events(log),
+        expected,
+        "every old event reads as before, beside the new one"
+    );
+    let theirs = log.subject_events(&subject, Visibility::ALL).expect("read");
+    assert_eq!(theirs.len(), before.iter().filter(|e| e.1 == subject).count() + 1);
 }

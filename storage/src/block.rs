@@ -4,12 +4,12 @@
 //! customer's events across all batches are one prefix range scan.
 //!
 //! Value: records sorted by (handle, event_time, id), each customer's a run. Written today in
-//! format 4, which puts a directory of the runs in front of them, so that a reader of one
+//! format 5, which puts a directory of the runs in front of them, so that a reader of one
 //! customer (the profile path) reads the directory and that customer's run, not the block:
 //!
 //! | field | |
 //! |---|---|
-//! | head | `[u8 4][count][first batch][last - first][runs][directory bytes]` (varints) |
+//! | head | `[u8 5][count][first batch][last - first][runs][directory bytes]` (varints) |
 //! | directory | per run, in handle order: subject handle (16), records (varint), bytes (varint), check (8) |
 //! | check (8) | of the head and the directory |
 //! | runs | each run's records, back to back |
@@ -20,23 +20,28 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 1 | head: bit 0 payload erased |
+//! | 1 | head: bit 0 payload erased; bit 2 the payload is the envelope's tail ([`FLAG_TAIL`]); bit 1 recorded when the run's previous record was, bit 3 as it happened (either: the recorded_at field is left out) |
 //! | 1 | kind |
 //! | varint | event_time − the previous record's event_time (zigzag; the run's first from 0) |
-//! | varint | recorded_at − event_time (zigzag) |
+//! | varint | recorded_at − event_time (zigzag), unless the head leaves it out |
 //! | varint | the batch that appended it − first batch |
 //! | 32 | event id |
 //! | varint | length `n` of what follows |
-//! | n | live: the sealed envelope (ChaCha20 under the subject's key); erased: the tombstone, the erasure request number (u64, n = 8) |
+//! | n | live: the sealed envelope, or its tail (ChaCha20 under the subject's key); erased: the tombstone, the erasure request number (u64, n = 8) |
 //!
 //! Why: a customer's records are a run (one handle), its times close together and mostly
 //! recorded as they happened, and a block's batches few: 31–38 bytes of a record's fixed 70
 //! (78 in a segment) were repeats and zeros. The id and the sealed payload are random bytes and
 //! stay as they are, so a record is read in place, payload borrowed, no decompression buffer.
+//! A payload leaves out what the record already says (the envelope's version, kind and event
+//! time: 10 bytes), and a record its recorded_at where the head bits give it (every record of
+//! a feed recorded as it happened, or of a load recorded at once).
 //! A bucket holds some 25 customers of the peer set, so a profile read a block 25 times larger
 //! than it needed, and hashed it whole.
 //!
-//! Formats 1 to 3 (written by stores of format 7 and earlier) are still read:
+//! Formats 1 to 4 (written by stores of format 8 and earlier) are still read:
+//! - format 4, as format 5 with no head bits but bit 0: every payload a whole envelope, every
+//!   recorded_at stored;
 //! - format 3, compact, without a directory: `[u8 3][count][first batch][last - first]`, then the
 //!   records as above, except that the head's bit 1 says a handle (16 bytes) follows it (the
 //!   first record's, and each new customer's) and that event times are deltas across runs;
@@ -58,11 +63,17 @@ const BATCH_BLOCK: u8 = 1;
 const SEGMENT: u8 = 2;
 const COMPACT: u8 = 3;
 const DIRECTED: u8 = 4;
+const TRIMMED: u8 = 5;
 /// Every block's first byte: what a value-log pointer must not start with (see `vlog`).
 #[cfg(test)]
-pub(crate) const FORMATS: [u8; 4] = [BATCH_BLOCK, SEGMENT, COMPACT, DIRECTED];
+pub(crate) const FORMATS: [u8; 5] = [BATCH_BLOCK, SEGMENT, COMPACT, DIRECTED, TRIMMED];
 /// Format 3's head bit: a handle follows.
 const NEW_HANDLE: u8 = 2;
+/// Format 5's head bits that leave a record's `recorded_at` field out: it was recorded when the
+/// run's record before it was (a load records its rows at one time), or as it happened (a feed
+/// that sets `recorded_at` from `event_time`).
+const SAME_RECORDED: u8 = 2;
+const AS_IT_HAPPENED: u8 = 8;
 /// Bytes a reader of one customer reads from the front of a block first: the directory of
 /// some 280 runs, and every run of a block no longer than this, so that a bulk-loaded
 /// bucket's many small blocks cost one read each, a compacted bucket's large segment two.
@@ -72,6 +83,10 @@ const CHECK: usize = 8;
 /// Buckets customers are spread over (the top 12 bits of the handle).
 pub const BUCKETS: u16 = 4096;
 pub const FLAG_ERASED: u8 = 1;
+/// The payload is the sealed envelope from its subject on: its first [`crate::envelope::TAIL_AT`]
+/// bytes (version, kind, event time) are the record's own fields, so they are not stored.
+/// Only format 5 holds such records.
+pub const FLAG_TAIL: u8 = 4;
 const REC_HEADER: usize = 16 + 8 + 8 + 1 + 1 + 32 + 4;
 
 pub fn bucket_of(handle: Handle) -> u16 {
@@ -148,11 +163,19 @@ impl Span {
     }
 }
 
-/// Encodes the records of `span`, keyed `(bucket, span.first)` (format 4). Every record must
+/// Encodes the records of `span`, keyed `(bucket, span.first)` (format 5). Every record must
 /// carry a batch of the span, and the records come sorted by customer.
 pub fn encode(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     encode_into(span, records, &mut out, |_, _| Ok(()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+/// Format 4, as stores of format 8 wrote it.
+pub(crate) fn encode_directed(span: Span, records: &[Record<'_>]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_runs(DIRECTED, span, records, &mut out, |_, _| Ok(()))?;
     Ok(out)
 }
 
@@ -167,22 +190,40 @@ pub fn encode_into(
     out: &mut Vec<u8>,
     seal: impl FnOnce(&mut [u8], &[Range<usize>]) -> Result<()>,
 ) -> Result<()> {
+    encode_runs(TRIMMED, span, records, out, seal)
+}
+
+/// [`encode_into`] in `format`, 4 or 5 (format 4 has neither a tail nor [`SAME_RECORDED`]).
+fn encode_runs(
+    format: u8,
+    span: Span,
+    records: &[Record<'_>],
+    out: &mut Vec<u8>,
+    seal: impl FnOnce(&mut [u8], &[Range<usize>]) -> Result<()>,
+) -> Result<()> {
     check_records(span, records)?;
+    if format == DIRECTED && records.iter().any(|r| r.flags & FLAG_TAIL != 0) {
+        return Err(StorageError::Corrupt(
+            "block: format 4 holds whole envelopes only".into(),
+        ));
+    }
+    // Whether format 5 leaves the record's recorded_at out, and which bit says why.
+    let omits = |prev: Option<&Record<'_>>, r: &Record<'_>| if format == TRIMMED { recorded_bit(prev, r) } else { 0 };
     // The runs' sizes first, so that the directory is written in front of them in one pass.
     let mut runs: Vec<(Handle, u64, usize)> = Vec::new();
-    let mut time = 0i64;
+    let mut prev: Option<&Record<'_>> = None;
     for r in records {
         match runs.last_mut() {
             Some((h, n, bytes)) if *h == r.handle => {
                 *n += 1;
-                *bytes += record_len(span, r, time);
+                *bytes += record_len(span, r, prev.map_or(0, |p| p.event_time), omits(prev, r) != 0);
             }
             Some((h, ..)) if *h > r.handle => {
                 return Err(StorageError::Corrupt("block: records not sorted by customer".into()));
             }
-            _ => runs.push((r.handle, 1, record_len(span, r, 0))),
+            _ => runs.push((r.handle, 1, record_len(span, r, 0, omits(None, r) != 0))),
         }
-        time = r.event_time;
+        prev = Some(r);
     }
     let directory: usize = runs
         .iter()
@@ -190,7 +231,7 @@ pub fn encode_into(
         .sum();
     out.clear();
     out.reserve(32 + directory + CHECK + runs.iter().map(|r| r.2).sum::<usize>());
-    out.push(DIRECTED);
+    out.push(format);
     let count = u32::try_from(records.len()).map_err(|_| StorageError::InvalidEvent("block too large".into()))?;
     put(out, count);
     put(out, span.first);
@@ -215,11 +256,18 @@ pub fn encode_into(
         let (run, after) = rest.split_at(*n as usize);
         rest = after;
         let start = out.len();
-        let mut time = 0i64;
+        let mut prev: Option<&Record<'_>> = None;
         for r in run {
-            out.push(r.flags);
-            payloads.push(put_record(out, span, r, time)?);
-            time = r.event_time;
+            let omitted = omits(prev, r);
+            out.push(r.flags | omitted);
+            payloads.push(put_record(
+                out,
+                span,
+                r,
+                prev.map_or(0, |p| p.event_time),
+                omitted != 0,
+            )?);
+            prev = Some(r);
         }
         if out.len() - start != *bytes {
             return Err(StorageError::Corrupt("block: a run's size was misjudged".into()));
@@ -246,7 +294,7 @@ fn check_records(span: Span, records: &[Record<'_>]) -> Result<()> {
             r.batch, span.first, span.last
         )));
     }
-    if let Some(r) = records.iter().find(|r| r.flags & !FLAG_ERASED != 0) {
+    if let Some(r) = records.iter().find(|r| r.flags & !(FLAG_ERASED | FLAG_TAIL) != 0) {
         return Err(StorageError::Corrupt(format!(
             "block: unknown record flags {:#x}",
             r.flags
@@ -255,22 +303,42 @@ fn check_records(span: Span, records: &[Record<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of a record after its handle (if any), `time` being the previous record's event time.
-fn record_len(span: Span, r: &Record<'_>, time: i64) -> usize {
+/// The head bit of format 5 that leaves `r`'s recorded_at out, if any, `prev` being the run's
+/// record before it.
+fn recorded_bit(prev: Option<&Record<'_>>, r: &Record<'_>) -> u8 {
+    if r.recorded_at == r.event_time {
+        AS_IT_HAPPENED
+    } else if prev.is_some_and(|p| p.recorded_at == r.recorded_at) {
+        SAME_RECORDED
+    } else {
+        0
+    }
+}
+
+/// Bytes of a record after its handle (if any), `time` being the previous record's event time;
+/// `omitted`: its recorded_at is left out.
+fn record_len(span: Span, r: &Record<'_>, time: i64, omitted: bool) -> usize {
+    let recorded_len = if omitted {
+        0
+    } else {
+        r.recorded_at.wrapping_sub(r.event_time).required_space()
+    };
     2 + r.event_time.wrapping_sub(time).required_space()
-        + r.recorded_at.wrapping_sub(r.event_time).required_space()
+        + recorded_len
         + (r.batch - span.first).required_space()
         + 32
         + r.sealed.len().required_space()
         + r.sealed.len()
 }
 
-/// A record from its kind on (its head byte and handle are the format's); returns where its
-/// payload lies in `out`.
-fn put_record(out: &mut Vec<u8>, span: Span, r: &Record<'_>, time: i64) -> Result<Range<usize>> {
+/// A record from its kind on (its head byte and handle are the format's), `time` and
+/// `omitted` as for [`record_len`]; returns where its payload lies in `out`.
+fn put_record(out: &mut Vec<u8>, span: Span, r: &Record<'_>, time: i64, omitted: bool) -> Result<Range<usize>> {
     out.push(r.kind);
     put(out, r.event_time.wrapping_sub(time));
-    put(out, r.recorded_at.wrapping_sub(r.event_time));
+    if !omitted {
+        put(out, r.recorded_at.wrapping_sub(r.event_time));
+    }
     put(out, r.batch - span.first);
     out.extend_from_slice(&r.id);
     let n = u32::try_from(r.sealed.len()).map_err(|_| StorageError::InvalidEvent("payload too large".into()))?;
@@ -296,7 +364,7 @@ pub(crate) fn encode_compact(span: Span, records: &[Record<'_>]) -> Result<Vec<u
             out.extend_from_slice(&r.handle.to_be_bytes());
             handle = Some(r.handle);
         }
-        put_record(&mut out, span, r, time)?;
+        put_record(&mut out, span, r, time, false)?;
         time = r.event_time;
     }
     Ok(out)
@@ -308,7 +376,7 @@ fn put<V: VarInt>(out: &mut Vec<u8>, v: V) {
     out.extend_from_slice(&buf[..n]);
 }
 
-/// Format 3's header, and the front of format 4's: (count, span, where the rest starts).
+/// Format 3's header, and the front of formats 4 and 5: (count, span, where the rest starts).
 fn compact_header(key_batch: u64, bytes: &[u8]) -> Result<(usize, Span, usize)> {
     let mut r = Reader { bytes, pos: 1 };
     let count: u32 = r.varint("count")?;
@@ -365,12 +433,25 @@ impl<'a> Reader<'a> {
         ))
     }
 
-    /// A record of formats 3 and 4 from its kind on: `flags` from its head, `time` the
-    /// previous record's event time (updated).
-    fn record(&mut self, span: Span, handle: Handle, flags: u8, time: &mut i64) -> Result<Record<'a>> {
+    /// A record of formats 3 to 5 from its kind on: `head` its head byte, `time` the previous
+    /// record's event time (updated), `recorded` its recorded_at (for [`SAME_RECORDED`]).
+    fn record(
+        &mut self,
+        span: Span,
+        handle: Handle,
+        head: u8,
+        time: &mut i64,
+        recorded: Option<i64>,
+    ) -> Result<Record<'a>> {
         let kind = self.byte("kind")?;
         *time = time.wrapping_add(self.varint::<i64>("event_time")?);
-        let recorded_at = time.wrapping_add(self.varint::<i64>("recorded_at")?);
+        let recorded_at = match (head & (SAME_RECORDED | AS_IT_HAPPENED), recorded) {
+            (0, _) => time.wrapping_add(self.varint::<i64>("recorded_at")?),
+            (AS_IT_HAPPENED, _) => *time,
+            (SAME_RECORDED, Some(recorded_at)) => recorded_at,
+            _ => return Err(StorageError::Corrupt(format!("block: unknown record head {head:#x}"))),
+        };
+        let flags = head & !(SAME_RECORDED | AS_IT_HAPPENED);
         let batch = span
             .first
             .checked_add(self.varint::<u64>("batch")?)
@@ -402,7 +483,7 @@ impl<'a> Reader<'a> {
 pub fn span(key_batch: u64, bytes: &[u8]) -> Result<Span> {
     let bad = || StorageError::Corrupt("block: missing or unknown header".into());
     match bytes.first() {
-        Some(&COMPACT | &DIRECTED) => Ok(compact_header(key_batch, bytes)?.1),
+        Some(&COMPACT | &DIRECTED | &TRIMMED) => Ok(compact_header(key_batch, bytes)?.1),
         Some(&BATCH_BLOCK) if bytes.len() >= 5 => Ok(Span::batch(key_batch)),
         Some(&SEGMENT) if bytes.len() >= 21 => {
             let word =
@@ -441,7 +522,7 @@ pub fn for_each<'a, E: From<StorageError>>(
     mut f: impl FnMut(Record<'a>) -> Result<(), E>,
 ) -> Result<Span, E> {
     match bytes.first() {
-        Some(&DIRECTED) => return for_each_directed(key_batch, bytes, f),
+        Some(&DIRECTED | &TRIMMED) => return for_each_directed(key_batch, bytes, f),
         Some(&COMPACT) => return for_each_compact(key_batch, bytes, f),
         _ => {}
     }
@@ -528,7 +609,7 @@ fn for_each_compact<'a, E: From<StorageError>>(
             handle = Some(r.handle()?);
         }
         let handle = handle.ok_or_else(|| StorageError::Corrupt("block: a record before any handle".into()))?;
-        f(r.record(span, handle, head & FLAG_ERASED, &mut time)?)?;
+        f(r.record(span, handle, head & FLAG_ERASED, &mut time, None)?)?;
     }
     if r.pos != bytes.len() {
         return Err(StorageError::Corrupt("block: trailing bytes after the last record".into()).into());
@@ -536,7 +617,7 @@ fn for_each_compact<'a, E: From<StorageError>>(
     Ok(span)
 }
 
-/// [`for_each`] of a format-4 block, read whole (its checks are the value log's business then).
+/// [`for_each`] of a format-4 or -5 block, read whole (its checks are the value log's business then).
 fn for_each_directed<'a, E: From<StorageError>>(
     key_batch: u64,
     bytes: &'a [u8],
@@ -552,10 +633,10 @@ fn for_each_directed<'a, E: From<StorageError>>(
     Ok(directory.span)
 }
 
-/// Whether each run of a format-4 block matches its check (other formats have none): what
+/// Whether each run of a format-4 or -5 block matches its check (other formats have none): what
 /// `verify` asks of a block besides decoding, since a whole read checks the block only.
 pub fn check_runs(key_batch: u64, bytes: &[u8]) -> Result<()> {
-    if bytes.first() != Some(&DIRECTED) {
+    if !matches!(bytes.first(), Some(&DIRECTED | &TRIMMED)) {
         return Ok(());
     }
     let directory = Directory::parse(key_batch, bytes)?;
@@ -566,15 +647,15 @@ pub fn check_runs(key_batch: u64, bytes: &[u8]) -> Result<()> {
 }
 
 /// How many bytes at the front of a block hold its head, directory and the directory's
-/// check, read from its first bytes: `None` unless it is a format-4 block (one to read whole).
+/// check, read from its first bytes: `None` unless it is a format-4 or -5 block (one to read whole).
 pub fn directory_len(key_batch: u64, front: &[u8]) -> Result<Option<usize>> {
-    if front.first() != Some(&DIRECTED) {
+    if !matches!(front.first(), Some(&DIRECTED | &TRIMMED)) {
         return Ok(None);
     }
     Ok(Some(directed_head(key_batch, front)?.end + CHECK))
 }
 
-/// A format-4 block's head: its records, batches and runs, and where its directory is.
+/// A format-4 or -5 block's head: its records, batches and runs, and where its directory is.
 struct DirectedHead {
     count: usize,
     span: Span,
@@ -603,9 +684,11 @@ fn directed_head(key_batch: u64, bytes: &[u8]) -> Result<DirectedHead> {
     })
 }
 
-/// A format-4 block's directory, checked: where each customer's run is and what it hashes to.
+/// A format-4 or -5 block's directory, checked: where each customer's run is and what it hashes to.
 pub struct Directory {
     pub span: Span,
+    /// The block's format, 4 or 5: which bits a record's head may have.
+    format: u8,
     runs: Vec<Run>,
     /// Where the last run ends: the block's length.
     end: usize,
@@ -644,9 +727,17 @@ impl Run {
 }
 
 impl Directory {
-    /// The directory of the format-4 block stored under `key_batch`, from the block's first
+    /// The directory of the format-4 or -5 block stored under `key_batch`, from the block's first
     /// [`directory_len`] bytes (or more), checked against its check.
     pub fn parse(key_batch: u64, front: &[u8]) -> Result<Directory> {
+        let format = match front.first() {
+            Some(&f @ (DIRECTED | TRIMMED)) => f,
+            _ => {
+                return Err(StorageError::Corrupt(
+                    "block: no directory in this block's format".into(),
+                ))
+            }
+        };
         let DirectedHead {
             count,
             span,
@@ -698,6 +789,7 @@ impl Directory {
         }
         Ok(Directory {
             span,
+            format,
             runs: out,
             end: at,
         })
@@ -728,13 +820,19 @@ impl Directory {
         f: &mut impl FnMut(Record<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut r = Reader { bytes, pos: 0 };
-        let mut time = 0i64;
+        let known = match self.format {
+            TRIMMED => FLAG_ERASED | SAME_RECORDED | FLAG_TAIL | AS_IT_HAPPENED,
+            _ => FLAG_ERASED,
+        };
+        let (mut time, mut recorded) = (0i64, None);
         for _ in 0..run.records {
             let head = r.byte("record head")?;
-            if head & !FLAG_ERASED != 0 {
+            if head & !known != 0 {
                 return Err(StorageError::Corrupt(format!("block: unknown record head {head:#x}")).into());
             }
-            f(r.record(self.span, run.handle, head, &mut time)?)?;
+            let record = r.record(self.span, run.handle, head, &mut time, recorded)?;
+            recorded = Some(record.recorded_at);
+            f(record)?;
         }
         if r.pos != bytes.len() {
             return Err(StorageError::Corrupt("block: trailing bytes after a run's last record".into()).into());
@@ -834,7 +932,7 @@ mod tests {
             .collect();
         let span = Span { first: 3, last: 6 };
         let bytes = encode(span, &records).expect("encodes");
-        let n = directory_len(3, &bytes[..16]).expect("head").expect("format 4");
+        let n = directory_len(3, &bytes[..16]).expect("head").expect("a directory");
         let directory = Directory::parse(3, &bytes[..n]).expect("the directory alone parses");
         assert_eq!(directory.span, span);
         check_runs(3, &bytes).expect("every run matches its check");
@@ -909,7 +1007,8 @@ mod tests {
                 fixed.len()
             );
             let format_3 = encode_compact(span, &records).expect("encodes");
-            for bytes in [&compact, &fixed, &format_3] {
+            let format_4 = encode_directed(span, &records).expect("encodes");
+            for bytes in [&compact, &fixed, &format_3, &format_4] {
                 let (back_span, back) = decode(4, bytes).expect("decodes");
                 assert_eq!((back_span, fields(&back)), (span, fields(&records)));
             }
@@ -933,10 +1032,48 @@ mod tests {
                 .collect()
         };
         let size = |n| encode(Span::batch(12), &records(n)).expect("encodes").len();
-        // Head, kind, 5 bytes of an hour's delta, two zeros, the id, a length: 42 bytes and the
-        // payload. The head, the directory and the run's first time are the block's.
+        // Head, kind, 5 bytes of an hour's delta, a zero batch delta, the id, a length: 41 bytes
+        // and the payload (recorded as it happened: no recorded time). The head, the directory
+        // and the run's first time are the block's.
         let per_record = (size(200) - size(100)) as f64 / 100.0 - 40.0;
-        assert!(per_record <= 42.05, "{per_record} bytes a record besides the payload");
+        assert!(per_record <= 41.05, "{per_record} bytes a record besides the payload");
+    }
+
+    #[test]
+    fn a_run_recorded_at_one_time_stores_that_time_once() {
+        let records = |n: i64, recorded: &dyn Fn(i64) -> i64| -> Vec<Record<'static>> {
+            (0..n)
+                .map(|i| Record {
+                    handle: 77,
+                    event_time: 1_700_000_000_000_000 + i * 3_600_000_000,
+                    recorded_at: recorded(i),
+                    kind: 1,
+                    flags: FLAG_TAIL,
+                    id: [i as u8; 32],
+                    sealed: &[0xAB; 40],
+                    batch: 12,
+                })
+                .collect()
+        };
+        let bulk = |i: i64| 1_800_000_000_000_000 + i / 50;
+        let (a, b) = (records(100, &bulk), records(200, &bulk));
+        let size = |r: &[Record<'_>]| encode(Span::batch(12), r).expect("encodes").len();
+        // The same 41 bytes and the payload: the recorded time is stored once for each of its
+        // four values (the first record of each fifty), then left out.
+        let per_record = (size(&b) - size(&a)) as f64 / 100.0 - 40.0;
+        assert!(per_record <= 41.2, "{per_record} bytes a record besides the payload");
+        let bytes = encode(Span::batch(12), &b).expect("encodes");
+        let (_, back) = decode(12, &bytes).expect("decodes");
+        assert_eq!(fields(&back), fields(&b));
+        assert!(
+            back.iter().all(|r| r.flags == FLAG_TAIL),
+            "the layout bit is not a flag"
+        );
+        assert!(encode_directed(Span::batch(12), &b).is_err(), "format 4 holds no tails");
+        let as_recorded = records(3, &|i| 1_700_000_000_000_000 + i * 3_600_000_000);
+        let bytes = encode(Span::batch(12), &as_recorded).expect("encodes");
+        let (_, back) = decode(12, &bytes).expect("decodes");
+        assert_eq!(fields(&back), fields(&as_recorded));
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::error::{Result, StorageError};
 
 pub const ENVELOPE_VERSION: u8 = 1;
 const HEADER: usize = 12;
+/// Where an envelope's tail starts: what a block stores of it, the version, kind and event
+/// time before it being the record's own fields (see `block::FLAG_TAIL`).
+pub const TAIL_AT: usize = 10;
 
 /// 32-byte blake3 hash naming an event.
 pub type EventId = [u8; 32];
@@ -184,26 +187,45 @@ pub struct Envelope<'a> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>> {
-    let bad = |why: &str| StorageError::Corrupt(format!("event envelope: {why}"));
-    if bytes.len() < HEADER {
+    if bytes.len() < TAIL_AT {
         return Err(bad("shorter than its header"));
     }
     if bytes[0] != ENVELOPE_VERSION {
         return Err(bad(&format!("unknown envelope version {}", bytes[0])));
     }
-    let kind = bytes[1];
     let event_time = i64::from_be_bytes(bytes[2..10].try_into().map_err(|_| bad("time"))?);
-    let n = u16::from_be_bytes([bytes[10], bytes[11]]) as usize;
-    let subject_bytes = bytes
-        .get(HEADER..HEADER + n)
-        .ok_or_else(|| bad("subject runs past the end"))?;
+    decode_tail(bytes[1], event_time, &bytes[TAIL_AT..])
+}
+
+/// [`decode`] of an envelope's tail (from [`TAIL_AT`] on), its kind and time given.
+pub fn decode_tail(kind: u8, event_time: i64, tail: &[u8]) -> Result<Envelope<'_>> {
+    let at = HEADER - TAIL_AT;
+    let n = match tail {
+        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) as usize,
+        _ => return Err(bad("shorter than its header")),
+    };
+    let subject_bytes = tail.get(at..at + n).ok_or_else(|| bad("subject runs past the end"))?;
     let subject = std::str::from_utf8(subject_bytes).map_err(|_| bad("subject is not UTF-8"))?;
     Ok(Envelope {
         kind,
         event_time,
         subject,
-        body: &bytes[HEADER + n..],
+        body: &tail[at + n..],
     })
+}
+
+/// The whole envelope of a tail (see [`TAIL_AT`]): what its event id is the hash of.
+pub fn untail(kind: u8, event_time: i64, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TAIL_AT + tail.len());
+    out.push(ENVELOPE_VERSION);
+    out.push(kind);
+    out.extend_from_slice(&event_time.to_be_bytes());
+    out.extend_from_slice(tail);
+    out
+}
+
+fn bad(why: &str) -> StorageError {
+    StorageError::Corrupt(format!("event envelope: {why}"))
 }
 
 /// 16-byte handle of a subject: what blocks and the key vault are keyed by, so that

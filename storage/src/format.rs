@@ -25,7 +25,7 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Kv, TreeName};
 
 /// The store format this build writes.
-pub(crate) const STORE_FORMAT: u32 = 8;
+pub(crate) const STORE_FORMAT: u32 = 9;
 /// The format whose bincode records carry no version, migrated on open.
 const UNVERSIONED: u32 = 1;
 /// The format without `block_ids`, migrated on open.
@@ -53,7 +53,14 @@ const FIXED_WIDTH_BLOCKS: u32 = 6;
 /// directory lets a reader of one customer read that customer's run alone, and reads blocks
 /// of formats 1 to 3 as they are, so only the number changes; it keeps format-7 builds, which
 /// would refuse a format-4 block as corrupt, out.
+#[cfg(test)]
 const UNDIRECTED_BLOCKS: u32 = 7;
+/// The last format whose `chain` values are ids and whose blocks are of block format 4 at
+/// most: format 9 stores each event's position in block order instead (see `log::chain`),
+/// telling the two apart by length, writes block format 5 (payloads without what the record
+/// says) and `block_ids` entries of 8-byte prefixes, and reads the older forms as they are, so
+/// only the number changes; it keeps format-8 builds, which would refuse or misread them, out.
+const CHAINED_IDS: u32 = 8;
 
 /// First byte of a versioned record. A format-1 batch record or redaction note never starts
 /// with it: both begin with a u64 in bincode's varint encoding, whose first byte is at most 253.
@@ -192,7 +199,7 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
         });
     match (found, upgrading) {
         (STORE_FORMAT, None) => Ok(()),
-        (UNVERSIONED..=UNDIRECTED_BLOCKS, None) => upgrade(kv, found),
+        (UNVERSIONED..=CHAINED_IDS, None) => upgrade(kv, found),
         // An unfinished migration, this build's or a format-3 build's (to 3, from 1 or 2).
         (UNVERSIONED..=STORE_FORMAT, Some(from)) => upgrade(kv, from.min(found)),
         _ => Err(StorageError::Version {
@@ -202,11 +209,12 @@ pub(crate) fn ensure(kv: &dyn Kv) -> Result<()> {
     }
 }
 
-/// Format 1 to 7 → 8: every bare record gets its version (from format 1), and every
-/// block its `block_ids` entry (from format 1 or 2); from 3 to 7 only the number changes
+/// Format 1 to 8 → 9: every bare record gets its version (from format 1), and every
+/// block its `block_ids` entry (from format 1 or 2); from 3 to 8 only the number changes
 /// (the split of a format-3 directory is `layout`'s, before this; format 4's one-value chains
-/// read as one-chunk ones; inline, fixed-width and undirected blocks read as they are). Steps,
-/// each flushed: `upgrading` set to the format migrated from; `format = 8`; every record still bare rewritten in place (one insert
+/// read as one-chunk ones; inline, fixed-width and undirected blocks and chains of ids read as
+/// they are). Steps,
+/// each flushed: `upgrading` set to the format migrated from; `format = 9`; every record still bare rewritten in place (one insert
 /// each, so a record is bare or versioned, never torn); every block without an ids entry
 /// given one; `upgrading` removed. Run again after a crash at any point, it skips what is
 /// done and ends where one uninterrupted run ends.
@@ -515,11 +523,17 @@ mod tests {
     }
 
     #[test]
-    fn a_format_4_to_7_store_is_renumbered_and_nothing_else() {
-        for from in [UNCHUNKED, INLINE_BLOCKS, FIXED_WIDTH_BLOCKS, UNDIRECTED_BLOCKS] {
+    fn a_format_4_to_8_store_is_renumbered_and_nothing_else() {
+        for from in [
+            UNCHUNKED,
+            INLINE_BLOCKS,
+            FIXED_WIDTH_BLOCKS,
+            UNDIRECTED_BLOCKS,
+            CHAINED_IDS,
+        ] {
             let kv = MemKv::default();
             kv.insert(TreeName::Meta, FORMAT_KEY, &from.to_be_bytes())
-                .expect("format 4 to 7");
+                .expect("format 4 to 8");
             kv.insert(TreeName::Chain, &1u64.to_be_bytes(), &[7u8; 64])
                 .expect("a chain value");
             ensure(&kv).expect("migrates");
@@ -535,11 +549,14 @@ mod tests {
     #[test]
     fn an_unknown_store_format_is_refused() {
         let kv = MemKv::default();
-        kv.insert(TreeName::Meta, FORMAT_KEY, &9u32.to_be_bytes())
-            .expect("format 9");
+        kv.insert(TreeName::Meta, FORMAT_KEY, &10u32.to_be_bytes())
+            .expect("format 10");
         assert!(matches!(
             ensure(&kv),
-            Err(StorageError::Version { found: 9, supported: 8 })
+            Err(StorageError::Version {
+                found: 10,
+                supported: 9
+            })
         ));
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! Trees (all keys big-endian):
 //! - `blocks`: (bucket, batch) → block of sealed events (see [`crate::block`]).
-//! - `block_ids`: the same keys as `blocks` → the ids of that block's events (see
+//! - `block_ids`: the same keys as `blocks` → the id prefixes of that block's events (see
 //!   [`crate::idset::encode_ids`]): the duplicate check of an append reads the buckets it
-//!   touches, never the whole log. Every stored id is in it; it may name more (a merge
+//!   touches, never the whole log. Every stored id's prefix is in it; it may name more (a merge
 //!   interrupted before removing its inputs' entries), which costs nothing but a lookup.
-//! - `chain`: batch → the batch's event ids (32 bytes each) in append order.
+//! - `chain`: batch → where each of the batch's events, in append order, is in block order
+//!   (see `chain`): the hash chain's order, its ids being in the blocks.
 //! - `batches`: batch → [`BatchRecord`] (versioned bincode, see [`crate::format`]): the commit record.
 //! - `by_recorded`: (min recorded_at, batch) → max recorded_at: the recorded-time index.
 //! - `meta`: `format`, and `pending` (the batch being written, for crash recovery).
@@ -26,11 +27,14 @@ use crate::block::{self, Record, Span};
 use crate::envelope::{self, EventBatch, EventId, Handle, NewEvent};
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordKind};
-use crate::idset::{self, prefix, IdSet};
+use crate::idset::{self, prefix, FullIds, IdSet, Known};
 use crate::kv::{self, Kv, TreeName};
 use crate::vault::{self, apply_cipher, open_all, Vault, LANES};
 
+mod chain;
 mod compaction;
+
+use chain::Chain;
 pub use compaction::{Compaction, CompactionReport, MERGE_ABOVE};
 
 pub type Head = [u8; 32];
@@ -154,7 +158,7 @@ struct AppendState {
     /// Bucket → the ids stored there (from `block_ids`) and those this run appended, loaded
     /// when the run first touches the bucket: a run's memory grows with what it touches, not
     /// with the log.
-    known: HashMap<u16, IdSet>,
+    known: HashMap<u16, Known>,
     /// Buckets appended to since the last compaction, and how many events.
     touched: BTreeSet<u16>,
     appended: u64,
@@ -167,7 +171,7 @@ struct Group {
     start: usize,
     len: usize,
     fresh: usize,
-    known: Option<IdSet>,
+    known: Option<Known>,
 }
 
 /// Events from which an append splits its work over two threads: below it, starting a thread
@@ -188,23 +192,6 @@ fn both<A: Send, B: Send>(parallel: bool, a: impl FnOnce() -> A + Send, b: impl 
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
-}
-
-/// Event ids per `chain` value: a batch's ids are split into values of at most this many (32 KB),
-/// keyed `batch` for the first and `batch ‖ chunk u32` for the next. sled splits a leaf by its
-/// number of entries (16), not their size, so one value per batch put several batches' ids
-/// (3.2 MB each at 100,000 events) in the tree's last leaf, which every append then read whole:
-/// a one-row ingest read and decoded 20 MB of it.
-const CHAIN_CHUNK: usize = 1024;
-
-/// The `chain` key of chunk `chunk` of batch `seq`.
-fn chain_key(seq: u64, chunk: usize) -> Vec<u8> {
-    let mut key = be(seq).to_vec();
-    if chunk > 0 {
-        // A store never holds 2^32 chunks (4 × 10^12 events) of one batch.
-        key.extend_from_slice(&(chunk as u32).to_be_bytes());
-    }
-    key
 }
 
 fn be(seq: u64) -> [u8; 8] {
@@ -345,7 +332,7 @@ impl EventLog {
     fn visit_ids(
         &self,
         bucket: Option<u16>,
-        mut f: impl FnMut(u16, u64, u64, &mut dyn Iterator<Item = u128>),
+        mut f: impl FnMut(u16, u64, u64, &mut dyn Iterator<Item = u64>),
     ) -> Result<()> {
         let range = bucket.map(block::bucket_range);
         let (start, end) = match &range {
@@ -360,10 +347,25 @@ impl EventLog {
         })
     }
 
-    /// The ids stored in `bucket`, from its `block_ids` entries.
+    /// The id prefixes stored in `bucket`, from its `block_ids` entries.
     fn stored_ids(&self, bucket: u16) -> Result<IdSet> {
         let mut ids = IdSet::default();
         self.visit_ids(Some(bucket), |_, _, _, entry| ids.extend(entry))?;
+        Ok(ids)
+    }
+
+    /// The full ids stored in `bucket`, from its blocks: what settles a shared prefix.
+    fn stored_full_ids(&self, bucket: u16) -> Result<FullIds> {
+        let mut ids = FullIds::default();
+        let (start, _) = block::bucket_range(bucket);
+        let end = (bucket + 1 < block::BUCKETS).then(|| block::block_key(bucket + 1, 0));
+        self.visit_blocks::<StorageError>(&start, end.as_ref().map(|e| &e[..]), |_, span, v| {
+            block::for_each::<StorageError>(span.first, v, |r| {
+                ids.insert(r.id);
+                Ok(())
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(ids)
     }
 
@@ -472,19 +474,20 @@ impl EventLog {
                     part = rest;
                     let known = match &mut g.known {
                         Some(known) => known,
-                        None => g.known.insert(self.stored_ids(g.bucket)?),
+                        None => g.known.insert(Known::new(self.stored_ids(g.bucket)?)),
                     };
                     for j in 0..mine.len() {
                         let i = mine[j];
-                        if known.insert(prefix(&keys[i].0)) {
+                        let taken = mine[..g.fresh].iter().map(|&t| &keys[t].0);
+                        if known.insert(&keys[i].0, || self.stored_full_ids(g.bucket), taken)? {
                             mine[g.fresh] = i;
                             g.fresh += 1;
                         } else {
                             duplicates += 1;
                         }
                     }
-                    // Block order: (handle, event_time, id); the index only breaks ties.
-                    mine[..g.fresh].sort_unstable_by_key(|&i| (keys[i].1, keys[i].2, prefix(&keys[i].0), i));
+                    // Block order: (handle, event_time, id), as a merge sorts them (see `chain`).
+                    mine[..g.fresh].sort_unstable_by_key(|&i| (keys[i].1, keys[i].2, keys[i].0));
                 }
                 Ok(duplicates)
             };
@@ -530,25 +533,27 @@ impl EventLog {
         vault.ensure(handles)?;
         let vault: &Vault = &vault;
 
-        // The hash chain over the fresh ids in append order, and the batch's time bounds: one
-        // hash after another, so it runs on a thread of its own beside the two writing blocks.
+        // The hash chain over the fresh ids in append order, the chain value (each one's place
+        // in block order, see `chain`) and the batch's time bounds: one hash after another, so it
+        // runs on a thread of its own beside the two writing blocks.
         let chained = || -> Result<(Head, [i64; 4])> {
-            let mut chain = Vec::with_capacity(appended * 32);
+            let mut place = vec![0usize; n];
+            let in_block_order = groups.iter().flat_map(|g| &grouped[g.start..g.start + g.fresh]);
+            for (p, &i) in in_block_order.enumerate() {
+                place[i] = p;
+            }
             let mut head = head_before;
             let (mut min_r, mut max_r, mut min_t, mut max_t) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
             for i in fresh() {
-                let id = &keys[i].0;
-                chain.extend_from_slice(id);
-                head = extend_head(&head, id);
+                head = extend_head(&head, &keys[i].0);
                 let ev = events.get(i);
                 min_r = min_r.min(ev.recorded_at);
                 max_r = max_r.max(ev.recorded_at);
                 min_t = min_t.min(ev.event_time);
                 max_t = max_t.max(ev.event_time);
             }
-            for (i, part) in chain.chunks(CHAIN_CHUNK * 32).enumerate() {
-                self.kv.insert(TreeName::Chain, &chain_key(seq, i), part)?;
-            }
+            let places: Vec<usize> = fresh().map(|i| place[i]).collect();
+            self.kv.insert(TreeName::Chain, &be(seq), &chain::encode(&places))?;
             Ok((head, [min_r, max_r, min_t, max_t]))
         };
 
@@ -557,7 +562,7 @@ impl EventLog {
         let (head, [min_r, max_r, min_t, max_t]) = {
             let write = |groups: &[Group]| -> Result<()> {
                 let mut records: Vec<Record<'_>> = Vec::new();
-                let mut ids: Vec<u128> = Vec::new();
+                let mut ids: Vec<u64> = Vec::new();
                 let mut bytes = Vec::new();
                 for g in groups.iter().filter(|g| g.fresh > 0) {
                     records.clear();
@@ -570,9 +575,9 @@ impl EventLog {
                             event_time: ev.event_time,
                             recorded_at: ev.recorded_at,
                             kind: ev.kind,
-                            flags: 0,
+                            flags: block::FLAG_TAIL,
                             id,
-                            sealed: ev.envelope,
+                            sealed: &ev.envelope[envelope::TAIL_AT..],
                             batch: seq,
                         });
                         ids.push(prefix(&id));
@@ -673,7 +678,7 @@ impl EventLog {
     }
 
     /// The records of the customer `handle` in each block of their bucket whose span `admit`
-    /// accepts, as [`EventLog::visit_blocks`] visits them. Of a format-4 block, the front (up to
+    /// accepts, as [`EventLog::visit_blocks`] visits them. Of a format-4 or -5 block, the front (up to
     /// [`block::FRONT`] bytes) is read, then the customer's run if the front does not hold it,
     /// and only the directory and that run are checked and decoded; an older block is read and
     /// checked whole, and hands `f` its other customers' records too.
@@ -838,21 +843,34 @@ impl EventLog {
         let batches = self.batches()?;
         // Global sequence number of every id, to name the first event that fails.
         let mut seq_of: HashMap<EventId, (u64, u64)> = HashMap::new();
+        let chains = batches
+            .iter()
+            .map(|b| {
+                let value = self.chain(b.seq)?.ok_or(StorageError::Verify {
+                    seq: b.first_event,
+                    reason: format!("batch {} has no chain entry", b.seq),
+                })?;
+                Chain::decode(value, b.events).map_err(|reason| StorageError::Verify {
+                    seq: b.first_event,
+                    reason: format!("batch {}: {reason}", b.seq),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let in_block_order = self.ids_in_block_order(&chains)?;
         let mut head = GENESIS;
         let mut next_event = 0u64;
-        for b in &batches {
-            let chain = self.chain(b.seq)?.ok_or(StorageError::Verify {
-                seq: b.first_event,
-                reason: format!("batch {} has no chain entry", b.seq),
-            })?;
-            if b.head_before != head || b.first_event != next_event || chain.len() as u64 != b.events * 32 {
+        for ((b, chain), in_blocks) in batches.iter().zip(&chains).zip(&in_block_order) {
+            if b.head_before != head || b.first_event != next_event {
                 return Err(StorageError::Verify {
                     seq: b.first_event,
                     reason: format!("batch {} does not continue the batch before it", b.seq),
                 });
             }
-            for (i, id) in chain.chunks_exact(32).enumerate() {
-                let id: EventId = id.try_into().map_err(|_| StorageError::Corrupt("chain entry".into()))?;
+            let ids = chain.ids(in_blocks).map_err(|reason| StorageError::Verify {
+                seq: b.first_event,
+                reason: format!("batch {}: {reason}", b.seq),
+            })?;
+            for (i, id) in ids.into_iter().enumerate() {
                 head = extend_head(&head, &id);
                 seq_of.insert(id, (b.first_event + i as u64, b.seq));
             }
@@ -945,6 +963,27 @@ impl EventLog {
         })
     }
 
+    /// For each batch whose chain is positions (see `chain`), its ids as the blocks hold them,
+    /// in block order: a walk of the blocks meets every bucket in order, and a batch's records
+    /// of one bucket in one block (a merge takes blocks whole), sorted.
+    fn ids_in_block_order(&self, chains: &[Chain]) -> Result<Vec<Vec<EventId>>> {
+        let mut ids = vec![Vec::new(); chains.len()];
+        if !chains.iter().any(Chain::needs_blocks) {
+            return Ok(ids);
+        }
+        self.visit_blocks::<StorageError>(&[], None, |_, span, v| {
+            block::for_each::<StorageError>(span.first, v, |r| {
+                let i = usize::try_from(r.batch.wrapping_sub(1)).unwrap_or(usize::MAX);
+                if chains.get(i).is_some_and(Chain::needs_blocks) {
+                    ids[i].push(r.id);
+                }
+                Ok(())
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(ids)
+    }
+
     /// Erases every event of `subject` (a data-subject request): each record keeps its id,
     /// times and kind, so the hash chain still verifies, but its sealed payload is replaced by
     /// a tombstone naming `request`; then the subject's key is destroyed, which makes any copy
@@ -1001,7 +1040,8 @@ impl EventLog {
             let (span, mut records) = block::decode(first, v)?;
             let mut changed = false;
             for r in records.iter_mut().filter(|r| r.handle == handle && !r.erased()) {
-                r.flags |= block::FLAG_ERASED;
+                // A tombstone is no envelope's tail.
+                r.flags = block::FLAG_ERASED;
                 r.sealed = &tombstone;
                 changed = true;
                 erased += 1;
@@ -1086,7 +1126,11 @@ fn open_group<E: From<StorageError>>(
     open_all(group.iter().map(|(r, k)| (k, &r.id, r.sealed)), plain, ends);
     let mut from = 0;
     for ((r, _), &to) in group.iter().zip(ends.iter()) {
-        let e = envelope::decode(&plain[from..to])?;
+        let e = if r.flags & block::FLAG_TAIL != 0 {
+            envelope::decode_tail(r.kind, r.event_time, &plain[from..to])?
+        } else {
+            envelope::decode(&plain[from..to])?
+        };
         from = to;
         f(EventRef {
             id: &r.id,
@@ -1133,13 +1177,18 @@ fn admits(admitted: &[bool], vis: Visibility, r: &Record<'_>) -> bool {
 const ERASING: &[u8] = b"erasing";
 const MARKER_ENTRY: usize = 24;
 
+/// The whole envelope of a live record, opened.
 fn open_record(vault: &Vault, r: &Record<'_>) -> Result<Vec<u8>> {
     let key = vault
         .get(r.handle)
         .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
-    let mut env = r.sealed.to_vec();
-    apply_cipher(key, &r.id, &mut env);
-    Ok(env)
+    let mut plain = r.sealed.to_vec();
+    apply_cipher(key, &r.id, &mut plain);
+    Ok(if r.flags & block::FLAG_TAIL != 0 {
+        envelope::untail(r.kind, r.event_time, &plain)
+    } else {
+        plain
+    })
 }
 
 /// `head' = blake3(head || event_id)`.
@@ -1386,8 +1435,9 @@ mod tests {
             let Err(StorageError::Verify { reason, .. }) = log.verify() else {
                 panic!("{tamper}: the tampering verifies");
             };
+            // A record moved out of its batch leaves the batch's chain a place short.
             let expected = if tamper == "batch" {
-                "chained in batch"
+                "batch 1: its blocks hold 49 of its 50 events"
             } else {
                 "duplicate-check index"
             };
@@ -1410,24 +1460,30 @@ mod tests {
     }
 
     #[test]
-    fn a_large_batch_chains_its_ids_in_chunks() {
+    fn a_batch_chains_its_ids_by_their_places_in_block_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = dir.path().join("keys.bin");
         let kv = Arc::new(MemKv::default());
         let log = EventLog::open(kv.clone(), Vault::open(&keys).expect("vault")).expect("opens");
-        let many: Vec<NewEvent> = (0..2 * CHAIN_CHUNK as i64 + 5)
-            .map(|i| ev(&format!("c{}", i % 97), i, i, format!("e{i}").as_bytes()))
+        let many: Vec<NewEvent> = (0..300i64)
+            .map(|i| ev(&format!("c{}", i % 97), 1000 - i, i, format!("e{i}").as_bytes()))
             .collect();
         let first = log.append(many.clone(), 1, 0).expect("append");
-        assert_eq!(log.chain_keys(1).expect("keys").len(), 3);
-        assert_eq!(log.chain(1).expect("chain").map(|c| c.len()), Some(many.len() * 32));
+        let value = kv.get(TreeName::Chain, &be(1)).expect("get").expect("one chain value");
+        assert_eq!(value.len(), 1 + 2 * many.len(), "two bytes a place for 300 events");
         let report = log.verify().expect("verifies");
         assert_eq!((report.events, report.head), (many.len() as u64, first.head));
-        // A chunked batch left uncommitted by a crash goes whole on reopen.
-        let more: Vec<NewEvent> = (0..CHAIN_CHUNK as i64 + 1)
-            .map(|i| ev("late", i, i, format!("l{i}").as_bytes()))
+
+        // A store written before format 9 holds the ids themselves, read as they are.
+        let ids: Vec<u8> = many
+            .iter()
+            .flat_map(|e| envelope::event_id(&e.envelope().expect("envelope")))
             .collect();
-        log.append(more, 2, 0).expect("append");
+        kv.insert(TreeName::Chain, &be(1), &ids).expect("a chain of ids");
+        assert_eq!(log.verify().expect("verifies").head, first.head);
+
+        // A batch left uncommitted by a crash goes whole on reopen, its chain value too.
+        log.append(vec![ev("late", 1, 1, b"l")], 2, 0).expect("append");
         kv.remove(TreeName::Batches, &be(2)).expect("drop the commit record");
         kv.insert(TreeName::Meta, b"pending", &be(2)).expect("pending");
         drop(log);
@@ -1437,13 +1493,49 @@ mod tests {
     }
 
     #[test]
+    fn an_event_whose_id_prefix_is_already_stored_is_still_appended() {
+        let (kv, log) = mem_log();
+        log.append(sample(), 1, 0).expect("append");
+        let late = ev("c3", 500, 500, b"shares a prefix");
+        let id = envelope::event_id(&late.envelope().expect("envelope"));
+        // As if a stored event's id began with the same 8 bytes.
+        let key = block::block_key(block::bucket_of(envelope::subject_handle("c3")), 1);
+        let entry = kv.get(TreeName::BlockIds, &key).expect("get").expect("c3's entry");
+        let (last, ids) = idset::decode_ids(&entry).expect("decodes");
+        let mut ids: Vec<u64> = ids.chain([prefix(&id)]).collect();
+        kv.insert(TreeName::BlockIds, &key, &idset::encode_ids(last, &mut ids))
+            .expect("insert");
+
+        let out = log.append(vec![late.clone()], 2, 0).expect("append");
+        assert_eq!(
+            (out.appended, out.duplicates),
+            (1, 0),
+            "a shared prefix is no duplicate"
+        );
+        let again = log.append(vec![late.clone()], 2, 0).expect("append");
+        assert_eq!((again.appended, again.duplicates), (0, 1), "the same run knows it now");
+        let rerun = log.append(vec![late], 3, 0).expect("append");
+        assert_eq!(
+            (rerun.appended, rerun.duplicates),
+            (0, 1),
+            "a new run reads it from the blocks"
+        );
+        assert_eq!(log.verify().expect("verifies").events, 51);
+    }
+
+    #[test]
     fn verify_detects_a_broken_chain() {
         let (kv, log) = mem_log();
         log.append(sample(), 1, 0).expect("append");
         let mut chain = kv.get(TreeName::Chain, &be(1)).expect("get").expect("chain");
-        chain.swap(0, 32);
+        chain.swap(1, 2);
         kv.insert(TreeName::Chain, &be(1), &chain).expect("insert");
         assert!(matches!(log.verify(), Err(StorageError::Verify { .. })));
+        chain.swap(1, 2);
+        chain[2] = chain[1];
+        kv.insert(TreeName::Chain, &be(1), &chain).expect("insert");
+        let err = log.verify().expect_err("a place named twice");
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]
@@ -1577,7 +1669,7 @@ mod tests {
         let first = names[2].as_str();
         let (k, mut v) = big;
         let (_, key_batch) = block::split_block_key(&k).expect("key");
-        let n = block::directory_len(key_batch, &v).expect("head").expect("format 4");
+        let n = block::directory_len(key_batch, &v).expect("head").expect("a directory");
         let directory = block::Directory::parse(key_batch, &v[..n]).expect("directory");
         let (at, len) = directory
             .run(envelope::subject_handle(first))

@@ -204,7 +204,7 @@ impl EventLog {
             })?;
         }
         records.sort_unstable_by_key(|r| (r.handle, r.event_time, r.id));
-        let mut ids: Vec<u128> = records.iter().map(|r| prefix(&r.id)).collect();
+        let mut ids: Vec<u64> = records.iter().map(|r| prefix(&r.id)).collect();
         Ok(Merged {
             key: start,
             ids: idset::encode_ids(span.last, &mut ids),
