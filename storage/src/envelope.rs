@@ -214,13 +214,13 @@ pub fn decode_tail(kind: u8, event_time: i64, tail: &[u8]) -> Result<Envelope<'_
     })
 }
 
-/// The whole envelope of a tail (see [`TAIL_AT`]): what its event id is the hash of.
-pub fn untail(kind: u8, event_time: i64, tail: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(TAIL_AT + tail.len());
+/// The bytes of an envelope before its tail (see [`TAIL_AT`]), with room for a tail of `tail`
+/// bytes: what a stored tail is put back behind before it is hashed against its id.
+pub fn head_before_tail(kind: u8, event_time: i64, tail: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TAIL_AT + tail);
     out.push(ENVELOPE_VERSION);
     out.push(kind);
     out.extend_from_slice(&event_time.to_be_bytes());
-    out.extend_from_slice(tail);
     out
 }
 

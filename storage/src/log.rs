@@ -1182,13 +1182,15 @@ fn open_record(vault: &Vault, r: &Record<'_>) -> Result<Vec<u8>> {
     let key = vault
         .get(r.handle)
         .ok_or_else(|| StorageError::MissingKey(format!("{:032x}", r.handle)))?;
-    let mut plain = r.sealed.to_vec();
-    apply_cipher(key, &r.id, &mut plain);
-    Ok(if r.flags & block::FLAG_TAIL != 0 {
-        envelope::untail(r.kind, r.event_time, &plain)
+    let mut env = if r.flags & block::FLAG_TAIL != 0 {
+        envelope::head_before_tail(r.kind, r.event_time, r.sealed.len())
     } else {
-        plain
-    })
+        Vec::with_capacity(r.sealed.len())
+    };
+    let at = env.len();
+    env.extend_from_slice(r.sealed);
+    apply_cipher(key, &r.id, &mut env[at..]);
+    Ok(env)
 }
 
 /// `head' = blake3(head || event_id)`.
